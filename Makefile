@@ -1,0 +1,30 @@
+# Two entry points: `make demo` (the main job) and `make test` (the test suite).
+# Each creates .venv on first use and installs what it needs.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+# The exact torch build that lies on this machine's disk (CPU/CUDA wheel from the local index).
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: demo test lint install clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_PINS)
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(PY) examples/explain_image.py --out out/heatmap.png
+
+lint: $(VENV)/.installed
+	$(PY) -m ruff check .
+
+test: $(VENV)/.installed lint
+	$(PY) -m pytest -q -n 2 tests
+
+clean:
+	rm -rf $(VENV) out

@@ -1,0 +1,1 @@
+"""Lightning callbacks of lrp-lightning, installed as ``lrp_lightning.callbacks``."""
