@@ -1,0 +1,428 @@
+"""Attributors: compute an attribution of a model's output to its input.
+
+:class:`Gradient` with a composite computes LRP; without one, the plain input gradient. :class:`SmoothGrad`
+and :class:`IntegratedGradients` average gradients (or LRP maps) over noisy or interpolated inputs, and
+:class:`Occlusion` measures the drop of the target score when patches are hidden. The API is Zennit's::
+
+    with Gradient(model=model, composite=composite) as attributor:
+        output, relevance = attributor(x, target)
+
+``target`` says which output is explained (:func:`output_weights` turns it into the initial relevance):
+
+* ``None`` — the output itself (Zennit's default),
+* an ``int``, a list or an integer tensor of class indices (one per sample) — a one-hot vector,
+* ``"prediction"`` — the one-hot vector of each sample's highest score,
+* a float tensor shaped like the output (e.g. a one-hot matrix) — used as given,
+* a callable ``output -> tensor shaped like the output``.
+
+Attributors enable gradients themselves, so they work inside ``torch.no_grad()`` and
+``torch.inference_mode()`` blocks (e.g. in a Lightning validation step). They never touch the model's
+parameters or their ``.grad``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn as nn
+
+from .core import Composite
+
+Tensor = torch.Tensor
+Target = None | int | str | Sequence[int] | Tensor | Callable[[Tensor], Tensor]
+
+__all__ = [
+    "Attribution",
+    "Attributor",
+    "Gradient",
+    "IntegratedGradients",
+    "Occlusion",
+    "SmoothGrad",
+    "explain",
+    "output_weights",
+]
+
+
+class Attribution(NamedTuple):
+    """The model's output and the attribution (relevance) of its input, same shape as the input."""
+
+    output: Tensor
+    relevance: Tensor
+
+
+def _one_hot(indices: Tensor, output: Tensor) -> Tensor:
+    if output.ndim != 2:
+        raise ValueError(
+            f"class targets need class scores of shape (batch, classes), but the model returned shape "
+            f"{tuple(output.shape)}; return logits from forward() or pass target as a tensor shaped like the output"
+        )
+    classes = output.shape[1]
+    indices = indices.to(device=output.device, dtype=torch.long).reshape(-1)
+    if indices.numel() == 1 and output.shape[0] != 1:
+        indices = indices.expand(output.shape[0])
+    if indices.numel() != output.shape[0]:
+        raise ValueError(f"got {indices.numel()} target classes for a batch of {output.shape[0]} samples")
+    bad = (indices < 0) | (indices >= classes)
+    if bool(bad.any()):
+        raise ValueError(
+            f"target class {int(indices[bad][0])} is out of range for an output with {classes} classes "
+            f"(valid: 0..{classes - 1})"
+        )
+    weights = torch.zeros_like(output)
+    weights[torch.arange(output.shape[0], device=output.device), indices] = 1.0
+    return weights
+
+
+def output_weights(output: Tensor, target: Target) -> Tensor:
+    """The initial relevance (gradient at the output) for ``target``; see the module docstring."""
+    output = output.detach()
+    if target is None:
+        return output
+    if isinstance(target, str):
+        if target != "prediction":
+            raise ValueError(f"unknown target {target!r}; use 'prediction', class indices, a tensor or a callable")
+        if output.ndim != 2:
+            return _one_hot(torch.zeros(0), output)  # raises the shape error
+        return _one_hot(output.argmax(dim=1), output)
+    if callable(target) and not isinstance(target, Tensor):
+        weights = target(output)
+        if not isinstance(weights, Tensor) or weights.shape != output.shape:
+            raise ValueError(
+                "a callable target must return a tensor shaped like the output "
+                f"{tuple(output.shape)}, got {getattr(weights, 'shape', type(weights).__name__)}"
+            )
+        return weights.to(output)
+    if isinstance(target, Tensor):
+        if target.is_floating_point() and target.shape == output.shape:
+            return target.to(output)
+        if target.is_floating_point() and target.ndim == output.ndim and target.shape[0] == 1:
+            return target.to(output).expand_as(output)
+        if target.is_floating_point():
+            raise ValueError(
+                f"a float target must be shaped like the output {tuple(output.shape)}, got {tuple(target.shape)}; "
+                "pass class indices as an integer tensor"
+            )
+        return _one_hot(target, output)
+    if isinstance(target, bool):
+        raise TypeError("target must be class indices, 'prediction', a tensor or a callable, not a bool")
+    if isinstance(target, int):
+        return _one_hot(torch.tensor([target]), output)
+    if isinstance(target, Sequence):
+        return _one_hot(torch.as_tensor(list(target)), output)
+    raise TypeError(f"unsupported target of type {type(target).__name__}")
+
+
+def _prepare_input(input: Tensor) -> Tensor:
+    if not isinstance(input, Tensor):
+        raise TypeError(f"input must be a torch.Tensor, not {type(input).__name__}")
+    input = input.detach()
+    if input.is_inference():
+        input = input.clone()
+    if not input.is_floating_point():
+        raise TypeError(f"input must be a floating point tensor to be attributed, got {input.dtype}")
+    return input
+
+
+class Attributor:
+    """Base class: optional composite, registered while the attributor is used.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    composite : Composite, optional
+        Registered on ``model`` inside ``with`` or for the duration of each call.
+    attr_output : target, optional
+        Default target of calls that give none (see the module docstring); the output itself if ``None``.
+    """
+
+    def __init__(self, model: nn.Module, composite: Composite | None = None, attr_output: Target = None) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, not {type(model).__name__}")
+        if composite is not None and not isinstance(composite, Composite):
+            raise TypeError(
+                "composite must be a Composite (e.g. get_composite('epsilon_gamma_box')), "
+                f"not {type(composite).__name__}"
+            )
+        self.model = model
+        self.composite = composite
+        self.attr_output = attr_output
+        self._registered = False
+
+    def __enter__(self) -> Attributor:
+        if self.composite is not None:
+            # canonizers compute tensors (merged parameters) that autograd must be allowed to save
+            with torch.inference_mode(False):
+                self.composite.register(self.model)
+            self._registered = True
+        return self
+
+    def __exit__(self, exc_type, exc_value, traceback) -> bool:
+        if self._registered:
+            self._registered = False
+            self.composite.remove()
+        return False
+
+    def __call__(self, input: Tensor, attr_output: Target = None) -> Attribution:
+        """Attribute ``input`` for ``attr_output`` (or the default target); returns ``(output, relevance)``."""
+        target = self.attr_output if attr_output is None else attr_output
+        with torch.inference_mode(False), torch.enable_grad():
+            input = _prepare_input(input)
+            if self.composite is None or self._registered:
+                return Attribution(*self.forward(input, target))
+            with self:
+                return Attribution(*self.forward(input, target))
+
+    def forward(self, input: Tensor, target: Target) -> tuple[Tensor, Tensor]:
+        """Compute ``(output, attribution)``; the composite is registered already."""
+        raise NotImplementedError
+
+    def grad(self, input: Tensor, target: Target) -> tuple[Tensor, Tensor]:
+        """Output and (modified) gradient of the target w.r.t. ``input``."""
+        leaf = input.detach().requires_grad_(True)
+        output = self.model(leaf)
+        if not isinstance(output, Tensor):
+            raise TypeError(
+                f"the model returned {type(output).__name__}; attributors need a tensor of scores "
+                "(wrap the model so that forward returns the logits)"
+            )
+        if not output.requires_grad:
+            raise RuntimeError(
+                "the model's output does not depend on its input through autograd (is a part of forward "
+                "wrapped in torch.no_grad() or detached?)"
+            )
+        weights = output_weights(output, target)
+        (gradient,) = torch.autograd.grad(output, leaf, grad_outputs=weights, allow_unused=True)
+        if gradient is None:
+            gradient = torch.zeros_like(leaf)
+        return output.detach(), gradient
+
+
+class Gradient(Attributor):
+    """The (modified) gradient: LRP with a composite, the plain input gradient without one."""
+
+    def forward(self, input: Tensor, target: Target) -> tuple[Tensor, Tensor]:
+        return self.grad(input, target)
+
+
+class SmoothGrad(Attributor):
+    """SmoothGrad: the mean attribution over ``n_iter`` noisy copies of the input.
+
+    Parameters
+    ----------
+    model, composite, attr_output : see :class:`Attributor`
+    noise_level : float, default 0.1
+        Noise standard deviation relative to each sample's value range (max - min).
+    n_iter : int, default 20
+        Number of samples; the last one is noise-free (as in Zennit), and its output is returned.
+    generator : torch.Generator, optional
+        Source of the noise; the global RNG if ``None``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        composite: Composite | None = None,
+        attr_output: Target = None,
+        noise_level: float = 0.1,
+        n_iter: int = 20,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__(model, composite, attr_output)
+        if n_iter < 1:
+            raise ValueError(f"n_iter must be at least 1, got {n_iter}")
+        self.noise_level = noise_level
+        self.n_iter = n_iter
+        self.generator = generator
+
+    def forward(self, input: Tensor, target: Target) -> tuple[Tensor, Tensor]:
+        dims = tuple(range(1, input.ndim))
+        std = self.noise_level * (input.amax(dims, keepdim=True) - input.amin(dims, keepdim=True))
+        result = torch.zeros_like(input)
+        output = None
+        for n in range(self.n_iter):
+            if n < self.n_iter - 1:
+                noise = torch.randn(
+                    input.shape, generator=self.generator, device=input.device, dtype=input.dtype
+                )
+                noisy = input + noise * std
+            else:
+                noisy = input
+            output, gradient = self.grad(noisy, target)
+            result += gradient / self.n_iter
+        return output, result
+
+
+class IntegratedGradients(Attributor):
+    """Integrated gradients: ``(x - x0) * mean of gradients along the straight path from x0 to x``.
+
+    Parameters
+    ----------
+    model, composite, attr_output : see :class:`Attributor`
+    baseline_fn : callable, optional
+        ``input -> baseline``; zeros by default.
+    n_iter : int, default 20
+        Steps ``alpha = 1/n, 2/n, ..., 1`` (right Riemann sum, as in Zennit).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        composite: Composite | None = None,
+        attr_output: Target = None,
+        baseline_fn: Callable[[Tensor], Tensor] | None = None,
+        n_iter: int = 20,
+    ) -> None:
+        super().__init__(model, composite, attr_output)
+        if n_iter < 1:
+            raise ValueError(f"n_iter must be at least 1, got {n_iter}")
+        self.baseline_fn = baseline_fn or torch.zeros_like
+        self.n_iter = n_iter
+
+    def forward(self, input: Tensor, target: Target) -> tuple[Tensor, Tensor]:
+        baseline = self.baseline_fn(input)
+        if isinstance(target, str) and target == "prediction":
+            with torch.no_grad():
+                target = self.model(input).argmax(dim=1)
+        result = torch.zeros_like(input)
+        output = None
+        for alpha in torch.linspace(1.0 / self.n_iter, 1.0, self.n_iter):
+            output, gradient = self.grad(baseline + alpha * (input - baseline), target)
+            result += gradient / self.n_iter
+        return output, result * (input - baseline)
+
+
+class Occlusion(Attributor):
+    """Occlusion: the drop of the target score when a sliding window of the input is hidden.
+
+    Each input element gets the mean of ``score(x) - score(x with the window hidden)`` over the windows that
+    cover it (captum's definition; Zennit's occlusion instead sums the occluded scores). The score is the
+    output weighted by the target (e.g. the target logit). A composite has no effect.
+
+    Parameters
+    ----------
+    model, composite, attr_output : see :class:`Attributor`
+    window : int or tuple of int, default 8
+        Window size over the trailing input dimensions (an int covers all non-batch dimensions, clipped
+        to their sizes; e.g. ``(1, 8, 8)`` hides one channel at a time).
+    stride : int or tuple of int, default 8
+    fill_fn : callable, optional
+        ``input -> values of hidden elements``; zeros by default.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        composite: Composite | None = None,
+        attr_output: Target = None,
+        window: int | tuple[int, ...] = 8,
+        stride: int | tuple[int, ...] = 8,
+        fill_fn: Callable[[Tensor], Tensor] | None = None,
+    ) -> None:
+        super().__init__(model, composite, attr_output)
+        for label, value in (("window", window), ("stride", stride)):
+            values = (value,) if isinstance(value, int) else tuple(value)
+            if not values or not all(isinstance(v, int) and v > 0 for v in values):
+                raise ValueError(f"{label} must be a positive int or a tuple of positive ints, got {value!r}")
+        self.window = window
+        self.stride = stride
+        self.fill_fn = fill_fn or torch.zeros_like
+
+    def _shape(self, value: int | tuple[int, ...], sample_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if isinstance(value, int):
+            return tuple(min(value, size) for size in sample_shape)
+        value = tuple(value)
+        if len(value) > len(sample_shape):
+            raise ValueError(f"window/stride {value} has more dimensions than the input sample {sample_shape}")
+        return tuple(sample_shape[: len(sample_shape) - len(value)]) + value
+
+    def forward(self, input: Tensor, target: Target) -> tuple[Tensor, Tensor]:
+        sample_shape = tuple(input.shape[1:])
+        window = self._shape(self.window, sample_shape)
+        stride = self._shape(self.stride, sample_shape)
+        with torch.no_grad():
+            output = self.model(input)
+            weights = output_weights(output, target)
+            reduce_dims = tuple(range(1, output.ndim))
+            base_score = (weights * output).sum(reduce_dims)
+            fill = self.fill_fn(input)
+            total = torch.zeros_like(input)
+            counts = torch.zeros(sample_shape, dtype=input.dtype, device=input.device)
+            # like captum, a last window clipped at the border covers what the stride would skip
+            starts = [range(0, size - w + s, s) for size, w, s in zip(sample_shape, window, stride)]
+            for offset in itertools.product(*starts):
+                region = tuple(slice(o, o + w) for o, w in zip(offset, window))
+                occluded = input.clone()
+                occluded[(slice(None),) + region] = fill[(slice(None),) + region]
+                score = (weights * self.model(occluded)).sum(reduce_dims)
+                drop = (base_score - score)[(slice(None),) + (None,) * len(sample_shape)]
+                total[(slice(None),) + region] += drop
+                counts[region] += 1
+        return output, total / counts.clamp(min=1)
+
+
+_ATTRIBUTORS: dict[str, type[Attributor]] = {
+    "gradient": Gradient,
+    "smoothgrad": SmoothGrad,
+    "integrated_gradients": IntegratedGradients,
+    "occlusion": Occlusion,
+}
+
+
+def explain(
+    model: nn.Module,
+    input: Tensor,
+    target: Target = "prediction",
+    composite: str | Composite | None = "epsilon_gamma_box",
+    canonizers: Any = "auto",
+    attributor: str | type[Attributor] = "gradient",
+    attributor_kwargs: dict[str, Any] | None = None,
+    **composite_kwargs: Any,
+) -> Attribution:
+    """Explain ``model`` on ``input`` in one call; the model is put in eval mode and restored afterwards.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    input : torch.Tensor
+        A batch, e.g. ``(N, C, H, W)``.
+    target : target, default "prediction"
+        What to explain (see the module docstring).
+    composite : str or Composite or None, default "epsilon_gamma_box"
+        A registered name (see :data:`lrp_lightning.composites.COMPOSITES`), a composite, or ``None`` for
+        the plain gradient.
+    canonizers : "auto", list or None, default "auto"
+        Used when ``composite`` is a name.
+    attributor : str or Attributor class, default "gradient"
+        ``"gradient"``, ``"smoothgrad"``, ``"integrated_gradients"`` or ``"occlusion"``.
+    attributor_kwargs : dict, optional
+        E.g. ``{"n_iter": 10}``.
+    **composite_kwargs
+        Passed to the composite when it is a name, e.g. ``low=-1.0, high=1.0, epsilon=1e-3``.
+
+    Returns
+    -------
+    Attribution
+        ``(output, relevance)``; ``relevance`` has the input's shape.
+    """
+    from .composites import get_composite
+
+    if isinstance(composite, str):
+        composite = get_composite(composite, canonizers=canonizers, **composite_kwargs)
+    elif composite_kwargs:
+        raise TypeError(f"composite arguments {sorted(composite_kwargs)} need composite given by name")
+    if isinstance(attributor, str):
+        key = attributor.lower()
+        if key not in _ATTRIBUTORS:
+            raise ValueError(f"unknown attributor {attributor!r}; choose one of {sorted(_ATTRIBUTORS)}")
+        attributor = _ATTRIBUTORS[key]
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        with attributor(model=model, composite=composite, **(attributor_kwargs or {})) as instance:
+            return instance(input, target)
+    finally:
+        for module, training in modes:
+            module.training = training

@@ -1,0 +1,714 @@
+"""The hook engine: how a rule is attached to a module and evaluated in the backward pass.
+
+A *rule* (Zennit calls it a hook) says how relevance flows through one module. While a composite is
+registered, each module with a rule gets a forward hook that replaces the module's output ``z`` by an
+autograd node whose backward computes the rule's relevance for the module's input from the relevance
+(gradient) arriving at ``z``. The module's own backward is never evaluated, and nothing is stored on the
+rule or the module: every call of a module gets its own autograd node, so a module used several times in
+one forward pass (shared weights, a ReLU reused inside a residual block) is handled correctly.
+
+Rules never modify a model. Parameters are read, modified copies are computed in the backward pass, and
+canonizers that change parameters (batch-norm merging) register *overrides* here instead of writing into
+the model; the model's ``Parameter`` objects, their values and ``.grad`` are left untouched.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import types as ltypes
+
+Tensor = torch.Tensor
+
+__all__ = [
+    "BasicHook",
+    "Composite",
+    "CompositeContext",
+    "Hook",
+    "MissingRuleError",
+    "ParamMod",
+    "RemovableHandle",
+    "RemovableHandleList",
+    "Stabilizer",
+    "expand",
+    "module_params",
+    "override_params",
+    "stabilize",
+]
+
+
+class MissingRuleError(RuntimeError):
+    """A layer that needs an LRP rule was given none by the composite."""
+
+
+# --------------------------------------------------------------------------------------------------------
+# Stabilizer
+# --------------------------------------------------------------------------------------------------------
+
+
+def stabilize(
+    input: Tensor,
+    epsilon: float = 1e-6,
+    clip: bool = False,
+    norm_scale: bool = False,
+    dim: Sequence[int] | None = None,
+) -> Tensor:
+    """Stabilize ``input`` for a safe division.
+
+    Parameters
+    ----------
+    input : torch.Tensor
+        The denominator to stabilize.
+    epsilon : float, default 1e-6
+        Shift away from zero: each entry moves by ``epsilon`` in the direction of its sign (``+`` for zero).
+    clip : bool, default False
+        Instead of shifting, clip the magnitude of each entry to at least ``epsilon``, keeping its sign.
+    norm_scale : bool, default False
+        Scale ``epsilon`` by the root mean square of ``input`` over ``dim`` (per sample).
+    dim : sequence of int, optional
+        Dimensions of the root mean square of ``norm_scale``; all but the batch dimension by default.
+
+    Returns
+    -------
+    torch.Tensor
+        A new tensor without zeros.
+    """
+    sign = (input == 0.0).to(input) + input.sign()
+    if norm_scale:
+        if dim is None:
+            dim = tuple(range(1, input.ndim))
+        epsilon = epsilon * (input**2).mean(dim=tuple(dim), keepdim=True) ** 0.5
+    if clip:
+        return sign * input.abs().clip(min=epsilon)
+    return input + sign * epsilon
+
+
+class Stabilizer:
+    """A callable that stabilizes denominators, see :func:`stabilize`.
+
+    Parameters
+    ----------
+    epsilon : float, default 1e-6
+    clip : bool, default False
+    norm_scale : bool, default False
+    dim : sequence of int, optional
+    """
+
+    def __init__(
+        self,
+        epsilon: float = 1e-6,
+        clip: bool = False,
+        norm_scale: bool = False,
+        dim: Sequence[int] | None = None,
+    ) -> None:
+        self.epsilon = epsilon
+        self.clip = clip
+        self.norm_scale = norm_scale
+        self.dim = dim
+
+    def __call__(self, input: Tensor) -> Tensor:
+        return stabilize(input, self.epsilon, self.clip, self.norm_scale, self.dim)
+
+    def __repr__(self) -> str:
+        return (
+            f"Stabilizer(epsilon={self.epsilon}, clip={self.clip}, norm_scale={self.norm_scale}, dim={self.dim})"
+        )
+
+    @classmethod
+    def ensure(cls, value: float | Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+        """Return a stabilizer for a number (used as ``epsilon``) or a callable (used as is)."""
+        if isinstance(value, bool):
+            raise TypeError(f"stabilizer must be a number or a callable, not {value!r}")
+        if isinstance(value, (int, float)):
+            return cls(epsilon=float(value))
+        if callable(value):
+            return value
+        raise TypeError(
+            f"stabilizer must be a number (e.g. 1e-6) or a callable tensor -> tensor, not {type(value).__name__}"
+        )
+
+
+def expand(value: Any, shape: Sequence[int], cut_batch_dim: bool = False) -> Tensor:
+    """Broadcast a number or tensor to ``shape``.
+
+    A vector of length ``C`` is per channel for an ``(N, C, ...)`` shape (also when ``N == C``); other
+    tensors with fewer dimensions than ``shape`` get trailing singleton dimensions, so ``(1, C, 1, 1)``
+    and ``(N, 1, 1, 1)`` broadcast as written.
+    With ``cut_batch_dim``, a tensor with a longer batch dimension is cut to the first ``shape[0]`` rows.
+    """
+    tensor = value if isinstance(value, Tensor) else torch.as_tensor(value)
+    shape = tuple(shape)
+    if tensor.ndim == 0:
+        return tensor.expand(shape)
+    if tensor.ndim == 1 and len(shape) >= 2 and tensor.shape[0] == shape[1] and tensor.shape[0] > 1:
+        # a per-channel vector for an (N, C, ...) input, also when N == C
+        tensor = tensor[(None, slice(None)) + (None,) * (len(shape) - 2)]
+    if tensor.ndim < len(shape) and all(a in (1, b) for a, b in zip(tensor.shape, shape)):
+        tensor = tensor[(...,) + (None,) * (len(shape) - tensor.ndim)]
+    if tensor.ndim == len(shape):
+        if all(a in (1, b) for a, b in zip(tensor.shape, shape)):
+            return tensor.expand(shape)
+        if (
+            cut_batch_dim
+            and tensor.shape[0] > shape[0]
+            and all(a in (1, b) for a, b in zip(tensor.shape[1:], shape[1:]))
+        ):
+            return tensor[: shape[0]].expand(shape)
+    raise RuntimeError(f"cannot broadcast a tensor of shape {tuple(tensor.shape)} to the input shape {shape}")
+
+
+# --------------------------------------------------------------------------------------------------------
+# Parameters: overrides (from canonizers) and modifiers (from rules)
+# --------------------------------------------------------------------------------------------------------
+
+_PARAM_OVERRIDES: weakref.WeakKeyDictionary[nn.Module, dict[str, Tensor | None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def module_params(module: nn.Module) -> dict[str, Tensor | None]:
+    """The parameters a rule sees for ``module``: its own (detached), with canonizer overrides applied."""
+    params: dict[str, Tensor | None] = {
+        name: param.detach() for name, param in module.named_parameters(recurse=False)
+    }
+    override = _PARAM_OVERRIDES.get(module)
+    if override:
+        params.update(override)
+    return params
+
+
+@contextmanager
+def override_params(module: nn.Module, params: dict[str, Tensor | None]):
+    """Let rules see ``params`` instead of ``module``'s own parameters inside the context."""
+    previous = _PARAM_OVERRIDES.get(module)
+    _PARAM_OVERRIDES[module] = {**(previous or {}), **params}
+    try:
+        yield
+    finally:
+        if previous is None:
+            _PARAM_OVERRIDES.pop(module, None)
+        else:
+            _PARAM_OVERRIDES[module] = previous
+
+
+class ParamMod:
+    """How a rule modifies a module's parameters for one of its terms.
+
+    Parameters
+    ----------
+    modifier : callable
+        ``(param: Tensor, name: str) -> Tensor``, applied to each selected parameter.
+    param_keys : list of str, optional
+        Names of the parameters to modify; all of the module's own parameters by default, none for ``[]``.
+    zero_params : str or list of str, optional
+        Names of parameters replaced by zeros (e.g. ``"bias"`` to leave out the bias).
+    require_params : bool, default True
+        Raise when the module lacks one of ``param_keys``; otherwise skip it.
+    """
+
+    def __init__(
+        self,
+        modifier: Callable[[Tensor, str], Tensor],
+        param_keys: Sequence[str] | None = None,
+        zero_params: str | Sequence[str] | None = None,
+        require_params: bool = True,
+    ) -> None:
+        self.modifier = modifier
+        self.param_keys = None if param_keys is None else list(param_keys)
+        if isinstance(zero_params, str):
+            zero_params = [zero_params]
+        self.zero_params = list(zero_params or [])
+        self.require_params = require_params
+
+    @classmethod
+    def ensure(cls, modifier: ParamMod | Callable[[Tensor, str], Tensor]) -> ParamMod:
+        """Return ``modifier`` if it is a ParamMod, else wrap the callable in one."""
+        if isinstance(modifier, cls):
+            return modifier
+        if callable(modifier):
+            return cls(modifier)
+        raise TypeError(f"{modifier!r} is neither a ParamMod nor a callable (param, name) -> param")
+
+    def __call__(self, module: nn.Module, params: dict[str, Tensor | None]) -> dict[str, Tensor | None]:
+        """Return the modified parameters (a new dict; ``params`` is not changed)."""
+        keys = list(params) if self.param_keys is None else self.param_keys
+        missing = [key for key in keys if key not in params and not hasattr(module, key)]
+        if missing and self.require_params:
+            raise RuntimeError(
+                f"rule needs parameters {missing} that {type(module).__name__} does not have; "
+                "map this layer to another rule"
+            )
+        result = dict(params)
+        for key in keys:
+            value = params.get(key, getattr(module, key, None))
+            if value is None:
+                continue
+            if isinstance(value, nn.Parameter):
+                value = value.detach()
+            if key in self.zero_params:
+                result[key] = torch.zeros_like(value)
+            else:
+                result[key] = self.modifier(value, key)
+        return result
+
+    def is_identity(self) -> bool:
+        """True when this modifier returns the parameters unchanged."""
+        return getattr(self.modifier, "_lrp_identity", False) and not self.zero_params
+
+
+def _identity(obj: Any, name: str | None = None) -> Any:
+    return obj
+
+
+_identity._lrp_identity = True  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Functional forms of affine layers: output and input-gradient (transposed map) with given parameters
+# --------------------------------------------------------------------------------------------------------
+
+
+def _numeric_padding(module: nn.Module) -> bool:
+    return not isinstance(module.padding, str) and getattr(module, "padding_mode", "zeros") == "zeros"
+
+
+def affine_forward(module: nn.Module, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``module``'s forward with ``weight`` and ``bias`` in place of its own (Linear and convolutions)."""
+    if isinstance(module, nn.Linear):
+        return F.linear(input, weight, bias)
+    if isinstance(module, ltypes.ConvolutionStandard):
+        return module._conv_forward(input, weight, bias)
+    if isinstance(module, ltypes.ConvolutionTranspose):
+        return torch.ops.aten.convolution(
+            input,
+            weight,
+            bias,
+            list(module.stride),
+            list(module.padding),
+            list(module.dilation),
+            True,
+            list(module.output_padding),
+            module.groups,
+        )
+    raise TypeError(f"{type(module).__name__} is not an affine layer")
+
+
+def affine_input_gradient(module: nn.Module, grad_output: Tensor, input: Tensor, weight: Tensor) -> Tensor:
+    """Gradient of ``affine_forward(module, input, weight, ·)`` w.r.t. its input for ``grad_output``.
+
+    Affine layers are linear in the input, so this is the transposed map with ``weight``; it is computed
+    directly (no autograd graph, no forward pass).
+    """
+    if isinstance(module, nn.Linear):
+        return grad_output @ weight
+    if isinstance(module, ltypes.Convolution) and _numeric_padding(module):
+        transposed = isinstance(module, ltypes.ConvolutionTranspose)
+        return torch.ops.aten.convolution_backward(
+            grad_output,
+            input,
+            weight,
+            None,
+            list(module.stride),
+            list(module.padding),
+            list(module.dilation),
+            transposed,
+            list(module.output_padding) if transposed else [0] * (weight.ndim - 2),
+            module.groups,
+            [True, False, False],
+        )[0]
+    with torch.enable_grad():
+        leaf = input.detach().requires_grad_(True)
+        output = affine_forward(module, leaf, weight, None)
+        (gradient,) = torch.autograd.grad(output, leaf, grad_output)
+    return gradient
+
+
+# --------------------------------------------------------------------------------------------------------
+# Rules and their attachment to modules
+# --------------------------------------------------------------------------------------------------------
+
+_local = threading.local()
+
+
+def _evaluating() -> bool:
+    return getattr(_local, "depth", 0) > 0
+
+
+@contextmanager
+def _no_hooks():
+    """Modules called by a rule in the backward pass must not trigger rules themselves."""
+    _local.depth = getattr(_local, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _local.depth -= 1
+
+
+class _RuleFunction(torch.autograd.Function):
+    """Replaces a module's output; its backward is the rule's relevance for the module's input."""
+
+    @staticmethod
+    def forward(ctx, rule: Hook, module: nn.Module, input: Tensor, output: list) -> Tensor:  # type: ignore[override]
+        ctx.rule = rule
+        ctx.module = module
+        ctx.input_shape = input.shape
+        ctx.save_for_backward(input if rule.needs_input else None)
+        # the output arrives in a list, not as a tensor argument: a tensor argument returned as is would
+        # become a view that in-place operations after the module (ReLU(inplace=True)) may not modify
+        return output.pop()
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):  # type: ignore[override]
+        (input,) = ctx.saved_tensors
+        with _no_hooks():
+            relevance = ctx.rule.backward(ctx.module, input, grad_output)
+        if relevance is not None and relevance.shape != ctx.input_shape:
+            raise RuntimeError(
+                f"rule {type(ctx.rule).__name__} on {type(ctx.module).__name__} returned relevance of shape "
+                f"{tuple(relevance.shape)} for an input of shape {tuple(ctx.input_shape)}; "
+                "map this layer to a rule that fits it (e.g. Norm())"
+            )
+        return None, None, relevance, None
+
+
+class Hook:
+    """Base class of all rules.
+
+    A rule implements :meth:`backward`: given the module, its input (when :attr:`needs_input`) and the
+    relevance arriving at its output (``grad_output``), return the relevance of its input. Rules are
+    stateless templates; one instance may be attached to many modules.
+    """
+
+    #: whether :meth:`backward` needs the module's input (kept alive until the backward pass)
+    needs_input: bool = True
+
+    def backward(self, module: nn.Module, input: Tensor, grad_output: Tensor) -> Tensor:
+        """Return the relevance of ``module``'s input."""
+        raise NotImplementedError
+
+    def copy(self) -> Hook:
+        """Return an independent copy (rules are stateless; kept for Zennit compatibility)."""
+        return copy.copy(self)
+
+    def register(self, module: nn.Module) -> RemovableHandleList:
+        """Attach this rule to ``module`` until the returned handle is removed."""
+        rule = self
+        originals: dict[int, Tensor] = {}
+        inplace = bool(getattr(module, "inplace", False))
+
+        def pre_hook(mod: nn.Module, args: tuple) -> tuple | None:
+            if _evaluating() or not inplace or not args or not isinstance(args[0], Tensor):
+                return None
+            if not (args[0].requires_grad and torch.is_grad_enabled()):
+                return None
+            # an in-place module would overwrite the input the rule needs: give it a copy
+            clone = args[0].clone()
+            originals[id(clone)] = args[0]
+            return (clone,) + tuple(args[1:])
+
+        def forward_hook(mod: nn.Module, args: tuple, output: Any) -> Tensor | None:
+            if not args or not isinstance(args[0], Tensor):
+                return None
+            input = originals.pop(id(args[0]), args[0])
+            if _evaluating() or not (input.requires_grad and torch.is_grad_enabled()):
+                return None
+            if not isinstance(output, Tensor):
+                raise TypeError(
+                    f"rule {type(rule).__name__} is attached to {type(mod).__name__}, which returns "
+                    f"{type(output).__name__}; rules apply to modules with a single tensor output. "
+                    "Map this layer to no rule (e.g. a name map) or wrap it in a module returning one tensor."
+                )
+            return _RuleFunction.apply(rule, mod, input, [output.detach()])
+
+        return RemovableHandleList(
+            [
+                module.register_forward_pre_hook(pre_hook),
+                module.register_forward_hook(forward_hook),
+                _Finalizer(originals.clear),
+            ]
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class BasicHook(Hook):
+    """A rule of Zennit's general form, given as data: input, parameter and output modifiers.
+
+    For ``K`` terms, term ``k`` evaluates the module on ``x_k = input_modifiers[k](x)`` with parameters
+    ``param_modifiers[k]``, giving ``z_k = output_modifiers[k](f_k(x_k))``. ``gradient_mapper(R, [z_k])``
+    turns the relevance ``R`` at the output into one tensor per term (e.g. ``R / z``), each is propagated
+    back through the transposed ``f_k`` to ``g_k``, and ``reducer([x_k], [g_k])`` combines them into the
+    input relevance (e.g. ``x * g``). For affine layers (Linear, convolutions) ``f_k`` and its transpose
+    are evaluated directly; other modules go through autograd.
+
+    Parameters
+    ----------
+    input_modifiers : list of callable, optional
+        ``(input) -> input`` per term; identity by default.
+    param_modifiers : list of ParamMod or callable, optional
+        Per term; unmodified parameters by default.
+    output_modifiers : list of callable, optional
+        ``(output) -> output`` per term; identity by default.
+    gradient_mapper : callable, optional
+        ``(relevance, outputs) -> list of tensors or None``; ``R / stabilize(z_k)`` for each term by default.
+        A ``None`` entry means the term is not propagated (its gradient is ``None`` in the reducer).
+    reducer : callable, optional
+        ``(inputs, gradients) -> relevance``; ``sum_k x_k * g_k`` by default.
+    """
+
+    def __init__(
+        self,
+        input_modifiers: Sequence[Callable[[Tensor], Tensor]] | None = None,
+        param_modifiers: Sequence[ParamMod | Callable[[Tensor, str], Tensor]] | None = None,
+        output_modifiers: Sequence[Callable[[Tensor], Tensor]] | None = None,
+        gradient_mapper: Callable[[Tensor, list[Tensor]], Any] | None = None,
+        reducer: Callable[[list[Tensor], list[Tensor | None]], Tensor] | None = None,
+    ) -> None:
+        lengths = {len(m) for m in (input_modifiers, param_modifiers, output_modifiers) if m is not None}
+        if len(lengths) > 1:
+            raise ValueError(f"input, parameter and output modifiers must have equal lengths, got {lengths}")
+        count = lengths.pop() if lengths else 1
+        self.input_modifiers = list(input_modifiers) if input_modifiers is not None else [_identity] * count
+        self.param_modifiers = [
+            ParamMod.ensure(mod)
+            for mod in (param_modifiers if param_modifiers is not None else [ParamMod(_identity)] * count)
+        ]
+        self._identity_outputs = output_modifiers is None
+        self.output_modifiers = list(output_modifiers) if output_modifiers is not None else [_identity] * count
+        self.gradient_mapper = gradient_mapper or _default_gradient_mapper
+        self.reducer = reducer or _default_reducer
+
+    def backward(self, module: nn.Module, input: Tensor, grad_output: Tensor) -> Tensor:
+        params = module_params(module)
+        inputs = [modifier(input) for modifier in self.input_modifiers]
+        param_sets = [modifier(module, params) for modifier in self.param_modifiers]
+        if self._identity_outputs and isinstance(module, ltypes.Linear):
+            outputs = [
+                affine_forward(module, x, p["weight"], p.get("bias")) for x, p in zip(inputs, param_sets)
+            ]
+            grad_outputs = _as_list(self.gradient_mapper(grad_output, outputs), len(outputs))
+            gradients = [
+                None if g is None else affine_input_gradient(module, g, x, p["weight"])
+                for g, x, p in zip(grad_outputs, inputs, param_sets)
+            ]
+            return self.reducer(inputs, gradients)
+        return self._autograd_backward(module, params, inputs, param_sets, grad_output)
+
+    def _autograd_backward(self, module, params, inputs, param_sets, grad_output):
+        leaves = [x.detach().requires_grad_(True) for x in inputs]
+        with torch.enable_grad():
+            outputs = [
+                out_mod(_call_with_params(module, x, p, params))
+                for out_mod, x, p in zip(self.output_modifiers, leaves, param_sets)
+            ]
+        grad_outputs = _as_list(
+            self.gradient_mapper(grad_output, [out.detach() for out in outputs]), len(outputs)
+        )
+        used = [i for i, g in enumerate(grad_outputs) if g is not None]
+        gradients: list[Tensor | None] = [None] * len(outputs)
+        if used:
+            computed = torch.autograd.grad(
+                [outputs[i] for i in used],
+                [leaves[i] for i in used],
+                grad_outputs=[grad_outputs[i] for i in used],
+                allow_unused=True,
+            )
+            for i, gradient in zip(used, computed):
+                gradients[i] = torch.zeros_like(inputs[i]) if gradient is None else gradient
+        return self.reducer(inputs, gradients)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(terms={len(self.input_modifiers)})"
+
+
+def _as_list(value: Any, count: int) -> list[Tensor | None]:
+    if isinstance(value, Tensor):
+        return [value] * count if count > 1 else [value]
+    value = list(value)
+    if len(value) != count:
+        raise ValueError(f"gradient_mapper returned {len(value)} tensors for {count} terms")
+    return value
+
+
+def _default_gradient_mapper(grad_output: Tensor, outputs: list[Tensor]) -> list[Tensor]:
+    return [grad_output / stabilize(output) for output in outputs]
+
+
+def _default_reducer(inputs: list[Tensor], gradients: list[Tensor | None]) -> Tensor:
+    terms = [x * g for x, g in zip(inputs, gradients) if g is not None]
+    if not terms:
+        return torch.zeros_like(inputs[0])
+    return functools.reduce(torch.add, terms)
+
+
+def _call_with_params(module: nn.Module, input: Tensor, params: dict, original: dict) -> Tensor:
+    if all(params.get(k) is original.get(k) for k in set(params) | set(original)) and (
+        module not in _PARAM_OVERRIDES
+    ):
+        return module.forward(input)
+    if isinstance(module, ltypes.Linear):
+        return affine_forward(module, input, params["weight"], params.get("bias"))
+    return torch.func.functional_call(module, params, (input,))
+
+
+# --------------------------------------------------------------------------------------------------------
+# Handles and composites
+# --------------------------------------------------------------------------------------------------------
+
+
+class _Finalizer:
+    def __init__(self, fn: Callable[[], None]) -> None:
+        self.fn = fn
+
+    def remove(self) -> None:
+        self.fn()
+
+
+class RemovableHandle:
+    """Calls ``remove`` on a (weakly referenced) object, e.g. a canonizer instance."""
+
+    def __init__(self, instance: Any) -> None:
+        self.instance_ref = weakref.ref(instance)
+
+    def remove(self) -> None:
+        instance = self.instance_ref()
+        if instance is not None:
+            instance.remove()
+
+
+class RemovableHandleList(list):
+    """A list of handles removed together, last registered first."""
+
+    def remove(self) -> None:  # type: ignore[override]
+        errors = []
+        while self:
+            handle = super().pop()
+            try:
+                handle.remove()
+            except Exception as error:  # keep removing the rest, report afterwards
+                errors.append(error)
+        if errors:
+            raise errors[0]
+
+
+class CompositeContext:
+    """Registers a composite on entering and removes it on exiting (also on exceptions)."""
+
+    def __init__(self, module: nn.Module, composite: Composite) -> None:
+        self.module = module
+        self.composite = composite
+
+    def __enter__(self) -> nn.Module:
+        self.composite.register(self.module)
+        return self.module
+
+    def __exit__(self, exc_type, exc_value, traceback) -> bool:
+        self.composite.remove()
+        return False
+
+
+#: layer types that may go without a rule: relevance flows through them as the gradient does
+PASS_THROUGH_TYPES: tuple[type, ...] = ltypes.MaxPool + ltypes.Structural + (nn.Sequential, nn.ModuleList)
+
+
+class Composite:
+    """Maps modules to rules, applies canonizers, and registers both on a model.
+
+    Parameters
+    ----------
+    module_map : callable, optional
+        ``(ctx: dict, name: str, module: nn.Module) -> Hook or None``; ``ctx`` is one dict per registration.
+    canonizers : list of Canonizer or "auto", optional
+        Applied before the rules are attached and reverted on :meth:`remove`. ``"auto"`` picks canonizers
+        for the model (see :func:`lrp_lightning.canonizers.auto_canonizers`).
+    strict : bool, default False
+        Raise :class:`MissingRuleError` when a leaf layer that mixes values (anything but pooling by max,
+        reshapes, dropout and activations) gets no rule. LRP composites set this.
+    """
+
+    name: str | None = None
+
+    def __init__(
+        self,
+        module_map: Callable[[dict, str, nn.Module], Hook | None] | None = None,
+        canonizers: Sequence[Any] | str | None = None,
+        strict: bool = False,
+    ) -> None:
+        self.module_map = module_map or (lambda ctx, name, module: None)
+        self.canonizers = canonizers if isinstance(canonizers, str) else list(canonizers or [])
+        self.strict = strict
+        self.handles = RemovableHandleList()
+        self.rule_map: dict[str, Hook] = {}
+
+    def register(self, module: nn.Module) -> None:
+        """Apply the canonizers and attach the rules to ``module`` and all its children."""
+        self.remove()
+        try:
+            for canonizer in self.resolved_canonizers(module):
+                self.handles.extend(canonizer.apply(module))
+            ctx: dict = {}
+            missing = []
+            for name, child in module.named_modules():
+                rule = self.module_map(ctx, name, child)
+                if rule is not None:
+                    self.rule_map[name] = rule
+                    self.handles.append(rule.register(child))
+                elif self.strict and _needs_rule(child):
+                    missing.append((name, child))
+            if missing:
+                raise MissingRuleError(_missing_rule_message(self, missing))
+        except BaseException:
+            self.remove()
+            raise
+
+    def resolved_canonizers(self, module: nn.Module) -> list[Any]:
+        """The canonizers this composite applies to ``module`` (``"auto"`` resolved)."""
+        from .canonizers import resolve_canonizers
+
+        return resolve_canonizers(self.canonizers, module)
+
+    def remove(self) -> None:
+        """Detach all rules and revert all canonizers."""
+        self.rule_map = {}
+        self.handles.remove()
+
+    def context(self, module: nn.Module) -> CompositeContext:
+        """A context manager registering this composite on ``module``."""
+        return CompositeContext(module, self)
+
+    @contextmanager
+    def inactive(self):
+        """Temporarily compute plain gradients (rules switched off), e.g. for a second-order gradient."""
+        with _no_hooks():
+            yield self
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(canonizers={self.canonizers!r})"
+
+
+def _needs_rule(module: nn.Module) -> bool:
+    if next(module.children(), None) is not None:
+        return False
+    return not isinstance(module, PASS_THROUGH_TYPES + ltypes.Activation + ltypes.BatchNorm)
+
+
+def _missing_rule_message(composite: Composite, missing: Iterable[tuple[str, nn.Module]]) -> str:
+    label = composite.name or type(composite).__name__
+    lines = [f"layer {name or '<root>'} ({type(mod).__name__}) has no rule" for name, mod in missing]
+    first = type(next(iter(missing))[1])
+    hint = f"torch.nn.{first.__name__}" if getattr(torch.nn, first.__name__, None) is first else first.__name__
+    return (
+        f"{'; '.join(lines)} in composite {label}; add one with layer_map=[({hint}, Norm())] "
+        "(or another rule), or pass strict=False to let relevance flow through it as the gradient"
+    )

@@ -1,0 +1,943 @@
+"""Colour maps and heatmap rendering for relevance maps.
+
+This module owns every colour map of the project. A :class:`ColorMap` is compiled from a short
+colour-map specification (the language of Zennit's ``zennit.cmap``) or from a list of stops, and
+turns values in ``[0, 1]`` into colours through a 256-entry ``uint8`` palette. The built-in maps in
+:data:`COLOR_MAPS` carry Zennit's names and give Zennit's palettes exactly, so heatmaps look the same
+as in papers and notebooks made with Zennit.
+
+Rendering goes in two steps: :func:`normalize` scales relevance into ``[0, 1]`` (symmetric around 0
+by default, per sample for batches), and :func:`heatmap` looks the scaled values up in a palette and
+returns a Pillow image. :func:`overlay` blends a heatmap over the input, :func:`grid` tiles images,
+:func:`to_png_bytes` encodes one, and :func:`imgify` keeps ``zennit.image.imgify``'s behaviour for
+code being ported from Zennit.
+
+Examples
+--------
+>>> import numpy as np
+>>> from lrp_lightning.image import heatmap, to_png_bytes
+>>> relevance = np.array([[-1.0, 0.0], [0.5, 1.0]])
+>>> image = heatmap(relevance, cmap="coldnhot")
+>>> image.getpixel((1, 0))  # zero relevance is the centre colour of the map: black for coldnhot
+(0, 0, 0)
+>>> to_png_bytes(image)[:4]
+b'\\x89PNG'
+
+Colour-map specification language
+---------------------------------
+Comma-separated colours, each 3 or 6 hex digits (``f00`` or ``ff0000``), each optionally preceded
+by a palette index of 1 or 2 hex digits and a colon (``80:fff``; one digit is doubled, ``8`` is
+``88``). Colours between the palette indices are interpolated linearly. The first colour without an
+index sits at ``00`` and the last at ``ff``; colours without an index between two placed ones are
+spread evenly between them; before the first and after the last index the colour is held. Indices
+must ascend from left to right. Example: ``"0ff,00f,80:000,f00,ff0,fff"`` (coldnhot) runs from cyan
+over blue to black at ``80`` and over red and yellow to white.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
+
+if TYPE_CHECKING:
+    import torch
+
+    ArrayLike = np.ndarray | torch.Tensor | Sequence[Any]
+    ColorLike = tuple[int, int, int] | str
+
+__all__ = [
+    "COLOR_MAPS",
+    "ColorMap",
+    "get_cmap",
+    "grid",
+    "heatmap",
+    "heatmap_batch",
+    "imgify",
+    "normalize",
+    "overlay",
+    "register_cmap",
+    "to_png_bytes",
+]
+
+#: Number of entries in every palette.
+PALETTE_SIZE = 256
+
+_INDEX_TEXT = re.compile(r"[0-9a-fA-F]{1,2}")
+_COLOR_TEXT = re.compile(r"[0-9a-fA-F]{3}|[0-9a-fA-F]{6}")
+_NAME_TEXT = re.compile(r"[A-Za-z_][A-Za-z0-9_.+-]*")
+
+
+# --------------------------------------------------------------------------------------------------
+# Colour maps
+# --------------------------------------------------------------------------------------------------
+
+
+def _parse_hex_color(text: str) -> tuple[int, int, int] | None:
+    """Return ``(r, g, b)`` for 3 or 6 hex digits (an optional leading ``#``), or None if malformed."""
+    text = text.strip().removeprefix("#")
+    if not _COLOR_TEXT.fullmatch(text):
+        return None
+    if len(text) == 3:
+        text = "".join(digit * 2 for digit in text)
+    return int(text[0:2], 16), int(text[2:4], 16), int(text[4:6], 16)
+
+
+def _parse_spec(spec: str) -> list[tuple[int | None, tuple[int, int, int]]]:
+    """Split a specification into ``(palette index or None, colour)`` entries, checking the syntax."""
+    entries = []
+    for number, entry in enumerate(spec.split(","), start=1):
+        head, colon, tail = entry.partition(":")
+        index_text, color_text = (head.strip(), tail) if colon else (None, head)
+        if index_text is None:
+            index = None
+        elif _INDEX_TEXT.fullmatch(index_text):
+            index = int(index_text * 2 if len(index_text) == 1 else index_text, 16)
+        else:
+            raise ValueError(
+                f"colour map spec {spec!r}: entry {number} ({entry.strip()!r}) has the index "
+                f"{index_text!r}; an index is 1 or 2 hex digits from 0 to ff followed by ':', e.g. '80:fff'"
+            )
+        color = _parse_hex_color(color_text)
+        if color is None or color_text.strip().startswith("#"):
+            raise ValueError(
+                f"colour map spec {spec!r}: entry {number} ({entry.strip()!r}) has the colour "
+                f"{color_text.strip()!r}; a colour is 3 or 6 hex digits, e.g. 'f00' or 'ff0000'"
+            )
+        entries.append((index, color))
+    return entries
+
+
+def _stops_to_entries(stops: Sequence[Any]) -> list[tuple[int | None, tuple[int, int, int]]]:
+    """Turn ``(position in [0, 1], colour)`` stops into entries placed on palette indices."""
+    entries = []
+    for number, stop in enumerate(stops, start=1):
+        try:
+            position, color = stop
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"colour stop {number} ({stop!r}) is not a pair; pass (position, (r, g, b)), "
+                "e.g. (0.5, (255, 255, 255))"
+            ) from None
+        if isinstance(position, bool) or not isinstance(position, (int, float, np.integer, np.floating)):
+            raise ValueError(f"colour stop {number}: position {position!r} is not a number in [0, 1]")
+        if not 0.0 <= float(position) <= 1.0:
+            raise ValueError(f"colour stop {number}: position {position!r} is outside [0, 1]")
+        entries.append((_position_to_index(float(position)), _stop_color(color, number)))
+    return entries
+
+
+def _position_to_index(position: float) -> int:
+    # The 256 palette entries split [0, 1] into equal bins; a stop goes into the bin that a normalised
+    # value equal to its position is rendered with, so 0.5 is index 0x80, the centre of diverging maps.
+    return min(math.floor(position * PALETTE_SIZE), PALETTE_SIZE - 1)
+
+
+def _stop_color(color: Any, number: int) -> tuple[int, int, int]:
+    if isinstance(color, str):
+        parsed = _parse_hex_color(color)
+        if parsed is None:
+            raise ValueError(
+                f"colour stop {number}: colour {color!r} is not 3 or 6 hex digits, e.g. 'f00' or '#ff0000'"
+            )
+        return parsed
+    try:
+        components = tuple(color)
+    except TypeError:
+        components = ()
+    if len(components) != 3:
+        raise ValueError(f"colour stop {number}: colour {color!r} is not (r, g, b) or a hex string")
+    for component in components:
+        integral = isinstance(component, (int, np.integer)) or (
+            isinstance(component, (float, np.floating)) and float(component).is_integer()
+        )
+        if isinstance(component, bool) or not integral or not 0 <= component <= 255:
+            raise ValueError(
+                f"colour stop {number}: colour {color!r} needs integer components from 0 to 255; "
+                "for floats in [0, 1], multiply by 255 and round"
+            )
+    return int(components[0]), int(components[1]), int(components[2])
+
+
+def _place(entries: list[tuple[int | None, tuple[int, int, int]]], what: str) -> list[tuple[int, np.ndarray]]:
+    """Give every entry a palette index and add the held colour at index 0."""
+    if len(entries) < 2:
+        raise ValueError(
+            f"{what} has {len(entries)} colour(s); a colour map needs at least 2, e.g. '000,fff'"
+        )
+    first_index, first_color = entries[0]
+    placed = [(0, first_color)]
+    if first_index:
+        placed.append((first_index, first_color))
+    unplaced: list[tuple[int, int, int]] = []
+    for number, (index, color) in enumerate(entries[1:], start=2):
+        if index is None:
+            if number < len(entries):
+                unplaced.append(color)
+                continue
+            index = PALETTE_SIZE - 1
+        previous = placed[-1][0]
+        if index < previous:
+            raise ValueError(
+                f"{what}: entry {number} has index {index:02x}, below the previous index {previous:02x}; "
+                "indices must ascend from left to right"
+            )
+        # Exact integer division: colours without an index are spread evenly, rounded down.
+        gaps = len(unplaced) + 1
+        placed += [(previous + (index - previous) * k // gaps, c) for k, c in enumerate(unplaced, start=1)]
+        unplaced.clear()
+        placed.append((index, color))
+    return [(index, np.asarray(color, dtype=np.float64)) for index, color in placed]
+
+
+class ColorMap:
+    """A linear colour map with a 256-entry palette.
+
+    Parameters
+    ----------
+    spec : str or sequence of (float, colour)
+        Either a colour-map specification such as ``"00f,80:fff,f00"`` (see the module docstring), or
+        stops ``[(position, colour), ...]`` with positions in ``[0, 1]`` in ascending order and
+        colours as ``(r, g, b)`` integers from 0 to 255 or hex strings (``"#f00"``). A stop at
+        position ``p`` is placed on palette index ``min(floor(256 * p), 255)``, so ``0.5`` is index
+        ``0x80``, the palette entry that zero relevance is drawn with.
+    name : str, optional
+        Name shown in ``repr`` (default None); the registry sets it.
+
+    Raises
+    ------
+    ValueError
+        If the specification or a stop is malformed, fewer than 2 colours are given, or indices are
+        not ascending; the message names the entry.
+
+    Examples
+    --------
+    >>> cmap = ColorMap("0:000,80:f00,ff:fff")
+    >>> cmap.palette()[64].tolist()  # halfway from black to red, rounded down
+    [127, 0, 0]
+    >>> ColorMap([(0.0, (0, 0, 0)), (0.5, "#f00"), (1.0, (255, 255, 255))]).spec
+    '00:000000,80:ff0000,ff:ffffff'
+    """
+
+    def __init__(self, spec: str | Sequence[tuple[float, ColorLike]], name: str | None = None) -> None:
+        if isinstance(spec, str):
+            placed = _place(_parse_spec(spec), f"colour map spec {spec!r}")
+            self._spec = spec
+        elif isinstance(spec, Sequence):
+            placed = _place(_stops_to_entries(spec), "colour stops")
+            self._spec = ",".join(
+                f"{index:02x}:" + "".join(f"{int(c):02x}" for c in color) for index, color in placed
+            )
+        else:
+            raise TypeError(
+                f"ColorMap needs a spec string like '00f,80:fff,f00' or a list of (position, colour) "
+                f"stops, not {type(spec).__name__}"
+            )
+        self.name = name
+        # A held copy of the last colour past the end lets every value in [0, 255] find a right neighbour.
+        self._indices = np.array([index for index, _ in placed] + [PALETTE_SIZE], dtype=np.float64)
+        self._colors = np.stack([color for _, color in placed] + [placed[-1][1]])
+        self._palettes: dict[float, np.ndarray] = {}
+
+    @property
+    def spec(self) -> str:
+        """The specification string this map was made from (a generated one for stops)."""
+        return self._spec
+
+    @property
+    def stops(self) -> tuple[tuple[int, tuple[int, int, int]], ...]:
+        """Every colour with its palette index (0 to 255), after placing unindexed colours."""
+        return tuple(
+            (int(index), (int(color[0]), int(color[1]), int(color[2])))
+            for index, color in zip(self._indices[:-1], self._colors[:-1])
+        )
+
+    def __repr__(self) -> str:
+        name = f"name={self.name!r}, " if self.name else ""
+        return f"ColorMap({name}spec={self._spec!r})"
+
+    def _interpolate(self, position: np.ndarray) -> np.ndarray:
+        """Colours in ``[0, 255]`` for positions measured in palette indices, ``0 <= position <= 255``."""
+        right = np.searchsorted(self._indices, position, side="right")
+        left = right - 1
+        start, end = self._indices[left], self._indices[right]
+        fraction = ((position - start) / (end - start))[..., None]
+        return self._colors[left] + (self._colors[right] - self._colors[left]) * fraction
+
+    def __call__(self, values: ArrayLike) -> np.ndarray:
+        """Map values in ``[0, 1]`` (clipped) to RGB floats in ``[0, 1]``, appending an axis of size 3.
+
+        Parameters
+        ----------
+        values : array-like
+            Values of any shape; they are clipped to ``[0, 1]``.
+
+        Returns
+        -------
+        numpy.ndarray
+            Float64 colours of shape ``values.shape + (3,)``, interpolated without a palette.
+        """
+        array = np.asarray(values, dtype=np.float64)
+        if np.isnan(array).any():
+            raise ValueError("ColorMap got NaN values; replace them (e.g. numpy.nan_to_num) before mapping")
+        return self._interpolate(np.clip(array * (PALETTE_SIZE - 1), 0.0, PALETTE_SIZE - 1)) / 255.0
+
+    def palette(self, level: float = 1.0) -> np.ndarray:
+        """The 256 colours that indices 0 to 255 are drawn with.
+
+        Parameters
+        ----------
+        level : float, optional
+            Contrast, as Zennit's ``level`` (default 1.0). Entry ``k`` shows the map at
+            ``0.5 + level * (k / 255 - 0.5)``, clipped to ``[0, 1]``: below 1 fewer colours are used
+            (only the centre colour at 0), above 1 values saturate sooner. Negative values reverse
+            the map.
+
+        Returns
+        -------
+        numpy.ndarray
+            Read-only ``uint8`` array of shape ``(256, 3)``.
+        """
+        level = float(level)
+        if not math.isfinite(level):
+            raise ValueError(f"level must be a finite number, not {level}")
+        cached = self._palettes.get(level)
+        if cached is None:
+            half = (PALETTE_SIZE - 1) / 2.0
+            position = np.clip(half + (np.arange(PALETTE_SIZE) - half) * level, 0.0, PALETTE_SIZE - 1)
+            # Channels are rounded down as Zennit does (so palettes match it exactly); rounding to 12
+            # decimals first keeps float noise such as 127.99999999999997 from dropping a whole step.
+            colors = np.clip(np.round(self._interpolate(position), 12), 0.0, 255.0)
+            cached = colors.astype(np.uint8)
+            cached.setflags(write=False)
+            self._palettes[level] = cached
+        return cached
+
+
+_BUILTIN_SPECS = {
+    # Same names and colours as Zennit 0.5.1, so heatmaps look as in Zennit-made figures.
+    "gray": "000,fff",
+    "wred": "fff,f00",
+    "wblue": "fff,00f",
+    "hot": "000,f00,ff0,fff",
+    "cold": "000,00f,0ff",
+    "coldnhot": "0ff,00f,80:000,f00,ff0,fff",
+    "bwr": "00f,80:fff,f00",
+    "france": "0055a4,80:fff,ef4135",
+    "seismic": "0000d0,80:d0d0d0,d00000",
+    "coolio": "00d0d0,80:d0d0d0,d000d0",
+    "coleus": "00d000,80:d0d0d0,d000d0",
+}
+
+if TYPE_CHECKING:
+    CmapLike = str | ColorMap | Sequence[tuple[float, ColorLike]]
+
+#: Registry of named colour maps; add to it with :func:`register_cmap`.
+COLOR_MAPS: dict[str, ColorMap] = {name: ColorMap(spec, name=name) for name, spec in _BUILTIN_SPECS.items()}
+
+
+def register_cmap(
+    name: str, spec: str | Sequence[tuple[float, ColorLike]] | ColorMap, *, overwrite: bool = False
+) -> ColorMap:
+    """Add a named colour map to :data:`COLOR_MAPS`.
+
+    Parameters
+    ----------
+    name : str
+        Name to look the map up by: a letter or ``_`` followed by letters, digits, ``_ . + -``.
+    spec : str, sequence of (float, colour) or ColorMap
+        Anything :class:`ColorMap` accepts, or a ColorMap (its spec is used).
+    overwrite : bool, optional
+        Replace a map already registered under ``name`` (default False).
+
+    Returns
+    -------
+    ColorMap
+        The registered map.
+
+    Raises
+    ------
+    ValueError
+        If the name is malformed or taken (and ``overwrite`` is False), or the spec is malformed.
+    """
+    if not isinstance(name, str) or not _NAME_TEXT.fullmatch(name):
+        raise ValueError(
+            f"colour map name {name!r} is not valid; use a letter or '_' followed by letters, digits, "
+            "'_', '.', '+' or '-', e.g. 'my_bwr'"
+        )
+    if name in COLOR_MAPS and not overwrite:
+        raise ValueError(
+            f"colour map {name!r} is already registered ({COLOR_MAPS[name].spec!r}); "
+            "pass overwrite=True to replace it"
+        )
+    cmap = ColorMap(spec.spec if isinstance(spec, ColorMap) else spec, name=name)
+    COLOR_MAPS[name] = cmap
+    return cmap
+
+
+def get_cmap(cmap: CmapLike) -> ColorMap:
+    """Resolve a registered name, a specification, stops or a ColorMap to a :class:`ColorMap`.
+
+    Parameters
+    ----------
+    cmap : str, ColorMap or sequence of (float, colour)
+        A name from :data:`COLOR_MAPS` (e.g. ``"coldnhot"``), a specification such as
+        ``"00f,80:fff,f00"``, stops as :class:`ColorMap` takes them, or a ColorMap (returned as is).
+
+    Returns
+    -------
+    ColorMap
+
+    Raises
+    ------
+    ValueError
+        If a string is neither a registered name nor a valid specification; the message lists the
+        registered names.
+    """
+    if isinstance(cmap, ColorMap):
+        return cmap
+    if isinstance(cmap, str):
+        if cmap in COLOR_MAPS:
+            return COLOR_MAPS[cmap]
+        if "," not in cmap:
+            raise ValueError(
+                f"unknown colour map {cmap!r}; known names: {', '.join(sorted(COLOR_MAPS))}; or pass a "
+                "spec like '00f,80:fff,f00', or add one with register_cmap(name, spec)"
+            )
+    return ColorMap(cmap)
+
+
+# --------------------------------------------------------------------------------------------------
+# Normalisation
+# --------------------------------------------------------------------------------------------------
+
+
+def _as_numpy(obj: ArrayLike, what: str) -> np.ndarray:
+    """A numpy view of a torch tensor (any device, bfloat16 included), numpy array or nested sequence."""
+    torch_module = sys.modules.get("torch")
+    if torch_module is not None and isinstance(obj, torch_module.Tensor):
+        tensor = obj.detach().cpu()
+        if tensor.dtype == torch_module.bfloat16:
+            tensor = tensor.float()
+        return tensor.numpy()
+    array = np.asarray(obj)
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"{what} must be a real numeric array or tensor, not an array of dtype {array.dtype}")
+    return array
+
+
+def _check_finite(array: np.ndarray, what: str) -> None:
+    if array.size == 0:
+        raise ValueError(f"{what} is empty (shape {array.shape}); there is nothing to render")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        nan, inf = int(np.isnan(array).sum()), int(np.isinf(array).sum())
+        first = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
+        raise ValueError(
+            f"{what} holds {nan} NaN and {inf} infinite value(s) (first at index {first}); they cannot "
+            "be scaled to colours. Find where the attribution breaks (e.g. an epsilon of 0 divides by "
+            "zero), or replace them with torch.nan_to_num / numpy.nan_to_num before rendering"
+        )
+
+
+def _working_float(array: np.ndarray) -> np.ndarray:
+    # float16 (how the store keeps maps) loses too much precision in max and division; float32 is enough.
+    return array if array.dtype in (np.float32, np.float64) else array.astype(np.float32)
+
+
+def _data_bounds(array: np.ndarray, symmetric: bool, axes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    if symmetric:
+        high = np.abs(array).max(axis=axes, keepdims=True)
+        return -high, high
+    return array.min(axis=axes, keepdims=True), array.max(axis=axes, keepdims=True)
+
+
+def _user_bound(value: Any, array: np.ndarray, batched: bool, name: str, dtype: Any) -> np.ndarray:
+    bound = np.asarray(value, dtype=dtype)
+    if batched and bound.ndim == 1 and bound.shape[0] == array.shape[0]:
+        bound = bound.reshape((-1,) + (1,) * (array.ndim - 1))
+    try:
+        broadcast = np.broadcast_shapes(bound.shape, array.shape)
+    except ValueError:
+        broadcast = None
+    if broadcast != array.shape:
+        raise ValueError(
+            f"{name} of shape {bound.shape} does not fit relevance of shape {array.shape}; pass a number, "
+            "one value per sample, or an array that broadcasts to the relevance"
+        )
+    if not np.isfinite(bound).all():
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return bound
+
+
+def _scale(array: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """``(array - low) / (high - low)`` clipped to [0, 1]; where ``low == high`` every value is 0.5."""
+    span = high - low
+    if (span < 0).any():
+        raise ValueError(
+            f"the upper bound is below the lower bound (lower: {low.ravel()[:4].tolist()}, upper: "
+            f"{high.ravel()[:4].tolist()}, from vmin/vmax where given, else the data); pass vmin < vmax"
+        )
+    flat = span == 0
+    scaled = (array - low) / np.where(flat, 1, span)
+    # A map of one value (all-zero relevance, a constant input) has no range; the centre is its honest colour.
+    return np.clip(np.where(flat, 0.5, scaled), 0.0, 1.0).astype(scaled.dtype, copy=False)
+
+
+def _normalized(
+    array: np.ndarray, symmetric: bool, vmin: Any, vmax: Any, batched: bool, what: str = "relevance"
+) -> np.ndarray:
+    """Scale to [0, 1] with a single given bound mirrored around 0 in symmetric mode."""
+    _check_finite(array, what)
+    array = _working_float(array)
+    axes = tuple(range(1, array.ndim)) if batched else tuple(range(array.ndim))
+    if symmetric and (vmin is None) != (vmax is None):
+        # A symmetric scale is centred on 0: one given bound fixes the other.
+        vmin, vmax = (-np.asarray(vmax), vmax) if vmin is None else (vmin, -np.asarray(vmin))
+    data_low, data_high = (
+        (None, None) if vmin is not None and vmax is not None else _data_bounds(array, symmetric, axes)
+    )
+    low = data_low if vmin is None else _user_bound(vmin, array, batched, "vmin", array.dtype)
+    high = data_high if vmax is None else _user_bound(vmax, array, batched, "vmax", array.dtype)
+    return _scale(array, low, high)
+
+
+def _apply_level(values: np.ndarray, level: float) -> np.ndarray:
+    level = float(level)
+    if not math.isfinite(level):
+        raise ValueError(f"level must be a finite number, not {level}")
+    if level == 1.0:
+        return values
+    return np.clip(0.5 + (values - 0.5) * level, 0.0, 1.0)
+
+
+def normalize(
+    relevance: ArrayLike,
+    symmetric: bool = True,
+    level: float = 1.0,
+    vmin: float | ArrayLike | None = None,
+    vmax: float | ArrayLike | None = None,
+    *,
+    batched: bool | None = None,
+) -> np.ndarray:
+    """Scale relevance into ``[0, 1]``, per map.
+
+    Parameters
+    ----------
+    relevance : array-like
+        numpy array, torch tensor (any device or dtype) or nested sequence.
+    symmetric : bool, optional
+        True (default): divide by the largest absolute value, so 0 maps to 0.5, ``-max|r|`` to 0 and
+        ``+max|r|`` to 1, and positive and negative evidence keep their proportions. False: min-max,
+        the smallest value maps to 0 and the largest to 1.
+    level : float, optional
+        Contrast around 0.5 (default 1.0): the result is ``clip(0.5 + level * (x - 0.5), 0, 1)``,
+        the same transform as ``ColorMap.palette(level)`` and Zennit's ``imgify(level=...)``.
+    vmin, vmax : float or array-like, optional
+        Fixed bounds instead of the data's (default None), a number or one value per sample. In
+        symmetric mode a single given bound fixes the other as its negative.
+    batched : bool, optional
+        Whether axis 0 indexes samples that are scaled separately. Default None: True for 3 or more
+        axes (``(N, H, W)``, ``(N, C, H, W)``), False for 1 or 2.
+
+    Returns
+    -------
+    numpy.ndarray
+        Values in ``[0, 1]`` of the input's shape; float64 for float64 input, float32 otherwise. A map
+        whose bounds coincide (e.g. all-zero relevance) becomes 0.5 everywhere.
+
+    Raises
+    ------
+    ValueError
+        If the relevance is empty or holds NaN or infinite values, a bound does not fit, or
+        ``vmax < vmin``.
+    """
+    array = _as_numpy(relevance, "relevance")
+    if array.ndim == 0:
+        raise ValueError("relevance is a scalar; pass a map of at least 1 axis, e.g. shape (H, W)")
+    if batched is None:
+        batched = array.ndim >= 3
+    return _apply_level(_normalized(array, symmetric, vmin, vmax, batched), level)
+
+
+# --------------------------------------------------------------------------------------------------
+# Rendering
+# --------------------------------------------------------------------------------------------------
+
+
+def _palette_indices(values: np.ndarray) -> np.ndarray:
+    # 256 equal bins over [0, 1]: 0.5 (zero relevance in symmetric mode) falls on index 0x80, the
+    # centre stop of the diverging maps, and 1.0 on 255.
+    return np.minimum(values * PALETTE_SIZE, PALETTE_SIZE - 1).astype(np.uint8)
+
+
+def _single_map(array: np.ndarray, what: str) -> np.ndarray:
+    if array.ndim == 3:
+        return array.sum(axis=0, dtype=np.float64 if array.dtype == np.float64 else np.float32)
+    if array.ndim != 2:
+        hint = "; for a batch use heatmap_batch()" if array.ndim == 4 else ""
+        raise ValueError(f"{what} has shape {array.shape}; expected (H, W) or (C, H, W){hint}")
+    return array
+
+
+def _render(scaled: np.ndarray, cmap: CmapLike, level: float) -> Image.Image:
+    return Image.fromarray(np.ascontiguousarray(get_cmap(cmap).palette(level)[_palette_indices(scaled)]))
+
+
+def heatmap(
+    relevance: ArrayLike,
+    cmap: CmapLike = "coldnhot",
+    symmetric: bool = True,
+    level: float = 1.0,
+    vmin: float | None = None,
+    vmax: float | None = None,
+) -> Image.Image:
+    """Render one relevance map as an RGB image.
+
+    Parameters
+    ----------
+    relevance : array-like
+        Shape ``(H, W)``, or ``(C, H, W)`` which is summed over channels first; numpy array or torch
+        tensor.
+    cmap : str, ColorMap or sequence of (float, colour), optional
+        Colour map (default ``"coldnhot"``), anything :func:`get_cmap` accepts.
+    symmetric, vmin, vmax
+        Scaling as in :func:`normalize` (default symmetric around 0, bounds from the map).
+    level : float, optional
+        Contrast as in :meth:`ColorMap.palette` (default 1.0).
+
+    Returns
+    -------
+    PIL.Image.Image
+        Mode ``"RGB"``, size ``(W, H)``. Scaled values pick palette entry ``min(floor(256 x), 255)``,
+        so zero relevance is drawn with entry 128, the centre colour of diverging maps (black for
+        coldnhot, white for bwr); an all-zero map is that colour everywhere.
+
+    Raises
+    ------
+    ValueError
+        If the shape is not ``(H, W)`` or ``(C, H, W)``, or the map holds NaN or infinite values.
+    """
+    array = _single_map(_as_numpy(relevance, "relevance"), "relevance")
+    return _render(_normalized(array, symmetric, vmin, vmax, batched=False), cmap, level)
+
+
+def heatmap_batch(
+    relevance: ArrayLike,
+    cmap: CmapLike = "coldnhot",
+    symmetric: bool = True,
+    level: float = 1.0,
+    vmin: float | ArrayLike | None = None,
+    vmax: float | ArrayLike | None = None,
+) -> list[Image.Image]:
+    """Render a batch of relevance maps, each scaled on its own, as RGB images.
+
+    Parameters
+    ----------
+    relevance : array-like
+        Shape ``(N, H, W)``, or ``(N, C, H, W)`` which is summed over channels first.
+    cmap, symmetric, level
+        As in :func:`heatmap`.
+    vmin, vmax : float or array-like, optional
+        As in :func:`normalize`: a number for all samples or one value per sample.
+
+    Returns
+    -------
+    list of PIL.Image.Image
+        One image per sample; combine them with :func:`grid`.
+    """
+    array = _as_numpy(relevance, "relevance")
+    if array.ndim == 4:
+        array = array.sum(axis=1, dtype=np.float64 if array.dtype == np.float64 else np.float32)
+    if array.ndim != 3:
+        raise ValueError(
+            f"relevance has shape {array.shape}; heatmap_batch expects (N, H, W) or (N, C, H, W), "
+            "use heatmap() for a single map"
+        )
+    scaled = _normalized(array, symmetric, vmin, vmax, batched=True)
+    return [_render(sample, cmap, level) for sample in scaled]
+
+
+def grid(
+    images: Sequence[Image.Image],
+    nrow: int | None = None,
+    padding: int = 0,
+    fill: int | tuple[int, ...] = 0,
+) -> Image.Image:
+    """Tile images of one size into a single image, row by row.
+
+    Parameters
+    ----------
+    images : sequence of PIL.Image.Image
+        Images of equal size. If their modes differ, or any is a palette image, all are converted
+        to RGB.
+    nrow : int, optional
+        Images per row (as torchvision's ``make_grid``). Default None: ``ceil(sqrt(len(images)))``.
+    padding : int, optional
+        Pixels between neighbouring images (default 0).
+    fill : int or tuple of int, optional
+        Colour of the padding and of empty cells in the last row (default 0, black).
+
+    Returns
+    -------
+    PIL.Image.Image
+    """
+    images = list(images)
+    if not images:
+        raise ValueError("grid got no images; pass at least one PIL image")
+    for position, image in enumerate(images):
+        if not isinstance(image, Image.Image):
+            raise TypeError(
+                f"grid: item {position} is a {type(image).__name__}, not a PIL image; "
+                "render arrays first with heatmap() or imgify()"
+            )
+    sizes = {image.size for image in images}
+    if len(sizes) > 1:
+        raise ValueError(
+            f"grid needs images of one size, got sizes (W, H) {sorted(sizes)}; resize them first"
+        )
+    if nrow is None:
+        nrow = math.ceil(math.sqrt(len(images)))
+    if isinstance(nrow, bool) or not isinstance(nrow, int) or nrow < 1:
+        raise ValueError(f"nrow must be a positive int (images per row), not {nrow!r}")
+    if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
+        raise ValueError(f"padding must be a non-negative int of pixels, not {padding!r}")
+    modes = {image.mode for image in images}
+    mode = modes.pop() if len(modes) == 1 else "RGB"
+    if mode in ("P", "PA"):
+        mode = "RGB"
+    columns = min(nrow, len(images))
+    rows = math.ceil(len(images) / columns)
+    width, height = images[0].size
+    canvas = Image.new(
+        mode, (columns * width + (columns - 1) * padding, rows * height + (rows - 1) * padding), fill
+    )
+    for position, image in enumerate(images):
+        row, column = divmod(position, columns)
+        canvas.paste(image.convert(mode), (column * (width + padding), row * (height + padding)))
+    return canvas
+
+
+def to_png_bytes(image: Image.Image) -> bytes:
+    """Encode an image as PNG.
+
+    Parameters
+    ----------
+    image : PIL.Image.Image
+
+    Returns
+    -------
+    bytes
+        The PNG file's bytes (lossless: decoding gives the same pixels).
+    """
+    if not isinstance(image, Image.Image):
+        raise TypeError(
+            f"to_png_bytes needs a PIL image, not {type(image).__name__}; render arrays first with "
+            "heatmap() or imgify()"
+        )
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _input_rgb(input_image: Image.Image | ArrayLike) -> np.ndarray:
+    """The input as an ``(H, W, 3)`` uint8 array."""
+    if isinstance(input_image, Image.Image):
+        return np.asarray(input_image.convert("RGB"))
+    array = _as_numpy(input_image, "input_image")
+    if array.ndim == 3 and array.shape[0] in (1, 3):
+        array = array.transpose(1, 2, 0)
+    elif array.ndim == 2:
+        array = array[:, :, None]
+    elif not (array.ndim == 3 and array.shape[2] in (1, 3)):
+        raise ValueError(
+            f"input_image has shape {array.shape}; expected (C, H, W) or (H, W, C) with 1 or 3 "
+            "channels, or (H, W)"
+        )
+    if array.dtype != np.uint8:
+        _check_finite(array, "input_image")
+        array = _working_float(array)
+        low, high = array.min(), array.max()
+        if low < 0 or high > 1:
+            # Not in [0, 1] (e.g. standardised with the dataset's mean and std): stretch min-max.
+            array = _scale(array, low, high)
+        array = np.rint(array * 255.0).astype(np.uint8)
+    return np.repeat(array, 3, axis=2) if array.shape[2] == 1 else array
+
+
+def overlay(
+    input_image: Image.Image | ArrayLike,
+    relevance: ArrayLike,
+    alpha: float = 0.5,
+    cmap: CmapLike = "coldnhot",
+    symmetric: bool = True,
+    level: float = 1.0,
+    vmin: float | None = None,
+    vmax: float | None = None,
+) -> Image.Image:
+    """Blend a heatmap of ``relevance`` over the input it explains.
+
+    Parameters
+    ----------
+    input_image : PIL.Image.Image or array-like
+        The input: a PIL image, or an array/tensor of shape ``(C, H, W)``, ``(H, W, C)`` (1 or 3
+        channels) or ``(H, W)``. uint8 values are used as they are; float values in ``[0, 1]`` are
+        used as they are, any other range is stretched min-max to ``[0, 1]``.
+    relevance : array-like
+        ``(H, W)`` or ``(C, H, W)``, the input's height and width, as for :func:`heatmap`.
+    alpha : float, optional
+        Weight of the heatmap, from 0 (input only) to 1 (heatmap only); default 0.5.
+    cmap, symmetric, level, vmin, vmax
+        As in :func:`heatmap`.
+
+    Returns
+    -------
+    PIL.Image.Image
+        Mode ``"RGB"``: ``round((1 - alpha) * input + alpha * heatmap)`` per channel.
+
+    Raises
+    ------
+    ValueError
+        If alpha is outside [0, 1], the shapes disagree, or the arrays hold NaN.
+    """
+    alpha = float(alpha)
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1] (0: input only, 1: heatmap only), not {alpha}")
+    base = _input_rgb(input_image)
+    heat = np.asarray(heatmap(relevance, cmap=cmap, symmetric=symmetric, level=level, vmin=vmin, vmax=vmax))
+    if base.shape[:2] != heat.shape[:2]:
+        raise ValueError(
+            f"input_image is {base.shape[0]}x{base.shape[1]} (H x W) but relevance is "
+            f"{heat.shape[0]}x{heat.shape[1]}; pass both at one resolution, e.g. resize the relevance "
+            "with torch.nn.functional.interpolate"
+        )
+    blended = base.astype(np.float64) * (1.0 - alpha) + heat.astype(np.float64) * alpha
+    return Image.fromarray(np.rint(blended).astype(np.uint8))
+
+
+# --------------------------------------------------------------------------------------------------
+# Zennit-compatible imgify
+# --------------------------------------------------------------------------------------------------
+
+
+def _channels_last(array: np.ndarray, axis: int, what: str) -> np.ndarray:
+    """Move a colour axis of size 1 or 3 from ``axis`` to the end unless the last axis already is one."""
+    if array.shape[-1] in (1, 3):
+        return array
+    if array.shape[axis] in (1, 3):
+        return np.moveaxis(array, axis, -1)
+    raise ValueError(
+        f"{what} has shape {array.shape}; its colour axis (first or last of an image) must have 1 or 3 "
+        "channels, or be left out"
+    )
+
+
+def _tile(array: np.ndarray, shape: tuple[int, int] | None, fill: Any) -> np.ndarray:
+    """Arrange ``(N, H, W, C)`` into ``(rows * H, columns * W, C)``, row by row."""
+    count, height, width, channels = array.shape
+    if shape is None:
+        columns = max(math.isqrt(count), 1)
+        rows = math.ceil(count / columns)
+    else:
+        rows, columns = (int(n) for n in shape)
+    if fill is None:
+        fill = array.min(axis=(0, 1, 2))
+    cells = np.empty((rows * columns, height, width, channels), dtype=array.dtype)
+    cells[...] = np.asarray(fill).astype(array.dtype)
+    used = min(count, rows * columns)
+    cells[:used] = array[:used]
+    return (
+        cells.reshape(rows, columns, height, width, channels)
+        .transpose(0, 2, 1, 3, 4)
+        .reshape(rows * height, columns * width, channels)
+    )
+
+
+def imgify(
+    obj: ArrayLike,
+    vmin: float | ArrayLike | None = None,
+    vmax: float | ArrayLike | None = None,
+    cmap: CmapLike | None = None,
+    symmetric: bool = False,
+    level: float = 1.0,
+    grid: bool | tuple[int, int] = False,
+    gridfill: int | ArrayLike | None = None,
+) -> Image.Image:
+    """Convert an array to an image the way ``zennit.image.imgify`` does, for code ported from Zennit.
+
+    New code should prefer :func:`heatmap`, :func:`heatmap_batch` and :func:`grid`. Differences from
+    Zennit: NaN or infinite input raises ``ValueError``, and a map whose bounds coincide is drawn at
+    the centre of the palette where Zennit's division by zero leaves the pixels undefined.
+
+    Parameters
+    ----------
+    obj : array-like
+        ``(H, W)``, or an image with a colour axis of 1 or 3 channels first or last; with ``grid``,
+        the same with a batch axis in front. uint8 arrays are used as they are, others are scaled.
+    vmin, vmax : float or array-like, optional
+        Replace the data's minimum and maximum respectively (default None). Unlike
+        :func:`normalize`, a single bound is not mirrored in symmetric mode, as in Zennit.
+    cmap : str, ColorMap or sequence of (float, colour), optional
+        Colour map for single-channel data; default None is Zennit's default, ``"bwr"``.
+    symmetric : bool, optional
+        Scale by the largest absolute value so 0 maps to the centre (default False: min-max).
+    level : float, optional
+        Palette contrast as in :meth:`ColorMap.palette` (default 1.0); ignored for RGB data.
+    grid : bool or tuple of (int, int), optional
+        Treat axis 0 as a batch, scale each sample on its own and tile them: True for a near-square
+        grid of ``floor(sqrt(N))`` columns, or ``(rows, columns)``. Default False.
+    gridfill : int or array-like, optional
+        uint8 value of empty grid cells (default None: each channel's minimum).
+
+    Returns
+    -------
+    PIL.Image.Image
+        Mode ``"P"`` (palette image) for single-channel data, ``"RGB"`` for 3 channels. Scaled
+        values ``x`` become index ``floor(255 x)`` as in Zennit, so in symmetric mode 0 lands on
+        index 127 (:func:`heatmap` uses 128, the exact centre).
+    """
+    array = _as_numpy(obj, "obj")
+    if grid:
+        if isinstance(grid, (tuple, list)) and len(grid) != 2:
+            raise ValueError(f"grid must be True or (rows, columns), not {grid!r}")
+        if array.ndim not in (3, 4):
+            raise ValueError(f"obj has shape {array.shape}; with grid it must be (N, H, W) or (N, C, H, W)")
+        if array.ndim == 4:
+            array = _channels_last(array, 1, "obj")
+        batched = True
+    else:
+        if array.ndim not in (2, 3):
+            raise ValueError(f"obj has shape {array.shape}; expected (H, W), (C, H, W) or (H, W, C)")
+        if array.ndim == 3:
+            array = _channels_last(array, 0, "obj")
+        batched = False
+
+    if array.dtype != np.uint8:
+        _check_finite(array, "obj")
+        if array.dtype.kind != "f":
+            array = array.astype(np.float64)
+        axes = tuple(range(1, array.ndim)) if batched else tuple(range(array.ndim))
+        data_low, data_high = (
+            (None, None) if vmin is not None and vmax is not None else _data_bounds(array, symmetric, axes)
+        )
+        # np.asarray, not a cast to the data's dtype: Zennit promotes the same way, so pixels match.
+        low = data_low if vmin is None else np.asarray(vmin)
+        high = data_high if vmax is None else np.asarray(vmax)
+        array = (_scale(array, low, high) * 255).astype(np.uint8)
+
+    if batched:
+        shape = None if grid is True else tuple(grid)
+        array = _tile(array if array.ndim == 4 else array[..., None], shape, gridfill)
+    elif array.ndim == 2:
+        array = array[:, :, None]
+
+    if array.shape[2] == 3:
+        return Image.fromarray(np.ascontiguousarray(array))
+    image = Image.fromarray(np.ascontiguousarray(array[:, :, 0]))
+    image.putpalette(get_cmap("bwr" if cmap is None else cmap).palette(level).tobytes())
+    return image

@@ -1,0 +1,398 @@
+"""LRP rules: how relevance flows through one layer.
+
+Most rules are :class:`~lrp_lightning.core.BasicHook` instances given as data — input modifiers, parameter
+modifiers, a gradient mapper and a reducer — and the engine does the work. Names, keywords and semantics
+follow Zennit 0.5.1, so a Zennit user's rules move over with an import change.
+
+Writing a new rule takes a few lines. The LRP-0 rule, for example, is::
+
+    class Zero(BasicHook):
+        def __init__(self):
+            super().__init__(
+                gradient_mapper=lambda relevance, outputs: [relevance / stabilize(outputs[0], 1e-12)],
+                reducer=lambda inputs, gradients: inputs[0] * gradients[0],
+            )
+
+and it works on every layer type: affine layers are evaluated directly, others through autograd.
+Element-wise rules (like :class:`Pass`) subclass :class:`~lrp_lightning.core.Hook` and implement
+``backward(module, input, grad_output)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn as nn
+
+from .core import BasicHook, Hook, ParamMod, Stabilizer, expand
+
+Tensor = torch.Tensor
+
+__all__ = [
+    "AlphaBeta",
+    "ClampMod",
+    "Epsilon",
+    "Flat",
+    "Gamma",
+    "GammaMod",
+    "NoMod",
+    "Norm",
+    "Pass",
+    "ReLUBetaSmooth",
+    "ReLUDeconvNet",
+    "ReLUGuidedBackprop",
+    "WSquare",
+    "ZBox",
+    "ZPlus",
+    "zero_bias",
+]
+
+StabilizerLike = float | Callable[[Tensor], Tensor]
+
+
+def zero_bias(zero_params: str | Sequence[str] | None = None) -> list[str]:
+    """Return ``zero_params`` with ``"bias"`` added."""
+    if zero_params is None:
+        return ["bias"]
+    if isinstance(zero_params, str):
+        zero_params = [zero_params]
+    return list(zero_params) if "bias" in zero_params else [*zero_params, "bias"]
+
+
+class NoMod(ParamMod):
+    """Leave parameters unchanged (except those in ``zero_params``)."""
+
+    def __init__(self, **kwargs) -> None:
+        from .core import _identity
+
+        super().__init__(_identity, **kwargs)
+
+
+class ClampMod(ParamMod):
+    """Clamp parameters to ``[min, max]``."""
+
+    def __init__(self, min: float | None = None, max: float | None = None, **kwargs) -> None:
+        self.min, self.max = min, max
+        super().__init__(lambda param, name: param.clamp(min=min, max=max), **kwargs)
+
+
+class GammaMod(ParamMod):
+    """Add ``gamma`` times the clamped parameters to the parameters: ``w + gamma * w.clamp(min, max)``."""
+
+    def __init__(self, gamma: float = 0.25, min: float | None = None, max: float | None = None, **kwargs):
+        self.gamma, self.min, self.max = gamma, min, max
+        super().__init__(lambda param, name: param + gamma * param.clamp(min=min, max=max), **kwargs)
+
+
+def _positive(input: Tensor) -> Tensor:
+    return input.clamp(min=0)
+
+
+def _negative(input: Tensor) -> Tensor:
+    return input.clamp(max=0)
+
+
+def _sum(tensors: Sequence[Tensor]) -> Tensor:
+    total = tensors[0]
+    for tensor in tensors[1:]:
+        total = total + tensor
+    return total
+
+
+class Epsilon(BasicHook):
+    """LRP-epsilon: ``R_i = x_i * sum_j w_ji R_j / (z_j + epsilon * sign(z_j))``.
+
+    Parameters
+    ----------
+    epsilon : float or callable, default 1e-6
+        Stabilizer of the denominator (a number, or a callable such as :class:`~lrp_lightning.core.Stabilizer`).
+        ``epsilon=0`` gives LRP-0.
+    zero_params : str or list of str, optional
+        Parameters set to zero, e.g. ``"bias"``.
+    """
+
+    def __init__(self, epsilon: StabilizerLike = 1e-6, zero_params: str | Sequence[str] | None = None):
+        self.epsilon, self.zero_params = epsilon, zero_params
+        stabilizer = Stabilizer.ensure(epsilon)
+        super().__init__(
+            param_modifiers=[NoMod(zero_params=zero_params)],
+            gradient_mapper=lambda relevance, outputs: [relevance / stabilizer(outputs[0])],
+            reducer=lambda inputs, gradients: inputs[0] * gradients[0],
+        )
+
+
+class Gamma(BasicHook):
+    """Generalised, sign-aware LRP-gamma (Zennit 0.5): favour contributions of the output's sign.
+
+    Where the output ``z`` is positive, relevance is distributed in proportion to
+    ``x+ (w + gamma w+) + x- (w + gamma w-)`` (plus ``b + gamma b+``); where it is negative, in proportion to
+    ``x+ (w + gamma w-) + x- (w + gamma w+)`` (plus ``b + gamma b-``). For non-negative inputs this is the
+    original gamma rule.
+
+    Parameters
+    ----------
+    gamma : float, default 0.25
+    stabilizer : float or callable, default 1e-6
+    zero_params : str or list of str, optional
+    """
+
+    def __init__(
+        self,
+        gamma: float = 0.25,
+        stabilizer: StabilizerLike = 1e-6,
+        zero_params: str | Sequence[str] | None = None,
+    ):
+        self.gamma, self.stabilizer, self.zero_params = gamma, stabilizer, zero_params
+        stabilize_fn = Stabilizer.ensure(stabilizer)
+        with_bias = {"zero_params": zero_params}
+        without_bias = {"zero_params": zero_bias(zero_params)}
+
+        def gradient_mapper(relevance: Tensor, outputs: list[Tensor]) -> list[Tensor | None]:
+            positive = relevance * (outputs[4] > 0.0) / stabilize_fn(outputs[0] + outputs[1])
+            negative = relevance * (outputs[4] < 0.0) / stabilize_fn(outputs[2] + outputs[3])
+            return [positive, positive, negative, negative, None]
+
+        super().__init__(
+            input_modifiers=[_positive, _negative, _positive, _negative, lambda input: input],
+            param_modifiers=[
+                GammaMod(gamma, min=0.0, **with_bias),
+                GammaMod(gamma, max=0.0, **without_bias),
+                GammaMod(gamma, max=0.0, **with_bias),
+                GammaMod(gamma, min=0.0, **without_bias),
+                NoMod(),
+            ],
+            gradient_mapper=gradient_mapper,
+            reducer=lambda inputs, gradients: _sum([x * g for x, g in zip(inputs[:4], gradients[:4])]),
+        )
+
+
+class ZPlus(BasicHook):
+    """LRP-z+ (alpha=1, beta=0): relevance in proportion to the positive contributions ``x+ w+ + x- w-``.
+
+    Parameters
+    ----------
+    stabilizer : float or callable, default 1e-6
+    zero_params : str or list of str, optional
+    """
+
+    def __init__(self, stabilizer: StabilizerLike = 1e-6, zero_params: str | Sequence[str] | None = None):
+        self.stabilizer, self.zero_params = stabilizer, zero_params
+        stabilize_fn = Stabilizer.ensure(stabilizer)
+        super().__init__(
+            input_modifiers=[_positive, _negative],
+            param_modifiers=[
+                ClampMod(min=0.0, zero_params=zero_params),
+                ClampMod(max=0.0, zero_params=zero_bias(zero_params)),
+            ],
+            gradient_mapper=lambda relevance, outputs: [relevance / stabilize_fn(outputs[0] + outputs[1])] * 2,
+            reducer=lambda inputs, gradients: inputs[0] * gradients[0] + inputs[1] * gradients[1],
+        )
+
+
+class AlphaBeta(BasicHook):
+    """LRP-alpha-beta: ``alpha`` times the positive minus ``beta`` times the negative contributions' shares.
+
+    Parameters
+    ----------
+    alpha : float, default 2.0
+    beta : float, default 1.0
+        ``alpha - beta`` must be 1 (conservation); both non-negative.
+    stabilizer : float or callable, default 1e-6
+    zero_params : str or list of str, optional
+    """
+
+    def __init__(
+        self,
+        alpha: float = 2.0,
+        beta: float = 1.0,
+        stabilizer: StabilizerLike = 1e-6,
+        zero_params: str | Sequence[str] | None = None,
+    ):
+        if alpha < 0 or beta < 0:
+            raise ValueError(f"alpha and beta must be non-negative, got alpha={alpha}, beta={beta}")
+        if alpha - beta != 1.0:
+            raise ValueError(
+                f"alpha - beta must equal 1 so that relevance is conserved, got alpha={alpha}, beta={beta}; "
+                "e.g. AlphaBeta(alpha=2, beta=1) or AlphaBeta(alpha=1, beta=0)"
+            )
+        self.alpha, self.beta, self.stabilizer, self.zero_params = alpha, beta, stabilizer, zero_params
+        stabilize_fn = Stabilizer.ensure(stabilizer)
+        with_bias = {"zero_params": zero_params}
+        without_bias = {"zero_params": zero_bias(zero_params)}
+
+        def gradient_mapper(relevance: Tensor, outputs: list[Tensor]) -> list[Tensor]:
+            positive = relevance / stabilize_fn(outputs[0] + outputs[1])
+            negative = relevance / stabilize_fn(outputs[2] + outputs[3])
+            return [positive, positive, negative, negative]
+
+        super().__init__(
+            input_modifiers=[_positive, _negative, _positive, _negative],
+            param_modifiers=[
+                ClampMod(min=0.0, **with_bias),
+                ClampMod(max=0.0, **without_bias),
+                ClampMod(max=0.0, **with_bias),
+                ClampMod(min=0.0, **without_bias),
+            ],
+            gradient_mapper=gradient_mapper,
+            reducer=lambda inputs, gradients: (
+                alpha * (inputs[0] * gradients[0] + inputs[1] * gradients[1])
+                - beta * (inputs[2] * gradients[2] + inputs[3] * gradients[3])
+            ),
+        )
+
+
+class ZBox(BasicHook):
+    """LRP-z^B for bounded inputs (the first layer on pixels): ``x w - l w+ - h w-``.
+
+    Parameters
+    ----------
+    low, high : float or torch.Tensor or None
+        Lowest and highest possible input values, broadcast to the input (a tensor of shape ``(1, C, 1, 1)``
+        or ``(C,)`` gives per-channel bounds for normalised images). ``None`` uses each sample's own
+        minimum / maximum.
+    stabilizer : float or callable, default 1e-6
+    zero_params : str or list of str, optional
+    """
+
+    def __init__(
+        self,
+        low: float | Tensor | None,
+        high: float | Tensor | None,
+        stabilizer: StabilizerLike = 1e-6,
+        zero_params: str | Sequence[str] | None = None,
+    ):
+        self.low, self.high, self.stabilizer, self.zero_params = low, high, stabilizer, zero_params
+        stabilize_fn = Stabilizer.ensure(stabilizer)
+
+        def bound(value: float | Tensor | None, extreme: Callable) -> Callable[[Tensor], Tensor]:
+            if value is None:  # each sample's own range
+                return lambda input: extreme(input, dim=tuple(range(1, input.ndim)), keepdim=True).expand_as(input)
+            return lambda input: expand(value, input.shape, cut_batch_dim=True).to(input)
+
+        super().__init__(
+            input_modifiers=[lambda input: input, bound(low, torch.amin), bound(high, torch.amax)],
+            param_modifiers=[
+                NoMod(zero_params=zero_params),
+                ClampMod(min=0.0, zero_params=zero_params),
+                ClampMod(max=0.0, zero_params=zero_params),
+            ],
+            gradient_mapper=lambda relevance, outputs: [
+                relevance / stabilize_fn(outputs[0] - outputs[1] - outputs[2])
+            ]
+            * 3,
+            reducer=lambda inputs, gradients: (
+                inputs[0] * gradients[0] - inputs[1] * gradients[1] - inputs[2] * gradients[2]
+            ),
+        )
+
+
+class WSquare(BasicHook):
+    """LRP-w^2: relevance in proportion to the squared weights, independent of the input.
+
+    Parameters
+    ----------
+    stabilizer : float or callable, default 1e-6
+    zero_params : str or list of str, optional
+        Note that, as in Zennit, the bias is squared too unless listed here.
+    """
+
+    def __init__(self, stabilizer: StabilizerLike = 1e-6, zero_params: str | Sequence[str] | None = None):
+        self.stabilizer, self.zero_params = stabilizer, zero_params
+        stabilize_fn = Stabilizer.ensure(stabilizer)
+        super().__init__(
+            input_modifiers=[torch.ones_like],
+            param_modifiers=[ParamMod(lambda param, name: param**2, zero_params=zero_params)],
+            gradient_mapper=lambda relevance, outputs: [relevance / stabilize_fn(outputs[0])],
+            reducer=lambda inputs, gradients: gradients[0],
+        )
+
+
+class Flat(BasicHook):
+    """LRP-flat: relevance spread uniformly over each output's receptive field (all weights one, no bias).
+
+    Parameters
+    ----------
+    stabilizer : float or callable, default 1e-6
+    zero_params : str or list of str, optional
+    """
+
+    def __init__(self, stabilizer: StabilizerLike = 1e-6, zero_params: str | Sequence[str] | None = None):
+        self.stabilizer, self.zero_params = stabilizer, zero_params
+        stabilize_fn = Stabilizer.ensure(stabilizer)
+        super().__init__(
+            input_modifiers=[torch.ones_like],
+            param_modifiers=[
+                ParamMod(
+                    lambda param, name: torch.ones_like(param),
+                    zero_params=zero_bias(zero_params),
+                    require_params=False,
+                )
+            ],
+            gradient_mapper=lambda relevance, outputs: [relevance / stabilize_fn(outputs[0])],
+            reducer=lambda inputs, gradients: gradients[0],
+        )
+
+
+class Norm(BasicHook):
+    """Distribute relevance in proportion to each input's contribution ``x_i * dz/dx_i / z``.
+
+    Epsilon with a fixed stabilizer and without parameters: for sums and average pooling (and the
+    residual additions that canonizers turn into :class:`~lrp_lightning.layer.Sum` modules).
+
+    Parameters
+    ----------
+    stabilizer : float or callable, default 1e-6
+    """
+
+    def __init__(self, stabilizer: StabilizerLike = 1e-6):
+        self.stabilizer = stabilizer
+        stabilize_fn = Stabilizer.ensure(stabilizer)
+        super().__init__(
+            param_modifiers=[NoMod(param_keys=[])],
+            gradient_mapper=lambda relevance, outputs: [relevance / stabilize_fn(outputs[0])],
+            reducer=lambda inputs, gradients: inputs[0] * gradients[0],
+        )
+
+
+class Pass(Hook):
+    """Pass the relevance through unchanged (element-wise layers: activations, batch norm after merging)."""
+
+    needs_input = False
+
+    def backward(self, module: nn.Module, input: Tensor | None, grad_output: Tensor) -> Tensor:
+        return grad_output
+
+
+class ReLUDeconvNet(Hook):
+    """DeconvNet's ReLU: pass only positive relevance, ``max(0, R)``, whatever the input."""
+
+    needs_input = False
+
+    def backward(self, module: nn.Module, input: Tensor | None, grad_output: Tensor) -> Tensor:
+        return grad_output.clamp(min=0)
+
+
+class ReLUGuidedBackprop(Hook):
+    """Guided backpropagation's ReLU: the ReLU gradient, masked to positive upper gradients."""
+
+    def backward(self, module: nn.Module, input: Tensor, grad_output: Tensor) -> Tensor:
+        return grad_output * (input > 0) * (grad_output > 0)
+
+
+class ReLUBetaSmooth(Hook):
+    """Replace the ReLU gradient by the softplus gradient ``sigmoid(beta_smooth * x)``.
+
+    Parameters
+    ----------
+    beta_smooth : float, default 10.0
+    """
+
+    def __init__(self, beta_smooth: float = 10.0) -> None:
+        self.beta_smooth = beta_smooth
+
+    def backward(self, module: nn.Module, input: Tensor, grad_output: Tensor) -> Tensor:
+        return torch.sigmoid(self.beta_smooth * input) * grad_output
+
+    def __repr__(self) -> str:
+        return f"ReLUBetaSmooth(beta_smooth={self.beta_smooth})"

@@ -1,0 +1,286 @@
+"""Behaviour of the hook engine, composites, canonizers and attributors."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+import torchvision
+
+from lrp_lightning import canonizers as canon
+from lrp_lightning.attribution import Gradient, IntegratedGradients, Occlusion, SmoothGrad, explain, output_weights
+from lrp_lightning.composites import EpsilonGammaBox, LayerMapComposite, NameLayerMapComposite, get_composite
+from lrp_lightning.core import MissingRuleError
+from lrp_lightning.rules import AlphaBeta, Epsilon, Norm, Pass, ZPlus
+
+
+def tiny_net():
+    net = nn.Sequential(nn.Linear(3, 3, bias=False), nn.Linear(3, 1, bias=False)).double()
+    with torch.no_grad():
+        net[0].weight.fill_(2.0)
+        net[1].weight.fill_(3.0)
+    return net
+
+
+def lrp(net, rule, x):
+    with Gradient(net, LayerMapComposite([(nn.Linear, rule)])) as attributor:
+        return attributor(x).relevance  # initial relevance = the output
+
+
+X = torch.tensor([[1.0, 2.0, 3.0]], dtype=torch.float64)
+
+
+def test_closed_form_epsilon():
+    assert torch.allclose(lrp(tiny_net(), Epsilon(), X), torch.tensor([[18.0, 36.0, 54.0]], dtype=torch.float64))
+
+
+def test_closed_form_zplus_and_alphabeta_with_a_negative_weight():
+    net = tiny_net()
+    with torch.no_grad():
+        net[0].weight[0, 0] = -2.0
+    expected_zplus = torch.tensor([[12.0, 33.6, 50.4]], dtype=torch.float64)
+    expected_alphabeta = torch.tensor([[0.0, 134.4, 201.6]], dtype=torch.float64)
+    assert torch.allclose(lrp(net, ZPlus(), X), expected_zplus, atol=1e-9)
+    assert torch.allclose(lrp(net, AlphaBeta(2, 1, stabilizer=1e-12), X), expected_alphabeta, atol=1e-9)
+
+
+def small_cnn():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+        nn.Conv2d(4, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32, 5),
+    )
+
+
+def snapshot(model):
+    return {
+        "params": [id(p) for p in model.parameters()],
+        "state": {k: v.clone() for k, v in model.state_dict().items()},
+        "modules": [(name, type(m)) for name, m in model.named_modules()],
+        "dicts": [sorted(m.__dict__) for m in model.modules()],
+        "training": [m.training for m in model.modules()],
+    }
+
+
+def assert_restored(model, before):
+    after = snapshot(model)
+    assert after["params"] == before["params"]
+    assert after["modules"] == before["modules"]
+    assert after["dicts"] == before["dicts"]
+    assert after["training"] == before["training"]
+    for key, value in before["state"].items():
+        assert torch.equal(after["state"][key], value), key
+    for module in model.modules():
+        assert not module._forward_hooks and not module._forward_pre_hooks
+        assert not module._backward_hooks
+
+
+@pytest.mark.parametrize("composite_name", ["epsilon_gamma_box", "epsilon_plus_flat", "guided_backprop"])
+def test_model_exactly_restored_and_grads_untouched(composite_name):
+    model = small_cnn().eval()
+    model[1].running_mean.uniform_(-1, 1)
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 0.5)
+    before = snapshot(model)
+    grads = [p.grad.clone() for p in model.parameters()]
+    explain(model, torch.randn(3, 1, 8, 8), target=[0, 1, 2], composite=composite_name)
+    assert_restored(model, before)
+    assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), grads))
+
+
+def test_resnet_restored_also_after_an_exception_inside_the_context():
+    model = torchvision.models.resnet18(num_classes=4).eval()
+    before = snapshot(model)
+    with pytest.raises(ZeroDivisionError):
+        with Gradient(model, get_composite("epsilon_plus", canonizers="auto")):
+            assert any("canonizer_sum" in m._modules for m in model.modules())
+            raise ZeroDivisionError
+    assert_restored(model, before)
+    assert not any("forward" in m.__dict__ for m in model.modules())
+
+
+def test_optimizer_created_before_still_trains_the_model():
+    model = small_cnn()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    explain(model, torch.randn(2, 1, 8, 8), composite="epsilon_gamma_box")
+    before = [p.detach().clone() for p in model.parameters()]
+    model.train()
+    loss = model(torch.randn(4, 1, 8, 8)).pow(2).sum()
+    loss.backward()
+    optimizer.step()
+    changed = [not torch.equal(p, b) for p, b in zip(model.parameters(), before) if p.grad.abs().max() > 1e-4]
+    assert changed and all(changed)
+
+
+def test_training_mode_of_submodules_is_restored_by_explain():
+    model = small_cnn().train()
+    model[1].eval()  # a frozen batch norm in a training model
+    explain(model, torch.randn(2, 1, 8, 8))
+    assert model.training and model[0].training and not model[1].training
+
+
+class Twice(nn.Module):
+    def __init__(self, shared):
+        super().__init__()
+        self.layer = nn.Linear(4, 4)
+        self.relu = nn.ReLU()
+        self.head = nn.Linear(4, 2)
+        if not shared:
+            self.layer2 = copy.deepcopy(self.layer)
+            self.relu2 = nn.ReLU()
+        self.shared = shared
+
+    def forward(self, x):
+        x = self.relu(self.layer(x))
+        x = self.relu(self.layer(x)) if self.shared else self.relu2(self.layer2(x))
+        return self.head(x)
+
+
+def test_module_used_twice_gives_the_relevance_of_two_copies():
+    torch.manual_seed(0)
+    shared = Twice(shared=True).double()
+    separate = Twice(shared=False).double()
+    copies = {f"layer2.{k}": v for k, v in shared.layer.state_dict().items()}
+    separate.load_state_dict({**shared.state_dict(), **copies})
+    x = torch.randn(3, 4, dtype=torch.float64)
+    composite = LayerMapComposite([(nn.ReLU, Pass()), (nn.Linear, AlphaBeta(2, 1))])
+    with Gradient(shared, composite) as attributor:
+        out_shared, rel_shared = attributor(x, [0, 1, 0])
+    with Gradient(separate, composite) as attributor:
+        out_separate, rel_separate = attributor(x, [0, 1, 0])
+    assert torch.allclose(out_shared, out_separate)
+    assert torch.allclose(rel_shared, rel_separate, rtol=1e-10, atol=1e-12)
+    assert rel_shared.abs().sum() > 0
+
+
+def test_layer_without_rule_is_named_with_the_fix():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Upsample(scale_factor=2), nn.Flatten(), nn.Linear(2 * 12 * 12, 3))
+    with pytest.raises(MissingRuleError) as error:
+        explain(model, torch.randn(1, 1, 8, 8), composite="epsilon_gamma_box")
+    message = str(error.value)
+    assert "layer 1 (Upsample) has no rule in composite epsilon_gamma_box" in message
+    assert "layer_map=[(torch.nn.Upsample, Norm())]" in message
+    # the suggested fix works, and the model is left clean after the error
+    assert not model[1]._forward_hooks
+    fixed = EpsilonGammaBox(layer_map=[(nn.Upsample, Norm())])
+    output, relevance = explain(model, torch.randn(1, 1, 8, 8), composite=fixed)
+    assert relevance.shape == (1, 1, 8, 8) and relevance.abs().sum() > 0
+
+
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])
+def test_attribution_inside_no_grad_and_inference_mode(context):
+    model = small_cnn().eval()
+    x = torch.randn(2, 1, 8, 8)
+    expected = explain(model, x, target=[1, 2]).relevance
+    with context():
+        x_in_context = x.clone()
+        relevance = explain(model, x_in_context, target=[1, 2]).relevance
+    assert torch.equal(relevance, expected)
+
+
+def test_targets():
+    output = torch.tensor([[1.0, 5.0, 2.0], [3.0, 0.0, -1.0]])
+    one_hot = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    assert torch.equal(output_weights(output, "prediction"), one_hot)
+    assert torch.equal(output_weights(output, [1, 0]), one_hot)
+    assert torch.equal(output_weights(output, torch.tensor([1, 0])), one_hot)
+    assert torch.equal(output_weights(output, 2), torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]]))
+    assert torch.equal(output_weights(output, one_hot), one_hot)
+    assert torch.equal(output_weights(output, None), output)
+    assert torch.equal(output_weights(output, lambda out: out * 2), output * 2)
+    with pytest.raises(ValueError, match="target class 3 is out of range for an output with 3 classes"):
+        output_weights(output, [3, 0])
+    with pytest.raises(ValueError, match="class scores of shape"):
+        output_weights(torch.zeros(2, 3, 4), [0, 1])
+    with pytest.raises(ValueError, match="unknown target 'label'"):
+        output_weights(output, "label")
+
+
+def test_canonized_relevance_equals_explicitly_merged_model():
+    model = small_cnn().double().eval()
+    model[1].running_mean.uniform_(-1, 1)
+    model[1].running_var.uniform_(0.5, 2)
+    model[1].weight.data.uniform_(0.5, 2)
+    merged = copy.deepcopy(model)
+    bn, conv = merged[1], merged[0]
+    scale = bn.weight / (bn.running_var + bn.eps).sqrt()
+    with torch.no_grad():
+        conv.weight.mul_(scale[:, None, None, None])
+        conv.bias.copy_((conv.bias - bn.running_mean) * scale + bn.bias)
+    merged[1] = nn.Identity()
+    x = torch.randn(2, 1, 8, 8, dtype=torch.float64)
+    ours = explain(model, x, target=[0, 3], composite="epsilon_plus", canonizers="auto").relevance
+    reference = explain(merged, x, target=[0, 3], composite="epsilon_plus", canonizers=None).relevance
+    named = explain(
+        model, x, target=[0, 3], composite="epsilon_plus", canonizers=[canon.NamedMergeBatchNorm([(["0"], "1")])]
+    ).relevance
+    without = explain(model, x, target=[0, 3], composite="epsilon_plus", canonizers=None).relevance
+    assert torch.allclose(ours, reference, rtol=1e-10, atol=1e-12)
+    assert torch.allclose(named, reference, rtol=1e-10, atol=1e-12)
+    assert not torch.allclose(without, reference, rtol=1e-3)
+
+
+def test_auto_canonizers_choice_and_errors():
+    assert isinstance(canon.auto_canonizers(torchvision.models.resnet18())[0], canon.ResNetCanonizer)
+    assert isinstance(canon.auto_canonizers(torchvision.models.vgg11_bn())[0], canon.SequentialMergeBatchNorm)
+    bn_first = nn.Sequential(nn.BatchNorm2d(1), nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2, 2))
+    with pytest.raises(ValueError, match=r"batch norm layer 0 \(BatchNorm2d\) does not follow an affine layer"):
+        canon.auto_canonizers(bn_first)
+    with pytest.raises(ValueError, match="cannot pick canonizers for torchvision MobileNetV2"):
+        canon.auto_canonizers(torchvision.models.mobilenet_v2())
+
+
+def test_name_layer_map_user_rules_come_first():
+    model = small_cnn().eval()
+    composite = NameLayerMapComposite(name_map=[(["8"], Epsilon(epsilon=0.5))], layer_map=[(nn.Linear, ZPlus())])
+    composite.register(model)
+    try:
+        assert isinstance(composite.rule_map["8"], Epsilon)
+    finally:
+        composite.remove()
+    first = EpsilonGammaBox(first_map=[(nn.Conv2d, Epsilon())])
+    first.register(model)
+    try:
+        assert isinstance(first.rule_map["0"], Epsilon)
+        assert type(first.rule_map["4"]).__name__ == "Gamma"
+    finally:
+        first.remove()
+
+
+def test_smoothgrad_is_deterministic_with_a_generator_and_averages_gradients():
+    model = small_cnn().eval()
+    x = torch.randn(2, 1, 8, 8)
+    state = torch.random.get_rng_state()
+    runs = [
+        SmoothGrad(model, noise_level=0.2, n_iter=5, generator=torch.Generator().manual_seed(7))(x, [0, 1]).relevance
+        for _ in range(2)
+    ]
+    assert torch.equal(runs[0], runs[1])
+    assert torch.equal(torch.random.get_rng_state(), state)  # the global RNG stream is untouched
+    plain = Gradient(model)(x, [0, 1]).relevance
+    assert not torch.allclose(runs[0], plain)
+    assert torch.equal(SmoothGrad(model, n_iter=1)(x, [0, 1]).relevance, plain)
+
+
+def test_integrated_gradients_and_occlusion_equal_captum():
+    captum = pytest.importorskip("captum.attr")
+    model = small_cnn().double().eval()
+    x = torch.randn(2, 1, 8, 8, dtype=torch.float64)
+    ours = IntegratedGradients(model, n_iter=16)(x, [1, 3]).relevance
+    theirs = captum.IntegratedGradients(model).attribute(
+        x, target=torch.tensor([1, 3]), n_steps=16, method="riemann_right"
+    )
+    assert torch.allclose(ours, theirs, rtol=1e-8, atol=1e-10)
+    ours = Occlusion(model, window=(1, 3, 3), stride=(1, 2, 2))(x, [1, 3]).relevance
+    theirs = captum.Occlusion(model).attribute(
+        x, sliding_window_shapes=(1, 3, 3), strides=(1, 2, 2), target=torch.tensor([1, 3])
+    )
+    # captum returns float32 here even for float64 inputs
+    assert torch.allclose(ours, theirs.to(ours), rtol=1e-5, atol=1e-6 * ours.abs().max().item())
