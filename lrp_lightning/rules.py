@@ -25,7 +25,8 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn as nn
 
-from .core import BasicHook, Hook, ParamMod, Stabilizer, expand
+from . import types as ltypes
+from .core import BasicHook, Hook, ParamMod, Stabilizer, affine_forward, affine_input_gradient, expand, module_params
 
 Tensor = torch.Tensor
 
@@ -100,6 +101,34 @@ def _sum(tensors: Sequence[Tensor]) -> Tensor:
     return total
 
 
+def _fast_affine_inputs(rule: BasicHook, module: nn.Module, input: Tensor):
+    """Weight, bias seen by the rule terms, and the real bias, when the fast path applies; else None.
+
+    For non-negative inputs (the input of every layer after a ReLU) the terms of the negative input part
+    vanish, and the remaining outputs are sums of ``x w+`` and ``x w-``: one forward with stacked weights
+    and at most two transposed maps, instead of a forward and a transposed map per term (5 and 4 for
+    Gamma). No rewrite subtracts large terms, so the results keep Zennit's rounding behaviour.
+    """
+    if type(rule) not in _FAST_RULES or not isinstance(module, ltypes.Linear):
+        return None
+    zero = rule.zero_params
+    zero = [zero] if isinstance(zero, str) else list(zero or [])
+    if any(name != "bias" for name in zero) or bool((input < 0).any()):
+        return None
+    params = module_params(module)
+    weight, bias = params["weight"], params.get("bias")
+    rule_bias = None if "bias" in zero else bias
+    return weight, bias, rule_bias
+
+
+def _channel_bias(module: nn.Module, bias: Tensor | None, like: Tensor) -> Tensor | float:
+    if bias is None:
+        return 0.0
+    if isinstance(module, nn.Linear):
+        return bias
+    return bias[(slice(None),) + (None,) * (like.ndim - 2)]
+
+
 class Epsilon(BasicHook):
     """LRP-epsilon: ``R_i = x_i * sum_j w_ji R_j / (z_j + epsilon * sign(z_j))``.
 
@@ -165,6 +194,29 @@ class Gamma(BasicHook):
             gradient_mapper=gradient_mapper,
             reducer=lambda inputs, gradients: _sum([x * g for x, g in zip(inputs[:4], gradients[:4])]),
         )
+        self._stabilize = stabilize_fn
+
+    def backward(self, module: nn.Module, input: Tensor, grad_output: Tensor) -> Tensor:
+        fast = _fast_affine_inputs(self, module, input)
+        if fast is None:
+            return super().backward(module, input, grad_output)
+        weight, bias, rule_bias = fast
+        gamma = self.gamma
+        positive, negative = weight.clamp(min=0), weight.clamp(max=0)
+        with_positive, with_negative = _two_forwards(module, input, positive, negative)  # x w+, x w-
+        output = with_positive + with_negative + _channel_bias(module, bias, with_positive)  # the real z
+        rule_b = rule_bias
+        bias_pos = _channel_bias(module, None if rule_b is None else rule_b + gamma * rule_b.clamp(min=0), output)
+        bias_neg = _channel_bias(module, None if rule_b is None else rule_b + gamma * rule_b.clamp(max=0), output)
+        # x (w + g w+) + b + g b+  and  x (w + g w-) + b + g b-
+        positive_out = (1 + gamma) * with_positive + with_negative + bias_pos
+        negative_out = with_positive + (1 + gamma) * with_negative + bias_neg
+        positive_share = grad_output * (output > 0.0) / self._stabilize(positive_out)
+        negative_share = grad_output * (output < 0.0) / self._stabilize(negative_out)
+        return input * (
+            affine_input_gradient(module, positive_share, input, weight + gamma * positive)
+            + affine_input_gradient(module, negative_share, input, weight + gamma * negative)
+        )
 
 
 class ZPlus(BasicHook):
@@ -188,6 +240,17 @@ class ZPlus(BasicHook):
             gradient_mapper=lambda relevance, outputs: [relevance / stabilize_fn(outputs[0] + outputs[1])] * 2,
             reducer=lambda inputs, gradients: inputs[0] * gradients[0] + inputs[1] * gradients[1],
         )
+        self._stabilize = stabilize_fn
+
+    def backward(self, module: nn.Module, input: Tensor, grad_output: Tensor) -> Tensor:
+        fast = _fast_affine_inputs(self, module, input)
+        if fast is None:
+            return super().backward(module, input, grad_output)
+        weight, _, rule_bias = fast
+        positive = weight.clamp(min=0)
+        rule_bias = None if rule_bias is None else rule_bias.clamp(min=0)
+        denominator = affine_forward(module, input, positive, rule_bias)
+        return input * affine_input_gradient(module, grad_output / self._stabilize(denominator), input, positive)
 
 
 class AlphaBeta(BasicHook):
@@ -239,6 +302,23 @@ class AlphaBeta(BasicHook):
                 alpha * (inputs[0] * gradients[0] + inputs[1] * gradients[1])
                 - beta * (inputs[2] * gradients[2] + inputs[3] * gradients[3])
             ),
+        )
+        self._stabilize = stabilize_fn
+
+    def backward(self, module: nn.Module, input: Tensor, grad_output: Tensor) -> Tensor:
+        fast = _fast_affine_inputs(self, module, input)
+        if fast is None:
+            return super().backward(module, input, grad_output)
+        weight, _, rule_bias = fast
+        positive, negative = weight.clamp(min=0), weight.clamp(max=0)
+        with_positive, with_negative = _two_forwards(module, input, positive, negative)
+        bias_positive = _channel_bias(module, None if rule_bias is None else rule_bias.clamp(min=0), with_positive)
+        bias_negative = _channel_bias(module, None if rule_bias is None else rule_bias.clamp(max=0), with_positive)
+        positive_share = grad_output / self._stabilize(with_positive + bias_positive)
+        negative_share = grad_output / self._stabilize(with_negative + bias_negative)
+        return input * (
+            self.alpha * affine_input_gradient(module, positive_share, input, positive)
+            - self.beta * affine_input_gradient(module, negative_share, input, negative)
         )
 
 
@@ -355,6 +435,19 @@ class Norm(BasicHook):
         )
 
 
+def _two_forwards(module: nn.Module, input: Tensor, first: Tensor, second: Tensor) -> tuple[Tensor, Tensor]:
+    """``module``'s bias-free outputs with two weights; one call with stacked output channels if possible."""
+    if getattr(module, "groups", 1) != 1:
+        return affine_forward(module, input, first, None), affine_forward(module, input, second, None)
+    out_dim = 1 if isinstance(module, ltypes.ConvolutionTranspose) else 0
+    both = affine_forward(module, input, torch.cat([first, second], dim=out_dim), None)
+    first_out, second_out = both.chunk(2, dim=-1 if isinstance(module, nn.Linear) else 1)
+    return first_out, second_out
+
+
+_FAST_RULES: tuple[type, ...] = ()
+
+
 class Pass(Hook):
     """Pass the relevance through unchanged (element-wise layers: activations, batch norm after merging)."""
 
@@ -396,3 +489,6 @@ class ReLUBetaSmooth(Hook):
 
     def __repr__(self) -> str:
         return f"ReLUBetaSmooth(beta_smooth={self.beta_smooth})"
+
+
+_FAST_RULES = (ZPlus, AlphaBeta, Gamma)

@@ -11,7 +11,7 @@ from lrp_lightning import canonizers as canon
 from lrp_lightning.attribution import Gradient, IntegratedGradients, Occlusion, SmoothGrad, explain, output_weights
 from lrp_lightning.composites import EpsilonGammaBox, LayerMapComposite, NameLayerMapComposite, get_composite
 from lrp_lightning.core import MissingRuleError
-from lrp_lightning.rules import AlphaBeta, Epsilon, Norm, Pass, ZPlus
+from lrp_lightning.rules import AlphaBeta, Epsilon, Gamma, Norm, Pass, ZPlus
 
 
 def tiny_net():
@@ -284,3 +284,65 @@ def test_integrated_gradients_and_occlusion_equal_captum():
     )
     # captum returns float32 here even for float64 inputs
     assert torch.allclose(ours, theirs.to(ours), rtol=1e-5, atol=1e-6 * ours.abs().max().item())
+
+
+def test_a_new_rule_in_a_few_lines_as_documented():
+    from lrp_lightning.core import BasicHook, stabilize
+
+    class Zero(BasicHook):  # LRP-0, as in the README and the rules module docstring
+        def __init__(self):
+            super().__init__(
+                gradient_mapper=lambda relevance, outputs: [relevance / stabilize(outputs[0], 1e-12)],
+                reducer=lambda inputs, gradients: inputs[0] * gradients[0],
+            )
+
+    torch.manual_seed(1)
+    layer = nn.Linear(4, 3).double()
+    x = torch.randn(2, 4, dtype=torch.float64)
+    relevance_out = torch.randn(2, 3, dtype=torch.float64)
+    with Gradient(layer, LayerMapComposite([(nn.Linear, Zero())])) as attributor:
+        output, relevance = attributor(x, relevance_out)
+    z = output
+    expected = x * ((relevance_out / z) @ layer.weight)
+    assert torch.allclose(relevance, expected, rtol=1e-9)
+    # on a module without parameters the same rule goes through autograd
+    pool = nn.AvgPool1d(2)
+    xp = torch.rand(1, 1, 4, dtype=torch.float64) + 0.1
+    with Gradient(pool, LayerMapComposite([(nn.AvgPool1d, Zero())])) as attributor:
+        out, rel = attributor(xp, torch.ones(1, 1, 2, dtype=torch.float64))
+    assert torch.allclose(rel, xp / torch.repeat_interleave(out * 2, 2, dim=-1), rtol=1e-9)
+
+
+FAST_LAYERS = {
+    "linear": (lambda: nn.Linear(6, 4), (3, 6)),
+    "conv2d": (lambda: nn.Conv2d(2, 4, 3, padding=1), (2, 2, 5, 5)),
+    "conv2d-groups": (lambda: nn.Conv2d(4, 4, 3, padding=1, groups=2), (2, 4, 5, 5)),
+    "conv1d-stride": (lambda: nn.Conv1d(2, 3, 3, stride=2), (2, 2, 9)),
+    "convtranspose2d": (lambda: nn.ConvTranspose2d(2, 3, 3, stride=2, padding=1), (2, 2, 4, 4)),
+}
+
+
+@pytest.mark.parametrize("layer_name", list(FAST_LAYERS))
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize(
+    "rule",
+    [Gamma(0.25), Gamma(1.0, zero_params="bias"), ZPlus(), ZPlus(zero_params="bias"), AlphaBeta(2, 1), AlphaBeta(1, 0)],
+    ids=["gamma", "gamma-nobias", "zplus", "zplus-nobias", "alpha2beta1", "alpha1beta0"],
+)
+def test_fast_paths_for_non_negative_inputs_equal_the_rule_definition(layer_name, bias, rule):
+    from lrp_lightning.core import BasicHook
+
+    torch.manual_seed(3)
+    factory, shape = FAST_LAYERS[layer_name]
+    layer = factory().double()
+    if not bias:
+        layer.bias = None
+    elif layer.bias is not None:
+        with torch.no_grad():
+            layer.bias.copy_(torch.linspace(-0.5, 0.5, layer.bias.numel()))
+    x = torch.randn(*shape, dtype=torch.float64).clamp(min=0)  # after a ReLU: the fast path applies
+    grad_output = torch.randn_like(layer(x))
+    fast = rule.backward(layer, x, grad_output)
+    reference = BasicHook.backward(rule, layer, x, grad_output)  # the declarative terms, one by one
+    assert torch.allclose(fast, reference, rtol=1e-10, atol=1e-12 * reference.abs().max().item())
+    assert reference.abs().max() > 0

@@ -1,0 +1,172 @@
+"""LRP speed and memory: lrp-lightning vs zennit 0.5.1 vs a plain input gradient, in one process.
+
+For each model and composite, the three methods run interleaved (ours, zennit, gradient) for several
+repeats on the same inputs; the median time of each is reported with the ratios
+``ours / gradient``, ``zennit / gradient`` and ``zennit / ours`` (speed-up over zennit), plus the peak
+memory of each method above the memory held before it ran (CUDA: max_memory_allocated; CPU: peak
+RSS growth sampled by a thread, coarse).
+
+    python benchmarks/lrp_speed.py                        # issue targets: batch 8, 224x224
+    python benchmarks/lrp_speed.py --batch 2 --size 112 --repeats 3 --models vgg16
+
+zennit is a peer used only here and in tests (the ``test`` extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import platform
+import statistics
+import threading
+import time
+
+import torch
+import torchvision
+
+from lrp_lightning.attribution import Gradient
+from lrp_lightning.composites import get_composite
+
+COMPOSITES = ["epsilon_gamma_box", "epsilon_plus_flat", "epsilon_alpha2_beta1"]
+
+
+def rss_bytes() -> int:
+    with open(f"/proc/{os.getpid()}/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class PeakMemory:
+    """Peak extra memory while the block runs: CUDA allocator stats, or sampled RSS on CPU."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.peak = 0
+
+    def __enter__(self) -> PeakMemory:
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+        else:
+            self.base = rss_bytes()
+            self.running = True
+            self.max_rss = self.base
+            self.thread = threading.Thread(target=self._sample, daemon=True)
+            self.thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while self.running:
+            self.max_rss = max(self.max_rss, rss_bytes())
+            time.sleep(0.002)
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            self.peak = torch.cuda.max_memory_allocated() - self.base
+        else:
+            self.running = False
+            self.thread.join()
+            self.peak = self.max_rss - self.base
+
+
+def zennit_runner(model, name, kwargs, model_name):
+    from zennit import composites as zc
+    from zennit import torchvision as ztv
+    from zennit.attribution import Gradient as ZGradient
+
+    canonizers = [ztv.ResNetCanonizer()] if model_name.startswith("resnet") else [ztv.VGGCanonizer()]
+    composite = zc.COMPOSITES[name](canonizers=canonizers, **kwargs)
+
+    def run(x, target):
+        with ZGradient(model, composite) as attributor:
+            return attributor(x, target)[1]
+
+    return run
+
+
+def ours_runner(model, name, kwargs):
+    composite = get_composite(name, canonizers="auto", **kwargs)
+
+    def run(x, target):
+        with Gradient(model, composite) as attributor:
+            return attributor(x, target)[1]
+
+    return run
+
+
+def gradient_runner(model):
+    def run(x, target):
+        leaf = x.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(model(leaf), leaf, target)
+        return grad
+
+    return run
+
+
+def timed(fn, x, target, device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    result = fn(x, target)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["vgg16", "resnet50"])
+    parser.add_argument("--composites", nargs="+", default=COMPOSITES)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"threads {torch.get_num_threads()}, device {device}"
+        + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else "")
+    )
+    print(f"inputs: batch {args.batch}, 3x{args.size}x{args.size}, float32, random weights; median of {args.repeats}")
+    header = f"{'model':9s} {'composite':22s} {'ours s':>8s} {'zennit s':>9s} {'grad s':>8s} "
+    header += f"{'ours/grad':>9s} {'zennit/grad':>11s} {'speed-up':>8s} "
+    header += f"{'mem ours':>9s} {'mem zennit':>10s} {'mem grad':>9s}"
+    print(header)
+    for model_name in args.models:
+        model = getattr(torchvision.models, model_name)(num_classes=1000).eval().to(device)
+        x = torch.randn(args.batch, 3, args.size, args.size, device=device)
+        target = torch.eye(1000, device=device)[torch.arange(args.batch) % 1000]
+        for name in args.composites:
+            kwargs = {"low": -3.0, "high": 3.0} if name == "epsilon_gamma_box" else {}
+            runners = {
+                "ours": ours_runner(model, name, kwargs),
+                "zennit": zennit_runner(model, name, kwargs, model_name),
+                "grad": gradient_runner(model),
+            }
+            times = {key: [] for key in runners}
+            memory = {}
+            for key, fn in runners.items():  # warm-up, and one run per method for memory
+                with PeakMemory(device) as peak:
+                    fn(x, target)
+                memory[key] = peak.peak
+            for _ in range(args.repeats):
+                for key, fn in runners.items():
+                    elapsed, _ = timed(fn, x, target, device)
+                    times[key].append(elapsed)
+            med = {key: statistics.median(values) for key, values in times.items()}
+            print(
+                f"{model_name:9s} {name:22s} {med['ours']:8.3f} {med['zennit']:9.3f} {med['grad']:8.3f} "
+                f"{med['ours'] / med['grad']:9.2f} {med['zennit'] / med['grad']:11.2f} "
+                f"{med['zennit'] / med['ours']:8.2f} {memory['ours'] / 2**20:8.0f}M {memory['zennit'] / 2**20:9.0f}M "
+                f"{memory['grad'] / 2**20:8.0f}M",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
