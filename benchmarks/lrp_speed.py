@@ -3,10 +3,10 @@
 For each model and composite, the three methods run interleaved (ours, zennit, gradient) for several
 repeats on the same inputs; the median time of each is reported with the ratios
 ``ours / gradient``, ``zennit / gradient`` and ``zennit / ours`` (speed-up over zennit), plus the peak
-memory of each method above the memory held before it ran (CUDA: max_memory_allocated; CPU: peak
-RSS growth sampled by a thread, coarse).
+extra memory of each method (CUDA: max_memory_allocated above the memory held before; CPU with
+``--memory``: growth of the process's high-water mark, ru_maxrss, in a fresh process per method).
 
-    python benchmarks/lrp_speed.py                        # issue targets: batch 8, 224x224
+    python benchmarks/lrp_speed.py --memory               # issue targets: batch 8, 224x224
     python benchmarks/lrp_speed.py --batch 2 --size 112 --repeats 3 --models vgg16
 
 zennit is a peer used only here and in tests (the ``test`` extra).
@@ -15,11 +15,11 @@ zennit is a peer used only here and in tests (the ``test`` extra).
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import platform
 import statistics
-import threading
+import subprocess
+import sys
 import time
 
 import torch
@@ -31,45 +31,33 @@ from lrp_lightning.composites import get_composite
 COMPOSITES = ["epsilon_gamma_box", "epsilon_plus_flat", "epsilon_alpha2_beta1"]
 
 
-def rss_bytes() -> int:
-    with open(f"/proc/{os.getpid()}/statm") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def peak_memory_subprocess(model_name: str, name: str, method: str, batch: int, size: int) -> int:
+    """Peak extra memory of one attribution, measured in a fresh process (CPU: ru_maxrss growth)."""
+    command = [sys.executable, __file__, "--measure-memory", model_name, name, method, str(batch), str(size)]
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    return int(result.stdout.strip().splitlines()[-1])
 
 
-class PeakMemory:
-    """Peak extra memory while the block runs: CUDA allocator stats, or sampled RSS on CPU."""
+def measure_memory(model_name: str, name: str, method: str, batch: int, size: int) -> None:
+    """In a fresh process: build model and input, note the high-water mark, run once, print its rise."""
+    import resource
 
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.peak = 0
-
-    def __enter__(self) -> PeakMemory:
-        gc.collect()
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self.base = torch.cuda.memory_allocated()
-        else:
-            self.base = rss_bytes()
-            self.running = True
-            self.max_rss = self.base
-            self.thread = threading.Thread(target=self._sample, daemon=True)
-            self.thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while self.running:
-            self.max_rss = max(self.max_rss, rss_bytes())
-            time.sleep(0.002)
-
-    def __exit__(self, *exc) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            self.peak = torch.cuda.max_memory_allocated() - self.base
-        else:
-            self.running = False
-            self.thread.join()
-            self.peak = self.max_rss - self.base
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, model_name)(num_classes=1000).eval()
+    x = torch.randn(batch, 3, size, size)
+    target = torch.eye(1000)[torch.arange(batch) % 1000]
+    kwargs = {"low": -3.0, "high": 3.0} if name == "epsilon_gamma_box" else {}
+    runners = {
+        "ours": lambda: ours_runner(model, name, kwargs),
+        "zennit": lambda: zennit_runner(model, name, kwargs, model_name),
+        "grad": lambda: gradient_runner(model),
+    }
+    fn = runners[method]()
+    with torch.no_grad():
+        model(x)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    fn(x, target)
+    print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
 
 
 def zennit_runner(model, name, kwargs, model_name):
@@ -117,6 +105,10 @@ def timed(fn, x, target, device):
 
 
 def main() -> None:
+    if len(sys.argv) == 7 and sys.argv[1] == "--measure-memory":
+        model_name, name, method, batch, size = sys.argv[2:]
+        measure_memory(model_name, name, method, int(batch), int(size))
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["vgg16", "resnet50"])
     parser.add_argument("--composites", nargs="+", default=COMPOSITES)
@@ -124,6 +116,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--memory", action="store_true", help="CPU: peak memory per method in fresh processes")
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -150,10 +143,19 @@ def main() -> None:
             }
             times = {key: [] for key in runners}
             memory = {}
-            for key, fn in runners.items():  # warm-up, and one run per method for memory
-                with PeakMemory(device) as peak:
+            for key, fn in runners.items():  # warm-up; then peak memory of each method
+                fn(x, target)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                    torch.cuda.reset_peak_memory_stats()
+                    base = torch.cuda.memory_allocated()
                     fn(x, target)
-                memory[key] = peak.peak
+                    torch.cuda.synchronize()
+                    memory[key] = torch.cuda.max_memory_allocated() - base
+                elif args.memory:
+                    memory[key] = peak_memory_subprocess(model_name, name, key, args.batch, args.size)
+                else:
+                    memory[key] = float("nan")
             for _ in range(args.repeats):
                 for key, fn in runners.items():
                     elapsed, _ = timed(fn, x, target, device)

@@ -83,6 +83,9 @@ def stabilize(
     torch.Tensor
         A new tensor without zeros.
     """
+    if not (norm_scale or clip):
+        # the common case in two operations; equal to input + sign * epsilon with sign(0) = +1
+        return torch.where(input >= 0, input + epsilon, input - epsilon)
     sign = (input == 0.0).to(input) + input.sign()
     if norm_scale:
         if dim is None:

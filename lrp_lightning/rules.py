@@ -202,21 +202,25 @@ class Gamma(BasicHook):
             return super().backward(module, input, grad_output)
         weight, bias, rule_bias = fast
         gamma = self.gamma
-        positive, negative = weight.clamp(min=0), weight.clamp(max=0)
-        with_positive, with_negative = _two_forwards(module, input, positive, negative)  # x w+, x w-
-        output = with_positive + with_negative + _channel_bias(module, bias, with_positive)  # the real z
-        rule_b = rule_bias
-        bias_pos = _channel_bias(module, None if rule_b is None else rule_b + gamma * rule_b.clamp(min=0), output)
-        bias_neg = _channel_bias(module, None if rule_b is None else rule_b + gamma * rule_b.clamp(max=0), output)
+        positive = weight.clamp(min=0)
+        negative = weight - positive
+        # x w+ and x w- (bias-free); z = x w+ + x w- + b is the layer's real output
+        with_positive, with_negative = _two_forwards(module, input, positive, negative)
+        output = with_positive + with_negative
+        if bias is not None:
+            output = output + _channel_bias(module, bias, output)
         # x (w + g w+) + b + g b+  and  x (w + g w-) + b + g b-
-        positive_out = (1 + gamma) * with_positive + with_negative + bias_pos
-        negative_out = with_positive + (1 + gamma) * with_negative + bias_neg
-        positive_share = grad_output * (output > 0.0) / self._stabilize(positive_out)
-        negative_share = grad_output * (output < 0.0) / self._stabilize(negative_out)
-        return input * (
-            affine_input_gradient(module, positive_share, input, weight + gamma * positive)
-            + affine_input_gradient(module, negative_share, input, weight + gamma * negative)
-        )
+        positive_out = torch.add(with_negative, with_positive, alpha=1 + gamma)
+        negative_out = torch.add(with_positive, with_negative, alpha=1 + gamma)
+        if rule_bias is not None:
+            positive_out = positive_out + _channel_bias(module, rule_bias + gamma * rule_bias.clamp(min=0), output)
+            negative_out = negative_out + _channel_bias(module, rule_bias + gamma * rule_bias.clamp(max=0), output)
+        zero = grad_output.new_zeros(())
+        positive_share = torch.where(output > 0.0, grad_output / self._stabilize(positive_out), zero)
+        negative_share = torch.where(output < 0.0, grad_output / self._stabilize(negative_out), zero)
+        gradient = affine_input_gradient(module, positive_share, input, torch.add(weight, positive, alpha=gamma))
+        gradient += affine_input_gradient(module, negative_share, input, torch.add(weight, negative, alpha=gamma))
+        return input * gradient
 
 
 class ZPlus(BasicHook):
@@ -310,16 +314,18 @@ class AlphaBeta(BasicHook):
         if fast is None:
             return super().backward(module, input, grad_output)
         weight, _, rule_bias = fast
-        positive, negative = weight.clamp(min=0), weight.clamp(max=0)
-        with_positive, with_negative = _two_forwards(module, input, positive, negative)
-        bias_positive = _channel_bias(module, None if rule_bias is None else rule_bias.clamp(min=0), with_positive)
-        bias_negative = _channel_bias(module, None if rule_bias is None else rule_bias.clamp(max=0), with_positive)
-        positive_share = grad_output / self._stabilize(with_positive + bias_positive)
-        negative_share = grad_output / self._stabilize(with_negative + bias_negative)
-        return input * (
-            self.alpha * affine_input_gradient(module, positive_share, input, positive)
-            - self.beta * affine_input_gradient(module, negative_share, input, negative)
-        )
+        positive = weight.clamp(min=0)
+        negative = weight - positive
+        with_positive = affine_forward(module, input, positive, None if rule_bias is None else rule_bias.clamp(min=0))
+        with_negative = affine_forward(module, input, negative, None if rule_bias is None else rule_bias.clamp(max=0))
+        positive_share = grad_output / self._stabilize(with_positive)
+        negative_share = grad_output / self._stabilize(with_negative)
+        if self.alpha != 1:
+            positive_share = positive_share * self.alpha
+        gradient = affine_input_gradient(module, positive_share, input, positive)
+        if self.beta:
+            gradient -= self.beta * affine_input_gradient(module, negative_share, input, negative)
+        return input * gradient
 
 
 class ZBox(BasicHook):
@@ -365,6 +371,31 @@ class ZBox(BasicHook):
                 inputs[0] * gradients[0] - inputs[1] * gradients[1] - inputs[2] * gradients[2]
             ),
         )
+        self._stabilize = stabilize_fn
+
+    def backward(self, module: nn.Module, input: Tensor, grad_output: Tensor) -> Tensor:
+        zero = self.zero_params
+        zero = [zero] if isinstance(zero, str) else list(zero or [])
+        if (
+            type(self) is not ZBox
+            or not isinstance(module, ltypes.Linear)
+            or getattr(module, "groups", 1) != 1
+            or any(name != "bias" for name in zero)
+        ):
+            return super().backward(module, input, grad_output)
+        # x w - l w+ - h w- as one affine map of the stacked inputs [x, l, h] with weights [w, -w+, -w-];
+        # the biases cancel (b - b+ - b- = 0), and one transposed map gives all three gradients
+        weight = module_params(module)["weight"]
+        positive = weight.clamp(min=0)
+        in_dim = 0 if isinstance(module, ltypes.ConvolutionTranspose) else 1
+        stacked_weight = torch.cat([weight, -positive, positive - weight], dim=in_dim)
+        low, high = self.input_modifiers[1](input), self.input_modifiers[2](input)
+        channel = -1 if isinstance(module, nn.Linear) else 1
+        stacked_input = torch.cat([input, low, high], dim=channel)
+        denominator = affine_forward(module, stacked_input, stacked_weight, None)
+        share = grad_output / self._stabilize(denominator)
+        gradient = affine_input_gradient(module, share, stacked_input, stacked_weight)
+        return (stacked_input * gradient).unflatten(channel, (3, -1)).sum(channel if channel >= 0 else channel - 1)
 
 
 class WSquare(BasicHook):
@@ -436,13 +467,8 @@ class Norm(BasicHook):
 
 
 def _two_forwards(module: nn.Module, input: Tensor, first: Tensor, second: Tensor) -> tuple[Tensor, Tensor]:
-    """``module``'s bias-free outputs with two weights; one call with stacked output channels if possible."""
-    if getattr(module, "groups", 1) != 1:
-        return affine_forward(module, input, first, None), affine_forward(module, input, second, None)
-    out_dim = 1 if isinstance(module, ltypes.ConvolutionTranspose) else 0
-    both = affine_forward(module, input, torch.cat([first, second], dim=out_dim), None)
-    first_out, second_out = both.chunk(2, dim=-1 if isinstance(module, nn.Linear) else 1)
-    return first_out, second_out
+    """``module``'s bias-free outputs with two weights (two calls: stacking the weights costs a copy)."""
+    return affine_forward(module, input, first, None), affine_forward(module, input, second, None)
 
 
 _FAST_RULES: tuple[type, ...] = ()

@@ -346,3 +346,33 @@ def test_fast_paths_for_non_negative_inputs_equal_the_rule_definition(layer_name
     reference = BasicHook.backward(rule, layer, x, grad_output)  # the declarative terms, one by one
     assert torch.allclose(fast, reference, rtol=1e-10, atol=1e-12 * reference.abs().max().item())
     assert reference.abs().max() > 0
+
+
+def _live_tensors():
+    import gc
+    import warnings
+
+    gc.collect()
+    with warnings.catch_warnings():  # isinstance on some lazily deprecated torch objects warns
+        warnings.simplefilter("ignore")
+        return sum(1 for obj in gc.get_objects() if isinstance(obj, torch.Tensor))
+
+
+def test_no_growth_over_100_repeated_attributions():
+    from lrp_lightning import core
+
+    model = small_cnn().eval()
+    x = torch.randn(4, 1, 8, 8)
+    composite = get_composite("epsilon_gamma_box", canonizers="auto")
+    for _ in range(5):
+        with Gradient(model, composite) as attributor:
+            attributor(x, [0, 1, 2, 3])
+    baseline = _live_tensors()
+    with Gradient(model, composite) as attributor:  # one registration, many calls (the callback's pattern)
+        for _ in range(50):
+            attributor(x, [0, 1, 2, 3])
+    for _ in range(50):
+        explain(model, x, target=[0, 1, 2, 3])
+    assert _live_tensors() <= baseline
+    assert len(core._PARAM_OVERRIDES) == 0
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
