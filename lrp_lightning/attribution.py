@@ -136,9 +136,20 @@ class Attributor:
         Registered on ``model`` inside ``with`` or for the duration of each call.
     attr_output : target, optional
         Default target of calls that give none (see the module docstring); the output itself if ``None``.
+    create_graph : bool, default False
+        Build a graph of the attribution, so that it can be differentiated again (as in Zennit).
+    retain_graph : bool, optional
+        Keep the forward graph after the attribution; defaults to ``create_graph``.
     """
 
-    def __init__(self, model: nn.Module, composite: Composite | None = None, attr_output: Target = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        composite: Composite | None = None,
+        attr_output: Target = None,
+        create_graph: bool = False,
+        retain_graph: bool | None = None,
+    ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, not {type(model).__name__}")
         if composite is not None and not isinstance(composite, Composite):
@@ -149,6 +160,8 @@ class Attributor:
         self.model = model
         self.composite = composite
         self.attr_output = attr_output
+        self.create_graph = create_graph
+        self.retain_graph = retain_graph
         self._registered = False
 
     def __enter__(self) -> Attributor:
@@ -194,10 +207,17 @@ class Attributor:
                 "wrapped in torch.no_grad() or detached?)"
             )
         weights = output_weights(output, target)
-        (gradient,) = torch.autograd.grad(output, leaf, grad_outputs=weights, allow_unused=True)
+        (gradient,) = torch.autograd.grad(
+            output,
+            leaf,
+            grad_outputs=weights,
+            allow_unused=True,
+            create_graph=self.create_graph,
+            retain_graph=self.retain_graph,
+        )
         if gradient is None:
             gradient = torch.zeros_like(leaf)
-        return output.detach(), gradient
+        return (output if self.create_graph else output.detach()), gradient
 
 
 class Gradient(Attributor):
@@ -229,8 +249,9 @@ class SmoothGrad(Attributor):
         noise_level: float = 0.1,
         n_iter: int = 20,
         generator: torch.Generator | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(model, composite, attr_output)
+        super().__init__(model, composite, attr_output, **kwargs)
         if n_iter < 1:
             raise ValueError(f"n_iter must be at least 1, got {n_iter}")
         self.noise_level = noise_level
@@ -274,8 +295,9 @@ class IntegratedGradients(Attributor):
         attr_output: Target = None,
         baseline_fn: Callable[[Tensor], Tensor] | None = None,
         n_iter: int = 20,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(model, composite, attr_output)
+        super().__init__(model, composite, attr_output, **kwargs)
         if n_iter < 1:
             raise ValueError(f"n_iter must be at least 1, got {n_iter}")
         self.baseline_fn = baseline_fn or torch.zeros_like

@@ -376,3 +376,17 @@ def test_no_growth_over_100_repeated_attributions():
     assert _live_tensors() <= baseline
     assert len(core._PARAM_OVERRIDES) == 0
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+def test_zennit_import_paths_and_create_graph():
+    from lrp_lightning.torchvision import ResNetCanonizer, VGGCanonizer
+
+    assert ResNetCanonizer is canon.ResNetCanonizer and VGGCanonizer is canon.VGGCanonizer
+    # create_graph: the attribution can be differentiated again (e.g. to optimise an explanation)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).double()
+    x = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    attributor = Gradient(model, get_composite("beta_smooth", beta_smooth=2.0), create_graph=True)
+    _, relevance = attributor(x, [0, 1])
+    assert relevance.requires_grad
+    (second,) = torch.autograd.grad(relevance.pow(2).sum(), model[0].weight)
+    assert second.abs().sum() > 0
