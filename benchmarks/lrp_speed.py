@@ -4,7 +4,8 @@ For each model and composite, the three methods run interleaved (ours, zennit, g
 repeats on the same inputs; the median time of each is reported with the ratios
 ``ours / gradient``, ``zennit / gradient`` and ``zennit / ours`` (speed-up over zennit), plus the peak
 extra memory of each method (CUDA: max_memory_allocated above the memory held before; CPU with
-``--memory``: growth of the process's high-water mark, ru_maxrss, in a fresh process per method).
+``--memory``: rise of the process's resident high-water mark VmHWM above the resident memory before
+the method ran, in a fresh process per method, after resetting the mark through /proc/self/clear_refs).
 
     python benchmarks/lrp_speed.py --memory               # issue targets: batch 8, 224x224
     python benchmarks/lrp_speed.py --batch 2 --size 112 --repeats 3 --models vgg16
@@ -15,6 +16,7 @@ zennit is a peer used only here and in tests (the ``test`` extra).
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import platform
 import statistics
@@ -39,9 +41,7 @@ def peak_memory_subprocess(model_name: str, name: str, method: str, batch: int, 
 
 
 def measure_memory(model_name: str, name: str, method: str, batch: int, size: int) -> None:
-    """In a fresh process: build model and input, note the high-water mark, run once, print its rise."""
-    import resource
-
+    """In a fresh process: build model and input, reset the high-water mark, run once, print its rise."""
     torch.manual_seed(0)
     model = getattr(torchvision.models, model_name)(num_classes=1000).eval()
     x = torch.randn(batch, 3, size, size)
@@ -55,9 +55,21 @@ def measure_memory(model_name: str, name: str, method: str, batch: int, size: in
     fn = runners[method]()
     with torch.no_grad():
         model(x)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    gc.collect()
+    # reset the kernel's high-water mark (Linux >= 4.0) so model construction does not mask the peak
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")
+    before = _status_kib("VmRSS")
     fn(x, target)
-    print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
+    print((_status_kib("VmHWM") - before) * 1024)
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def zennit_runner(model, name, kwargs, model_name):
