@@ -1,0 +1,790 @@
+"""Explanation-quality metrics: faithfulness, localisation, complexity, stability and conservation.
+
+Every metric is a :class:`torchmetrics.Metric`: ``update`` takes a batch, ``compute`` returns the mean over
+all batches (and, under DDP, over all ranks: the states are sums reduced with ``"sum"``). Every metric
+also gives one value per sample, so that a caller can store it next to the sample's heatmap::
+
+    metric = Sparseness()
+    values = metric.per_sample(relevance)      # (N,) tensor, the metric's state is not touched
+    metric.update(values=values)               # accumulate what was computed already
+    metric.update(relevance)                   # or compute and accumulate in one call
+    metric.compute()                           # mean over every sample seen since the last reset()
+
+All metrics share one keyword interface, so a caller can hand every metric the same batch; each metric
+uses what it needs and ignores the rest:
+
+``relevance``
+    ``(N, C, H, W)`` attributions (summed over channels first) or ``(N, H, W)`` maps; ``(N, F)`` vectors
+    count as ``(N, 1, F)`` maps.
+``model``, ``inputs``
+    The model and its ``(N, C, H, W)`` input batch (faithfulness metrics, :attr:`needs_model`).
+``targets``
+    What was explained, as in :mod:`lrp_lightning.attribution`: class indices, ``"prediction"``, a weight
+    tensor shaped like the output or a callable on the output.
+``outputs``
+    The model's ``(N, classes)`` output for ``inputs`` (:class:`Conservation`, :attr:`needs_outputs`).
+``masks``
+    Boolean ``(N, H, W)`` ground-truth regions (localisation metrics, :attr:`needs_masks`);
+    :func:`boxes_to_masks` turns bounding boxes into masks.
+``previous``
+    The same samples' maps from the previous epoch (:class:`Stability`, :attr:`needs_previous`).
+
+A per-sample value is NaN where the metric is undefined (e.g. the sparseness of an all-zero map, or a
+localisation metric on an empty mask); ``compute`` averages the finite values only, and returns NaN
+before any finite value was seen. Values are computed in float64 (float32 on Apple's ``mps``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, ClassVar
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torchmetrics import Metric
+
+from .attribution import Target, output_weights
+
+Tensor = torch.Tensor
+Baseline = str | float | Callable[[Tensor], Tensor]
+
+__all__ = [
+    "METRICS",
+    "Conservation",
+    "Entropy",
+    "ExplanationMetric",
+    "PixelFlipping",
+    "PointingGame",
+    "RegionPerturbation",
+    "RelevanceMass",
+    "RelevanceRankAccuracy",
+    "Sparseness",
+    "Stability",
+    "boxes_to_masks",
+    "check_requirements",
+    "get_metric",
+]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# shared helpers
+
+
+def _float(tensor: Tensor) -> Tensor:
+    """float64 for exact per-sample values, except on devices without it."""
+    return tensor.detach().to(torch.float32 if tensor.device.type == "mps" else torch.float64)
+
+
+def _maps(relevance: Tensor, owner: str) -> Tensor:
+    """``(N, H, W)`` maps: ``(N, C, H, W)`` is summed over channels, ``(N, F)`` becomes ``(N, 1, F)``."""
+    if not isinstance(relevance, Tensor):
+        raise TypeError(f"{owner}: relevance must be a torch.Tensor, not {type(relevance).__name__}")
+    if relevance.ndim == 4:
+        return _float(relevance).sum(dim=1)
+    if relevance.ndim == 3:
+        return _float(relevance)
+    if relevance.ndim == 2:
+        return _float(relevance)[:, None, :]
+    raise ValueError(
+        f"{owner}: relevance must be (N, C, H, W) attributions or (N, H, W) maps, got shape {tuple(relevance.shape)}"
+    )
+
+
+def _check_batch(owner: str, size: int, **tensors: Any) -> None:
+    for label, tensor in tensors.items():
+        if isinstance(tensor, Tensor) and tensor.ndim > 0 and tensor.shape[0] != size:
+            raise ValueError(f"{owner}: {label} holds {tensor.shape[0]} samples, but relevance holds {size}")
+
+
+def _target_weights(owner: str, output: Tensor, targets: Target) -> Tensor:
+    if targets is None:
+        raise ValueError(
+            f"{owner} needs targets: the explained class per sample (indices, 'prediction', a weight tensor "
+            "shaped like the output or a callable on the output)"
+        )
+    return output_weights(output, targets)
+
+
+def _masks(masks: Tensor, shape: tuple[int, ...], owner: str) -> Tensor:
+    """Boolean ``(N, H, W)`` masks, checked against the maps' shape."""
+    if not isinstance(masks, Tensor):
+        raise TypeError(f"{owner}: masks must be a torch.Tensor, not {type(masks).__name__}")
+    if masks.ndim == 4 and masks.shape[1] == 1:
+        masks = masks[:, 0]
+    if masks.dtype != torch.bool:
+        if not bool(((masks == 0) | (masks == 1)).all()):
+            raise ValueError(f"{owner}: masks must be boolean (or hold only 0 and 1); soft masks are not supported")
+        masks = masks != 0
+    if tuple(masks.shape) != tuple(shape):
+        raise ValueError(
+            f"{owner}: masks of shape {tuple(masks.shape)} do not fit the relevance maps {tuple(shape)}; give one "
+            "(H, W) mask per sample at the maps' resolution (boxes_to_masks(boxes, size=(H, W)) converts boxes)"
+        )
+    return masks
+
+
+def _nan_where(values: Tensor, condition: Tensor) -> Tensor:
+    return torch.where(condition, torch.full_like(values, math.nan), values)
+
+
+def _average_ranks(values: Tensor) -> Tensor:
+    """Ranks ``1..P`` along dim 1; tied values get their mean rank (``scipy.stats.rankdata``'s default)."""
+    rows, size = values.shape
+    sorted_values, order = values.sort(dim=1, stable=True)
+    starts = torch.ones_like(sorted_values, dtype=torch.bool)
+    starts[:, 1:] = sorted_values[:, 1:] != sorted_values[:, :-1]
+    groups = starts.cumsum(dim=1) - 1 + size * torch.arange(rows, device=values.device)[:, None]
+    positions = torch.arange(1, size + 1, dtype=values.dtype, device=values.device).expand(rows, size)
+    flat_groups = groups.flatten()
+    sums = torch.zeros(rows * size, dtype=values.dtype, device=values.device)
+    sums.scatter_add_(0, flat_groups, positions.flatten())
+    counts = torch.zeros_like(sums).scatter_add_(0, flat_groups, torch.ones_like(sums))
+    mean_ranks = (sums / counts.clamp(min=1))[groups]
+    return torch.empty_like(mean_ranks).scatter_(1, order, mean_ranks)
+
+
+def boxes_to_masks(boxes: Tensor | Sequence[Any], size: tuple[int, int]) -> Tensor:
+    """Boolean ``(N, H, W)`` masks from bounding boxes ``(x1, y1, x2, y2)`` in pixel coordinates.
+
+    A box covers the pixels in columns ``floor(x1) <= x < ceil(x2)`` and rows ``floor(y1) <= y < ceil(y2)``
+    (torchvision's ``xyxy`` convention; clipped to the image), so ``(0, 0, 2, 2)`` is the top-left 2×2 square.
+
+    Parameters
+    ----------
+    boxes : torch.Tensor or sequence
+        ``(N, 4)``, one box per sample, or a sequence of ``N`` items of shape ``(K_i, 4)`` (several boxes
+        per sample, their union is the mask; ``K_i`` may be 0, which gives an empty mask).
+    size : tuple of int
+        ``(H, W)`` of the masks: the relevance maps' size.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N, H, W)`` bool.
+    """
+    height, width = (int(s) for s in size)
+    if isinstance(boxes, Tensor) and boxes.ndim == 2:
+        if boxes.shape[1] != 4:
+            raise ValueError(f"boxes must be (N, 4) as (x1, y1, x2, y2), got shape {tuple(boxes.shape)}")
+        per_sample = [box[None] for box in boxes]
+    else:
+        per_sample = []
+        for index, item in enumerate(boxes):
+            sample_boxes = torch.as_tensor(item, dtype=torch.float64)
+            if sample_boxes.numel() % 4 or (sample_boxes.ndim > 1 and sample_boxes.shape[-1] != 4):
+                raise ValueError(
+                    f"the boxes of sample {index} must be (K, 4) as (x1, y1, x2, y2), got shape "
+                    f"{tuple(sample_boxes.shape)}"
+                )
+            per_sample.append(sample_boxes.reshape(-1, 4))
+    rows = torch.arange(height)[:, None]
+    cols = torch.arange(width)[None, :]
+    masks = torch.zeros((len(per_sample), height, width), dtype=torch.bool)
+    for index, sample_boxes in enumerate(per_sample):
+        for x1, y1, x2, y2 in sample_boxes.tolist():
+            if x2 < x1 or y2 < y1:
+                raise ValueError(f"box {(x1, y1, x2, y2)} of sample {index} is not (x1, y1, x2, y2) with x1 <= x2")
+            inside = (cols >= math.floor(x1)) & (cols < math.ceil(x2)) & (rows >= math.floor(y1))
+            masks[index] |= inside & (rows < math.ceil(y2))
+    return masks
+
+
+# --------------------------------------------------------------------------------------------------------------
+# base class
+
+
+class ExplanationMetric(Metric):
+    """Base class: a per-sample score of relevance maps, averaged over batches and DDP ranks.
+
+    Subclasses implement :meth:`_per_sample`. ``torchmetrics_kwargs`` (e.g. ``sync_on_compute``,
+    ``compute_on_cpu``) go to :class:`torchmetrics.Metric`.
+
+    Attributes
+    ----------
+    name : str
+        The registry name (a column or scalar name for callers).
+    needs_model, needs_outputs, needs_masks, needs_previous : bool
+        What :meth:`update` needs besides ``relevance`` (and ``targets`` where the metric scores a class):
+        the model and its inputs, the model's outputs, ground-truth masks, the previous epoch's maps. A
+        caller without masks should drop the metrics that need them (:func:`check_requirements`); one
+        without previous maps (the first epoch) should skip the metrics that need them.
+    """
+
+    name: ClassVar[str] = ""
+    needs_model: ClassVar[bool] = False
+    needs_outputs: ClassVar[bool] = False
+    needs_masks: ClassVar[bool] = False
+    needs_previous: ClassVar[bool] = False
+    is_differentiable: ClassVar[bool] = False
+    higher_is_better: ClassVar[bool | None] = None
+    full_state_update: ClassVar[bool] = False
+
+    total: Tensor
+    count: Tensor
+
+    def __init__(self, **torchmetrics_kwargs: Any) -> None:
+        super().__init__(**torchmetrics_kwargs)
+        self.add_state("total", default=torch.tensor(0.0), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.tensor(0.0), dist_reduce_fx="sum")
+
+    def per_sample(
+        self,
+        relevance: Tensor,
+        *,
+        model: nn.Module | None = None,
+        inputs: Tensor | None = None,
+        targets: Target = None,
+        outputs: Tensor | None = None,
+        masks: Tensor | None = None,
+        previous: Tensor | None = None,
+    ) -> Tensor:
+        """The metric of each sample in the batch, a ``(N,)`` float tensor; the state is not touched.
+
+        The arguments are described in the module docstring; a metric ignores those it does not need. Pure
+        except for a faithfulness metric given a ``torch.Generator`` as ``seed``, which advances it.
+        """
+        owner = f"metric {self.name}"
+        maps = _maps(relevance, owner)
+        _check_batch(owner, maps.shape[0], inputs=inputs, outputs=outputs, masks=masks, previous=previous)
+        if self.needs_model and (model is None or inputs is None):
+            raise ValueError(f"{owner} needs the model and its inputs: pass model=... and inputs=...")
+        if self.needs_outputs and outputs is None:
+            raise ValueError(f"{owner} needs the model's outputs for the explained inputs: pass outputs=...")
+        if self.needs_masks and masks is None:
+            raise ValueError(f"{owner} needs masks: pass masks=... (boolean (N, H, W); boxes_to_masks converts boxes)")
+        if self.needs_previous and previous is None:
+            raise ValueError(f"{owner} needs the previous epoch's maps of the same samples: pass previous=...")
+        return self._per_sample(
+            maps,
+            relevance=relevance,
+            model=model,
+            inputs=inputs,
+            targets=targets,
+            outputs=outputs,
+            masks=masks,
+            previous=previous,
+        )
+
+    def _per_sample(self, maps: Tensor, **batch: Any) -> Tensor:
+        raise NotImplementedError
+
+    def update(self, relevance: Tensor | None = None, *, values: Tensor | None = None, **batch: Any) -> None:
+        """Accumulate a batch of samples.
+
+        ``update(relevance, **batch)`` computes :meth:`per_sample` first; ``update(values=...)`` accumulates
+        per-sample values computed already, so that a caller who stores them does not compute them twice.
+        """
+        if values is None:
+            if relevance is None:
+                raise TypeError(f"metric {self.name}: update needs relevance (or per-sample values=...)")
+            values = self.per_sample(relevance, **batch)
+        elif relevance is not None or any(value is not None for value in batch.values()):
+            raise TypeError(f"metric {self.name}: pass either relevance and its batch, or values=..., not both")
+        values = values.detach().reshape(-1)
+        finite = torch.isfinite(values)
+        self.total += values[finite].sum().to(self.total)
+        self.count += finite.sum().to(self.count)
+
+    def compute(self) -> Tensor:
+        """The mean of the finite per-sample values seen so far (NaN if there are none)."""
+        if self.count == 0:
+            return torch.tensor(math.nan, device=self.total.device)
+        return self.total / self.count
+
+
+# --------------------------------------------------------------------------------------------------------------
+# faithfulness
+
+
+class RegionPerturbation(ExplanationMetric):
+    r"""Faithfulness: how much faster the target score falls when the most relevant patches go first.
+
+    The channel-summed relevance map is summed per ``patch_size × patch_size`` patch. In step
+    :math:`k = 1..K` (``K = steps``), the :math:`k \cdot m` most relevant patches (``m = patches_per_step``)
+    are replaced by the baseline in every channel ("most relevant first", MoRF), and the model's score of the
+    target class :math:`s^{MoRF}_k` (the logit, or the weighted output for a weight-tensor target) is
+    recorded; :math:`s_0` is the score of the unperturbed input. The same is done with a random order of the
+    patches, :math:`s^{rand}_k`. The per-sample value is the difference of the areas over the two
+    perturbation curves (AOPC, Samek et al. 2017):
+
+    .. math::
+
+        \mathrm{AOPC}_{MoRF} - \mathrm{AOPC}_{rand}
+        = \frac{1}{K+1} \sum_{k=0}^{K} \left(s^{rand}_k - s^{MoRF}_k\right)
+
+    It is positive when the relevance ranks patches better than chance, about 0 for a random map and
+    negative for a misleading one. With ``random_baseline=False`` it is :math:`\mathrm{AOPC}_{MoRF}` alone,
+    :math:`\frac{1}{K+1}\sum_k (s_0 - s^{MoRF}_k)`. With ``normalize=True`` it is divided by
+    :math:`|s_0|`: a share of the initial score, comparable across epochs whose logits grow, but unstable
+    for samples whose score is close to 0 (hence off by default: values are in logit units).
+
+    Cost: ``1 + steps`` forward passes of the whole batch, ``1 + 2 * steps`` with the random baseline.
+    Each pass runs under ``torch.no_grad()`` on the model as given: the metric never changes the model (not
+    its mode either), so the caller puts it in eval mode (dropout and batch-norm statistics otherwise make
+    the scores noisy). The random order comes from a ``torch.Generator``, never the global RNG.
+
+    References: Samek et al., "Evaluating the visualization of what a deep neural network has learned",
+    IEEE TNNLS 2017 (region perturbation, AOPC); Bach et al., "On pixel-wise explanations for non-linear
+    classifier decisions by layer-wise relevance propagation", PLOS ONE 2015 (pixel flipping).
+
+    Parameters
+    ----------
+    patch_size : int, default 4
+        Side of the square patches, in input pixels (1 is pixel flipping). Maps are zero-padded to a
+        multiple of it, so border patches may be smaller.
+    steps : int, default 16
+        Perturbation steps :math:`K`.
+    patches_per_step : int, optional
+        Patches removed per step; by default ``ceil(patches / steps)``, so that the last step removes all of
+        them. Samek et al. remove one 9×9 patch per step (``patch_size=9, patches_per_step=1, steps=100``).
+    baseline : "zero", "mean", float or callable, default "zero"
+        Value of removed pixels: 0, each sample's per-channel mean, a constant, or ``inputs -> tensor``
+        shaped like the inputs.
+    random_baseline : bool, default True
+        Subtract the area of the random-order curve.
+    normalize : bool, default False
+        Divide by :math:`|s_0|`.
+    seed : int or torch.Generator, default 0
+        Random patch orders: an int seeds a fresh generator in every call, so that a batch always gets the
+        same orders (comparable across epochs); a generator is used as is and advances.
+    """
+
+    name = "region_perturbation"
+    needs_model = True
+    higher_is_better = True
+
+    def __init__(
+        self,
+        patch_size: int = 4,
+        steps: int = 16,
+        patches_per_step: int | None = None,
+        baseline: Baseline = "zero",
+        random_baseline: bool = True,
+        normalize: bool = False,
+        seed: int | torch.Generator = 0,
+        **torchmetrics_kwargs: Any,
+    ) -> None:
+        super().__init__(**torchmetrics_kwargs)
+        for label, value in (("patch_size", patch_size), ("steps", steps)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{label} must be a positive int, got {value!r}")
+        if patches_per_step is not None and (
+            isinstance(patches_per_step, bool) or not isinstance(patches_per_step, int) or patches_per_step < 1
+        ):
+            raise ValueError(f"patches_per_step must be a positive int or None, got {patches_per_step!r}")
+        if isinstance(baseline, str) and baseline not in ("zero", "mean"):
+            raise ValueError(f"baseline must be 'zero', 'mean', a number or a callable, got {baseline!r}")
+        if not isinstance(baseline, (str, int, float)) and not callable(baseline):
+            raise TypeError(f"baseline must be 'zero', 'mean', a number or a callable, not {type(baseline).__name__}")
+        if not isinstance(seed, (int, torch.Generator)) or isinstance(seed, bool):
+            raise TypeError(f"seed must be an int or a torch.Generator, not {type(seed).__name__}")
+        self.patch_size = patch_size
+        self.steps = steps
+        self.patches_per_step = patches_per_step
+        self.baseline = baseline
+        self.random_baseline = random_baseline
+        self.normalize = normalize
+        self.seed = seed
+
+    def extra_repr(self) -> str:
+        return (
+            f"patch_size={self.patch_size}, steps={self.steps}, patches_per_step={self.patches_per_step}, "
+            f"baseline={self.baseline!r}, random_baseline={self.random_baseline}, normalize={self.normalize}"
+        )
+
+    def _fill(self, inputs: Tensor) -> Tensor:
+        if self.baseline == "zero":
+            return torch.zeros_like(inputs)
+        if self.baseline == "mean":
+            return inputs.mean(dim=(2, 3), keepdim=True).expand_as(inputs)
+        if callable(self.baseline):
+            fill = self.baseline(inputs)
+            if not isinstance(fill, Tensor) or fill.shape != inputs.shape:
+                raise ValueError(
+                    f"metric {self.name}: the baseline callable must return a tensor shaped like the inputs "
+                    f"{tuple(inputs.shape)}, got {getattr(fill, 'shape', type(fill).__name__)}"
+                )
+            return fill.to(inputs)
+        return torch.full_like(inputs, float(self.baseline))
+
+    def _generator(self) -> torch.Generator:
+        if isinstance(self.seed, torch.Generator):
+            return self.seed
+        return torch.Generator().manual_seed(self.seed)
+
+    def curves(
+        self, relevance: Tensor, model: nn.Module, inputs: Tensor, targets: Target
+    ) -> tuple[Tensor, Tensor | None]:
+        """Perturbation curves ``(N, steps + 1)``: target scores after ``k = 0..steps`` steps.
+
+        Returns the MoRF curve and the random-order curve (``None`` with ``random_baseline=False``).
+        """
+        owner = f"metric {self.name}"
+        maps = _maps(relevance, owner)
+        if not isinstance(inputs, Tensor) or inputs.ndim != 4:
+            raise ValueError(
+                f"{owner} perturbs image batches (N, C, H, W), got inputs of shape "
+                f"{tuple(getattr(inputs, 'shape', ()))}"
+            )
+        if tuple(maps.shape) != (inputs.shape[0], *inputs.shape[2:]):
+            raise ValueError(
+                f"{owner}: relevance maps {tuple(maps.shape)} do not fit the inputs {tuple(inputs.shape)}; pass "
+                "the relevance at the input's resolution (not sum-pooled heatmaps)"
+            )
+        count, _, height, width = inputs.shape
+        size = self.patch_size
+        rows, cols = -(-height // size), -(-width // size)
+        padded = F.pad(maps, (0, cols * size - width, 0, rows * size - height))
+        patch_relevance = padded.reshape(count, rows, size, cols, size).sum(dim=(2, 4)).flatten(1)
+        patches = rows * cols
+        per_step = self.patches_per_step or -(-patches // self.steps)
+
+        order = patch_relevance.argsort(dim=1, descending=True, stable=True)
+        positions = torch.arange(patches, device=maps.device).expand(count, patches)
+        morf_rank = torch.empty_like(order).scatter_(1, order, positions)
+        ranks = [morf_rank.to(inputs.device)]
+        if self.random_baseline:
+            random_rank = torch.rand((count, patches), generator=self._generator()).argsort(dim=1)
+            ranks.append(random_rank.to(inputs.device))
+
+        with torch.no_grad():
+            inputs = inputs.detach()
+            output = model(inputs)
+            if not isinstance(output, Tensor):
+                raise TypeError(f"{owner}: the model returned {type(output).__name__}, not a tensor of scores")
+            weights = _target_weights(owner, output, targets)
+            reduce_dims = tuple(range(1, output.ndim))
+            initial = (weights * output).sum(reduce_dims)
+            fill = self._fill(inputs)
+            curves = []
+            for rank in ranks:
+                scores = [initial]
+                for step in range(1, self.steps + 1):
+                    removed = (rank < step * per_step).reshape(count, rows, cols)
+                    removed = removed.repeat_interleave(size, 1).repeat_interleave(size, 2)[:, None, :height, :width]
+                    scores.append((weights * model(torch.where(removed, fill, inputs))).sum(reduce_dims))
+                curves.append(_float(torch.stack(scores, dim=1)))
+        return curves[0], (curves[1] if self.random_baseline else None)
+
+    def _per_sample(self, maps: Tensor, **batch: Any) -> Tensor:
+        morf, random = self.curves(batch["relevance"], batch["model"], batch["inputs"], batch["targets"])
+        if random is None:
+            values = (morf[:, :1] - morf).mean(dim=1)
+        else:
+            values = (random - morf).mean(dim=1)
+        if self.normalize:
+            values = values / morf[:, 0].abs()
+        return values
+
+
+class PixelFlipping(RegionPerturbation):
+    """Faithfulness by pixel flipping (Bach et al. 2015): :class:`RegionPerturbation` with 1×1 patches.
+
+    Same parameters, formula and cost as :class:`RegionPerturbation`; only ``patch_size`` defaults to 1.
+    """
+
+    name = "pixel_flipping"
+
+    def __init__(self, patch_size: int = 1, **kwargs: Any) -> None:
+        super().__init__(patch_size=patch_size, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# localisation
+
+
+class RelevanceMass(ExplanationMetric):
+    r"""Localisation: the share of positive relevance that falls inside the ground-truth mask.
+
+    .. math:: \mu = \frac{\sum_{p \in M} \max(R_p, 0)}{\sum_{p} \max(R_p, 0)} \in [0, 1]
+
+    on the channel-summed map :math:`R` and mask :math:`M`. NaN without positive relevance or with an empty
+    mask. Reference: Arras, Osman and Samek, "CLEVR-XAI: A benchmark dataset for the ground truth evaluation
+    of neural network explanations", Information Fusion 2022 (relevance mass accuracy).
+    """
+
+    name = "relevance_mass"
+    needs_masks = True
+    higher_is_better = True
+
+    def _per_sample(self, maps: Tensor, **batch: Any) -> Tensor:
+        masks = _masks(batch["masks"], maps.shape, f"metric {self.name}").to(maps.device)
+        positive = maps.clamp(min=0).flatten(1)
+        inside = (positive * masks.flatten(1)).sum(dim=1)
+        return _nan_where(inside / positive.sum(dim=1), masks.flatten(1).sum(dim=1) == 0)
+
+
+class RelevanceRankAccuracy(ExplanationMetric):
+    r"""Localisation: the share of the :math:`K` most relevant pixels that lie inside the mask, :math:`K = |M|`.
+
+    .. math:: \mathrm{RA} = \frac{|\mathrm{top}_K(R) \cap M|}{K}
+
+    Pixels are ranked by their (signed) channel-summed relevance; ties at the :math:`K`-th place go to the
+    earlier pixel in row-major order. NaN for an empty mask. Reference: Arras, Osman and Samek, CLEVR-XAI,
+    Information Fusion 2022 (relevance rank accuracy).
+    """
+
+    name = "relevance_rank_accuracy"
+    needs_masks = True
+    higher_is_better = True
+
+    def _per_sample(self, maps: Tensor, **batch: Any) -> Tensor:
+        masks = _masks(batch["masks"], maps.shape, f"metric {self.name}").to(maps.device).flatten(1)
+        flat = maps.flatten(1)
+        order = flat.argsort(dim=1, descending=True, stable=True)
+        positions = torch.arange(flat.shape[1], device=flat.device).expand_as(order)
+        rank = torch.empty_like(order).scatter_(1, order, positions)
+        size = masks.sum(dim=1)
+        hits = ((rank < size[:, None]) & masks).sum(dim=1).to(flat)
+        return _nan_where(hits / size.clamp(min=1).to(flat), size == 0)
+
+
+class PointingGame(ExplanationMetric):
+    r"""Localisation: 1 if the most relevant pixel lies inside the mask (a hit), else 0; the mean is the hit rate.
+
+    .. math:: \mathrm{hit} = [\arg\max_p R_p \in M_\tau]
+
+    where :math:`M_\tau` is the mask grown by ``tolerance`` pixels (Euclidean distance; Zhang et al. use
+    15 pixels on 224×224 images). Tied maxima: the first in row-major order counts. A constant map points
+    nowhere and counts as a miss; an empty mask gives NaN (the sample is not counted). Reference: Zhang et
+    al., "Top-down neural attention by excitation backprop", IJCV 2018.
+
+    Parameters
+    ----------
+    tolerance : int, default 0
+        Radius in pixels by which the mask is grown.
+    """
+
+    name = "pointing_game"
+    needs_masks = True
+    higher_is_better = True
+
+    def __init__(self, tolerance: int = 0, **torchmetrics_kwargs: Any) -> None:
+        super().__init__(**torchmetrics_kwargs)
+        if isinstance(tolerance, bool) or not isinstance(tolerance, int) or tolerance < 0:
+            raise ValueError(f"tolerance must be a non-negative int (pixels), got {tolerance!r}")
+        self.tolerance = tolerance
+
+    def extra_repr(self) -> str:
+        return f"tolerance={self.tolerance}"
+
+    def _per_sample(self, maps: Tensor, **batch: Any) -> Tensor:
+        masks = _masks(batch["masks"], maps.shape, f"metric {self.name}").to(maps.device)
+        empty = masks.flatten(1).sum(dim=1) == 0
+        if self.tolerance:
+            radius = self.tolerance
+            offsets = torch.arange(-radius, radius + 1, device=maps.device, dtype=torch.float32)
+            disc = (offsets[:, None] ** 2 + offsets[None, :] ** 2 <= radius**2).float()[None, None]
+            masks = F.conv2d(masks[:, None].float(), disc, padding=radius)[:, 0] > 0
+        flat = maps.flatten(1)
+        peak = flat.argmax(dim=1, keepdim=True)
+        hits = masks.flatten(1).gather(1, peak)[:, 0].to(flat)
+        constant = flat.amax(dim=1) == flat.amin(dim=1)
+        return _nan_where(torch.where(constant, torch.zeros_like(hits), hits), empty)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# complexity
+
+
+class Sparseness(ExplanationMetric):
+    r"""Complexity: the Gini index of the absolute channel-summed relevance, in :math:`[0, 1 - 1/d]`.
+
+    With :math:`a_{(1)} \le \dots \le a_{(d)}` the sorted values of :math:`|R|` over the :math:`d` pixels:
+
+    .. math:: G = \frac{\sum_{i=1}^{d} (2i - d - 1)\, a_{(i)}}{d \sum_{i=1}^{d} a_{(i)}}
+
+    0 for a uniform map, :math:`1 - 1/d` when one pixel holds all relevance; NaN for an all-zero map.
+    References: Chalasani et al., "Concise explanations of neural networks using adversarial training",
+    ICML 2020; Hurley and Rickard, "Comparing measures of sparsity", IEEE Trans. Inf. Theory 2009.
+    """
+
+    name = "sparseness"
+    higher_is_better = True
+
+    def _per_sample(self, maps: Tensor, **batch: Any) -> Tensor:
+        values = maps.flatten(1).abs().sort(dim=1).values
+        size = values.shape[1]
+        coefficients = 2 * torch.arange(1, size + 1, dtype=values.dtype, device=values.device) - size - 1
+        return (values * coefficients).sum(dim=1) / (size * values.sum(dim=1))
+
+
+class Entropy(ExplanationMetric):
+    r"""Complexity: the Shannon entropy (in nats) of the normalised absolute relevance, :math:`p = |R| / \sum |R|`.
+
+    .. math:: H = -\sum_{p} p_p \log p_p \qquad (0 \log 0 = 0)
+
+    0 when one pixel holds all relevance, :math:`\log d` for a uniform map of :math:`d` pixels; NaN for an
+    all-zero map. With ``normalize=True`` it is divided by :math:`\log d` (in :math:`[0, 1]`, comparable
+    across resolutions). Reference: Shannon, "A mathematical theory of communication", 1948; as an
+    explanation-complexity measure, e.g. Bhatt et al., "Evaluating and aggregating feature-based model
+    explanations", IJCAI 2020.
+
+    Parameters
+    ----------
+    normalize : bool, default False
+    """
+
+    name = "entropy"
+    higher_is_better = False
+
+    def __init__(self, normalize: bool = False, **torchmetrics_kwargs: Any) -> None:
+        super().__init__(**torchmetrics_kwargs)
+        self.normalize = normalize
+
+    def extra_repr(self) -> str:
+        return f"normalize={self.normalize}"
+
+    def _per_sample(self, maps: Tensor, **batch: Any) -> Tensor:
+        magnitude = maps.flatten(1).abs()
+        share = magnitude / magnitude.sum(dim=1, keepdim=True)
+        entropy = torch.special.entr(share).sum(dim=1)
+        if self.normalize and share.shape[1] > 1:
+            entropy = entropy / math.log(share.shape[1])
+        return entropy
+
+
+# --------------------------------------------------------------------------------------------------------------
+# stability over training
+
+
+class Stability(ExplanationMetric):
+    r"""Stability over training: Spearman's rank correlation of a sample's map with its previous-epoch map.
+
+    .. math:: \rho = \frac{\operatorname{cov}(\mathrm{rk}(R^{(t)}), \mathrm{rk}(R^{(t-1)}))}
+              {\sigma_{\mathrm{rk}(R^{(t)})}\, \sigma_{\mathrm{rk}(R^{(t-1)})}} \in [-1, 1]
+
+    over the pixels of the channel-summed (signed) maps, tied values getting their mean rank. 1: the pixels
+    keep their order; about 0: unrelated maps. NaN for a constant map or a previous map holding NaN (e.g. a
+    sample that was not explained in the previous epoch). ``previous`` holds the same samples, in the same
+    order, as ``(N, H, W)`` maps (e.g. read back from the store) or ``(N, C, H, W)`` attributions. Reference:
+    Spearman, "The proof and measurement of association between two things", Am. J. Psychol. 1904.
+    """
+
+    name = "stability"
+    needs_previous = True
+    higher_is_better = True
+
+    def _per_sample(self, maps: Tensor, **batch: Any) -> Tensor:
+        previous = _maps(batch["previous"], f"metric {self.name}").to(maps.device)
+        if previous.shape != maps.shape:
+            raise ValueError(
+                f"metric {self.name}: previous maps {tuple(previous.shape)} do not fit the relevance maps "
+                f"{tuple(maps.shape)}; pass the previous epoch's maps of the same samples at the same size"
+            )
+        current, before = maps.flatten(1), previous.flatten(1)
+        invalid = ~torch.isfinite(current).all(dim=1) | ~torch.isfinite(before).all(dim=1)
+        ranks = [_average_ranks(torch.nan_to_num(x)) for x in (current, before)]
+        centred = [r - r.mean(dim=1, keepdim=True) for r in ranks]
+        covariance = (centred[0] * centred[1]).sum(dim=1)
+        scale = (centred[0].square().sum(dim=1) * centred[1].square().sum(dim=1)).sqrt()
+        return _nan_where(covariance / scale, invalid)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# conservation
+
+
+class Conservation(ExplanationMetric):
+    r"""Conservation: the relevance summed over the input, divided by the relevance put in at the output.
+
+    .. math:: c = \frac{\sum_i R_i}{\sum_j w_j}
+
+    where :math:`w` = :func:`~lrp_lightning.attribution.output_weights` ``(outputs, targets)`` is the
+    initial relevance the attributor starts from. For a class-index target (a one-hot :math:`w`, this
+    library's and Zennit's default) the denominator is 1; for a target that starts from the score
+    (``targets=lambda out: out * one_hot``) it is the target logit. LRP rules conserve relevance up to
+    biases and stabilisers, so :math:`c` is close to 1 for a sound setup; values far from 1 (or of the wrong
+    sign) flag numerically broken ones, e.g. a batch norm left unmerged by a missing canonizer or an
+    epsilon that absorbs most of the relevance. Compare with the right denominator: with a one-hot target,
+    relevance sum / logit is about 1 / logit, not 1. NaN where :math:`\sum_j w_j = 0`. Reference:
+    Bach et al., PLOS ONE 2015 (the conservation property); Montavon et al., "Layer-wise relevance
+    propagation: an overview", 2019.
+    """
+
+    name = "conservation"
+    needs_outputs = True
+
+    def _per_sample(self, maps: Tensor, **batch: Any) -> Tensor:
+        outputs = batch["outputs"]
+        weights = _float(_target_weights(f"metric {self.name}", outputs.detach(), batch["targets"]))
+        initial = weights.flatten(1).sum(dim=1).to(maps.device)
+        totals = maps.flatten(1).sum(dim=1)
+        return _nan_where(totals / initial, initial == 0)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# registry
+
+
+METRICS: dict[str, type[ExplanationMetric]] = {
+    "sparseness": Sparseness,
+    "entropy": Entropy,
+    "pixel_flipping": PixelFlipping,
+    "region_perturbation": RegionPerturbation,
+    "relevance_mass": RelevanceMass,
+    "relevance_rank_accuracy": RelevanceRankAccuracy,
+    "pointing_game": PointingGame,
+    "stability": Stability,
+    "conservation": Conservation,
+}
+
+
+def _metric_class(name: str) -> type[ExplanationMetric]:
+    key = name.strip().lower().replace("-", "_")
+    if key not in METRICS:
+        close = difflib.get_close_matches(key, list(METRICS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown metric {name!r}{hint}; choose one of {sorted(METRICS)}")
+    return METRICS[key]
+
+
+def _not_a_metric(obj: Any) -> TypeError:
+    return TypeError(
+        f"a metric must be a name (one of {sorted(METRICS)}), an ExplanationMetric class or object, not "
+        f"{type(obj).__name__}"
+    )
+
+
+def get_metric(name_or_obj: str | ExplanationMetric | type[ExplanationMetric], **kwargs: Any) -> ExplanationMetric:
+    """A metric from its registered name (see :data:`METRICS`), a metric class, or a metric object as is.
+
+    ``kwargs`` go to the constructor, e.g. ``get_metric("region_perturbation", patch_size=8, steps=10)``.
+    Names are case-insensitive and may use ``-`` for ``_``.
+    """
+    if isinstance(name_or_obj, ExplanationMetric):
+        if kwargs:
+            raise TypeError(
+                f"arguments {sorted(kwargs)} apply to a metric given by name or class; {name_or_obj!r} is "
+                "constructed already"
+            )
+        return name_or_obj
+    if isinstance(name_or_obj, type) and issubclass(name_or_obj, ExplanationMetric):
+        return name_or_obj(**kwargs)
+    if isinstance(name_or_obj, str):
+        return _metric_class(name_or_obj)(**kwargs)
+    raise _not_a_metric(name_or_obj)
+
+
+def check_requirements(metrics: Iterable[str | ExplanationMetric | type[ExplanationMetric]], has_masks: bool) -> None:
+    """Raise a :class:`ValueError` naming the first metric that needs masks when there are none.
+
+    For callers such as a callback, which know before the first batch whether the probe samples carry
+    masks. Unknown names raise :func:`get_metric`'s error.
+    """
+    for metric in metrics:
+        if isinstance(metric, str):
+            cls = _metric_class(metric)
+        elif isinstance(metric, ExplanationMetric):
+            cls = type(metric)
+        elif isinstance(metric, type) and issubclass(metric, ExplanationMetric):
+            cls = metric
+        else:
+            raise _not_a_metric(metric)
+        if cls.needs_masks and not has_masks:
+            raise ValueError(
+                f"metric {cls.name} needs masks: give the probe dataset a 'mask' field or remove it from metrics"
+            )
