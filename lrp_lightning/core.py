@@ -636,8 +636,10 @@ class Composite:
         Applied before the rules are attached and reverted on :meth:`remove`. ``"auto"`` picks canonizers
         for the model (see :func:`lrp_lightning.canonizers.auto_canonizers`).
     strict : bool, default False
-        Raise :class:`MissingRuleError` when a leaf layer that mixes values (anything but pooling by max,
-        reshapes, dropout and activations) gets no rule. LRP composites set this.
+        Raise :class:`MissingRuleError` when the attributed forward pass runs a leaf layer that mixes
+        values (anything but pooling by max, reshapes, dropout, activations and batch norm) and has no
+        rule. Layers a model holds but does not call (a loss, a metric) are not checked. LRP composites
+        set this.
     """
 
     name: str | None = None
@@ -661,19 +663,27 @@ class Composite:
             for canonizer in self.resolved_canonizers(module):
                 self.handles.extend(canonizer.apply(module))
             ctx: dict = {}
-            missing = []
             for name, child in module.named_modules():
                 rule = self.module_map(ctx, name, child)
                 if rule is not None:
                     self.rule_map[name] = rule
                     self.handles.append(rule.register(child))
                 elif self.strict and _needs_rule(child):
-                    missing.append((name, child))
-            if missing:
-                raise MissingRuleError(_missing_rule_message(self, missing))
+                    # only a layer that the attributed forward pass runs needs a rule (a loss or a metric
+                    # held by a LightningModule does not): check when it is called
+                    self.handles.append(child.register_forward_pre_hook(self._missing_rule_hook(name)))
         except BaseException:
             self.remove()
             raise
+
+    def _missing_rule_hook(self, name: str) -> Callable[[nn.Module, tuple], None]:
+        def check(module: nn.Module, args: tuple) -> None:
+            if _evaluating() or not torch.is_grad_enabled():
+                return
+            if any(isinstance(arg, Tensor) and arg.requires_grad for arg in args):
+                raise MissingRuleError(_missing_rule_message(self, [(name, module)]))
+
+        return check
 
     def resolved_canonizers(self, module: nn.Module) -> list[Any]:
         """The canonizers this composite applies to ``module`` (``"auto"`` resolved)."""

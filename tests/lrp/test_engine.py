@@ -390,3 +390,18 @@ def test_zennit_import_paths_and_create_graph():
     assert relevance.requires_grad
     (second,) = torch.autograd.grad(relevance.pow(2).sum(), model[0].weight)
     assert second.abs().sum() > 0
+
+
+def test_layers_the_forward_pass_does_not_run_need_no_rule():
+    class WithLoss(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Linear(4, 3)
+            self.loss = nn.CrossEntropyLoss()  # held, never called in forward
+            self.unused = nn.Upsample(scale_factor=2)  # held, never called
+
+        def forward(self, x):
+            return self.net(x)
+
+    output, relevance = explain(WithLoss(), torch.rand(2, 4), composite="epsilon_plus")
+    assert relevance.shape == (2, 4) and relevance.abs().sum() > 0
