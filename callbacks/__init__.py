@@ -1,1 +1,12 @@
-"""Lightning callbacks of lrp-lightning, installed as ``lrp_lightning.callbacks``."""
+"""Lightning callbacks of lrp-lightning, installed as ``lrp_lightning.callbacks``.
+
+* :class:`LRPCallback` explains a fixed probe set of validation samples while a model trains.
+* :class:`LRPPredictionWriter` explains a whole data set with ``Trainer.predict`` (e.g. a checkpoint).
+
+Both write the Parquet run store of :mod:`lrp_lightning.store`.
+"""
+
+from .lrp_callback import LRPCallback
+from .prediction_writer import LRPPredictionWriter
+
+__all__ = ["LRPCallback", "LRPPredictionWriter"]

@@ -24,6 +24,8 @@ _LAZY = {
     "COMPOSITES": "composites",
     "get_composite": "composites",
     "RunStore": "store",
+    "LRPCallback": "callbacks",
+    "LRPPredictionWriter": "callbacks",
 }
 
 __all__ = ["__version__", *_LAZY]

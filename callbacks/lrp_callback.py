@@ -1,0 +1,729 @@
+"""LRPCallback: explain a fixed probe set of validation samples with LRP while a model trains."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import importlib
+import logging
+import os
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
+from torch.utils.data import IterableDataset
+from torch.utils.data._utils.collate import default_collate
+from tqdm import tqdm
+
+from lrp_lightning.core import Composite
+from lrp_lightning.store import PROBE_FILE, SAMPLE_ID, THUMBNAIL, RunStore, make_attribution_table, make_probe_table
+
+from ._explain import (
+    NO_LABEL,
+    BatchExplainer,
+    Explained,
+    TargetSpec,
+    UnpackBatch,
+    check_class_names,
+    check_heatmap_size,
+    check_int,
+    check_target,
+    heatmap_grid,
+    jsonable,
+    qualified_name,
+    resolve_composite,
+    scalars,
+    target_mode,
+    thumbnail_png,
+    unpack,
+    untouched_training_state,
+)
+from ._probe import dataset_labels, select_probe
+
+log = logging.getLogger(__name__)
+
+OWNER = "LRPCallback"
+THUMBNAIL_SIZE = 128
+"""Longest side, in pixels, of the input thumbnails stored in probe.parquet."""
+ANALYSIS_MODULE = "lrp_lightning.analysis"
+_STATE_VERSION = 1
+
+
+def _load_analysis(config: Any) -> Callable[[RunStore, int], Any] | None:
+    """``(store, epoch) -> outcome`` running the SpRAy analysis as configured, or None when disabled.
+
+    ``config`` is True (the default pipeline), a ``SpRAy`` object, or a dict like an ``lrp-analyze
+    --config`` file: a table per step, ``random_state``, ``min_category_size`` and the run options
+    ``include_all``, ``category_by`` and ``nonfinite``.
+    """
+    if config is False or config is None:
+        return None
+    if not (config is True or isinstance(config, Mapping) or hasattr(config, "get_config")):
+        raise TypeError(
+            f"{OWNER}: analyze must be False, True (the default analysis), a SpRAy pipeline or a dict of analysis "
+            f"settings like an `lrp-analyze --config` file, not {type(config).__name__}"
+        )
+    try:
+        analysis = importlib.import_module(ANALYSIS_MODULE)
+    except ImportError as exc:
+        raise ImportError(
+            f"{OWNER}: analyze=... runs the SpRAy analysis of {ANALYSIS_MODULE}, which cannot be imported here "
+            f"({exc}); pass analyze=False and analyse the run afterwards with `lrp-analyze <run dir>`"
+        ) from exc
+    spray_type, entry = getattr(analysis, "SpRAy", None), getattr(analysis, "analyze_epoch", None)
+    if not (callable(entry) and hasattr(spray_type, "from_config")):
+        raise ImportError(
+            f"{OWNER}: analyze needs {ANALYSIS_MODULE}.analyze_epoch and SpRAy.from_config, which this version of "
+            "the analysis does not provide; pass analyze=False and run `lrp-analyze <run dir>` instead"
+        )
+    options: dict[str, Any] = {}
+    if config is True:
+        spray = spray_type()
+    elif isinstance(config, Mapping):
+        run_options = getattr(
+            getattr(analysis, "config", None), "RUN_OPTIONS", ("include_all", "category_by", "nonfinite")
+        )
+        options = {key: config[key] for key in run_options if key in config}
+        try:
+            spray = spray_type.from_config({key: value for key, value in config.items() if key not in options})
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{OWNER}: analyze: {exc}") from exc
+    else:
+        spray = config
+    return functools.partial(entry, spray=spray, **options)
+
+
+class _BackgroundAnalysis:
+    """Runs the analysis of committed epochs in one worker thread of rank 0, off the training loop."""
+
+    def __init__(self, run: Callable[[RunStore, int], Any]) -> None:
+        self.run = run
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pending: list[tuple[int, int, concurrent.futures.Future]] = []
+
+    def submit(self, store_dir: Path, epoch: int, global_step: int) -> None:
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="lrp-analysis")
+        future = self._executor.submit(lambda: self.run(RunStore(store_dir), epoch))
+        self._pending.append((epoch, global_step, future))
+
+    def collect(self, loggers: Sequence[Any], wait: bool = False) -> None:
+        """Log the indicator scalars of finished analyses; warn (never raise) about failed ones."""
+        still = []
+        for epoch, step, future in self._pending:
+            if not (wait or future.done()):
+                still.append((epoch, step, future))
+                continue
+            try:
+                outcome = future.result()
+            except Exception as exc:  # the analysis must not stop training
+                warnings.warn(
+                    f"{OWNER}: the analysis of epoch {epoch} failed ({type(exc).__name__}: {exc}); training "
+                    "continues, run `lrp-analyze <run dir>` to analyse it again",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                continue
+            for message in getattr(outcome, "messages", []):
+                log.info("%s: analysis: %s", OWNER, message)
+            values = getattr(outcome, "scalars", None) or {}
+            metrics = {str(k): float(v) for k, v in values.items() if isinstance(v, (int, float, np.number))}
+            if metrics:
+                for logger in loggers:
+                    logger.log_metrics(metrics, step=step)
+        self._pending = still
+
+    def close(self, loggers: Sequence[Any]) -> None:
+        self.collect(loggers, wait=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+
+def _as_probe(probe: Any) -> np.ndarray | Any | None:
+    """Validate ``probe``: None, dataset indices (returned as a sorted int64 array) or a map-style dataset."""
+    if probe is None:
+        return None
+    if isinstance(probe, (torch.Tensor, np.ndarray, list, tuple, range)):
+        values = probe.detach().cpu().numpy() if isinstance(probe, torch.Tensor) else np.asarray(probe)
+        if values.ndim != 1 or values.size == 0 or values.dtype.kind not in "iu":
+            raise ValueError(
+                f"{OWNER}: probe must be a non-empty list of validation dataset indices (ints) or a Dataset, got "
+                f"{type(probe).__name__} of shape {values.shape} and dtype {values.dtype}"
+            )
+        if values.min() < 0:
+            raise ValueError(f"{OWNER}: probe indices must be >= 0, got {int(values.min())}")
+        unique, counts = np.unique(values, return_counts=True)
+        if np.any(counts > 1):
+            raise ValueError(f"{OWNER}: probe indices must be unique; repeated: {unique[counts > 1][:10].tolist()}")
+        return unique.astype(np.int64)
+    if isinstance(probe, IterableDataset) or not (hasattr(probe, "__getitem__") and hasattr(probe, "__len__")):
+        raise TypeError(
+            f"{OWNER}: probe must be None (choose from the validation data), a list of dataset indices or a "
+            f"map-style Dataset (with __len__ and __getitem__), not {type(probe).__name__}"
+        )
+    if len(probe) == 0:
+        raise ValueError(f"{OWNER}: the probe dataset is empty; pass a dataset with at least one sample")
+    return probe
+
+
+class LRPCallback(Callback):
+    """Explain a fixed probe set of validation samples with LRP at the end of validation epochs.
+
+    At the first explained epoch the callback chooses the probe set (``num_samples`` validation
+    samples, stratified by class, seeded) and stores it with input thumbnails in ``probe.parquet``.
+    At every ``every_n_epochs``-th validation epoch it explains the probe set with an LRP composite,
+    writes one row per sample (channel-summed relevance map, prediction, target, score, probability,
+    relevance sum) into the run's Parquet store (:mod:`lrp_lightning.store`), logs scalars
+    (``lrp/relevance_abs_mean``, ``lrp/positive_share``, ``lrp/relevance_sum_mean``,
+    ``lrp/probe_accuracy``) and a grid of inputs and heatmaps (TensorBoard's Images tab).
+
+    Training is left exactly as it would be without the callback: the explanation runs in eval mode,
+    and every submodule's mode, the parameters' ``.grad``, batch-norm statistics and the torch,
+    NumPy and Python RNG streams are as before. Under DDP each rank explains its share of the probe
+    set and writes its own part file; rank 0 publishes the epoch once all parts are written. The
+    probe set is part of the callback's checkpoint state, so a resumed run explains the same samples,
+    and an epoch explained again replaces its rows.
+
+    In ``trainer.validate()`` the probe set is explained every time, as epoch ``trainer.current_epoch``
+    (or the epoch of the checkpoint given as ``ckpt_path``). With ``val_check_interval < 1`` every
+    validation of an epoch explains the probe set, and the last one's rows replace the earlier ones.
+    Sanity checking is skipped; under ``fast_dev_run`` the callback does nothing and says so.
+
+    Parameters
+    ----------
+    composite : str, Composite class or Composite, default "epsilon_gamma_box"
+        The LRP composite: a registered name (see :data:`lrp_lightning.composites.COMPOSITES`), a class,
+        or a configured object.
+    canonizers : "auto", None or list, default "auto"
+        Canonizers of a composite given by name; ``"auto"`` merges batch norms into the layer before them.
+    num_samples : int, default 256
+        Size of the probe set chosen from the validation data. Ignored when ``probe`` is given.
+    probe : sequence of int or Dataset, optional
+        The probe set: indices into the validation dataset, or a dataset of its own (all of whose
+        samples are explained; sample ids are its indices). Default: chosen from the validation data.
+    every_n_epochs : int, default 1
+        Explain at the end of every n-th validation epoch of ``fit`` (epochs ``n - 1, 2n - 1, ...``, as
+        ``Trainer(check_val_every_n_epoch=n)`` counts).
+    target : "label", "prediction" or callable, default "label"
+        Which class's score is explained: the true label, the predicted class, or
+        ``target(output, labels) -> class indices`` (``labels`` is None without labels).
+    heatmap_size : int or (int, int), optional
+        Store maps sum-pooled to this size (an int gives square maps). Default: the input's size.
+    log_images : int, default 16
+        Number of probe samples shown (input and heatmap) in the image logged to each
+        ``TensorBoardLogger`` per explained epoch; 0 logs none.
+    dirpath : path, optional
+        Run directory of the store (files go to ``<dirpath>/plugins/lrp``), or a ``plugins/lrp``
+        directory. Default: ``trainer.log_dir``, so TensorBoard finds the store next to the event files.
+    analyze : bool, dict or SpRAy, default False
+        Run the SpRAy analysis (:func:`lrp_lightning.analysis.analyze_epoch`) of each written epoch in a
+        background thread of rank 0 and log its indicator scalars: True for the default pipeline, a
+        ``SpRAy`` object, or a dict laid out like an ``lrp-analyze --config`` file (e.g.
+        ``{"random_state": 0, "clusterings": {"k_range": [2, 6]}}``). A failed analysis warns and
+        training goes on.
+    batch_size : int, default 64
+        Samples explained at once.
+    composite_kwargs : dict, optional
+        Arguments of a composite given by name, e.g. ``{"low": 0.0, "high": 1.0}`` (the input range for
+        the ZBox rule of ``epsilon_gamma_box``; default: each sample's minimum and maximum).
+    seed : int, default 0
+        Seed of the probe selection (a ``numpy.random.Generator`` of its own; the global RNG is unused).
+    class_names : sequence of str, optional
+        Name of each class, stored in the manifest. Default: the validation dataset's ``classes``
+        attribute when it has one name per output, else none.
+    unpack_batch : callable, optional
+        ``batch -> (inputs, labels)`` for a collated batch. Default: tensors, ``(x, y, ...)`` tuples and
+        dicts with keys such as ``"image"``/``"input"`` and ``"label"``/``"target"``.
+    dataloader_idx : int, default 0
+        Which validation dataloader the probe set comes from.
+    verbose : bool, default False
+        Log a line per explained epoch (rank 0).
+
+    Raises
+    ------
+    ValueError, TypeError
+        At construction, for invalid arguments; during training, for a model whose output is not
+        ``(batch, classes)`` scores, targets out of range, a probe set larger than the validation
+        data, or batches without labels when ``target="label"``.
+    lrp_lightning.core.MissingRuleError
+        When the composite has no rule for a layer of the model (the message names it).
+
+    Examples
+    --------
+    A complete script: a tiny CNN on random 8x8 images of 3 classes, trained for 2 epochs::
+
+        import lightning as L
+        import torch
+        from torch.utils.data import DataLoader, TensorDataset
+
+        from lrp_lightning import LRPCallback
+        from lrp_lightning.store import RunStore
+
+
+        class Net(L.LightningModule):
+            def __init__(self):
+                super().__init__()
+                self.net = torch.nn.Sequential(
+                    torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(256, 3)
+                )
+
+            def forward(self, x):
+                return self.net(x)
+
+            def training_step(self, batch, batch_idx):
+                return torch.nn.functional.cross_entropy(self(batch[0]), batch[1])
+
+            def validation_step(self, batch, batch_idx):
+                self.log("val_loss", torch.nn.functional.cross_entropy(self(batch[0]), batch[1]))
+
+            def configure_optimizers(self):
+                return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+        data = TensorDataset(torch.rand(60, 1, 8, 8), torch.arange(60) % 3)
+        callback = LRPCallback(num_samples=12, composite_kwargs={"low": 0.0, "high": 1.0})
+        trainer = L.Trainer(max_epochs=2, callbacks=[callback], default_root_dir="runs/example", accelerator="cpu")
+        trainer.fit(Net(), DataLoader(data, batch_size=20), DataLoader(data, batch_size=20))
+
+        store = RunStore(trainer.log_dir)  # the files are in <log_dir>/plugins/lrp
+        print([info.epoch for info in store.epochs()])  # [0, 1]
+        sample_ids, maps = store.heatmaps(epoch=1)  # maps: float32 of shape (12, 8, 8)
+    """
+
+    def __init__(
+        self,
+        composite: str | Composite | type[Composite] = "epsilon_gamma_box",
+        canonizers: Any = "auto",
+        num_samples: int = 256,
+        probe: Sequence[int] | Any | None = None,
+        every_n_epochs: int = 1,
+        target: TargetSpec = "label",
+        heatmap_size: int | tuple[int, int] | None = None,
+        log_images: int = 16,
+        dirpath: str | os.PathLike[str] | None = None,
+        analyze: bool | Mapping[str, Any] = False,
+        batch_size: int = 64,
+        composite_kwargs: Mapping[str, Any] | None = None,
+        seed: int = 0,
+        class_names: Sequence[str] | None = None,
+        unpack_batch: UnpackBatch | None = None,
+        dataloader_idx: int = 0,
+        verbose: bool = False,
+    ) -> None:
+        self.num_samples = check_int(
+            num_samples, "num_samples", OWNER, 1, " (the number of validation samples to explain, e.g. 256)"
+        )
+        self.every_n_epochs = check_int(every_n_epochs, "every_n_epochs", OWNER, 1, " (1 explains every epoch)")
+        self.log_images = check_int(log_images, "log_images", OWNER, 0, " (0 logs no images)")
+        self.batch_size = check_int(batch_size, "batch_size", OWNER, 1)
+        self.seed = check_int(seed, "seed", OWNER, 0)
+        self.dataloader_idx = check_int(dataloader_idx, "dataloader_idx", OWNER, 0)
+        self.target = check_target(target, OWNER)
+        self.heatmap_size = check_heatmap_size(heatmap_size, OWNER)
+        self.probe = _as_probe(probe)
+        self.class_names = check_class_names(class_names, OWNER)
+        if dirpath is not None and not isinstance(dirpath, (str, os.PathLike)):
+            raise TypeError(f"{OWNER}: dirpath must be a path (str or os.PathLike) or None, not {dirpath!r}")
+        self.dirpath = dirpath
+        if unpack_batch is not None and not callable(unpack_batch):
+            raise TypeError(f"{OWNER}: unpack_batch must be a callable batch -> (inputs, labels), not {unpack_batch!r}")
+        self.unpack_batch = unpack_batch
+        if not isinstance(verbose, bool):
+            raise TypeError(f"{OWNER}: verbose must be True or False, not {verbose!r}")
+        self.verbose = verbose
+        self.composite, self._composite_config, self._canonizer_config = resolve_composite(
+            composite, canonizers, composite_kwargs, OWNER
+        )
+        analysis = _load_analysis(analyze)
+        self.analyze = analysis is not None
+        self._analysis = None if analysis is None else _BackgroundAnalysis(analysis)
+        self._explainer = BatchExplainer(
+            self.composite, self._composite_config["name"], self.target, self.heatmap_size, OWNER
+        )
+        self._probe_ids: np.ndarray | None = None
+        self._probe_labels: np.ndarray | None = None
+        self._probe_config: dict[str, Any] | None = None
+        self._run_dir: Path | None = None
+        self._store: RunStore | None = None
+        self._thumbnails: dict[int, bytes | None] = {}
+        self._checkpoint_epoch: int | None = None
+        self._warned_fast_dev_run = False
+
+    # ------------------------------------------------------------------------------ Lightning hooks
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(
+            composite=self._composite_config["name"],
+            target=target_mode(self.target),
+            dirpath=None if self.dirpath is None else os.fspath(self.dirpath),
+            dataloader_idx=self.dataloader_idx,
+        )
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._checkpoint_epoch = None
+        if trainer.fast_dev_run:
+            if not self._warned_fast_dev_run:
+                self._warned_fast_dev_run = True
+                warnings.warn(
+                    f"{OWNER} does nothing under Trainer(fast_dev_run=...): a fast dev run is a smoke test without "
+                    "logger or store, so no attributions are written. Run without fast_dev_run (e.g. with "
+                    "max_epochs=1 and limit_train_batches) to explain the probe set.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+            return
+        if stage not in (TrainerFn.FITTING, TrainerFn.VALIDATING):
+            return
+        run_dir = Path(self.dirpath) if self.dirpath is not None else Path(trainer.log_dir)  # all ranks: broadcast
+        if run_dir != self._run_dir:
+            self._run_dir, self._store, self._thumbnails = run_dir, None, {}
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        epoch = checkpoint.get("epoch")
+        self._checkpoint_epoch = int(epoch) if isinstance(epoch, int) else None
+
+    def state_dict(self) -> dict[str, Any]:
+        if self._probe_ids is None:
+            return {}
+        return {
+            "version": _STATE_VERSION,
+            "probe_ids": [int(i) for i in self._probe_ids],
+            "probe_labels": [int(i) for i in self._probe_labels],
+            "probe_config": jsonable(self._probe_config),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if not state_dict:
+            return
+        ids = np.asarray(state_dict["probe_ids"], dtype=np.int64)
+        config = dict(state_dict["probe_config"])
+        requested = self._requested_probe_config()
+        differs = {k: v for k, v in requested.items() if config.get(k) != v}
+        if isinstance(self.probe, np.ndarray) and not np.array_equal(self.probe, ids):
+            differs["probe"] = "other indices"
+        if differs:
+            warnings.warn(
+                f"{OWNER}: the probe set is restored from the checkpoint ({config}); the settings given now "
+                f"({differs}) are ignored so that the resumed run explains the same samples",
+                UserWarning,
+                stacklevel=2,
+            )
+        self._probe_ids = ids
+        self._probe_labels = np.asarray(state_dict["probe_labels"], dtype=np.int64)
+        self._probe_config = config
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.fast_dev_run:
+            return
+        fitting = trainer.state.fn == TrainerFn.FITTING
+        if fitting and (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        if self._analysis is not None and trainer.is_global_zero:
+            self._analysis.collect(trainer.loggers)
+        self._explain_epoch(trainer, pl_module)
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self._analysis is not None and trainer.is_global_zero:
+            self._analysis.close(trainer.loggers)
+
+    # ------------------------------------------------------------------------------ the epoch
+
+    def _epoch(self, trainer: pl.Trainer) -> int:
+        if trainer.state.fn == TrainerFn.FITTING or self._checkpoint_epoch is None:
+            return trainer.current_epoch
+        return self._checkpoint_epoch
+
+    def _explain_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        start = time.perf_counter()
+        epoch, step = self._epoch(trainer), trainer.global_step
+        rank, world = trainer.global_rank, trainer.world_size
+        dataset, collate = self._probe_source(trainer)
+        with untouched_training_state(pl_module):
+            self._ensure_probe(trainer, pl_module, dataset, collate)
+            share = self._probe_ids[rank::world]
+            explained, error = None, None
+            try:
+                parts = self._explainer.run(
+                    pl_module, self._fetch(trainer, dataset, collate, share, self.target == "label")
+                )
+                explained = Explained.concat(parts) if parts else None
+                if trainer.is_global_zero and self._store is None:
+                    self._create_store(trainer, pl_module, dataset, collate, explained)
+            except Exception as exc:
+                error = exc
+            # each _sync_errors is an all-reduce: a barrier that also tells every rank whether any failed
+            self._sync_errors(trainer, pl_module, error, "explaining the probe set")  # rank 0 created the store
+            rows = explained
+            try:
+                if self._store is None:
+                    self._store = RunStore(self._run_dir)
+                if rows is None:  # more ranks than probe samples
+                    rows = Explained.empty(self._store.heatmap_shape)
+                self._store.write_part(epoch, step, self._table(rows, epoch, step), rank=rank)
+            except Exception as exc:
+                error = exc
+            self._sync_errors(trainer, pl_module, error, "writing attributions")  # every part is written
+            if trainer.is_global_zero:
+                try:
+                    info = self._store.commit_epoch(epoch, step, world_size=world)
+                except Exception as exc:
+                    error = exc
+            totals = trainer.strategy.reduce(
+                torch.tensor([*rows.stats, float(error is not None)], dtype=torch.float64, device=pl_module.device),
+                reduce_op="sum",
+            )
+            if error is not None:
+                raise error
+            if float(totals[-1]):
+                raise RuntimeError(f"{OWNER}: rank 0 failed to commit epoch {epoch}; see its error message")
+        for name, value in scalars(totals[:-1].cpu().numpy()).items():
+            pl_module.log(name, value, on_step=False, on_epoch=True, sync_dist=True)
+        if trainer.is_global_zero:
+            self._log_images(trainer, epoch, step, rows)
+            if self._analysis is not None:
+                self._analysis.submit(self._store.store_dir, epoch, step)
+            message = (
+                f"{OWNER}: explained {info.rows} probe samples of epoch {epoch} (step {step}) in "
+                f"{time.perf_counter() - start:.2f} s into {self._store.store_dir}"
+            )
+            (rank_zero_info if self.verbose else log.debug)(message)
+
+    def _sync_errors(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, error: BaseException | None, what: str
+    ) -> None:
+        """Collective on all ranks: raise everywhere when any rank failed, instead of leaving others waiting."""
+        flag = torch.tensor([float(error is not None)], dtype=torch.float64, device=pl_module.device)
+        failures = float(trainer.strategy.reduce(flag, reduce_op="sum")[0])
+        if error is not None:
+            raise error
+        if failures:
+            raise RuntimeError(f"{OWNER}: {int(failures)} rank(s) failed while {what}; see their error messages")
+
+    # ------------------------------------------------------------------------------ probe set
+
+    def _requested_probe_config(self) -> dict[str, Any]:
+        if self.probe is None:
+            return {
+                "selection": "stratified",
+                "num_samples": self.num_samples,
+                "seed": self.seed,
+                "dataloader_idx": self.dataloader_idx,
+            }
+        if isinstance(self.probe, np.ndarray):
+            return {"selection": "indices", "num_samples": int(self.probe.size), "dataloader_idx": self.dataloader_idx}
+        return {"selection": "dataset", "dataset": qualified_name(self.probe), "num_samples": len(self.probe)}
+
+    def _probe_source(self, trainer: pl.Trainer) -> tuple[Any, Callable[[list], Any]]:
+        loaders = trainer.val_dataloaders
+        if isinstance(loaders, Mapping):
+            loaders = list(loaders.values())
+        elif loaders is not None and not isinstance(loaders, (list, tuple)):
+            loaders = [loaders]
+        loader = None
+        if loaders:
+            if self.dataloader_idx >= len(loaders):
+                raise ValueError(
+                    f"{OWNER}: dataloader_idx={self.dataloader_idx}, but there are {len(loaders)} validation "
+                    f"dataloaders; pass dataloader_idx between 0 and {len(loaders) - 1}"
+                )
+            loader = loaders[self.dataloader_idx]
+        collate = getattr(loader, "collate_fn", None)
+        if collate is None or not getattr(loader, "_auto_collation", True):
+            collate = default_collate
+        if self.probe is not None and not isinstance(self.probe, np.ndarray):
+            return self.probe, collate
+        dataset = getattr(loader, "dataset", None)
+        if dataset is None or isinstance(dataset, IterableDataset) or not hasattr(dataset, "__getitem__"):
+            raise TypeError(
+                f"{OWNER} takes its probe samples by index from the validation DataLoader's dataset, but the "
+                f"validation data is {type(dataset if dataset is not None else loader).__name__}, which cannot "
+                "be indexed; pass probe=<a map-style Dataset of the samples to explain>"
+            )
+        return dataset, collate
+
+    def _fetch(self, trainer: pl.Trainer, dataset: Any, collate: Callable, ids: Sequence[int], need_labels: bool):
+        """Yield ``(sample_ids, inputs, labels)`` batches of ``dataset[ids]``, collated and on the device."""
+        for start in range(0, len(ids), self.batch_size):
+            chunk = [int(i) for i in ids[start : start + self.batch_size]]
+            batch = collate([dataset[i] for i in chunk])
+            batch = trainer.strategy.batch_to_device(batch, dataloader_idx=self.dataloader_idx)
+            x, y = unpack(batch, self.unpack_batch, len(chunk), need_labels, OWNER)
+            log.debug("%s: explaining samples %d..%d of %d", OWNER, start, start + len(chunk), len(ids))
+            yield np.asarray(chunk, dtype=np.int64), x, y
+
+    def _read_labels(self, trainer: pl.Trainer, dataset: Any, collate: Callable, ids: Sequence[int]):
+        """Labels of ``dataset[ids]`` in batches; the one long step of a run (once), so it shows progress."""
+        progress = tqdm(
+            total=len(ids),
+            desc=f"{OWNER}: reading labels to choose the probe set",
+            unit="samples",
+            leave=False,
+            disable=None if len(ids) > 1000 else True,  # on a terminal, for long scans
+        )
+        with progress:
+            for sample_ids, _, labels in self._fetch(trainer, dataset, collate, ids, self.target == "label"):
+                progress.update(len(sample_ids))
+                yield None if labels is None else labels.cpu().numpy()
+
+    def _ensure_probe(self, trainer: pl.Trainer, pl_module: pl.LightningModule, dataset: Any, collate: Callable):
+        """Choose the probe set once (rank 0) and share it; collective on all ranks."""
+        if self._probe_ids is not None:
+            self._check_probe_range(self._probe_ids, len(dataset))
+            return
+        payload: Any = None
+        error = None
+        if trainer.is_global_zero:
+            try:
+                payload = ("ok", *self._select_probe(trainer, dataset, collate))
+            except Exception as exc:
+                error = exc
+                payload = ("error", f"{type(exc).__name__}: {exc}")
+        payload = trainer.strategy.broadcast(payload, src=0)
+        if error is not None:
+            raise error
+        if payload[0] == "error":
+            raise RuntimeError(f"{OWNER}: rank 0 failed to choose the probe set: {payload[1]}")
+        _, ids, labels, config = payload
+        self._probe_ids = np.asarray(ids, dtype=np.int64)
+        self._probe_labels = np.asarray(labels, dtype=np.int64)
+        self._probe_config = config
+
+    @staticmethod
+    def _check_probe_range(ids: np.ndarray, length: int) -> None:
+        if ids.size and int(ids.max()) >= length:
+            raise ValueError(
+                f"{OWNER}: probe index {int(ids.max())} is out of range for the validation dataset of "
+                f"{length} samples; pass indices below {length}"
+            )
+
+    def _select_probe(self, trainer: pl.Trainer, dataset: Any, collate: Callable):
+        length = len(dataset)
+        config = self._requested_probe_config()
+        known = dataset_labels(dataset)
+        if self.probe is None:
+            if self.num_samples > length:
+                raise ValueError(
+                    f"{OWNER}: num_samples={self.num_samples} is larger than the validation dataset "
+                    f"({length} samples); pass num_samples={length} (or fewer)"
+                )
+            ids, labels = select_probe(
+                length,
+                self.num_samples,
+                self.seed,
+                known,
+                lambda indices: self._read_labels(trainer, dataset, collate, indices),
+            )
+        else:
+            ids = self.probe if isinstance(self.probe, np.ndarray) else np.arange(length, dtype=np.int64)
+            self._check_probe_range(ids, length)
+            if known is not None:
+                labels = known[ids]
+            else:
+                parts = list(self._read_labels(trainer, dataset, collate, ids.tolist()))
+                labels = (
+                    np.full(ids.size, NO_LABEL, np.int64) if any(p is None for p in parts) else np.concatenate(parts)
+                )
+        return ids.tolist(), np.asarray(labels, dtype=np.int64).tolist(), config
+
+    # ------------------------------------------------------------------------------ store
+
+    def _class_names(self, dataset: Any, num_classes: int | None) -> list[str] | None:
+        if self.class_names is not None:
+            if num_classes is not None and len(self.class_names) != num_classes:
+                raise ValueError(
+                    f"{OWNER}: class_names has {len(self.class_names)} names, but the model outputs {num_classes} "
+                    "class scores; pass one name per class"
+                )
+            return self.class_names
+        names = getattr(dataset, "classes", None)
+        if isinstance(names, Sequence) and not isinstance(names, str) and len(names) == num_classes:
+            if all(isinstance(name, str) for name in names):
+                return list(names)
+        return None
+
+    def _create_store(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, dataset: Any, collate: Callable, first: Explained
+    ) -> None:
+        """Rank 0: create (or reopen, when resuming) the store and write the probe set once."""
+        store = RunStore.create(
+            self._run_dir,
+            heatmap_shape=first.maps.shape[1:],
+            input_shape=first.input_shape,
+            model_class=qualified_name(pl_module),
+            composite=self._composite_config,
+            canonizers=self._canonizer_config,
+            class_names=self._class_names(dataset, first.num_classes),
+            target_mode=target_mode(self.target),
+            probe=self._probe_config,
+            metadata={"writer": OWNER},
+        )
+        if not (store.store_dir / PROBE_FILE).exists():
+            thumbnails: list[bytes | None] = []
+            for _, x, _ in self._fetch(trainer, dataset, collate, self._probe_ids, need_labels=False):
+                thumbnails.extend(thumbnail_png(sample, THUMBNAIL_SIZE) for sample in x)
+            store.write_probe(
+                make_probe_table(
+                    sample_id=self._probe_ids,
+                    dataset_index=self._probe_ids,
+                    label=self._probe_labels,
+                    thumbnail=thumbnails,
+                )
+            )
+        self._store = store
+
+    def _table(self, rows: Explained, epoch: int, step: int):
+        return make_attribution_table(
+            epoch=epoch,
+            global_step=step,
+            sample_id=rows.sample_id,
+            label=rows.label,
+            prediction=rows.prediction,
+            target=rows.target,
+            score=rows.score,
+            probability=rows.probability,
+            relevance=rows.maps,
+            relevance_sum=rows.relevance_sum,
+        )
+
+    # ------------------------------------------------------------------------------ images
+
+    def _image_ids(self) -> list[int]:
+        """The first ``log_images`` probe samples taking classes in turn, so the grid shows every class."""
+        by_label: dict[int, list[int]] = {}
+        for sample_id, label in zip(self._probe_ids.tolist(), self._probe_labels.tolist()):
+            by_label.setdefault(label, []).append(sample_id)
+        queues = [by_label[label] for label in sorted(by_label)]
+        chosen: list[int] = []
+        for position in range(max(len(q) for q in queues)):
+            chosen.extend(q[position] for q in queues if position < len(q))
+        return chosen[: self.log_images]
+
+    def _log_images(self, trainer: pl.Trainer, epoch: int, step: int, local: Explained) -> None:
+        loggers = [logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
+        if not self.log_images or not loggers:
+            return
+        ids = self._image_ids()
+        missing = [i for i in ids if i not in self._thumbnails]
+        if missing:
+            table = self._store.probe_table([SAMPLE_ID, THUMBNAIL])
+            found = dict(zip(table.column(0).to_pylist(), table.column(1).to_pylist()))
+            self._thumbnails.update({i: found.get(i) for i in missing})
+        position = {sample_id: row for row, sample_id in enumerate(local.sample_id.tolist())}
+        if all(i in position for i in ids):  # explained here (always without DDP)
+            maps = local.maps[[position[i] for i in ids]]
+        else:  # other ranks explained some: read the committed epoch
+            _, maps = self._store.heatmaps(epoch, sample_ids=ids)
+        image = np.asarray(heatmap_grid(maps, [self._thumbnails[i] for i in ids]))
+        for logger in loggers:
+            logger.experiment.add_image("lrp/heatmaps", image, global_step=step, dataformats="HWC")

@@ -1,0 +1,322 @@
+"""LRPPredictionWriter: explain every sample of a data set with ``Trainer.predict`` into a run store."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import pyarrow as pa
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
+
+from lrp_lightning.core import Composite
+from lrp_lightning.store import RunStore, make_attribution_table, make_probe_table
+
+from ._explain import (
+    BatchExplainer,
+    Explained,
+    TargetSpec,
+    UnpackBatch,
+    check_class_names,
+    check_heatmap_size,
+    check_int,
+    check_target,
+    qualified_name,
+    resolve_composite,
+    target_mode,
+    thumbnail_png,
+    unpack,
+    untouched_training_state,
+)
+
+log = logging.getLogger(__name__)
+
+OWNER = "LRPPredictionWriter"
+
+
+class LRPPredictionWriter(BasePredictionWriter):
+    """Explain every sample that ``Trainer.predict`` sees and store the result as one epoch of a run store.
+
+    Each rank explains the batches it predicts (``write_interval="batch"``; the sample id of a row is
+    its index in the predicted dataset), keeps them, and at the end of prediction writes its own part
+    file; rank 0 then writes ``probe.parquet`` (one row per sample, with a thumbnail) and publishes the
+    epoch. Samples that the distributed sampler gives to two ranks (it pads the last batch) are stored
+    once: readers keep the first row of each sample id. The layout is that of :class:`LRPCallback`, so
+    ``lrp-analyze``, :class:`lrp_lightning.store.RunStore` and the TensorBoard plugin read it the same
+    way. Write each data set to a directory of its own, not into a training run's store.
+
+    A rank keeps its rows in memory until prediction ends: about ``H * W * 2`` bytes per sample (float16
+    maps; use ``heatmap_size`` to store smaller maps) plus the thumbnails.
+
+    Parameters
+    ----------
+    dirpath : path, optional
+        Run directory of the store (files go to ``<dirpath>/plugins/lrp``) or a ``plugins/lrp`` directory.
+        Default: ``trainer.log_dir``.
+    composite : str, Composite class or Composite, default "epsilon_gamma_box"
+        The LRP composite, as for :class:`LRPCallback`.
+    canonizers : "auto", None or list, default "auto"
+        Canonizers of a composite given by name.
+    composite_kwargs : dict, optional
+        Arguments of a composite given by name, e.g. ``{"low": 0.0, "high": 1.0}``.
+    target : "label", "prediction" or callable, default "label"
+        Which class's score is explained, as for :class:`LRPCallback`.
+    heatmap_size : int or (int, int), optional
+        Store maps sum-pooled to this size. Default: the input's size.
+    epoch : int, optional
+        Epoch number under which the attributions are stored. Default: the epoch of the checkpoint
+        passed as ``trainer.predict(..., ckpt_path=...)``, else ``trainer.current_epoch``.
+    thumbnail_size : int, default 64
+        Longest side of the input thumbnails stored in ``probe.parquet``; 0 stores none.
+    class_names : sequence of str, optional
+        Name of each class, stored in the manifest.
+    unpack_batch : callable, optional
+        ``batch -> (inputs, labels)``, as for :class:`LRPCallback`.
+    verbose : bool, default False
+        Log a line when the epoch is written (rank 0).
+
+    Examples
+    --------
+    >>> writer = LRPPredictionWriter(dirpath="runs/dataset_wide", composite_kwargs={"low": 0.0, "high": 1.0})
+    >>> trainer = L.Trainer(accelerator="cpu", callbacks=[writer], logger=False)     # doctest: +SKIP
+    >>> trainer.predict(model, DataLoader(dataset, batch_size=64), ckpt_path="best.ckpt",
+    ...                 return_predictions=False)                                    # doctest: +SKIP
+    >>> RunStore("runs/dataset_wide").epochs()[0].rows == len(dataset)              # doctest: +SKIP
+    True
+    """
+
+    def __init__(
+        self,
+        dirpath: str | os.PathLike[str] | None = None,
+        composite: str | Composite | type[Composite] = "epsilon_gamma_box",
+        canonizers: Any = "auto",
+        composite_kwargs: Mapping[str, Any] | None = None,
+        target: TargetSpec = "label",
+        heatmap_size: int | tuple[int, int] | None = None,
+        epoch: int | None = None,
+        thumbnail_size: int = 64,
+        class_names: Sequence[str] | None = None,
+        unpack_batch: UnpackBatch | None = None,
+        verbose: bool = False,
+    ) -> None:
+        super().__init__(write_interval="batch")
+        if dirpath is not None and not isinstance(dirpath, (str, os.PathLike)):
+            raise TypeError(f"{OWNER}: dirpath must be a path (str or os.PathLike) or None, not {dirpath!r}")
+        self.dirpath = dirpath
+        self.target = check_target(target, OWNER)
+        self.heatmap_size = check_heatmap_size(heatmap_size, OWNER)
+        self.epoch = None if epoch is None else check_int(epoch, "epoch", OWNER, 0)
+        self.thumbnail_size = check_int(thumbnail_size, "thumbnail_size", OWNER, 0, " (0 stores no thumbnails)")
+        self.class_names = check_class_names(class_names, OWNER)
+        if unpack_batch is not None and not callable(unpack_batch):
+            raise TypeError(f"{OWNER}: unpack_batch must be a callable batch -> (inputs, labels), not {unpack_batch!r}")
+        self.unpack_batch = unpack_batch
+        if not isinstance(verbose, bool):
+            raise TypeError(f"{OWNER}: verbose must be True or False, not {verbose!r}")
+        self.verbose = verbose
+        self.composite, self._composite_config, self._canonizer_config = resolve_composite(
+            composite, canonizers, composite_kwargs, OWNER
+        )
+        self._explainer = BatchExplainer(
+            self.composite, self._composite_config["name"], self.target, self.heatmap_size, OWNER
+        )
+        self._run_dir: Path | None = None
+        self._checkpoint: tuple[int, int] | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self._rows: list[Explained] = []
+        self._seen: set[int] = set()
+        self._thumbnails: list[bytes | None] = []
+        self._start = time.perf_counter()
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(
+            dirpath=None if self.dirpath is None else os.fspath(self.dirpath), composite=self._composite_config["name"]
+        )
+
+    # ------------------------------------------------------------------------------ Lightning hooks
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        self._checkpoint = None
+        if stage == "predict":
+            self._run_dir = Path(self.dirpath) if self.dirpath is not None else Path(trainer.log_dir)
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        epoch, step = checkpoint.get("epoch"), checkpoint.get("global_step")
+        if isinstance(epoch, int) and isinstance(step, int):
+            self._checkpoint = (epoch, step)
+
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        loaders = trainer.predict_dataloaders
+        count = len(loaders) if isinstance(loaders, (list, tuple)) else 1
+        if count != 1:
+            raise ValueError(
+                f"{OWNER} stores one data set per run directory, but predict got {count} dataloaders; call "
+                "trainer.predict once per data set, each with a writer of its own dirpath"
+            )
+        self._reset()
+
+    def write_on_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        prediction: Any,
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if not batch_indices:
+            raise RuntimeError(
+                f"{OWNER} needs the dataset index of every sample, which Lightning records only for a "
+                "torch.utils.data.DataLoader with a batch size (it wraps the batch sampler); pass such a DataLoader"
+            )
+        ids = np.asarray(batch_indices, dtype=np.int64)
+        with untouched_training_state(pl_module):
+            x, y = unpack(batch, self.unpack_batch, len(ids), self.target == "label", OWNER)
+            keep = np.array([int(i) not in self._seen for i in ids])  # padding of the distributed sampler
+            if not keep.any():
+                return
+            if not keep.all():
+                x, y, ids = x[torch.as_tensor(keep)], None if y is None else y[torch.as_tensor(keep)], ids[keep]
+            (rows,) = self._explainer.run(pl_module, [(ids, x, y)])
+        self._seen.update(ids.tolist())
+        self._rows.append(rows)
+        if self.thumbnail_size:
+            self._thumbnails.extend(thumbnail_png(sample, self.thumbnail_size) for sample in x)
+        else:
+            self._thumbnails.extend([None] * len(ids))
+
+    def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch, step = self._epoch_and_step(trainer)
+        rank, world = trainer.global_rank, trainer.world_size
+        rows = Explained.concat(self._rows) if self._rows else None
+        error, store = None, None
+        if trainer.is_global_zero:
+            try:
+                store = self._create_store(pl_module, rows)
+            except Exception as exc:
+                error = exc
+        self._sync_errors(trainer, pl_module, error, "creating the store")
+        try:
+            store = store or RunStore(self._run_dir)
+            rows = rows if rows is not None else Explained.empty(store.heatmap_shape)
+            store.write_part(epoch, step, self._table(rows, epoch, step), rank=rank)
+        except Exception as exc:
+            error = exc
+        self._sync_errors(trainer, pl_module, error, "writing attributions")  # every part is written
+        probe = _gather_to_rank_zero((rows.sample_id.tolist(), rows.label.tolist(), self._thumbnails), world)
+        if trainer.is_global_zero:
+            try:
+                store.write_probe(_probe_table(probe))
+                info = store.commit_epoch(epoch, step, world_size=world)
+            except Exception as exc:
+                error = exc
+        self._sync_errors(trainer, pl_module, error, "committing the epoch")
+        if trainer.is_global_zero:
+            message = (
+                f"{OWNER}: explained {info.rows} samples as epoch {epoch} in {time.perf_counter() - self._start:.1f} s "
+                f"into {store.store_dir}"
+            )
+            (rank_zero_info if self.verbose else log.debug)(message)
+        self._reset()
+
+    # ------------------------------------------------------------------------------ helpers
+
+    def _epoch_and_step(self, trainer: pl.Trainer) -> tuple[int, int]:
+        if self._checkpoint is not None:
+            epoch, step = self._checkpoint
+        else:
+            epoch, step = trainer.current_epoch, trainer.global_step
+        return (epoch if self.epoch is None else self.epoch), step
+
+    def _sync_errors(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, error: BaseException | None, what: str
+    ) -> None:
+        """Collective on all ranks: raise everywhere when any rank failed, instead of leaving others waiting."""
+        flag = torch.tensor([float(error is not None)], dtype=torch.float64, device=pl_module.device)
+        failures = float(trainer.strategy.reduce(flag, reduce_op="sum")[0])
+        if error is not None:
+            raise error
+        if failures:
+            raise RuntimeError(f"{OWNER}: {int(failures)} rank(s) failed while {what}; see their error messages")
+
+    def _create_store(self, pl_module: pl.LightningModule, rows: Explained | None) -> RunStore:
+        if rows is None:
+            raise RuntimeError(f"{OWNER}: rank 0 predicted no samples, so the size of the heatmaps is unknown")
+        if self.class_names is not None and len(self.class_names) != rows.num_classes:
+            raise ValueError(
+                f"{OWNER}: class_names has {len(self.class_names)} names, but the model outputs {rows.num_classes} "
+                "class scores; pass one name per class"
+            )
+        return RunStore.create(
+            self._run_dir,
+            heatmap_shape=rows.maps.shape[1:],
+            input_shape=rows.input_shape,
+            model_class=qualified_name(pl_module),
+            composite=self._composite_config,
+            canonizers=self._canonizer_config,
+            class_names=self.class_names,
+            target_mode=target_mode(self.target),
+            probe={"selection": "dataset-wide"},
+            metadata={"writer": OWNER},
+        )
+
+    @staticmethod
+    def _table(rows: Explained, epoch: int, step: int) -> pa.Table:
+        return make_attribution_table(
+            epoch=epoch,
+            global_step=step,
+            sample_id=rows.sample_id,
+            label=rows.label,
+            prediction=rows.prediction,
+            target=rows.target,
+            score=rows.score,
+            probability=rows.probability,
+            relevance=rows.maps,
+            relevance_sum=rows.relevance_sum,
+        )
+
+
+def _gather_to_rank_zero(value: Any, world_size: int) -> list[Any]:
+    """``[value of rank 0, value of rank 1, ...]`` on rank 0 (``[]`` elsewhere); collective on all ranks."""
+    if world_size == 1 or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return [value]
+    gathered: list[Any] | None = [None] * world_size if torch.distributed.get_rank() == 0 else None
+    torch.distributed.gather_object(value, gathered, dst=0)
+    return gathered or []
+
+
+def _probe_table(parts: Sequence[tuple[list[int], list[int], list[bytes | None]]]) -> pa.Table:
+    """One row per sample id over all ranks' parts (the first occurrence wins, as for readers)."""
+    ids: list[int] = []
+    labels: list[int] = []
+    thumbnails: list[bytes | None] = []
+    seen: set[int] = set()
+    for part_ids, part_labels, part_thumbnails in parts:
+        for sample_id, label, thumbnail in zip(part_ids, part_labels, part_thumbnails):
+            if sample_id not in seen:
+                seen.add(sample_id)
+                ids.append(sample_id)
+                labels.append(label)
+                thumbnails.append(thumbnail)
+    if not ids:
+        warnings.warn(f"{OWNER}: no samples were predicted; the epoch is written empty", RuntimeWarning, stacklevel=2)
+    order = np.argsort(np.asarray(ids, dtype=np.int64), kind="stable")
+    return make_probe_table(
+        sample_id=np.asarray(ids, dtype=np.int64)[order],
+        dataset_index=np.asarray(ids, dtype=np.int64)[order],
+        label=np.asarray(labels, dtype=np.int64)[order],
+        thumbnail=[thumbnails[i] for i in order],
+    )
