@@ -1,18 +1,294 @@
-"""Command line interface: ``lrp-analyze``."""
+"""Command line interface: ``lrp-analyze``, the offline SpRAy analysis of every run below a folder.
+
+Exit status: 0 when every item was analysed (or already current), 1 when some item failed (each is
+named on stderr), 2 for bad arguments (unknown option, unreadable config, no runs found).
+"""
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``lrp-analyze``; the analysis pipeline is not part of this release yet."""
-    print(
-        "lrp-analyze: the SpRAy analysis is not available in this version of lrp-lightning "
-        "(see the README's roadmap).",
-        file=sys.stderr,
+class _ArgumentError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise _ArgumentError(message)
+
+
+def _int_list(text: str) -> list[int]:
+    """Parse ``"0,2,5-7"`` into ``[0, 2, 5, 6, 7]``."""
+    values: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            if "-" in part[1:]:
+                low, high = part.split("-", 1) if not part.startswith("-") else (part, "")
+                values.extend(range(int(low), int(high) + 1))
+            else:
+                values.append(int(part))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a list of integers; write e.g. 0,2,5-7") from None
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must name non-negative integers, e.g. 0,2,5-7")
+    return sorted(set(values))
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``lrp-analyze``."""
+    parser = _Parser(
+        prog="lrp-analyze",
+        description=(
+            "Spectral relevance analysis (SpRAy) of lrp-lightning runs: finds every run below PATH and "
+            "analyses each complete epoch whose analysis is missing or stale; writes the analysis tables "
+            "next to the epoch and the indicator scalars into the run's TensorBoard events."
+        ),
+        epilog="Exit status: 0 all analysed, 1 some item failed (named on stderr), 2 bad arguments.",
     )
-    return 2
+    parser.add_argument("path", type=Path, help="a run directory or a folder holding runs (e.g. runs/)")
+    parser.add_argument("--epochs", type=_int_list, help="only these epochs, e.g. 0,5-9 (default: all)")
+    parser.add_argument("--classes", type=_int_list, help="only these classes, e.g. 3,7 (default: all)")
+    parser.add_argument("--force", action="store_true", help="recompute even current analyses")
+    parser.add_argument("--config", type=Path, help="analysis config, JSON (.json) or TOML (.toml)")
+    parser.add_argument("--jobs", type=_positive, default=1, help="runs analysed in parallel (default: 1)")
+    parser.add_argument("--no-scalars", action="store_true", help="do not write TensorBoard scalars")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+@dataclass
+class _RunReport:
+    run: str
+    analysed: int = 0
+    current: int = 0
+    findings: list[tuple[int, str, str, str]] = field(default_factory=list)  # epoch, category, region, reason
+    skipped: list[str] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _analyze_one(run: str, settings: dict[str, Any], queue: Any = None) -> _RunReport:
+    """Analyse one run (in this process or a worker); never raises for bad input."""
+    from lrp_lightning.analysis import analyze_run
+    from lrp_lightning.analysis.config import load_config
+    from lrp_lightning.analysis.spray import SpRAy
+    from lrp_lightning.store import RunStore, StoreError
+
+    report = _RunReport(run)
+    if settings.get("threads"):
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(settings["threads"])
+    try:
+        if settings["config"] is not None:
+            spray, options = load_config(settings["config"])
+        else:
+            spray, options = SpRAy(), {}
+        store = RunStore(run)
+    except (StoreError, OSError, ValueError) as exc:
+        report.failures.append((run, str(exc)))
+        if queue is not None:
+            queue.put(("run-failed", run, 0))
+        return report
+
+    def on_epoch(outcome: Any, error: str | None) -> None:
+        if outcome is not None:
+            if outcome.computed:
+                report.analysed += 1
+            else:
+                report.current += 1
+            for category, region, reason in outcome.findings:
+                report.findings.append((outcome.epoch, category, region, reason))
+            for category, reason in outcome.skipped.items():
+                report.skipped.append(f"epoch {outcome.epoch}, {category}: {reason}")
+            report.messages.extend(outcome.messages)
+        if queue is not None:
+            queue.put(("epoch", run, 1))
+
+    try:
+        outcome = analyze_run(
+            store,
+            spray,
+            epochs=settings["epochs"],
+            classes=settings["classes"],
+            force=settings["force"],
+            log_scalars=settings["scalars"],
+            on_epoch=on_epoch,
+            **options,
+        )
+    except Exception as exc:  # noqa: BLE001 - one run's unexpected error must not stop the others
+        report.failures.append((run, f"{type(exc).__name__}: {exc}"))
+        return report
+    report.failures.extend(outcome.failures)
+    return report
+
+
+def _count_epochs(run: Path, epochs: Sequence[int] | None) -> int:
+    from lrp_lightning.store import RunStore, StoreError
+
+    try:
+        found = [info.epoch for info in RunStore(run).epochs()]
+    except (StoreError, OSError, ValueError):
+        return 0
+    return len(found) if epochs is None else len(set(found) & set(epochs))
+
+
+def _summary(reports: list[_RunReport], root: Path) -> str:
+    rows = []
+    for report in reports:
+        try:
+            name = str(Path(report.run).relative_to(root)) or "."
+        except ValueError:
+            name = report.run
+        rows.append(
+            (
+                name,
+                str(report.analysed),
+                str(report.current),
+                str(len(report.failures)),
+                str(len(report.findings)),
+            )
+        )
+    header = ("run", "analysed", "up to date", "failed", "flagged")
+    rows.append(
+        (
+            f"total ({len(reports)} runs)",
+            str(sum(r.analysed for r in reports)),
+            str(sum(r.current for r in reports)),
+            str(sum(len(r.failures) for r in reports)),
+            str(sum(len(r.findings) for r in reports)),
+        )
+    )
+    widths = [max(len(header[i]), *(len(row[i]) for row in rows)) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    lines = [line(header), line(["-" * w for w in widths])]
+    lines.extend(line(row) for row in rows[:-1])
+    lines.append(line(["-" * w for w in widths]))
+    lines.append(line(rows[-1]))
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``lrp-analyze``; returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except _ArgumentError as exc:
+        parser.print_usage(sys.stderr)
+        print(f"lrp-analyze: error: {exc}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
+    if not args.path.exists():
+        print(f"lrp-analyze: error: {args.path} does not exist", file=sys.stderr)
+        return 2
+    if args.config is not None:
+        from lrp_lightning.analysis.config import load_config
+
+        try:
+            load_config(args.config)  # bad config is a bad argument: report it before any work
+        except ValueError as exc:
+            print(f"lrp-analyze: error: {exc}", file=sys.stderr)
+            return 2
+    from tqdm import tqdm
+
+    from lrp_lightning.store import find_runs
+
+    runs = find_runs(args.path)
+    if not runs:
+        print(
+            f"lrp-analyze: error: no lrp-lightning runs below {args.path} (a run holds plugins/lrp/manifest.json; "
+            "train with LRPCallback first)",
+            file=sys.stderr,
+        )
+        return 2
+    jobs = min(args.jobs, len(runs))
+    settings = {
+        "config": args.config,
+        "epochs": args.epochs,
+        "classes": args.classes,
+        "force": args.force,
+        "scalars": not args.no_scalars,
+        "threads": max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None,
+    }
+    total = sum(_count_epochs(run, args.epochs) for run in runs)
+    bar = tqdm(total=total, unit="epoch", desc="lrp-analyze", disable=args.quiet, file=sys.stderr)
+    reports: list[_RunReport] = []
+    if jobs == 1:
+
+        class _Queue:
+            def put(self, item: tuple) -> None:
+                bar.update(item[2])
+                bar.set_postfix_str(os.path.relpath(item[1], args.path))
+
+        for run in runs:
+            reports.append(_analyze_one(str(run), settings, _Queue()))
+    else:
+        import multiprocessing
+
+        with multiprocessing.Manager() as manager:
+            queue = manager.Queue()
+            with ProcessPoolExecutor(max_workers=jobs) as pool:
+                futures = [pool.submit(_analyze_one, str(run), settings, queue) for run in runs]
+                pending = set(range(len(futures)))
+                while pending:
+                    while not queue.empty():
+                        bar.update(queue.get()[2])
+                    for i in list(pending):
+                        if futures[i].done():
+                            pending.discard(i)
+                    if pending:
+                        _wait(futures, pending)
+                while not queue.empty():
+                    bar.update(queue.get()[2])
+            for run, future in zip(runs, futures):
+                try:
+                    reports.append(future.result())
+                except Exception as exc:  # noqa: BLE001 - a crashed worker fails its run only
+                    reports.append(_RunReport(str(run), failures=[(str(run), f"{type(exc).__name__}: {exc}")]))
+    bar.close()
+    for report in reports:
+        for message in report.messages + report.skipped:
+            print(f"lrp-analyze: note: {report.run}: {message}", file=sys.stderr)
+        for epoch, category, _region, reason in report.findings:
+            print(f"lrp-analyze: flagged: {report.run} epoch {epoch}, {category}: {reason}")
+    print(_summary(reports, args.path))
+    failures = [failure for report in reports for failure in report.failures]
+    for item, message in failures:
+        print(f"lrp-analyze: FAILED {item}: {message}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _wait(futures: list, pending: set[int]) -> None:
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    wait([futures[i] for i in pending], timeout=0.2, return_when=FIRST_COMPLETED)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1862,3 +1862,182 @@ class RunStore:
                 "run the analysis with this configuration"
             )
         return table
+
+
+# --------------------------------------------------------------------------------------------------
+# --- analysis tables ---
+# Schemas of the tables that the SpRAy analysis (lrp_lightning.analysis, lrp-analyze) writes with
+# RunStore.write_analysis_table and that the TensorBoard plugin reads. Every table of one analysis of
+# an epoch carries the same config hash; a reader takes them together only when the hashes agree.
+# --------------------------------------------------------------------------------------------------
+
+ANALYSIS_FORMAT_VERSION = "1.0"
+"""Version of the analysis tables' layout (``"major.minor"``); part of every analysis cache key."""
+
+POINTS_TABLE = "points"
+CLUSTERS_TABLE = "clusters"
+SPECTRUM_TABLE = "spectrum"
+LINEAGE_TABLE = "lineage"
+ANALYSIS_TABLES: tuple[str, ...] = (POINTS_TABLE, CLUSTERS_TABLE, LINEAGE_TABLE, SPECTRUM_TABLE)
+"""Tables of one analysis of an epoch, in writing order (``spectrum`` last)."""
+
+META_ANALYSIS_CONFIG = b"lrp.analysis_config"
+"""Schema-metadata key: the analysis configuration (JSON) that produced a table."""
+META_GRID_SHAPE = b"lrp.grid_shape"
+"""Schema-metadata key: ``[h, w]`` (JSON) of the analysis grid of prototypes and spectral maps."""
+
+CATEGORY = "category"
+"""Which samples were analysed together: ``"all"`` or ``"class_<index>"`` (see :func:`class_category`)."""
+CATEGORY_ALL = "all"
+CLASS_INDEX = "class_index"
+CLASS_NAME = "class_name"
+SPECTRAL = "spectral"
+STABILITY = "stability"
+CLUSTERING = "clustering"
+CLUSTER = "cluster"
+SIZE = "size"
+PURITY = "purity"
+MAJORITY_LABEL = "majority_label"
+ACCURACY = "accuracy"
+PROTOTYPE = "prototype"
+TYPICAL = "typical"
+ATYPICAL = "atypical"
+CONCENTRATION = "concentration"
+BORDER_SHARE = "border_share"
+CORNER_SHARE = "corner_share"
+COMPACTNESS = "compactness"
+EIGENGAP = "eigengap"
+EIGENGAP_K = "eigengap_k"
+FLAGGED = "flagged"
+FLAG_REGION = "flag_region"
+FLAG_REASON = "flag_reason"
+TRACK = "track"
+PREVIOUS_CLUSTER = "previous_cluster"
+MATCH_JACCARD = "match_jaccard"
+EVENT = "event"
+SOURCES = "sources"
+EIGENVALUES = "eigenvalues"
+N_SAMPLES = "n_samples"
+N_NEIGHBORS = "n_neighbors"
+SELECTED_CLUSTERING = "selected_clustering"
+STATUS = "status"
+MESSAGE = "message"
+
+CLUSTER_COLUMN_PREFIX = "cluster."
+EMBEDDING_COLUMN_PREFIX = "embedding."
+
+LINEAGE_EVENTS = ("born", "continued", "split", "merged", "vanished")
+"""Values of the ``event`` column: how a cluster relates to the previous epoch's clusters."""
+
+
+def class_category(class_index: int) -> str:
+    """Return the category name of one class, e.g. ``"class_3"``."""
+    return f"class_{_check_index(class_index, 'class_index')}"
+
+
+def cluster_column(clustering: str) -> str:
+    """Return the points-table column of a clustering's labels, e.g. ``"cluster.kmeans_4"``."""
+    return f"{CLUSTER_COLUMN_PREFIX}{clustering}"
+
+
+def embedding_columns(method: str) -> tuple[str, str]:
+    """Return the points-table columns of a 2-D embedding, e.g. ``("embedding.tsne.x", "embedding.tsne.y")``."""
+    return f"{EMBEDDING_COLUMN_PREFIX}{method}.x", f"{EMBEDDING_COLUMN_PREFIX}{method}.y"
+
+
+POINTS_SCHEMA = pa.schema(
+    [
+        pa.field(CATEGORY, pa.string(), nullable=False),
+        pa.field(SAMPLE_ID, pa.int64(), nullable=False),
+        pa.field(LABEL, pa.int64(), nullable=False),
+        pa.field(PREDICTION, pa.int64(), nullable=False),
+        pa.field(TARGET, pa.int64(), nullable=False),
+        pa.field(SPECTRAL, pa.list_(pa.float32()), nullable=False),
+        pa.field(STABILITY, pa.float32(), nullable=True),
+    ]
+)
+"""Leading columns of ``points`` (one row per category and sample). Then one ``int32`` column per
+clustering (:func:`cluster_column`, -1 for noise, null where the clustering was not run for the
+category) and two ``float32`` columns per 2-D embedding (:func:`embedding_columns`). ``spectral`` holds
+the sample's coordinates in the first eigenvectors of the normalised Laplacian; ``stability`` the
+cosine similarity of its preprocessed map to the previous complete epoch's (null at the first)."""
+
+CLUSTERS_SCHEMA = pa.schema(
+    [
+        pa.field(CATEGORY, pa.string(), nullable=False),
+        pa.field(CLUSTERING, pa.string(), nullable=False),
+        pa.field(CLUSTER, pa.int32(), nullable=False),
+        pa.field(SIZE, pa.int64(), nullable=False),
+        pa.field(PURITY, pa.float32(), nullable=False),
+        pa.field(MAJORITY_LABEL, pa.int64(), nullable=False),
+        pa.field(ACCURACY, pa.float32(), nullable=False),
+        pa.field(PROTOTYPE, pa.list_(pa.float32()), nullable=False),
+        pa.field(TYPICAL, pa.list_(pa.int64()), nullable=False),
+        pa.field(ATYPICAL, pa.list_(pa.int64()), nullable=False),
+        pa.field(CONCENTRATION, pa.float32(), nullable=False),
+        pa.field(BORDER_SHARE, pa.float32(), nullable=False),
+        pa.field(CORNER_SHARE, pa.float32(), nullable=False),
+        pa.field(COMPACTNESS, pa.float32(), nullable=False),
+        pa.field(EIGENGAP, pa.float32(), nullable=False),
+        pa.field(FLAGGED, pa.bool_(), nullable=False),
+        pa.field(FLAG_REGION, pa.string(), nullable=True),
+        pa.field(FLAG_REASON, pa.string(), nullable=True),
+        pa.field(TRACK, pa.string(), nullable=False),
+        pa.field(PREVIOUS_CLUSTER, pa.int32(), nullable=True),
+        pa.field(MATCH_JACCARD, pa.float32(), nullable=True),
+        pa.field(EVENT, pa.string(), nullable=False),
+    ]
+)
+"""``clusters``: one row per (category, clustering, cluster). ``prototype`` is the mean of the members'
+L1-normalised signed maps on the analysis grid (row-major, shape in :data:`META_GRID_SHAPE`);
+``typical``/``atypical`` are sample ids nearest to / farthest from the cluster's centre in the spectral
+embedding; shares are fractions of the members' absolute relevance; ``track`` is the cluster's identity
+over epochs (``"<epoch born>:<cluster then>"``), ``event`` one of :data:`LINEAGE_EVENTS`."""
+
+LINEAGE_SCHEMA = pa.schema(
+    [
+        pa.field(CATEGORY, pa.string(), nullable=False),
+        pa.field(CLUSTERING, pa.string(), nullable=False),
+        pa.field(CLUSTER, pa.int32(), nullable=True),
+        pa.field(TRACK, pa.string(), nullable=False),
+        pa.field(EVENT, pa.string(), nullable=False),
+        pa.field(PREVIOUS_CLUSTER, pa.int32(), nullable=True),
+        pa.field(SOURCES, pa.list_(pa.int32()), nullable=False),
+        pa.field(MATCH_JACCARD, pa.float32(), nullable=True),
+    ]
+)
+"""``lineage``: how each cluster of an epoch relates to the previous complete epoch's clusters, plus one
+row (``cluster`` null) per previous cluster that ``vanished``. ``sources`` lists the previous clusters
+that gave a substantial share of their members."""
+
+SPECTRUM_SCHEMA = pa.schema(
+    [
+        pa.field(CATEGORY, pa.string(), nullable=False),
+        pa.field(CLASS_INDEX, pa.int64(), nullable=True),
+        pa.field(CLASS_NAME, pa.string(), nullable=True),
+        pa.field(STATUS, pa.string(), nullable=False),
+        pa.field(MESSAGE, pa.string(), nullable=True),
+        pa.field(N_SAMPLES, pa.int64(), nullable=False),
+        pa.field(N_NEIGHBORS, pa.int64(), nullable=False),
+        pa.field(EIGENVALUES, pa.list_(pa.float64()), nullable=False),
+        pa.field(EIGENGAP_K, pa.int64(), nullable=False),
+        pa.field(EIGENGAP, pa.float32(), nullable=False),
+        pa.field(SELECTED_CLUSTERING, pa.string(), nullable=True),
+    ]
+)
+"""``spectrum``: one row per category. ``status`` is ``"ok"`` or ``"skipped"`` (``message`` says why, e.g.
+a class with too few samples); ``eigenvalues`` are the smallest eigenvalues of the normalised
+Laplacian, ascending; ``eigengap_k`` the number of clusters the largest eigengap suggests."""
+
+__all__ += [
+    "ANALYSIS_FORMAT_VERSION",
+    "ANALYSIS_TABLES",
+    "CLUSTERS_SCHEMA",
+    "LINEAGE_EVENTS",
+    "LINEAGE_SCHEMA",
+    "POINTS_SCHEMA",
+    "SPECTRUM_SCHEMA",
+    "class_category",
+    "cluster_column",
+    "embedding_columns",
+]

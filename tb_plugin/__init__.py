@@ -1,4 +1,16 @@
 """TensorBoard plugin "lrp", installed as ``lrp_lightning.tb_plugin``.
 
-This module is imported by TensorBoard's plugin loader: it must stay light and never fail.
+TensorBoard finds the plugin through the ``tensorboard_plugins`` entry point, which names
+:class:`lrp_lightning.tb_plugin.loader.LRPPluginLoader`. The loader module imports only TensorBoard's
+``base_plugin``; the plugin (:mod:`.plugin`), its data layer (:mod:`.data`) and everything heavy
+(NumPy, PyArrow, Pillow) are imported when TensorBoard loads the plugin, inside a guard, so a broken
+installation disables the tab instead of stopping TensorBoard.
+
+Modules
+-------
+loader      entry point: ``LRPPluginLoader``
+plugin      ``LRPPlugin``: thin WSGI routes that validate their arguments
+discovery   ``RunIndex``: runs below the logdir, scanned in a background thread
+data        ``PluginData``: cached reads through ``RunStore``, PNG rendering, binary encoding
+static/     the frontend: an ES module (``index.js`` and its imports), ``style.css``, ``index.html``
 """

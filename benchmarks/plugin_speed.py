@@ -1,0 +1,178 @@
+"""Speed of the TensorBoard plugin "lrp" on a large run, in a real TensorBoard and headless Chromium.
+
+Builds (in a temporary logdir) a synthetic run of 50 epochs x 1000 probe samples with 28x28 heatmaps
+and analysis tables for every epoch, and a run of one epoch with a 50,000-point embedding; starts
+``tensorboard --logdir`` on 127.0.0.1 and measures:
+
+* tab interactive: from navigating to TensorBoard's ``/#lrp`` until the tab has drawn its points and
+  built its gallery (``#lrp-app[data-ready][data-loading=false]``), first visit (cold caches) and
+  the median of later visits;
+* epoch switch: from asking for another epoch until its points, clusters and gallery are on screen
+  (two animation frames after the data arrived), on epochs not seen before (cold server caches);
+  also until every gallery image has loaded;
+* bytes on the wire for the 50,000-point embedding (gzip, as browsers request it) and unpacked.
+
+Targets (issue 6): interactive <= 2 s, epoch switch <= 300 ms, 50k-point embedding <= 1 MB.
+
+Usage::
+
+    python benchmarks/plugin_speed.py [--epochs 50] [--samples 1000] [--points 50000] [--chromium /usr/bin/chromium]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "tb_plugin"))
+
+from synthetic_runs import build_run  # noqa: E402
+
+ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+RUN = "bench/version_0"
+BIG = "big/version_0"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_tensorboard(logdir: Path, log: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{base}/data/plugins_listing", timeout=2) as response:
+                if json.loads(response.read()).get("lrp", {}).get("enabled"):
+                    return process, base
+        except (OSError, ValueError):
+            pass
+        if process.poll() is not None:
+            break
+        time.sleep(0.25)
+    process.kill()
+    raise SystemExit("TensorBoard did not start:\n" + log.read_text()[-3000:])
+
+
+def embedding_bytes(base: str) -> tuple[int, int]:
+    url = f"{base}/data/plugin/lrp/embedding?run=big%2Fversion_0&epoch=0&category=all&embedding=tsne&clustering=kmeans"
+    request = urllib.request.Request(url, headers={"Accept-Encoding": "gzip"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        body = response.read()
+        encoding = response.headers.get("Content-Encoding")
+    raw = gzip.decompress(body) if encoding == "gzip" else body
+    count = json.loads(raw[8 : 8 + int.from_bytes(raw[4:8], "little")])["count"]
+    assert count == 50_000 or count > 0
+    return len(body), len(raw)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--samples", type=int, default=1000)
+    parser.add_argument("--points", type=int, default=50_000)
+    parser.add_argument("--visits", type=int, default=4, help="page loads to time (the first is cold)")
+    parser.add_argument("--switches", type=int, default=10, help="epoch switches to time")
+    parser.add_argument("--chromium", default=os.environ.get("LRP_CHROMIUM", "/usr/bin/chromium"))
+    options = parser.parse_args()
+
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory(prefix="lrp-plugin-bench-") as tmp:
+        logdir = Path(tmp) / "runs"
+        started = time.perf_counter()
+        build_run(logdir / RUN, epochs=options.epochs, samples=options.samples, classes=10, size=28)
+        build_run(logdir / BIG, epochs=1, samples=options.points, classes=10, size=8, thumbnails=False)
+        print(f"built the runs in {time.perf_counter() - started:.1f} s "
+              f"({options.epochs} epochs x {options.samples} samples, 28x28; 1 epoch x {options.points} samples)")
+        process, base = start_tensorboard(logdir, Path(tmp) / "tensorboard.log")
+        try:
+            wire, unpacked = embedding_bytes(base)
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(executable_path=options.chromium, args=ARGS)
+                visits, own = [], []
+                for _ in range(options.visits):
+                    context = browser.new_context(viewport={"width": 1360, "height": 1000})
+                    page = context.new_page()
+                    errors: list[str] = []
+                    page.on("console", lambda m, errors=errors: errors.append(m.text) if m.type == "error" else None)
+                    begin = time.perf_counter()
+                    page.goto(f"{base}/#lrp")
+                    iframe = page.wait_for_selector("iframe[src*='plugin_entry.html?name=lrp']", timeout=60000)
+                    frame = iframe.content_frame()
+                    frame.wait_for_selector("#lrp-app[data-ready=true][data-loading=false]", timeout=60000)
+                    visits.append(time.perf_counter() - begin)
+                    own.append(frame.evaluate("performance.now()") / 1000)
+                    if errors:
+                        raise SystemExit(f"console errors: {errors}")
+                    if len(visits) < options.visits:
+                        context.close()
+                # Epoch switches on the last page, through epochs not visited before.
+                switch = """async (index) => {
+                    const start = performance.now();
+                    await lrp.setEpochIndex(index);
+                    await new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)));
+                    const shown = performance.now() - start;
+                    const images = [...document.querySelectorAll('#gallery img')];
+                    await Promise.all(images.map((i) => i.complete ? null : new Promise((done) => {
+                        i.addEventListener('load', done); i.addEventListener('error', done); })));
+                    return [shown, performance.now() - start, lrp.points ? lrp.points.count : 0, images.length];
+                }"""
+                last = options.epochs - 1
+                results = [frame.evaluate(switch, last - 1 - k) for k in range(options.switches)]
+                shown = [r[0] for r in results]
+                loaded = [r[1] for r in results]
+                points, images = results[0][2], results[0][3]
+                back = [frame.evaluate(switch, last - 1 - k)[0] for k in range(3)]  # seen before: browser cache
+                # Drawing 50,000 points: switch the tab to the big run.
+                draw = frame.evaluate(
+                    """async () => { await lrp.setRun('big/version_0'); const start = performance.now();
+                        lrp.scatter.draw(); return [performance.now() - start, lrp.points.count]; }"""
+                )
+                browser.close()
+        finally:
+            process.terminate()
+            process.wait(10)
+
+    def row(what: str, value: str, target: str = "", met: bool | None = None, note: str = "") -> None:
+        mark = "" if met is None else ("ok" if met else "MISSED")
+        print(f"{what:<48} {value:>14}  {target:<17} {mark:<7}{note}")
+
+    cold, warm = visits[0], statistics.median(visits[1:]) if len(visits) > 1 else visits[0]
+    print(f"machine: {os.cpu_count()} CPU cores, headless Chromium ({options.chromium})")
+    row("tab interactive, first visit (cold caches)", f"{cold * 1000:.0f} ms", "target <= 2000 ms", cold <= 2)
+    row(f"tab interactive, median of {len(visits) - 1} later visits", f"{warm * 1000:.0f} ms", "target <= 2000 ms",
+        warm <= 2)
+    row("  of which in the plugin's frame (median)", f"{statistics.median(own) * 1000:.0f} ms")
+    row("epoch switch, unseen epochs (median / max)", f"{statistics.median(shown):.0f} / {max(shown):.0f} ms",
+        "target <= 300 ms", max(shown) <= 300, f"({points} points, {images} gallery images)")
+    row("  each switch (ms)", " ".join(f"{v:.0f}" for v in shown))
+    row("  until every gallery image loaded (median)", f"{statistics.median(loaded):.0f} ms")
+    row("epoch switch, epochs seen before (median)", f"{statistics.median(back):.0f} ms")
+    row(f"{options.points}-point embedding on the wire (gzip)", f"{wire / 1e6:.3f} MB", "target <= 1 MB",
+        wire <= 1e6, f"(unpacked {unpacked / 1e6:.3f} MB)")
+    row(f"drawing {draw[1]} points on the canvas", f"{draw[0]:.0f} ms")
+
+if __name__ == "__main__":
+    main()

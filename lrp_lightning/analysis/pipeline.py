@@ -1,0 +1,807 @@
+"""Analysing the epochs of a run: read through the store, run SpRAy per category, write the tables.
+
+An epoch's analysis is cached on disk under one key, the config hash of its tables:
+
+* the pipeline's full configuration (:meth:`SpRAy.get_config`) and the categories analysed,
+* the input fingerprint: the epoch's commit id (which changes whenever the epoch is written again),
+* the previous complete epoch's commit and analysis key (tracking and warm-started layouts depend on
+  them), and
+* the versions of lrp-lightning, NumPy, SciPy, scikit-learn, umap-learn and pynndescent.
+
+:func:`analyze_epoch` recomputes when any of these differ from the tables on disk, and otherwise
+returns at once. The tables (points, clusters, lineage, spectrum; :data:`~lrp_lightning.store.ANALYSIS_TABLES`)
+are each written atomically; they count as one analysis only when all carry the same key, so a crash
+between two writes leaves an analysis that is seen as stale, never a mix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from lrp_lightning import store as S
+
+from .base import AnalysisError, cache_key, library_versions
+from .spray import CategoryResult, PreparedMaps, SpRAy, prepare_batch
+from .tracking import heatmap_stability
+
+__all__ = [
+    "EpochOutcome",
+    "RunOutcome",
+    "analysis_key",
+    "analyze_epoch",
+    "analyze_run",
+    "current_analysis_key",
+    "load_analysis",
+]
+
+NONFINITE = ("error", "drop")
+
+
+@dataclass
+class EpochOutcome:
+    """What :func:`analyze_epoch` did for one epoch.
+
+    Attributes
+    ----------
+    epoch, global_step : int
+    config_hash : str
+        Key of the analysis (the tables' config hash).
+    computed : bool
+        False when a current analysis was found and nothing was recomputed.
+    categories : dict of str to CategoryResult
+        Results per category (empty when ``computed`` is False).
+    skipped : dict of str to str
+        Categories that could not be analysed, with the reason (e.g. one sample).
+    findings : list of (str, str, str)
+        ``(category, region, reason)`` per distinct flagged region.
+    scalars : dict of str to float
+        Indicator scalars (TensorBoard tags to values).
+    messages : list of str
+        Warnings worth showing (clamped parameters, dropped maps).
+    """
+
+    epoch: int
+    global_step: int
+    config_hash: str
+    computed: bool
+    categories: dict[str, CategoryResult] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    findings: list[tuple[str, str, str]] = field(default_factory=list)
+    scalars: dict[str, float] = field(default_factory=dict)
+    messages: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunOutcome:
+    """What :func:`analyze_run` did for one run.
+
+    Attributes
+    ----------
+    run_dir : str
+    epochs : list of EpochOutcome
+        Epochs analysed or found current.
+    failures : list of (str, str)
+        ``(item, message)`` for each epoch that failed.
+    """
+
+    run_dir: str
+    epochs: list[EpochOutcome] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def findings(self) -> int:
+        """Number of flagged regions over all epochs."""
+        return sum(len(e.findings) for e in self.epochs)
+
+
+# ------------------------------------------------------------------------------------------------ keys
+
+
+def _categories_spec(classes: Sequence[int] | None, include_all: bool, category_by: str, nonfinite: str) -> dict:
+    return {
+        "classes": None if classes is None else sorted(int(c) for c in classes),
+        "include_all": include_all,
+        "category_by": category_by,
+        "nonfinite": nonfinite,
+    }
+
+
+def _previous_epoch(store: S.RunStore, epoch: int) -> S.EpochInfo | None:
+    earlier = [info for info in store.epochs() if info.epoch < epoch]
+    return earlier[-1] if earlier else None
+
+
+def current_analysis_key(store: S.RunStore, epoch: int) -> str | None:
+    """The key of the epoch's complete, current analysis, or None (missing, stale or half-written)."""
+    tables = store.analysis_tables(epoch)
+    hashes = {tables.get(name) for name in S.ANALYSIS_TABLES}
+    if len(hashes) == 1 and None not in hashes:
+        return hashes.pop()
+    return None
+
+
+def analysis_key(
+    store: S.RunStore,
+    epoch: int,
+    spray: SpRAy,
+    *,
+    classes: Sequence[int] | None = None,
+    include_all: bool = True,
+    category_by: str = "target",
+    nonfinite: str = "error",
+) -> str:
+    """The cache key an analysis of ``epoch`` with these settings gets (see the module docstring)."""
+    info = store.epoch_info(epoch)
+    previous = _previous_epoch(store, epoch)
+    previous_part = None
+    if previous is not None:
+        previous_part = {
+            "epoch": previous.epoch,
+            "commit": previous.commit,
+            "analysis": current_analysis_key(store, previous.epoch),
+        }
+    return cache_key(
+        {
+            "analysis_format": S.ANALYSIS_FORMAT_VERSION,
+            "versions": library_versions(),
+            "config": spray.get_config(),
+            "categories": _categories_spec(classes, include_all, category_by, nonfinite),
+            "input": {"epoch": info.epoch, "commit": info.commit, "heatmap_shape": list(store.heatmap_shape)},
+            "previous": previous_part,
+        }
+    )
+
+
+# ------------------------------------------------------------------------------------------------ reading
+
+
+@dataclass
+class _EpochData:
+    sample_ids: np.ndarray
+    labels: np.ndarray
+    predictions: np.ndarray
+    targets: np.ndarray
+    prepared: PreparedMaps
+    dropped: np.ndarray
+
+
+def _read_epoch(store: S.RunStore, epoch: int, spray: SpRAy, nonfinite: str) -> _EpochData:
+    """Stream an epoch by row groups into prepared maps (raw maps are never all in memory)."""
+    columns = [S.SAMPLE_ID, S.LABEL, S.PREDICTION, S.TARGET, S.RELEVANCE]
+    shape = store.heatmap_shape
+    grid = spray.preprocess.grid_shape(shape)
+    rows = store.epoch_info(epoch).rows
+    # filled batch by batch: the raw maps of an epoch are never all in memory, the outputs never copied
+    features, absolute, signed = (np.empty((rows, grid[0] * grid[1]), np.float32) for _ in range(3))
+    ids, labels, predictions, targets = (np.empty(rows, np.int64) for _ in range(4))
+    dropped = []
+    filled = 0
+    for batch in store.iter_batches(epoch, columns, batch_size=4096):
+        maps = S.decode_relevance(batch.column(4), shape)
+        batch_ids = batch.column(0).to_numpy()
+        finite = np.isfinite(maps).reshape(len(maps), -1).all(axis=1)
+        if not finite.all():
+            if nonfinite == "error":
+                bad = batch_ids[~finite]
+                raise AnalysisError(
+                    f"epoch {epoch}: relevance maps of sample id(s) {bad[:10].tolist()} hold NaN or infinity; "
+                    "fix the attribution (e.g. a larger epsilon) or analyse with nonfinite='drop' "
+                    '(config key "nonfinite")'
+                )
+            dropped.append(batch_ids[~finite])
+        count = int(finite.sum())
+        if count == 0:
+            continue
+        if filled + count > rows:
+            raise AnalysisError(f"epoch {epoch} holds more rows than its manifest entry ({rows}); re-run the epoch")
+        part = prepare_batch(spray.preprocess, maps[finite])
+        span = slice(filled, filled + count)
+        features[span], absolute[span], signed[span] = part.features, part.absolute, part.signed
+        ids[span] = batch_ids[finite]
+        labels[span] = batch.column(1).to_numpy()[finite]
+        predictions[span] = batch.column(2).to_numpy()[finite]
+        targets[span] = batch.column(3).to_numpy()[finite]
+        filled += count
+    keep = slice(0, filled)
+    return _EpochData(
+        ids[keep],
+        labels[keep],
+        predictions[keep],
+        targets[keep],
+        PreparedMaps(features[keep], absolute[keep], signed[keep], grid),
+        np.concatenate(dropped) if dropped else np.empty(0, np.int64),
+    )
+
+
+def _read_features(store: S.RunStore, epoch: int, spray: SpRAy) -> tuple[np.ndarray, np.ndarray]:
+    ids, rows = [], []
+    for batch_ids, maps in store.iter_heatmaps(epoch, batch_size=4096):
+        finite = np.isfinite(maps).reshape(len(maps), -1).all(axis=1)
+        ids.append(batch_ids[finite])
+        rows.append(spray.preprocess.transform(maps[finite]))
+    if not ids:
+        return np.empty(0, np.int64), np.empty((0, 0), np.float32)
+    return np.concatenate(ids), np.concatenate(rows)
+
+
+def load_analysis(store: S.RunStore, epoch: int) -> dict[str, pa.Table]:
+    """Read the current analysis tables of an epoch, all of one analysis.
+
+    Returns
+    -------
+    dict of str to pyarrow.Table
+        ``points``, ``clusters``, ``lineage`` and ``spectrum``.
+
+    Raises
+    ------
+    lrp_lightning.store.AnalysisNotFoundError
+        If the analysis is missing, stale, or its tables come from different analyses.
+    """
+    key = current_analysis_key(store, epoch)
+    if key is None:
+        raise S.AnalysisNotFoundError(
+            f"epoch {epoch} of {store.run_dir} has no complete current analysis; run lrp-analyze {store.run_dir}"
+        )
+    return {name: store.read_analysis_table(epoch, name, config_hash=key) for name in S.ANALYSIS_TABLES}
+
+
+def _previous_state(
+    store: S.RunStore, previous: S.EpochInfo | None
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, dict[str, tuple]]]:
+    """Previous epoch's layouts and labellings per category (empty without a current analysis)."""
+    if previous is None or current_analysis_key(store, previous.epoch) is None:
+        return {}, {}
+    try:
+        tables = load_analysis(store, previous.epoch)
+    except (S.StoreError, OSError):
+        return {}, {}
+    points = tables[S.POINTS_TABLE]
+    clusters = tables[S.CLUSTERS_TABLE]
+    categories = points.column(S.CATEGORY).to_numpy(zero_copy_only=False)
+    ids = points.column(S.SAMPLE_ID).to_numpy()
+    layouts: dict[str, dict[str, np.ndarray]] = {}
+    labellings: dict[str, dict[str, tuple]] = {}
+    track_rows = {
+        (c, g, int(k)): t
+        for c, g, k, t in zip(
+            clusters.column(S.CATEGORY).to_pylist(),
+            clusters.column(S.CLUSTERING).to_pylist(),
+            clusters.column(S.CLUSTER).to_pylist(),
+            clusters.column(S.TRACK).to_pylist(),
+        )
+    }
+    for category in np.unique(categories):
+        rows = np.flatnonzero(categories == category)
+        layouts[category] = {"sample_ids": ids[rows]}
+        labellings[category] = {}
+        for name in points.column_names:
+            if name.startswith(S.EMBEDDING_COLUMN_PREFIX) and name.endswith(".x"):
+                method = name[len(S.EMBEDDING_COLUMN_PREFIX) : -2]
+                x_col, y_col = S.embedding_columns(method)
+                xy = np.stack(
+                    [
+                        points.column(x_col).to_numpy(zero_copy_only=False)[rows],
+                        points.column(y_col).to_numpy(zero_copy_only=False)[rows],
+                    ],
+                    axis=1,
+                ).astype(np.float64)
+                if np.isfinite(xy).all():
+                    layouts[category][method] = xy
+            elif name.startswith(S.CLUSTER_COLUMN_PREFIX):
+                clustering = name[len(S.CLUSTER_COLUMN_PREFIX) :]
+                column = points.column(name)
+                if column.null_count == len(column) or column.filter(pa.array(categories == category)).null_count:
+                    continue
+                labels = column.to_numpy(zero_copy_only=False)[rows].astype(np.int64)
+                tracks = {k: t for (c, g, k), t in track_rows.items() if c == category and g == clustering}
+                labellings[category][clustering] = (ids[rows], labels, tracks)
+    return layouts, labellings
+
+
+def _aligned_init(layout: dict[str, np.ndarray] | None, sample_ids: np.ndarray, features: np.ndarray) -> dict:
+    """Previous layouts reordered to ``sample_ids``; new samples start at their nearest old neighbour."""
+    if not layout:
+        return {}
+    previous_ids = layout["sample_ids"]
+    _, here, there = np.intersect1d(sample_ids, previous_ids, assume_unique=True, return_indices=True)
+    if here.size < max(4, 0.5 * len(sample_ids)):
+        return {}  # too little in common: a cold start is better
+    missing = np.setdiff1d(np.arange(len(sample_ids)), here)
+    nearest = None
+    if missing.size:
+        from sklearn.neighbors import NearestNeighbors  # chunked: never a missing x known matrix at once
+
+        index = NearestNeighbors(n_neighbors=1).fit(features[here])
+        nearest = here[index.kneighbors(features[missing], return_distance=False)[:, 0]]
+    init = {}
+    for method, xy in layout.items():
+        if method == "sample_ids":
+            continue
+        out = np.zeros((len(sample_ids), 2))
+        out[here] = xy[there]
+        if nearest is not None:
+            out[missing] = out[nearest]
+        init[method] = out
+    return init
+
+
+# ------------------------------------------------------------------------------------------------ tables
+
+
+def _list_array(rows: Iterable[np.ndarray], value_type: pa.DataType) -> pa.Array:
+    rows = list(rows)
+    lengths = np.array([len(r) for r in rows], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    values = np.concatenate(rows) if rows else np.empty(0)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, type=value_type))
+
+
+def _points_table(results: dict[str, CategoryResult], data: _EpochData, stability: np.ndarray) -> pa.Table:
+    position = {int(s): i for i, s in enumerate(data.sample_ids)}
+    clusterings = list(dict.fromkeys(name for r in results.values() for name in r.clustering.labelings))
+    methods = list(dict.fromkeys(m for r in results.values() for m in r.embeddings))
+    chunks = []
+    for category, result in results.items():
+        rows = np.array([position[int(s)] for s in result.sample_ids], dtype=np.int64)
+        n = len(rows)
+        arrays = {
+            S.CATEGORY: pa.array([category] * n, pa.string()),
+            S.SAMPLE_ID: pa.array(result.sample_ids, pa.int64()),
+            S.LABEL: pa.array(data.labels[rows], pa.int64()),
+            S.PREDICTION: pa.array(data.predictions[rows], pa.int64()),
+            S.TARGET: pa.array(data.targets[rows], pa.int64()),
+            S.SPECTRAL: _list_array(result.spectrum.eigenvectors.astype(np.float32), pa.float32()),
+            S.STABILITY: pa.array(stability[rows], pa.float32(), from_pandas=True),
+        }
+        for name in clusterings:
+            labels = result.clustering.labelings.get(name)
+            arrays[S.cluster_column(name)] = (
+                pa.array(labels, pa.int32()) if labels is not None else pa.nulls(n, pa.int32())
+            )
+        for method in methods:
+            xy = result.embeddings.get(method)
+            for axis, column in enumerate(S.embedding_columns(method)):
+                arrays[column] = pa.array(xy[:, axis], pa.float32()) if xy is not None else pa.nulls(n, pa.float32())
+        chunks.append(pa.table(arrays))
+    if not chunks:
+        return S.POINTS_SCHEMA.empty_table()
+    fields = list(S.POINTS_SCHEMA) + [
+        pa.field(name, chunks[0].schema.field(name).type) for name in chunks[0].column_names[len(S.POINTS_SCHEMA) :]
+    ]
+    return pa.concat_tables([c.cast(pa.schema(fields)) for c in chunks])
+
+
+def _clusters_tables(results: dict[str, CategoryResult]) -> tuple[pa.Table, pa.Table]:
+    rows: dict[str, list] = {name: [] for name in S.CLUSTERS_SCHEMA.names}
+    lineage: dict[str, list] = {name: [] for name in S.LINEAGE_SCHEMA.names}
+    for category, result in results.items():
+        for clustering, summaries in result.summaries.items():
+            matches = result.lineage[clustering].matches
+            for s in summaries:
+                match = matches[s.cluster]
+                values = {
+                    S.CATEGORY: category,
+                    S.CLUSTERING: clustering,
+                    S.CLUSTER: s.cluster,
+                    S.SIZE: s.size,
+                    S.PURITY: s.purity,
+                    S.MAJORITY_LABEL: s.majority_label,
+                    S.ACCURACY: s.accuracy,
+                    S.PROTOTYPE: s.prototype,
+                    S.TYPICAL: s.typical,
+                    S.ATYPICAL: s.atypical,
+                    S.CONCENTRATION: s.concentration,
+                    S.BORDER_SHARE: s.border_share,
+                    S.CORNER_SHARE: s.corner_share,
+                    S.COMPACTNESS: s.compactness,
+                    S.EIGENGAP: result.clustering.eigengap,
+                    S.FLAGGED: s.flagged,
+                    S.FLAG_REGION: s.flag_region,
+                    S.FLAG_REASON: s.flag_reason,
+                    S.TRACK: match.track,
+                    S.PREVIOUS_CLUSTER: match.previous_cluster,
+                    S.MATCH_JACCARD: match.jaccard,
+                    S.EVENT: match.event,
+                }
+                for name, value in values.items():
+                    rows[name].append(value)
+                for name, value in (
+                    (S.CATEGORY, category),
+                    (S.CLUSTERING, clustering),
+                    (S.CLUSTER, s.cluster),
+                    (S.TRACK, match.track),
+                    (S.EVENT, match.event),
+                    (S.PREVIOUS_CLUSTER, match.previous_cluster),
+                    (S.SOURCES, list(match.sources)),
+                    (S.MATCH_JACCARD, match.jaccard),
+                ):
+                    lineage[name].append(value)
+            for previous_cluster, track in result.lineage[clustering].vanished:
+                for name, value in (
+                    (S.CATEGORY, category),
+                    (S.CLUSTERING, clustering),
+                    (S.CLUSTER, None),
+                    (S.TRACK, track),
+                    (S.EVENT, "vanished"),
+                    (S.PREVIOUS_CLUSTER, previous_cluster),
+                    (S.SOURCES, []),
+                    (S.MATCH_JACCARD, None),
+                ):
+                    lineage[name].append(value)
+    for name in (S.PROTOTYPE, S.TYPICAL, S.ATYPICAL):
+        field_type = S.CLUSTERS_SCHEMA.field(name).type.value_type
+        rows[name] = _list_array([np.asarray(v) for v in rows[name]], field_type)
+    clusters = pa.table(
+        {
+            name: rows[name]
+            if isinstance(rows[name], pa.Array)
+            else pa.array(rows[name], S.CLUSTERS_SCHEMA.field(name).type)
+            for name in S.CLUSTERS_SCHEMA.names
+        },
+        schema=S.CLUSTERS_SCHEMA,
+    )
+    return clusters, pa.table(lineage, schema=S.LINEAGE_SCHEMA)
+
+
+def _spectrum_table(
+    results: dict[str, CategoryResult], skipped: dict[str, str], sizes: dict[str, int], class_names: list | None
+) -> pa.Table:
+    rows: dict[str, list] = {name: [] for name in S.SPECTRUM_SCHEMA.names}
+    for category in sizes:
+        result = results.get(category)
+        index = int(category.split("_", 1)[1]) if category.startswith("class_") else None
+        name = None
+        if index is not None and class_names and 0 <= index < len(class_names):
+            name = str(class_names[index])
+        values = {
+            S.CATEGORY: category,
+            S.CLASS_INDEX: index,
+            S.CLASS_NAME: name,
+            S.STATUS: "ok" if result is not None else "skipped",
+            S.MESSAGE: "; ".join(result.warnings) or None if result is not None else skipped.get(category),
+            S.N_SAMPLES: sizes[category],
+            S.N_NEIGHBORS: result.n_neighbors if result is not None else 0,
+            S.EIGENVALUES: result.spectrum.eigenvalues.tolist() if result is not None else [],
+            S.EIGENGAP_K: result.clustering.eigengap_k if result is not None else 0,
+            S.EIGENGAP: result.clustering.eigengap if result is not None else float("nan"),
+            S.SELECTED_CLUSTERING: result.selected if result is not None else None,
+        }
+        for key, value in values.items():
+            rows[key].append(value)
+    return pa.table(rows, schema=S.SPECTRUM_SCHEMA)
+
+
+def _with_metadata(table: pa.Table, config: dict, grid: tuple[int, int]) -> pa.Table:
+    metadata = dict(table.schema.metadata or {})
+    metadata[S.META_ANALYSIS_CONFIG] = json.dumps(config, sort_keys=True).encode()
+    metadata[S.META_GRID_SHAPE] = json.dumps(list(grid)).encode()
+    return table.replace_schema_metadata(metadata)
+
+
+def _write_tables(store: S.RunStore, epoch: int, tables: dict[str, pa.Table], key: str, commit: str) -> None:
+    written = []
+    try:
+        for name in S.ANALYSIS_TABLES:
+            written.append(store.write_analysis_table(epoch, name, tables[name], key, source_commit=commit))
+    except BaseException:
+        for path in written:  # leave no partial analysis behind (it would read as stale anyway)
+            path.unlink(missing_ok=True)
+        raise
+
+
+# ------------------------------------------------------------------------------------------------ scalars
+
+
+def _category_label(category: str, class_names: list | None) -> str:
+    if category == S.CATEGORY_ALL:
+        return "all samples"
+    index = int(category.split("_", 1)[1])
+    if class_names and 0 <= index < len(class_names):
+        return f"class {index} ({class_names[index]})"
+    return f"class {index}"
+
+
+def _scalars(results: dict[str, CategoryResult], findings: list[tuple[str, str, str]], stability: np.ndarray) -> dict:
+    scalars: dict[str, float] = {}
+    for category, result in results.items():
+        selected = result.summaries.get(result.selected, [])
+        prefix = f"lrp/{category}/"
+        scalars[prefix + "eigengap"] = result.clustering.eigengap
+        scalars[prefix + "eigengap_k"] = float(result.clustering.eigengap_k)
+        scalars[prefix + "flagged_clusters"] = float(sum(1 for c, _, _ in findings if c == category))
+        if selected:
+            scalars[prefix + "max_concentration"] = max(s.concentration for s in selected)
+            scalars[prefix + "max_border_share"] = max(s.border_share for s in selected)
+            scalars[prefix + "max_corner_share"] = max(s.corner_share for s in selected)
+            scalars[prefix + "min_compactness"] = min(s.compactness for s in selected)
+    finite = stability[np.isfinite(stability)]
+    if finite.size:
+        scalars["lrp/all/mean_stability"] = float(finite.mean())
+    return scalars
+
+
+def _findings(results: dict[str, CategoryResult]) -> list[tuple[str, str, str]]:
+    """Flagged clusters worth reporting: per category, those of the selected clustering or, where it
+    flags none, of the nearest clustering of the sweep (then the others) that flags some; so one
+    artifact seen by several clusterings is reported once."""
+    found = []
+    for category, result in results.items():
+        selected = result.selected
+        names = list(result.summaries)
+        sweep = [n for n in names if n.startswith("kmeans_")]
+        k = int(selected.split("_")[1]) if selected in sweep else 0
+        order = [selected] + sorted((n for n in sweep if n != selected), key=lambda n: abs(int(n.split("_")[1]) - k))
+        order += [n for n in names if n not in order]
+        for name in order:
+            flagged = [s for s in result.summaries[name] if s.flagged]
+            if flagged:
+                found.extend((category, s.flag_region, s.flag_reason) for s in flagged)
+                break
+    return found
+
+
+def _stored_findings(clusters: pa.Table, spectrum: pa.Table) -> list[tuple[str, str, str]]:
+    """:func:`_findings` of stored tables."""
+    selected = dict(zip(spectrum.column(S.CATEGORY).to_pylist(), spectrum.column(S.SELECTED_CLUSTERING).to_pylist()))
+    flagged = clusters.filter(clusters.column(S.FLAGGED)).to_pylist()
+    found = []
+    for category, chosen in selected.items():
+        rows = [r for r in flagged if r[S.CATEGORY] == category]
+        if not rows or chosen is None:
+            continue
+        k = int(chosen.split("_")[1]) if chosen.startswith("kmeans_") else 0
+
+        def rank(name: str, chosen: str = chosen, k: int = k) -> tuple[int, int]:
+            if name == chosen:
+                return (0, 0)
+            if name.startswith("kmeans_"):
+                return (1, abs(int(name.split("_")[1]) - k))
+            return (2, 0)
+
+        best = min((r[S.CLUSTERING] for r in rows), key=rank)
+        found.extend((category, r[S.FLAG_REGION], r[S.FLAG_REASON]) for r in rows if r[S.CLUSTERING] == best)
+    return found
+
+
+def _stored_outcome(store: S.RunStore, info: S.EpochInfo, key: str) -> EpochOutcome:
+    """Outcome of an epoch whose analysis is current (read back, nothing recomputed)."""
+    outcome = EpochOutcome(info.epoch, info.global_step, key, computed=False)
+    try:
+        clusters = store.read_analysis_table(info.epoch, S.CLUSTERS_TABLE, config_hash=key)
+        spectrum = store.read_analysis_table(info.epoch, S.SPECTRUM_TABLE, config_hash=key)
+    except S.StoreError:
+        return outcome
+    findings = _stored_findings(clusters, spectrum)
+    outcome.findings.extend(findings)
+    for c, status, message in zip(
+        spectrum.column(S.CATEGORY).to_pylist(),
+        spectrum.column(S.STATUS).to_pylist(),
+        spectrum.column(S.MESSAGE).to_pylist(),
+    ):
+        if status != "ok":
+            outcome.skipped[c] = message or status
+    return outcome
+
+
+# ------------------------------------------------------------------------------------------------ API
+
+
+def analyze_epoch(
+    store: S.RunStore | str | os.PathLike[str],
+    epoch: int,
+    spray: SpRAy | None = None,
+    *,
+    classes: Sequence[int] | None = None,
+    include_all: bool = True,
+    category_by: str = "target",
+    nonfinite: str = "error",
+    force: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> EpochOutcome:
+    """Analyse one complete epoch of a run and write its analysis tables (unless they are current).
+
+    Parameters
+    ----------
+    store : RunStore or path
+        The run.
+    epoch : int
+        A complete epoch.
+    spray : SpRAy, optional
+        The pipeline. Default: ``SpRAy()``.
+    classes : sequence of int, optional
+        Analyse only these classes (per-class categories). Default: every class present.
+    include_all : bool, default True
+        Also analyse all samples together (category ``"all"``).
+    category_by : {"target", "label"}, default "target"
+        Group samples by the explained class (``target``) or by the true label.
+    nonfinite : {"error", "drop"}, default "error"
+        Maps holding NaN or infinity fail the epoch, or are left out (with a message).
+    force : bool, default False
+        Recompute even when a current analysis exists.
+    progress : callable, optional
+        Called with each category's name before it is analysed.
+
+    Returns
+    -------
+    EpochOutcome
+
+    Raises
+    ------
+    AnalysisError
+        Bad input (non-finite maps, no samples); the message names the epoch and the fix.
+    lrp_lightning.store.StoreError
+        If the epoch cannot be read (e.g. a corrupt part file).
+    """
+    store = store if isinstance(store, S.RunStore) else S.RunStore(store)
+    spray = SpRAy() if spray is None else spray
+    if category_by not in ("target", "label"):
+        raise ValueError(f"category_by must be 'target' or 'label', got {category_by!r}")
+    if nonfinite not in NONFINITE:
+        raise ValueError(f"nonfinite must be one of {list(NONFINITE)}, got {nonfinite!r}")
+    info = store.epoch_info(epoch)
+    key = analysis_key(
+        store, epoch, spray, classes=classes, include_all=include_all, category_by=category_by, nonfinite=nonfinite
+    )
+    if not force and current_analysis_key(store, epoch) == key:
+        return _stored_outcome(store, info, key)
+    data = _read_epoch(store, epoch, spray, nonfinite)
+    outcome = EpochOutcome(info.epoch, info.global_step, key, computed=True)
+    if data.dropped.size:
+        outcome.messages.append(
+            f"epoch {epoch}: left out {data.dropped.size} map(s) holding NaN or infinity "
+            f"(sample ids {data.dropped[:10].tolist()})"
+        )
+    if len(data.sample_ids) == 0:
+        raise AnalysisError(f"epoch {epoch} of {store.run_dir} holds no (finite) relevance maps to analyse")
+    class_names = store.manifest.get("class_names")
+    groups = data.targets if category_by == "target" else data.labels
+    present = np.unique(groups)
+    wanted = present if classes is None else np.intersect1d(present, np.asarray(list(classes), dtype=np.int64))
+    if classes is not None:
+        absent = sorted(set(int(c) for c in classes) - set(present.tolist()))
+        if absent:
+            outcome.messages.append(f"epoch {epoch}: no samples of class(es) {absent}")
+    members = {S.class_category(int(c)): np.flatnonzero(groups == c) for c in wanted}
+    if include_all:
+        members = {S.CATEGORY_ALL: np.arange(len(data.sample_ids)), **members}
+    previous = _previous_epoch(store, epoch)
+    layouts, labellings = _previous_state(store, previous)
+    stability = np.full(len(data.sample_ids), np.nan, dtype=np.float32)
+    if previous is not None:
+        try:
+            previous_ids, previous_rows = _read_features(store, previous.epoch, spray)
+            stability = heatmap_stability(data.sample_ids, data.prepared.features, previous_ids, previous_rows)
+        except S.StoreError as exc:
+            outcome.messages.append(f"epoch {epoch}: no stability (previous epoch unreadable: {exc})")
+    results: dict[str, CategoryResult] = {}
+    for category, index in members.items():
+        if progress is not None:
+            progress(category)
+        label = _category_label(category, class_names)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                results[category] = spray.analyze(
+                    data.prepared.subset(index),
+                    sample_ids=data.sample_ids[index],
+                    labels=data.labels[index],
+                    predictions=data.predictions[index],
+                    category=label,
+                    epoch=epoch,
+                    init=_aligned_init(layouts.get(category), data.sample_ids[index], data.prepared.features[index]),
+                    previous=labellings.get(category),
+                )
+        except AnalysisError as exc:
+            outcome.skipped[category] = str(exc)
+            continue
+        outcome.messages.extend(f"epoch {epoch}: {m}" for m in results[category].warnings)
+    outcome.categories = results
+    outcome.findings = _findings(results)
+    outcome.scalars = _scalars(results, outcome.findings, stability)
+    config = {
+        "pipeline": spray.get_config(),
+        "categories": _categories_spec(classes, include_all, category_by, nonfinite),
+        "versions": library_versions(),
+    }
+    grid = data.prepared.grid
+    clusters, lineage = _clusters_tables(results)
+    tables = {
+        S.POINTS_TABLE: _points_table(results, data, stability),
+        S.CLUSTERS_TABLE: clusters,
+        S.LINEAGE_TABLE: lineage,
+        S.SPECTRUM_TABLE: _spectrum_table(
+            results, outcome.skipped, {c: len(i) for c, i in members.items()}, class_names
+        ),
+    }
+    tables = {name: _with_metadata(table, config, grid) for name, table in tables.items()}
+    _write_tables(store, epoch, tables, key, info.commit)
+    return outcome
+
+
+def analyze_run(
+    run: S.RunStore | str | os.PathLike[str],
+    spray: SpRAy | None = None,
+    *,
+    epochs: Sequence[int] | None = None,
+    classes: Sequence[int] | None = None,
+    include_all: bool = True,
+    category_by: str = "target",
+    nonfinite: str = "error",
+    force: bool = False,
+    log_scalars: bool = True,
+    on_epoch: Callable[[EpochOutcome | None, str | None], None] | None = None,
+) -> RunOutcome:
+    """Analyse every complete epoch of a run whose analysis is missing or stale, in epoch order.
+
+    Parameters
+    ----------
+    run : RunStore or path
+        The run directory (or its store).
+    spray : SpRAy, optional
+        The pipeline. Default: ``SpRAy()``.
+    epochs : sequence of int, optional
+        Only these epochs. Default: all complete epochs.
+    classes, include_all, category_by, nonfinite, force
+        As in :func:`analyze_epoch`.
+    log_scalars : bool, default True
+        Write the indicator scalars of newly analysed epochs into the run's TensorBoard events.
+    on_epoch : callable, optional
+        Called after each epoch with ``(outcome, None)`` or ``(None, error message)``.
+
+    Returns
+    -------
+    RunOutcome
+        An epoch that fails is recorded in ``failures``; the others are still analysed.
+
+    Examples
+    --------
+    >>> from lrp_lightning.analysis import analyze_run
+    >>> outcome = analyze_run("runs/mnist/version_0")          # doctest: +SKIP
+    >>> [(e.epoch, len(e.findings)) for e in outcome.epochs]  # doctest: +SKIP
+    [(0, 0), (1, 0), (2, 1)]
+    """
+    store = run if isinstance(run, S.RunStore) else S.RunStore(run)
+    spray = SpRAy() if spray is None else spray
+    outcome = RunOutcome(str(store.run_dir))
+    wanted = None if epochs is None else {int(e) for e in epochs}
+    scalars: dict[int, dict[str, float]] = {}
+    for info in store.epochs():
+        if wanted is not None and info.epoch not in wanted:
+            continue
+        try:
+            result = analyze_epoch(
+                store,
+                info.epoch,
+                spray,
+                classes=classes,
+                include_all=include_all,
+                category_by=category_by,
+                nonfinite=nonfinite,
+                force=force,
+            )
+        except (AnalysisError, S.StoreError, OSError, ValueError, RuntimeError, MemoryError) as exc:
+            message = str(exc)
+            outcome.failures.append((f"{store.run_dir} epoch {info.epoch}", message))
+            if on_epoch is not None:
+                on_epoch(None, message)
+            continue
+        outcome.epochs.append(result)
+        if result.computed and result.scalars:
+            scalars[result.global_step] = result.scalars
+        if on_epoch is not None:
+            on_epoch(result, None)
+    if log_scalars and scalars:
+        from .scalars import write_scalars
+
+        try:
+            write_scalars(store.run_dir, scalars)
+        except OSError as exc:
+            outcome.failures.append((f"{store.run_dir} (TensorBoard scalars)", str(exc)))
+    return outcome

@@ -1,0 +1,470 @@
+"""SpRAy: spectral relevance analysis of one category of relevance maps.
+
+:class:`SpRAy` chains the steps — :class:`Preprocess` → :class:`KNNGraph` → :class:`SpectralEmbedding`
+→ :class:`Clusterings` → :class:`Embeddings` → :class:`Indicators` (and :class:`Tracking` across
+epochs). The pipeline is data: :meth:`SpRAy.get_config` is its complete configuration, and every
+intermediate result is memoised under the key of its step's configuration, its input's key and the
+library versions, so changing, say, the t-SNE perplexity recomputes only the embeddings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
+
+from .affinity import KNNGraph, Neighbors
+from .base import AnalysisError, Step, cache_key, check_int, fingerprint
+from .clustering import ClusteringResult, Clusterings, spectral_coordinates
+from .embedding import Embeddings
+from .indicators import ClusterSummary, Indicators
+from .preprocessing import Preprocess, normalize_rows
+from .spectral import SpectralEmbedding, Spectrum
+from .tracking import Lineage, Tracking
+
+__all__ = ["CategoryResult", "PreparedMaps", "SpRAy", "cache_info", "clear_cache"]
+
+STEPS = ("preprocess", "affinity", "spectral", "clusterings", "embeddings", "indicators", "tracking")
+SINGLE_THREAD_MAX_SAMPLES = 2000
+"""Categories up to this size are analysed with one thread (BLAS and OpenMP)."""
+_STEP_TYPES: dict[str, type[Step]] = {
+    "preprocess": Preprocess,
+    "affinity": KNNGraph,
+    "spectral": SpectralEmbedding,
+    "clusterings": Clusterings,
+    "embeddings": Embeddings,
+    "indicators": Indicators,
+    "tracking": Tracking,
+}
+
+
+class _Memo:
+    """A small LRU of step results keyed by cache key, with hit and miss counts per step."""
+
+    def __init__(self, maxsize: int = 32) -> None:
+        self.maxsize = maxsize
+        self.items: OrderedDict[str, Any] = OrderedDict()
+        self.hits: dict[str, int] = {}
+        self.misses: dict[str, int] = {}
+
+    def get(self, step: str, key: str, compute: Any) -> Any:
+        if key in self.items:
+            self.items.move_to_end(key)
+            self.hits[step] = self.hits.get(step, 0) + 1
+            return self.items[key]
+        self.misses[step] = self.misses.get(step, 0) + 1
+        value = compute()
+        self.items[key] = value
+        while len(self.items) > self.maxsize:
+            self.items.popitem(last=False)
+        return value
+
+
+_MEMO = _Memo()
+
+
+def clear_cache() -> None:
+    """Forget every memoised step result (and reset the counts of :func:`cache_info`)."""
+    _MEMO.items.clear()
+    _MEMO.hits.clear()
+    _MEMO.misses.clear()
+
+
+def cache_info() -> dict[str, dict[str, int]]:
+    """Memo statistics: ``{"hits": {step: n}, "misses": {step: n}}`` since the last :func:`clear_cache`."""
+    return {"hits": dict(_MEMO.hits), "misses": dict(_MEMO.misses)}
+
+
+@dataclass
+class PreparedMaps:
+    """Maps of one category in the forms the steps use.
+
+    Attributes
+    ----------
+    features : numpy.ndarray of float32, shape (N, h * w)
+        Output of :class:`Preprocess` (what neighbours, spectra and embeddings compare).
+    absolute : numpy.ndarray of float32, shape (N, h * w)
+        Absolute relevance pooled to the grid, each row summing to 1 (indicators).
+    signed : numpy.ndarray of float32, shape (N, h * w)
+        Signed relevance pooled to the grid, unit L1 norm per row (prototypes).
+    grid : (int, int)
+        The analysis grid ``(h, w)``.
+    key : str
+        Fingerprint of ``features`` (the input key of the first cached step).
+    """
+
+    features: np.ndarray
+    absolute: np.ndarray
+    signed: np.ndarray
+    grid: tuple[int, int]
+    key: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            self.key = fingerprint(self.features)
+
+    def __len__(self) -> int:
+        return int(self.features.shape[0])
+
+    def subset(self, index: np.ndarray) -> PreparedMaps:
+        """The rows ``index`` (a new fingerprint); all rows in order give ``self`` without copying."""
+        index = np.asarray(index)
+        if index.dtype != bool and index.shape == (len(self),) and np.array_equal(index, np.arange(len(self))):
+            return self
+        return PreparedMaps(self.features[index], self.absolute[index], self.signed[index], self.grid)
+
+
+@dataclass
+class CategoryResult:
+    """Everything SpRAy computed for one category.
+
+    Attributes
+    ----------
+    sample_ids : numpy.ndarray of int64, shape (N,)
+    n_neighbors : int
+        Neighbours actually used (``n_neighbors`` clamped for small categories).
+    spectrum : Spectrum
+        Eigenvalues and eigenvectors of the normalised Laplacian.
+    clustering : ClusteringResult
+        Every labelling, the selected one and the eigengap.
+    embeddings : dict of str to numpy.ndarray, shape (N, 2)
+        2-D layouts by method.
+    summaries : dict of str to list of ClusterSummary
+        Per labelling, a summary per cluster.
+    lineage : dict of str to Lineage
+        Per labelling, how its clusters relate to the previous epoch's.
+    warnings : list of str
+        Messages about this category (e.g. clamped parameters).
+    """
+
+    sample_ids: np.ndarray
+    n_neighbors: int
+    spectrum: Spectrum
+    clustering: ClusteringResult
+    embeddings: dict[str, np.ndarray]
+    summaries: dict[str, list[ClusterSummary]]
+    lineage: dict[str, Lineage] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def selected(self) -> str:
+        """Name of the labelling the eigengap selects."""
+        return self.clustering.selected
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Labels of the selected labelling."""
+        return self.clustering.labelings[self.clustering.selected]
+
+    def flagged(self) -> list[tuple[str, ClusterSummary]]:
+        """``(labelling, summary)`` of every flagged cluster."""
+        return [(name, s) for name, summaries in self.summaries.items() for s in summaries if s.flagged]
+
+
+class SpRAy(Step):
+    """Spectral Relevance Analysis of relevance maps, with cluster summaries and Clever-Hans flags.
+
+    Every step has sane defaults; pass a step object to change it. ``random_state``, when given,
+    replaces the ``random_state`` of every step that has one.
+
+    Parameters
+    ----------
+    preprocess : Preprocess, optional
+        Default ``Preprocess()``: signed maps, sum-pooled to 32x32, unit L2 norm.
+    affinity : KNNGraph, optional
+        Default ``KNNGraph()``: symmetric 10-nearest-neighbour graph.
+    spectral : SpectralEmbedding, optional
+        Default ``SpectralEmbedding()``: 32 smallest eigenpairs of the normalised Laplacian.
+    clusterings : Clusterings, optional
+        Default ``Clusterings()``: k-means for k = 2..10, DBSCAN, HDBSCAN, agglomerative, components.
+    embeddings : Embeddings, optional
+        Default ``Embeddings()``: t-SNE, UMAP and PCA.
+    indicators : Indicators, optional
+        Default ``Indicators()``.
+    tracking : Tracking, optional
+        Default ``Tracking()``.
+    min_category_size : int, default 3
+        Categories with fewer samples are skipped with a message.
+    random_state : int, optional
+        Seed for every step. Default: keep each step's own (0 unless set).
+
+    Examples
+    --------
+    >>> from lrp_lightning.analysis import SpRAy, planted_maps
+    >>> maps, groups = planted_maps(n_samples=200, n_groups=4, shape=(16, 16), random_state=0)
+    >>> result = SpRAy(embeddings=Embeddings(methods=("pca",))).fit(maps)
+    >>> result.clustering.eigengap_k
+    4
+    """
+
+    def __init__(
+        self,
+        preprocess: Preprocess | None = None,
+        affinity: KNNGraph | None = None,
+        spectral: SpectralEmbedding | None = None,
+        clusterings: Clusterings | None = None,
+        embeddings: Embeddings | None = None,
+        indicators: Indicators | None = None,
+        tracking: Tracking | None = None,
+        min_category_size: int = 3,
+        random_state: int | None = None,
+    ) -> None:
+        given = {
+            "preprocess": preprocess,
+            "affinity": affinity,
+            "spectral": spectral,
+            "clusterings": clusterings,
+            "embeddings": embeddings,
+            "indicators": indicators,
+            "tracking": tracking,
+        }
+        for name, step in given.items():
+            if step is None:
+                step = _STEP_TYPES[name]()
+            elif not isinstance(step, _STEP_TYPES[name]):
+                raise TypeError(
+                    f"SpRAy: {name} must be a {_STEP_TYPES[name].__name__}, got {type(step).__name__}; "
+                    f"e.g. SpRAy({name}={_STEP_TYPES[name].__name__}())"
+                )
+            if random_state is not None and "random_state" in step.get_params():
+                step = step.set_params(random_state=random_state)
+            setattr(self, name, step)
+        self.min_category_size = check_int(min_category_size, "min_category_size", "SpRAy", 3)
+        self.random_state = random_state
+
+    def set_params(self, **params: Any) -> SpRAy:
+        """Return a copy with some steps or parameters replaced.
+
+        The copy's steps keep the seeds they have; ``random_state`` reseeds every step only when
+        passed here.
+        """
+        params.setdefault("random_state", None)
+        return super().set_params(**params)  # type: ignore[return-value]
+
+    def get_config(self) -> dict[str, Any]:
+        """The whole pipeline's configuration (each step's full config); JSON-able, the cache key's core."""
+        config: dict[str, Any] = {name: getattr(self, name).get_config() for name in STEPS}
+        config["min_category_size"] = self.min_category_size
+        return config
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> SpRAy:
+        """Build a pipeline from a mapping like ``{"clusterings": {"k_range": [2, 6]}, "random_state": 1}``.
+
+        Each step's entry holds constructor keywords of that step, either directly or, as written by
+        :meth:`get_config`, under ``"params"``. Unknown names raise ``ValueError`` naming the valid ones.
+        """
+        if not isinstance(config, Mapping):
+            raise ValueError(f"an analysis config must be a mapping (JSON object / TOML table), got {config!r}")
+        valid = {*STEPS, "min_category_size", "random_state"}
+        unknown = sorted(set(config) - valid)
+        if unknown:
+            raise ValueError(f"unknown analysis config key(s) {unknown}; valid keys: {sorted(valid)}")
+        kwargs: dict[str, Any] = {}
+        for name in STEPS:
+            entry = config.get(name)
+            if entry is None:
+                continue
+            if not isinstance(entry, Mapping):
+                raise ValueError(f"analysis config {name!r} must be a table of parameters, got {entry!r}")
+            params = entry.get("params", entry) if "step" in entry else entry
+            defaults = _STEP_TYPES[name]()
+            try:
+                kwargs[name] = defaults.set_params(**dict(params))
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"analysis config {name!r}: {exc}") from exc
+        for name in ("min_category_size", "random_state"):
+            if name in config:
+                kwargs[name] = config[name]
+        return cls(**kwargs)
+
+    # ---------------------------------------------------------------------------------- work
+
+    def prepare(self, maps: Any) -> PreparedMaps:
+        """Preprocess raw maps ``(N, H, W)`` for :meth:`analyze` (see :class:`PreparedMaps`).
+
+        Raises
+        ------
+        AnalysisError
+            If a map holds NaN or infinity.
+        """
+        maps = np.asarray(maps, dtype=np.float32)
+        if maps.ndim != 3:
+            raise AnalysisError(f"relevance maps must have shape (N, H, W), got {maps.shape}")
+        bad = np.flatnonzero(~np.isfinite(maps).reshape(len(maps), -1).all(axis=1))
+        if bad.size:
+            raise AnalysisError(
+                f"{bad.size} relevance map(s) hold NaN or infinity (rows {bad[:10].tolist()}); "
+                "drop them or fix the attribution (e.g. a larger epsilon stabilizer)"
+            )
+        return prepare_batch(self.preprocess, maps)
+
+    def fit(
+        self,
+        maps: Any,
+        *,
+        sample_ids: Any = None,
+        labels: Any = None,
+        predictions: Any = None,
+        category: str = "all",
+    ) -> CategoryResult:
+        """Analyse one category of relevance maps.
+
+        Parameters
+        ----------
+        maps : array_like, shape (N, H, W)
+            Channel-summed relevance maps.
+        sample_ids : array_like of int, shape (N,), optional
+            Default: ``0 .. N-1``.
+        labels, predictions : array_like of int, shape (N,), optional
+            True labels and predictions (purity, accuracy). Default: all zero.
+        category : str, default "all"
+            Name used in messages and flag reasons.
+
+        Returns
+        -------
+        CategoryResult
+        """
+        prepared = self.prepare(maps)
+        n = len(prepared)
+        ids = np.arange(n, dtype=np.int64) if sample_ids is None else np.asarray(sample_ids, dtype=np.int64)
+        true = np.zeros(n, np.int64) if labels is None else np.asarray(labels, dtype=np.int64)
+        predicted = true if predictions is None else np.asarray(predictions, dtype=np.int64)
+        return self.analyze(prepared, sample_ids=ids, labels=true, predictions=predicted, category=category)
+
+    def analyze(
+        self,
+        prepared: PreparedMaps,
+        *,
+        sample_ids: np.ndarray,
+        labels: np.ndarray,
+        predictions: np.ndarray,
+        category: str = "all",
+        epoch: int = 0,
+        init: Mapping[str, np.ndarray] | None = None,
+        previous: Mapping[str, tuple[np.ndarray, np.ndarray, dict[int, str]]] | None = None,
+    ) -> CategoryResult:
+        """Analyse prepared maps of one category (the steps after preprocessing).
+
+        Parameters
+        ----------
+        prepared : PreparedMaps
+            From :meth:`prepare` (or :func:`prepare_batch`).
+        sample_ids, labels, predictions : numpy.ndarray, shape (N,)
+            Per sample.
+        category : str
+            Name used in messages.
+        epoch : int, default 0
+            Names tracks born in this epoch.
+        init : mapping of str to array (N, 2), optional
+            Previous epoch's layouts, aligned with ``sample_ids`` (warm start).
+        previous : mapping of str to (sample_ids, labels, tracks), optional
+            Previous epoch's labelling per clustering name (tracking).
+
+        Raises
+        ------
+        AnalysisError
+            If the category has fewer than ``min_category_size`` samples.
+        """
+        n = len(prepared)
+        if n < self.min_category_size:
+            raise AnalysisError(
+                f"{category} has {n} sample{'s' if n != 1 else ''}; SpRAy needs at least "
+                f"{self.min_category_size} (min_category_size): skipped"
+            )
+        # small categories run single-threaded: thread start-up costs more than it saves there
+        limits = threadpool_limits(1) if n <= SINGLE_THREAD_MAX_SAMPLES else contextlib.nullcontext()
+        with limits:
+            return self._analyze(prepared, sample_ids, labels, predictions, category, epoch, init, previous)
+
+    def _analyze(
+        self,
+        prepared: PreparedMaps,
+        sample_ids: np.ndarray,
+        labels: np.ndarray,
+        predictions: np.ndarray,
+        category: str,
+        epoch: int,
+        init: Mapping[str, np.ndarray] | None,
+        previous: Mapping[str, tuple[np.ndarray, np.ndarray, dict[int, str]]] | None,
+    ) -> CategoryResult:
+        n = len(prepared)
+        messages: list[str] = []
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RuntimeWarning)
+            k = self.affinity.effective_neighbors(n, category)
+        messages.extend(str(w.message) for w in caught)
+        k_search = min(max(k, self.embeddings.neighbors_needed()), n - 1)
+        knn_key = cache_key("neighbors", self.affinity, prepared.key, k_search)
+        neighbors: Neighbors = _MEMO.get(
+            "affinity", knn_key, lambda: self.affinity.neighbors(prepared.features, k_search)
+        )
+        graph_key = cache_key("graph", knn_key, k)
+        graph: sp.csr_matrix = _MEMO.get("graph", graph_key, lambda: self.affinity.graph(neighbors, k))
+        spectral_key = self.spectral.cache_key(graph_key)
+        spectrum: Spectrum = _MEMO.get("spectral", spectral_key, lambda: self.spectral.fit(graph))
+        clustering_key = self.clusterings.cache_key(spectral_key)
+        clustering: ClusteringResult = _MEMO.get(
+            "clusterings", clustering_key, lambda: self.clusterings.fit(spectrum, graph)
+        )
+        init = {m: v for m, v in (init or {}).items() if v is not None and len(v) == n}
+        embed_key = self.embeddings.cache_key(
+            cache_key(prepared.key, knn_key, {m: fingerprint(v) for m, v in init.items()})
+        )
+        embeddings: dict[str, np.ndarray] = _MEMO.get(
+            "embeddings",
+            embed_key,
+            lambda: self.embeddings.fit_transform(prepared.features, neighbors=neighbors, init=init),
+        )
+        summaries: dict[str, list[ClusterSummary]] = {}
+        lineage: dict[str, Lineage] = {}
+        for name, labelling in clustering.labelings.items():
+            dims = int(name.split("_")[1]) if name.startswith("kmeans_") else clustering.dimensions
+            summaries[name] = self.indicators.summarize(
+                labelling,
+                coordinates=spectral_coordinates(spectrum.eigenvectors, max(dims, 1)),
+                absolute=prepared.absolute,
+                signed=prepared.signed,
+                grid=prepared.grid,
+                sample_ids=sample_ids,
+                true_labels=labels,
+                predictions=predictions,
+                category=category,
+                clustering=name,
+            )
+            lineage[name] = self.tracking.match(epoch, sample_ids, labelling, (previous or {}).get(name))
+        skipped_k = [name for name in clustering.skipped if name.startswith("kmeans_")]
+        if skipped_k:
+            messages.append(
+                f"{category}: {', '.join(skipped_k)} not computed (k-means needs more samples and eigenvectors than k)"
+            )
+        for name, reason in clustering.skipped.items():
+            if name not in skipped_k:
+                messages.append(f"{category}: {name} not computed ({reason})")
+        return CategoryResult(
+            sample_ids=np.asarray(sample_ids, dtype=np.int64),
+            n_neighbors=k,
+            spectrum=spectrum,
+            clustering=clustering,
+            embeddings=embeddings,
+            summaries=summaries,
+            lineage=lineage,
+            warnings=messages,
+        )
+
+
+def prepare_batch(preprocess: Preprocess, maps: np.ndarray) -> PreparedMaps:
+    """Compute :class:`PreparedMaps` of a batch of finite maps (the pipeline streams batches through it)."""
+    features = preprocess.transform(maps)
+    grid = preprocess.grid_shape(maps.shape[1:])
+    signed_step = Preprocess(sign="signed", pool_size=preprocess.pool_size, normalize="none")
+    signed = normalize_rows(signed_step.transform(maps), "l1")
+    absolute = np.abs(signed)
+    return PreparedMaps(features, absolute, signed, grid)

@@ -1,0 +1,980 @@
+"""Data layer of the LRP plugin: cached reads through ``RunStore``, PNG rendering, binary columns.
+
+Everything here reads through :mod:`lrp_lightning.store` (the one owner of the on-disk format) and
+renders through :mod:`lrp_lightning.image` (the one owner of colour maps). Nothing here knows about
+HTTP: methods take already validated values and raise :class:`NotFound` (the item does not exist or
+cannot be read, with a message for the user) or :class:`BadArgument` (a value that names nothing in
+this run, e.g. an unknown clustering).
+
+Caching
+-------
+Every cache key holds the epoch's commit id (:attr:`lrp_lightning.store.EpochInfo.commit`), so a
+re-written epoch is never served from a stale entry, and new epochs of a running training appear
+as soon as the manifest lists them. One byte-bounded LRU holds decoded tables, relevance maps of
+whole epochs (float16, as stored), rendered PNGs and encoded binary payloads.
+
+Binary columns
+--------------
+Embeddings and per-sample tables go to the browser as ``b"LRPB"``, a little-endian ``uint32`` header
+length, a UTF-8 JSON header padded with spaces so the data starts at a multiple of 8 bytes, then the
+columns, each little-endian and starting at a multiple of 8 bytes. The header is
+``{"count": N, "columns": [{"name", "dtype", "offset"}], "meta": {...}}`` with offsets counted from
+the start of the data; dtypes are ``int8``, ``int16``, ``int32``, ``uint8``, ``float32`` or
+``float64`` (the JavaScript typed arrays of the same names read them without copying).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import math
+import os
+import struct
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from PIL import Image
+
+from lrp_lightning import image as lrp_image
+from lrp_lightning import store as lrp_store
+from lrp_lightning.store import (
+    ACCURACY,
+    ATYPICAL,
+    BORDER_SHARE,
+    CATEGORY,
+    CLASS_INDEX,
+    CLASS_NAME,
+    CLUSTER,
+    CLUSTER_COLUMN_PREFIX,
+    CLUSTERING,
+    CLUSTERS_TABLE,
+    COMPACTNESS,
+    CONCENTRATION,
+    CORNER_SHARE,
+    EIGENGAP,
+    EIGENGAP_K,
+    EIGENVALUES,
+    EMBEDDING_COLUMN_PREFIX,
+    EVENT,
+    FLAG_REASON,
+    FLAG_REGION,
+    FLAGGED,
+    LABEL,
+    LINEAGE_TABLE,
+    MAJORITY_LABEL,
+    MATCH_JACCARD,
+    MESSAGE,
+    N_NEIGHBORS,
+    N_SAMPLES,
+    POINTS_TABLE,
+    PREDICTION,
+    PREVIOUS_CLUSTER,
+    PROBABILITY,
+    PROBE_FILE,
+    PROTOTYPE,
+    PURITY,
+    RELEVANCE_SUM,
+    SAMPLE_ID,
+    SCORE,
+    SELECTED_CLUSTERING,
+    SIZE,
+    SOURCES,
+    SPECTRAL,
+    SPECTRUM_TABLE,
+    STATUS,
+    TARGET,
+    THUMBNAIL,
+    TRACK,
+    TYPICAL,
+    EpochInfo,
+    RunStore,
+    StoreError,
+    cluster_column,
+    embedding_columns,
+)
+
+from .discovery import RunIndex, RunNotFound, RunUnreadable
+
+__all__ = [
+    "DEFAULT_CMAP",
+    "HEATMAP_KINDS",
+    "SAMPLE_COLUMNS",
+    "BadArgument",
+    "NotFound",
+    "Payload",
+    "PluginData",
+    "decode_columns",
+    "encode_columns",
+]
+
+DEFAULT_CMAP = "bwr"
+"""Colour map the frontend starts with: red for the explained class, blue against, white for zero."""
+
+HEATMAP_KINDS = ("heatmap", "overlay")
+OVERLAY_ALPHA = 0.5
+SPECTRAL_EMBEDDING = "spectral"
+"""Embedding name for two coordinates of the spectral embedding (``x``/``y`` pick the eigenvectors)."""
+
+SAMPLE_COLUMNS = (SAMPLE_ID, LABEL, PREDICTION, TARGET, SCORE, PROBABILITY, RELEVANCE_SUM)
+"""Per-sample columns of an epoch that the frontend gets (everything but the maps)."""
+
+MAX_LISTED_SAMPLES = 16
+"""How many typical/atypical sample ids of a cluster go to the frontend."""
+
+_MAGIC = b"LRPB"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_SAFE_INTEGER = 2**53
+_META_CONFIG_HASH = b"lrp.config_hash"  # documented in RunStore.read_analysis_table
+_FLOAT_INDICATORS = (PURITY, ACCURACY, CONCENTRATION, BORDER_SHARE, CORNER_SHARE, COMPACTNESS, EIGENGAP, MATCH_JACCARD)
+
+
+class NotFound(LookupError):
+    """The requested item does not exist or cannot be read; the message tells the user why."""
+
+
+class BadArgument(ValueError):
+    """A request value names nothing in this run (e.g. an unknown clustering); the message lists what does."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Binary columns
+# --------------------------------------------------------------------------------------------------
+
+
+def encode_columns(columns: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None = None) -> bytes:
+    """Encode equal-length 1-D arrays in the plugin's binary column format (see the module docstring).
+
+    Parameters
+    ----------
+    columns : mapping of str to numpy.ndarray
+        Name to 1-D array; dtypes int8/16/32, uint8, float32 or float64.
+    meta : mapping, optional
+        JSON-serialisable values for the header's ``meta`` (default: empty).
+
+    Returns
+    -------
+    bytes
+    """
+    lengths = {len(array) for array in columns.values()}
+    if len(lengths) > 1:
+        raise ValueError(f"columns must have one length, got {sorted(lengths)}")
+    count = lengths.pop() if lengths else 0
+    specs, blobs, offset = [], [], 0
+    for name, array in columns.items():
+        array = np.asarray(array)
+        if array.ndim != 1 or array.dtype.name not in ("int8", "int16", "int32", "uint8", "float32", "float64"):
+            raise ValueError(f"column {name!r} must be 1-D int8/16/32, uint8, float32 or float64, got {array.dtype}")
+        data = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+        specs.append({"name": name, "dtype": array.dtype.name, "offset": offset})
+        padding = -len(data) % 8
+        blobs.append(data + b"\0" * padding)
+        offset += len(data) + padding
+    header = json.dumps({"count": count, "columns": specs, "meta": dict(meta or {})}, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)
+    return _MAGIC + struct.pack("<I", len(header)) + header + b"".join(blobs)
+
+
+def decode_columns(payload: bytes) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Decode :func:`encode_columns` output into ``(columns, meta)`` (what the frontend does, for tests)."""
+    if payload[:4] != _MAGIC:
+        raise ValueError("not an LRPB payload")
+    (length,) = struct.unpack("<I", payload[4:8])
+    header = json.loads(payload[8 : 8 + length])
+    start, count = 8 + length, header["count"]
+    columns = {}
+    for spec in header["columns"]:
+        dtype = np.dtype(spec["dtype"]).newbyteorder("<")
+        columns[spec["name"]] = np.frombuffer(payload, dtype=dtype, count=count, offset=start + spec["offset"])
+    return columns, header["meta"]
+
+
+def compact_int(values: np.ndarray) -> np.ndarray:
+    """The smallest of int16, int32, float64 that holds the integers exactly (JavaScript has no int64)."""
+    values = np.asarray(values)
+    if values.size == 0:
+        return values.astype(np.int32)
+    low, high = int(values.min()), int(values.max())
+    if -(2**15) <= low and high < 2**15:
+        return values.astype(np.int16)
+    if -(2**31) <= low and high < 2**31:
+        return values.astype(np.int32)
+    return values.astype(np.float64)  # exact up to 2**53, which the frontend is told in meta
+
+
+@dataclass
+class Payload:
+    """Encoded bytes of a response, with a gzip-compressed copy made on first use."""
+
+    raw: bytes
+    _gzipped: bytes | None = field(default=None, repr=False)
+
+    @property
+    def gzipped(self) -> bytes:
+        if self._gzipped is None:
+            self._gzipped = gzip.compress(self.raw, compresslevel=3, mtime=0)
+        return self._gzipped
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.raw) + len(self._gzipped or b"")
+
+
+# --------------------------------------------------------------------------------------------------
+# Cache
+# --------------------------------------------------------------------------------------------------
+
+
+def _size_of(value: Any) -> int:
+    if isinstance(value, (bytes, bytearray)):
+        return len(value)
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    if isinstance(value, pa.Table):
+        return value.nbytes
+    if isinstance(value, Payload):
+        return value.nbytes + len(value.raw)  # room for the gzipped copy
+    size = getattr(value, "nbytes", None)
+    return int(size) if size is not None else 1024
+
+
+class ByteLRU:
+    """A thread-safe least-recently-used cache bounded by the bytes of its values.
+
+    ``get_or_make(key, make)`` calls ``make()`` outside the lock; two threads that miss the same key
+    at once may both compute it (harmless: the values are equal).
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = int(max_bytes)
+        self._items: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get_or_make(self, key: Hashable, make: Callable[[], Any]) -> Any:
+        with self._lock:
+            item = self._items.get(key)
+            if item is not None:
+                self._items.move_to_end(key)
+                self.hits += 1
+                return item[0]
+            self.misses += 1
+        value = make()
+        size = _size_of(value)
+        if size <= self.max_bytes:
+            with self._lock:
+                old = self._items.pop(key, None)
+                if old is not None:
+                    self._bytes -= old[1]
+                self._items[key] = (value, size)
+                self._bytes += size
+                while self._bytes > self.max_bytes:
+                    _, (_, dropped) = self._items.popitem(last=False)
+                    self._bytes -= dropped
+        return value
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._bytes = 0
+
+
+# --------------------------------------------------------------------------------------------------
+# Decoded pieces of a run
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Samples:
+    """Per-sample columns of one epoch, with a sorted index for id lookups."""
+
+    columns: dict[str, np.ndarray]
+    order: np.ndarray
+    sorted_ids: np.ndarray
+
+    @classmethod
+    def from_table(cls, table: pa.Table) -> _Samples:
+        columns = {name: table.column(name).to_numpy() for name in table.column_names}
+        order = np.argsort(columns[SAMPLE_ID], kind="stable")
+        return cls(columns, order, columns[SAMPLE_ID][order])
+
+    def row(self, sample_id: int) -> int | None:
+        position = int(np.searchsorted(self.sorted_ids, sample_id))
+        if position < self.sorted_ids.size and self.sorted_ids[position] == sample_id:
+            return int(self.order[position])
+        return None
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.columns.values()) + self.order.nbytes + self.sorted_ids.nbytes
+
+
+@dataclass
+class _EpochMaps:
+    """All relevance maps of one epoch as stored (float16), with an id index."""
+
+    samples: _Samples
+    maps: np.ndarray
+
+    @property
+    def nbytes(self) -> int:
+        return self.maps.nbytes + self.samples.nbytes
+
+
+@dataclass
+class _Probe:
+    ids: _Samples
+    thumbnails: list[bytes | None]
+
+    @property
+    def nbytes(self) -> int:
+        return self.ids.nbytes + sum(len(t or b"") for t in self.thumbnails)
+
+
+class _Tables(Mapping[str, pa.Table]):
+    """Analysis tables by name, each read (and cached) on first use."""
+
+    def __init__(self, names: Sequence[str], load: Callable[[str], pa.Table]) -> None:
+        self._names = tuple(names)
+        self._load = load
+
+    def __getitem__(self, name: str) -> pa.Table:
+        if name not in self._names:
+            raise KeyError(name)
+        return self._load(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+@dataclass
+class _Analysis:
+    """The current analysis tables of one epoch, all of one configuration (read lazily)."""
+
+    config_hash: str
+    tables: Mapping[str, pa.Table]
+
+
+def _finite_or_none(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+# --------------------------------------------------------------------------------------------------
+# The data layer
+# --------------------------------------------------------------------------------------------------
+
+
+class PluginData:
+    """Reads, caches and renders what the plugin's routes serve.
+
+    Parameters
+    ----------
+    index : RunIndex
+        The runs the plugin found.
+    cache_bytes : int, optional
+        Budget of the shared LRU cache (default 512 MiB).
+    epoch_maps_bytes : int, optional
+        Largest epoch whose maps are cached whole (default 64 MiB of float16); larger epochs are read
+        one sample at a time.
+    """
+
+    def __init__(self, index: RunIndex, cache_bytes: int = 512 * 2**20, epoch_maps_bytes: int = 64 * 2**20) -> None:
+        self.index = index
+        self.cache = ByteLRU(cache_bytes)
+        self.epoch_maps_bytes = int(epoch_maps_bytes)
+
+    # ------------------------------------------------------------------------------ helpers
+
+    def _store(self, run: str) -> RunStore:
+        try:
+            return self.index.get(run)
+        except RunNotFound:
+            raise NotFound(f"no run {run!r} with LRP data below the logdir; known runs: {self.index.names()}") from None
+        except RunUnreadable as exc:
+            raise NotFound(f"run {run!r} cannot be read: {exc}") from None
+
+    def _epoch(self, run: str, store: RunStore, epoch: int) -> EpochInfo:
+        try:
+            return store.epoch_info(epoch)
+        except lrp_store.EpochNotFoundError:
+            complete = [info.epoch for info in store.epochs()]
+            raise NotFound(
+                f"epoch {epoch} is not a complete epoch of run {run!r}; complete epochs: {complete}"
+            ) from None
+        except (StoreError, OSError) as exc:
+            raise self._unreadable(f"run {run!r}", exc) from exc
+
+    def _unreadable(self, what: str, exc: BaseException) -> NotFound:
+        return NotFound(f"{what} cannot be read: {self.index.redact(str(exc))}")
+
+    def _read(self, what: str, read: Callable[[], Any]) -> Any:
+        """Run a store read, turning damaged or vanished files into :class:`NotFound` for that item."""
+        try:
+            return read()
+        except (lrp_store.EpochNotFoundError, lrp_store.SampleNotFoundError, lrp_store.AnalysisNotFoundError) as exc:
+            raise NotFound(self.index.redact(str(exc))) from exc
+        except (StoreError, OSError, pa.ArrowException, ValueError, KeyError, TypeError) as exc:
+            raise self._unreadable(what, exc) from exc
+
+    # ------------------------------------------------------------------------------ runs
+
+    def runs(self) -> list[dict[str, Any]]:
+        """Every run the last scan found: name, number of complete epochs, or why it cannot be read."""
+        result = []
+        for name in self.index.names():
+            entry: dict[str, Any] = {"run": name, "epochs": 0, "error": None}
+            try:
+                entry["epochs"] = len(self._store(name).epochs())
+            except NotFound as exc:
+                entry["error"] = str(exc)
+            except (StoreError, OSError) as exc:
+                entry["error"] = str(self._unreadable(f"run {name!r}", exc))
+            result.append(entry)
+        return result
+
+    def run_info(self, run: str) -> dict[str, Any]:
+        """Run metadata, its complete epochs (and which have an analysis) and the colour maps."""
+        store = self._store(run)
+        manifest = self._read(f"run {run!r}", lambda: store.manifest)
+        epochs = []
+        for info in self._read(f"run {run!r}", store.epochs):
+            config_hash, analysis_error = self._analysis_state(store, info)
+            epochs.append(
+                {
+                    "epoch": info.epoch,
+                    "global_step": info.global_step,
+                    "rows": info.rows,
+                    "version": info.commit[:12],  # goes into image URLs, so browsers may cache them
+                    "analysis": config_hash is not None,
+                    "analysis_error": analysis_error,
+                }
+            )
+        try:
+            thumbnails = any(t is not None for t in self._probe(run, store).thumbnails)
+        except NotFound:
+            thumbnails = False
+        return {
+            "run": run,
+            "format_version": manifest.get("format_version"),
+            "library_version": manifest.get("library_version"),
+            "model_class": manifest.get("model_class"),
+            "composite": manifest.get("composite"),
+            "canonizers": manifest.get("canonizers"),
+            "target_mode": manifest.get("target_mode"),
+            "input_shape": manifest.get("input_shape"),
+            "heatmap_shape": manifest.get("heatmap_shape"),
+            "class_names": manifest.get("class_names"),
+            "thumbnails": thumbnails,
+            "epochs": epochs,
+            "colormaps": sorted(lrp_image.COLOR_MAPS),
+            "default_cmap": DEFAULT_CMAP,
+        }
+
+    # ------------------------------------------------------------------------------ samples
+
+    def _samples(self, run: str, store: RunStore, info: EpochInfo) -> _Samples:
+        def make() -> _Samples:
+            table = self._read(
+                f"epoch {info.epoch} of run {run!r}", lambda: store.attributions(info.epoch, list(SAMPLE_COLUMNS))
+            )
+            return _Samples.from_table(table)
+
+        return self.cache.get_or_make(("samples", run, info.epoch, info.commit), make)
+
+    def samples(self, run: str, epoch: int) -> Payload:
+        """Per-sample columns of an epoch (:data:`SAMPLE_COLUMNS`) as binary columns."""
+        store = self._store(run)
+        info = self._epoch(run, store, epoch)
+
+        def make() -> Payload:
+            samples = self._samples(run, store, info)
+            c = samples.columns
+            ids = compact_int(c[SAMPLE_ID])
+            columns = {
+                SAMPLE_ID: ids,
+                LABEL: compact_int(c[LABEL]),
+                PREDICTION: compact_int(c[PREDICTION]),
+                TARGET: compact_int(c[TARGET]),
+                SCORE: c[SCORE].astype(np.float32),
+                PROBABILITY: c[PROBABILITY].astype(np.float32),
+                RELEVANCE_SUM: c[RELEVANCE_SUM].astype(np.float32),
+            }
+            meta = {"run": run, "epoch": info.epoch, "global_step": info.global_step}
+            meta["ids_exact"] = bool(ids.dtype != np.float64 or np.all(np.abs(c[SAMPLE_ID]) < _SAFE_INTEGER))
+            return Payload(encode_columns(columns, meta))
+
+        return self.cache.get_or_make(("samples-payload", run, info.epoch, info.commit), make)
+
+    # ------------------------------------------------------------------------------ maps and images
+
+    def _map(self, run: str, store: RunStore, info: EpochInfo, sample_id: int) -> np.ndarray:
+        what = f"epoch {info.epoch} of run {run!r}"
+        height, width = self._read(what, lambda: store.heatmap_shape)
+        if info.rows * height * width * 2 <= self.epoch_maps_bytes:
+
+            def make_epoch() -> _EpochMaps:
+                ids, maps = self._read(what, lambda: store.heatmaps(info.epoch))
+                table = pa.table({SAMPLE_ID: ids})
+                return _EpochMaps(_Samples.from_table(table), maps.astype(np.float16))
+
+            cached = self.cache.get_or_make(("maps", run, info.epoch, info.commit), make_epoch)
+            row = cached.samples.row(sample_id)
+            if row is None:
+                raise NotFound(f"sample {sample_id} is not in epoch {info.epoch} of run {run!r}")
+            return cached.maps[row].astype(np.float32)
+
+        def make_one() -> np.ndarray:
+            _, maps = self._read(what, lambda: store.heatmaps(info.epoch, [sample_id]))
+            return maps[0]
+
+        return self.cache.get_or_make(("map", run, info.epoch, info.commit, sample_id), make_one)
+
+    def _probe(self, run: str, store: RunStore) -> _Probe:
+        path = store.store_dir / PROBE_FILE
+        try:
+            stat = path.stat()
+        except OSError:
+            raise NotFound(f"run {run!r} has no probe set yet (written at the first validation epoch)") from None
+
+        def make() -> _Probe:
+            table = self._read(f"the probe set of run {run!r}", lambda: store.probe_table([SAMPLE_ID, THUMBNAIL]))
+            return _Probe(_Samples.from_table(table.select([SAMPLE_ID])), table.column(THUMBNAIL).to_pylist())
+
+        return self.cache.get_or_make(("probe", run, stat.st_ino, stat.st_mtime_ns, stat.st_size), make)
+
+    def input_png(self, run: str, sample_id: int) -> bytes:
+        """The stored input thumbnail (PNG) of a probe sample."""
+        store = self._store(run)
+        probe = self._probe(run, store)
+        row = probe.ids.row(sample_id)
+        if row is None:
+            raise NotFound(f"sample {sample_id} is not in the probe set of run {run!r}")
+        thumbnail = probe.thumbnails[row]
+        if thumbnail is None:
+            raise NotFound(f"sample {sample_id} of run {run!r} has no input thumbnail")
+        if not thumbnail.startswith(_PNG_SIGNATURE):
+            raise NotFound(f"the input thumbnail of sample {sample_id} of run {run!r} is not a PNG image (damaged)")
+        return thumbnail
+
+    def _input_image(self, run: str, store: RunStore, sample_id: int, size: tuple[int, int]) -> np.ndarray:
+        png = self.input_png(run, sample_id)
+        try:
+            with Image.open(io.BytesIO(png)) as image:
+                rgb = image.convert("RGB")
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise NotFound(
+                f"the input thumbnail of sample {sample_id} of run {run!r} cannot be decoded ({exc})"
+            ) from exc
+        if rgb.size != size:
+            rgb = rgb.resize(size, Image.Resampling.BILINEAR)
+        return np.asarray(rgb)
+
+    def heatmap_png(self, run: str, epoch: int, sample_id: int, cmap: str, kind: str) -> bytes:
+        """A sample's relevance map of an epoch, colour-mapped (symmetric around 0) or over its input."""
+        if cmap not in lrp_image.COLOR_MAPS:
+            raise BadArgument(f"unknown colour map {cmap!r}; known: {sorted(lrp_image.COLOR_MAPS)}")
+        if kind not in HEATMAP_KINDS:
+            raise BadArgument(f"unknown kind {kind!r}; known: {list(HEATMAP_KINDS)}")
+        store = self._store(run)
+        info = self._epoch(run, store, epoch)
+
+        def make() -> bytes:
+            relevance = np.nan_to_num(self._map(run, store, info, sample_id), nan=0.0, posinf=0.0, neginf=0.0)
+            if kind == "overlay":
+                height, width = relevance.shape
+                base = self._input_image(run, store, sample_id, (width, height))
+                picture = lrp_image.overlay(base, relevance, alpha=OVERLAY_ALPHA, cmap=cmap)
+            else:
+                picture = lrp_image.heatmap(relevance, cmap=cmap)
+            return lrp_image.to_png_bytes(picture)
+
+        return self.cache.get_or_make(("png", run, info.epoch, info.commit, sample_id, cmap, kind), make)
+
+    def timeline(self, run: str, sample_id: int) -> dict[str, Any]:
+        """One sample in every complete epoch: label, prediction, score, probability, relevance sum.
+
+        Epochs that cannot be read are left out and listed under ``unreadable`` with the reason.
+        """
+        store = self._store(run)
+        rows: dict[str, list[Any]] = {key: [] for key in ("epoch", "global_step", *SAMPLE_COLUMNS[2:])}
+        label = None
+        unreadable = []
+        for info in self._read(f"run {run!r}", store.epochs):
+            try:
+                samples = self._samples(run, store, info)
+            except NotFound as exc:  # one damaged epoch leaves the others readable
+                unreadable.append({"epoch": info.epoch, "error": str(exc)})
+                continue
+            row = samples.row(sample_id)
+            if row is None:
+                continue
+            label = int(samples.columns[LABEL][row])
+            rows["epoch"].append(info.epoch)
+            rows["global_step"].append(info.global_step)
+            for name in SAMPLE_COLUMNS[2:]:
+                value = samples.columns[name][row]
+                rows[name].append(int(value) if name in (PREDICTION, TARGET) else _finite_or_none(value))
+        if not rows["epoch"]:
+            if unreadable:
+                raise NotFound(f"sample {sample_id}: {'; '.join(u['error'] for u in unreadable)}")
+            raise NotFound(f"sample {sample_id} is in no complete epoch of run {run!r}")
+        return {"run": run, "sample_id": sample_id, "label": label, **rows, "unreadable": unreadable}
+
+    # ------------------------------------------------------------------------------ analysis
+
+    def _analysis_state(self, store: RunStore, info: EpochInfo) -> tuple[str | None, str | None]:
+        """``(config hash, error)`` of the epoch's current analysis, from its ``spectrum`` table (written last).
+
+        ``(None, None)``: no (current) analysis; ``(None, message)``: the spectrum cannot be read.
+        """
+        directory = store.analysis_dir(info.epoch)
+        try:
+            entries = tuple(
+                sorted(
+                    (entry.name, entry.stat().st_ino, entry.stat().st_mtime_ns, entry.stat().st_size)
+                    for entry in os.scandir(directory)
+                    if entry.name.endswith(".parquet") and not entry.name.startswith(".")
+                )
+            )
+        except OSError:
+            return None, None
+        if f"{SPECTRUM_TABLE}.parquet" not in (entry[0] for entry in entries):
+            return None, None
+
+        def make() -> tuple[str | None, str | None]:
+            try:
+                table = store.read_analysis_table(info.epoch, SPECTRUM_TABLE)
+            except lrp_store.AnalysisNotFoundError:
+                return None, None  # made from a replaced version of the epoch
+            except (StoreError, OSError, pa.ArrowException) as exc:
+                return None, self.index.redact(str(exc))
+            return (table.schema.metadata or {}).get(_META_CONFIG_HASH, b"").decode() or None, None
+
+        key = ("analysis-state", str(store.store_dir), info.epoch, info.commit, entries)
+        return self.cache.get_or_make(key, make)
+
+    def _analysis(self, run: str, store: RunStore, info: EpochInfo) -> _Analysis:
+        config_hash, error = self._analysis_state(store, info)
+        if error is not None:
+            raise NotFound(f"the analysis of epoch {info.epoch} of run {run!r} cannot be read: {error}")
+        if config_hash is None:
+            raise NotFound(
+                f"epoch {info.epoch} of run {run!r} has no analysis yet; run `lrp-analyze` on the run "
+                "(or let the callback analyse)"
+            )
+
+        def load(name: str) -> pa.Table:
+            def make() -> pa.Table:
+                return self._read(
+                    f"analysis table {name!r} of epoch {info.epoch} of run {run!r}",
+                    lambda: store.read_analysis_table(info.epoch, name, config_hash=config_hash),
+                )
+
+            return self.cache.get_or_make(("analysis", run, info.epoch, info.commit, config_hash, name), make)
+
+        names = (POINTS_TABLE, CLUSTERS_TABLE, LINEAGE_TABLE, SPECTRUM_TABLE)
+        return _Analysis(config_hash, _Tables(names, load))
+
+    @staticmethod
+    def _rows(table: pa.Table, **equal: Any) -> pa.Table:
+        mask = None
+        for name, value in equal.items():
+            condition = pc.equal(table.column(name), value)
+            mask = condition if mask is None else pc.and_(mask, condition)
+        return table if mask is None else table.filter(mask)
+
+    def _category_rows(self, run: str, analysis: _Analysis, info: EpochInfo, category: str) -> pa.Table:
+        points = analysis.tables[POINTS_TABLE]
+        categories = self._categories(analysis)
+        if category not in categories:
+            raise BadArgument(f"category {category!r} is not analysed in epoch {info.epoch}; analysed: {categories}")
+        return self._rows(points, **{CATEGORY: category})
+
+    @staticmethod
+    def _categories(analysis: _Analysis) -> list[str]:
+        spectrum = analysis.tables[SPECTRUM_TABLE]
+        return [str(c) for c in spectrum.column(CATEGORY).to_pylist()]
+
+    @staticmethod
+    def _embeddings(points: pa.Table) -> list[str]:
+        names = []
+        for column in points.column_names:
+            if column.startswith(EMBEDDING_COLUMN_PREFIX) and column.endswith(".x"):
+                method = column[len(EMBEDDING_COLUMN_PREFIX) : -2]
+                if embedding_columns(method)[1] in points.column_names:
+                    names.append(method)
+        return names
+
+    @staticmethod
+    def _clusterings(points: pa.Table) -> list[str]:
+        return [c[len(CLUSTER_COLUMN_PREFIX) :] for c in points.column_names if c.startswith(CLUSTER_COLUMN_PREFIX)]
+
+    @staticmethod
+    def _grid_shape(clusters: pa.Table) -> list[int] | None:
+        raw = (clusters.schema.metadata or {}).get(lrp_store.META_GRID_SHAPE)
+        try:
+            shape = [int(v) for v in json.loads(raw)] if raw else None
+        except (ValueError, TypeError):
+            return None
+        return shape if shape and len(shape) == 2 and min(shape) > 0 else None
+
+    def analysis(self, run: str, epoch: int) -> dict[str, Any]:
+        """Summary of an epoch's analysis: per category the spectrum, eigengap, clusterings; embeddings."""
+        store = self._store(run)
+        info = self._epoch(run, store, epoch)
+        analysis = self._analysis(run, store, info)
+        points, clusters, spectrum = (analysis.tables[n] for n in (POINTS_TABLE, CLUSTERS_TABLE, SPECTRUM_TABLE))
+        pairs = set(zip(clusters.column(CATEGORY).to_pylist(), clusters.column(CLUSTERING).to_pylist()))
+        all_clusterings = self._clusterings(points)
+        dims = self._spectral_dims(points)
+        categories = []
+        for row in spectrum.to_pylist():
+            category = row[CATEGORY]
+            categories.append(
+                {
+                    "category": category,
+                    "class_index": row.get(CLASS_INDEX),
+                    "class_name": row.get(CLASS_NAME),
+                    "status": row.get(STATUS),
+                    "message": row.get(MESSAGE),
+                    "n_samples": row.get(N_SAMPLES),
+                    "n_neighbors": row.get(N_NEIGHBORS),
+                    "eigenvalues": [_finite_or_none(v) for v in row.get(EIGENVALUES) or []],
+                    "eigengap_k": row.get(EIGENGAP_K),
+                    "eigengap": _finite_or_none(row.get(EIGENGAP)),
+                    "selected_clustering": row.get(SELECTED_CLUSTERING),
+                    "clusterings": [c for c in all_clusterings if (category, c) in pairs],
+                    "spectral_dims": dims.get(category, 0),
+                }
+            )
+        return {
+            "run": run,
+            "epoch": info.epoch,
+            "config_hash": analysis.config_hash,
+            "embeddings": self._embeddings(points) + ([SPECTRAL_EMBEDDING] if dims else []),
+            "clusterings": all_clusterings,
+            "grid_shape": self._grid_shape(clusters),
+            "categories": categories,
+        }
+
+    @staticmethod
+    def _spectral_dims(points: pa.Table) -> dict[str, int]:
+        if SPECTRAL not in points.column_names or points.num_rows == 0:
+            return {}
+        lengths = pc.list_value_length(points.column(SPECTRAL)).fill_null(0).to_numpy()
+        categories = points.column(CATEGORY).to_numpy(zero_copy_only=False)
+        dims = {}
+        for category in np.unique(categories):
+            values = lengths[categories == category]
+            dims[str(category)] = int(values.min()) if values.size else 0
+        return dims
+
+    def embedding(
+        self,
+        run: str,
+        epoch: int,
+        category: str,
+        method: str,
+        x_dim: int,
+        y_dim: int,
+        clustering: str | None,
+    ) -> Payload:
+        """Points of a category in a 2-D embedding as binary columns.
+
+        Columns: ``sample_id``, ``x``, ``y`` (float32), ``label``, ``prediction`` and, when a
+        clustering is given, ``cluster`` (-1 noise, -2 where the clustering has no label).
+        """
+        store = self._store(run)
+        info = self._epoch(run, store, epoch)
+        analysis = self._analysis(run, store, info)
+
+        def make() -> Payload:
+            rows = self._category_rows(run, analysis, info, category)
+            points = analysis.tables[POINTS_TABLE]
+            if method == SPECTRAL_EMBEDDING:
+                dims = self._spectral_dims(points).get(category, 0)
+                if max(x_dim, y_dim) >= dims:
+                    raise BadArgument(
+                        f"the spectral embedding of category {category!r} has {dims} dimensions (0 to {dims - 1}); "
+                        f"got x={x_dim}, y={y_dim}"
+                    )
+                x = pc.list_element(rows.column(SPECTRAL), x_dim).to_numpy(zero_copy_only=False)
+                y = pc.list_element(rows.column(SPECTRAL), y_dim).to_numpy(zero_copy_only=False)
+            else:
+                known = self._embeddings(points)
+                if method not in known:
+                    raise BadArgument(f"unknown embedding {method!r}; known: {known + [SPECTRAL_EMBEDDING]}")
+                x_name, y_name = embedding_columns(method)
+                x = rows.column(x_name).to_numpy(zero_copy_only=False)
+                y = rows.column(y_name).to_numpy(zero_copy_only=False)
+            x = np.asarray(x, dtype=np.float32)
+            y = np.asarray(y, dtype=np.float32)
+            ids = rows.column(SAMPLE_ID).to_numpy()
+            columns = {
+                SAMPLE_ID: compact_int(ids),
+                "x": x,
+                "y": y,
+                LABEL: compact_int(rows.column(LABEL).to_numpy()),
+                PREDICTION: compact_int(rows.column(PREDICTION).to_numpy()),
+            }
+            if clustering is not None:
+                known = self._clusterings(points)
+                if clustering not in known:
+                    raise BadArgument(f"unknown clustering {clustering!r}; known: {known}")
+                labels = rows.column(cluster_column(clustering)).fill_null(-2).to_numpy()
+                columns[CLUSTER] = compact_int(labels)
+            finite = np.isfinite(x) & np.isfinite(y)
+            bounds = (
+                [float(x[finite].min()), float(x[finite].max()), float(y[finite].min()), float(y[finite].max())]
+                if finite.any()
+                else None
+            )
+            meta = {
+                "run": run,
+                "epoch": info.epoch,
+                "category": category,
+                "embedding": method,
+                "x_dim": x_dim,
+                "y_dim": y_dim,
+                "clustering": clustering,
+                "bounds": bounds,
+                "ids_exact": bool(np.all(np.abs(ids) < _SAFE_INTEGER)) if ids.size else True,
+            }
+            return Payload(encode_columns(columns, meta))
+
+        key = ("embedding", run, info.epoch, info.commit, analysis.config_hash, category, method, x_dim, y_dim)
+        key += (clustering,)
+        return self.cache.get_or_make(key, make)
+
+    def _cluster_rows(self, run: str, analysis: _Analysis, info: EpochInfo, category: str, clustering: str) -> pa.Table:
+        self._category_rows(run, analysis, info, category)  # validates the category
+        known = self._clusterings(analysis.tables[POINTS_TABLE])
+        if clustering not in known:
+            raise BadArgument(f"unknown clustering {clustering!r}; known: {known}")
+        return self._rows(analysis.tables[CLUSTERS_TABLE], **{CATEGORY: category, CLUSTERING: clustering})
+
+    def clusters(self, run: str, epoch: int, category: str, clustering: str) -> dict[str, Any]:
+        """The clusters of one clustering of a category: size, purity, indicators, flags, lineage."""
+        store = self._store(run)
+        info = self._epoch(run, store, epoch)
+        analysis = self._analysis(run, store, info)
+        rows = self._cluster_rows(run, analysis, info, category, clustering)
+        keep = [
+            CLUSTER, SIZE, PURITY, MAJORITY_LABEL, ACCURACY, CONCENTRATION, BORDER_SHARE, CORNER_SHARE,
+            COMPACTNESS, EIGENGAP, FLAGGED, FLAG_REGION, FLAG_REASON, TRACK, PREVIOUS_CLUSTER, MATCH_JACCARD, EVENT,
+        ]  # fmt: skip
+        result = []
+        for row in rows.to_pylist():
+            entry = {name: row.get(name) for name in keep}
+            for name in _FLOAT_INDICATORS:
+                entry[name] = _finite_or_none(entry[name])
+            entry[TYPICAL] = list(row.get(TYPICAL) or [])[:MAX_LISTED_SAMPLES]
+            entry[ATYPICAL] = list(row.get(ATYPICAL) or [])[:MAX_LISTED_SAMPLES]
+            entry["has_prototype"] = bool(row.get(PROTOTYPE))
+            result.append(entry)
+        result.sort(key=lambda entry: entry[CLUSTER])
+        return {
+            "run": run,
+            "epoch": info.epoch,
+            "category": category,
+            "clustering": clustering,
+            "grid_shape": self._grid_shape(analysis.tables[CLUSTERS_TABLE]),
+            "clusters": result,
+        }
+
+    def prototype_png(
+        self, run: str, epoch: int, category: str, clustering: str, cluster: int, cmap: str
+    ) -> bytes:
+        """A cluster's prototype (mean L1-normalised map on the analysis grid), colour-mapped."""
+        if cmap not in lrp_image.COLOR_MAPS:
+            raise BadArgument(f"unknown colour map {cmap!r}; known: {sorted(lrp_image.COLOR_MAPS)}")
+        store = self._store(run)
+        info = self._epoch(run, store, epoch)
+        analysis = self._analysis(run, store, info)
+
+        def make() -> bytes:
+            rows = self._cluster_rows(run, analysis, info, category, clustering)
+            rows = self._rows(rows, **{CLUSTER: cluster})
+            if rows.num_rows == 0:
+                raise NotFound(f"no cluster {cluster} in clustering {clustering!r} of category {category!r}")
+            values = np.asarray(rows.column(PROTOTYPE)[0].as_py() or [], dtype=np.float64)
+            shape = self._grid_shape(analysis.tables[CLUSTERS_TABLE])
+            if shape is None or shape[0] * shape[1] != values.size:
+                side = math.isqrt(values.size)
+                if values.size == 0 or side * side != values.size:
+                    raise NotFound(
+                        f"the prototype of cluster {cluster} has {values.size} values, which fit no grid shape "
+                        f"(table metadata: {shape}); the analysis table is damaged"
+                    )
+                shape = [side, side]
+            grid = np.nan_to_num(values.reshape(shape), nan=0.0, posinf=0.0, neginf=0.0)
+            return lrp_image.to_png_bytes(lrp_image.heatmap(grid, cmap=cmap))
+
+        key = ("prototype", run, info.epoch, info.commit, analysis.config_hash, category, clustering, cluster, cmap)
+        return self.cache.get_or_make(key, make)
+
+    def lineage(self, run: str, category: str, clustering: str) -> dict[str, Any]:
+        """Clusters of one clustering over all analysed epochs: size, track, event, sources, flags."""
+        store = self._store(run)
+        epochs, missing = [], []
+        for info in self._read(f"run {run!r}", store.epochs):
+            try:
+                analysis = self._analysis(run, store, info)
+            except NotFound:
+                missing.append(info.epoch)
+                continue
+            where = {CATEGORY: category, CLUSTERING: clustering}
+            if self._rows(analysis.tables[CLUSTERS_TABLE], **where).num_rows == 0:  # points are not read here
+                missing.append(info.epoch)
+                continue
+            sources: dict[int | None, list[int]] = {}
+            vanished = []
+            for row in self._rows(analysis.tables[LINEAGE_TABLE], **where).to_pylist():
+                if row.get(CLUSTER) is None:
+                    vanished.append({"previous_cluster": row.get(PREVIOUS_CLUSTER), TRACK: row.get(TRACK)})
+                else:
+                    sources[row[CLUSTER]] = list(row.get(SOURCES) or [])
+            clusters = []
+            for row in self._rows(analysis.tables[CLUSTERS_TABLE], **where).to_pylist():
+                clusters.append(
+                    {
+                        CLUSTER: row[CLUSTER],
+                        SIZE: row.get(SIZE),
+                        PURITY: _finite_or_none(row.get(PURITY)),
+                        TRACK: row.get(TRACK),
+                        EVENT: row.get(EVENT),
+                        PREVIOUS_CLUSTER: row.get(PREVIOUS_CLUSTER),
+                        MATCH_JACCARD: _finite_or_none(row.get(MATCH_JACCARD)),
+                        SOURCES: sources.get(row[CLUSTER], []),
+                        FLAGGED: bool(row.get(FLAGGED)),
+                        FLAG_REASON: row.get(FLAG_REASON),
+                    }
+                )
+            clusters.sort(key=lambda entry: entry[CLUSTER])
+            epochs.append({"epoch": info.epoch, "clusters": clusters, "vanished": vanished})
+        if not epochs:
+            raise NotFound(
+                f"no analysed epoch of run {run!r} has clustering {clustering!r} for category {category!r}"
+            )
+        return {"run": run, "category": category, "clustering": clustering, "epochs": epochs, "missing": missing}

@@ -1,0 +1,308 @@
+"""The TensorBoard plugin "lrp": thin WSGI routes over :class:`~lrp_lightning.tb_plugin.data.PluginData`.
+
+Every route validates its arguments before it reads anything: a run must be one that the plugin's
+own scan found (:class:`~lrp_lightning.tb_plugin.discovery.RunIndex`), numbers are parsed strictly
+and bounded, names are checked against what the run's tables hold, and no file path is built from
+request text. Bad requests get 400 (:class:`tensorboard.errors.InvalidArgumentError`), missing or
+unreadable items 404 (:class:`tensorboard.errors.NotFoundError`) with a message that names the item.
+
+Routes (below ``/data/plugin/lrp``), all GET:
+
+==================  ==========================================  ====================================
+route               parameters                                  response
+==================  ==========================================  ====================================
+``/runs``                                                       JSON: runs, epoch counts, errors
+``/run``            run                                         JSON: metadata, epochs, colour maps
+``/samples``        run, epoch                                  binary columns: per-sample values
+``/input``          run, sample                                 PNG: the stored input thumbnail
+``/heatmap``        run, epoch, sample, cmap, kind              PNG: heatmap or overlay
+``/timeline``       run, sample                                 JSON: one sample over all epochs
+``/analysis``       run, epoch                                  JSON: categories, spectra, choices
+``/embedding``      run, epoch, category, embedding, x, y,      binary columns: points
+                    clustering (optional)
+``/clusters``       run, epoch, category, clustering            JSON: clusters with indicators
+``/prototype``      run, epoch, category, clustering,           PNG: a cluster's mean heatmap
+                    cluster, cmap
+``/lineage``        run, category, clustering                   JSON: clusters over epochs
+``/index.js`` ...                                               the static frontend
+==================  ==========================================  ====================================
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from tensorboard import errors
+from tensorboard.backend import http_util
+from tensorboard.plugins import base_plugin
+from werkzeug import wrappers
+
+from lrp_lightning.store import StoreError
+
+from .data import DEFAULT_CMAP, HEATMAP_KINDS, SPECTRAL_EMBEDDING, BadArgument, NotFound, Payload, PluginData
+from .discovery import RunIndex
+from .loader import PLUGIN_NAME
+
+__all__ = ["LRPPlugin", "STATIC_DIR"]
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+_CONTENT_TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html"}
+_STATIC_NAME = re.compile(r"[a-z][a-z0-9_-]*\.(js|css|html)")
+
+MAX_EPOCH = 2**31 - 1
+MAX_DIMENSION = 1023
+MAX_CLUSTER = 2**31 - 1
+SAMPLE_RANGE = (-(2**63), 2**63 - 1)
+MAX_TEXT = 256
+_INTEGER = re.compile(r"[+-]?[0-9]{1,40}")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+-]{0,127}")
+IMAGE_MAX_AGE = 600
+"""Seconds a browser may keep a PNG; the frontend puts the epoch's commit id into image URLs."""
+
+
+def _short(value: str) -> str:
+    return repr(value if len(value) <= 64 else value[:61] + "...")
+
+
+def _text(request: wrappers.Request, name: str, default: str | None = None) -> str:
+    values = request.args.getlist(name)
+    if not values:
+        if default is None:
+            raise errors.InvalidArgumentError(f"missing parameter {name!r}")
+        return default
+    if len(values) > 1:
+        raise errors.InvalidArgumentError(f"parameter {name!r} is given {len(values)} times; give it once")
+    value = values[0]
+    if len(value) > MAX_TEXT or not value.isprintable():
+        raise errors.InvalidArgumentError(
+            f"parameter {name!r} must be printable text of at most {MAX_TEXT} characters"
+        )
+    return value
+
+
+def _integer(
+    request: wrappers.Request, name: str, low: int, high: int, default: int | None = None
+) -> int:
+    text = _text(request, name, None if default is None else str(default))
+    if not _INTEGER.fullmatch(text):
+        raise errors.InvalidArgumentError(f"parameter {name!r} must be an integer, got {_short(text)}")
+    value = int(text)
+    if not low <= value <= high:
+        raise errors.InvalidArgumentError(f"parameter {name!r} must be in [{low}, {high}], got {value}")
+    return value
+
+
+def _choice(request: wrappers.Request, name: str, choices: tuple[str, ...], default: str) -> str:
+    value = _text(request, name, default)
+    if value not in choices:
+        raise errors.InvalidArgumentError(f"parameter {name!r} must be one of {list(choices)}, got {_short(value)}")
+    return value
+
+
+def _name(request: wrappers.Request, name: str, default: str | None = None) -> str:
+    value = _text(request, name, default)
+    if not _NAME.fullmatch(value):
+        raise errors.InvalidArgumentError(
+            f"parameter {name!r} must be a name of letters, digits and '_.:+-', got {_short(value)}"
+        )
+    return value
+
+
+def _route(handler: Callable[[LRPPlugin, wrappers.Request], wrappers.Response]) -> Callable[..., Any]:
+    """Turn the data layer's errors into TensorBoard's 404 and 400 responses."""
+
+    @wrappers.Request.application
+    def serve(self: LRPPlugin, request: wrappers.Request) -> wrappers.Response:
+        try:
+            return handler(self, request)
+        except NotFound as exc:
+            raise errors.NotFoundError(str(exc)) from None
+        except BadArgument as exc:
+            raise errors.InvalidArgumentError(str(exc)) from None
+        except (StoreError, OSError, pa.ArrowException) as exc:
+            # A safety net: a file that broke or vanished between two reads is that item's 404.
+            raise errors.NotFoundError(f"cannot be read: {self.index.redact(str(exc))}") from None
+
+    serve.__name__ = handler.__name__
+    serve.__doc__ = handler.__doc__
+    return serve
+
+
+class LRPPlugin(base_plugin.TBPlugin):
+    """TensorBoard plugin "lrp": heatmaps, embeddings and clusters of training-time LRP runs.
+
+    Parameters
+    ----------
+    context : tensorboard.plugins.base_plugin.TBContext
+        TensorBoard's context; only ``logdir`` is used (TensorFlow is not needed).
+    scan_interval : float, optional
+        Seconds between background rescans of the logdir for new runs (default 10). New epochs of
+        a known run appear without a rescan: every request reads the run's current manifest.
+    """
+
+    plugin_name = PLUGIN_NAME
+
+    def __init__(self, context: base_plugin.TBContext, scan_interval: float = 10.0) -> None:
+        self._index = RunIndex(getattr(context, "logdir", None), interval=scan_interval)
+        self._data = PluginData(self._index)
+
+    @property
+    def index(self) -> RunIndex:
+        """The runs found below the logdir."""
+        return self._index
+
+    @property
+    def data(self) -> PluginData:
+        """The data layer (for tests and benchmarks)."""
+        return self._data
+
+    # ------------------------------------------------------------------------------ TBPlugin
+
+    def get_plugin_apps(self) -> dict[str, Callable[..., Any]]:
+        apps: dict[str, Callable[..., Any]] = {
+            "/runs": self._serve_runs,
+            "/run": self._serve_run,
+            "/samples": self._serve_samples,
+            "/input": self._serve_input,
+            "/heatmap": self._serve_heatmap,
+            "/timeline": self._serve_timeline,
+            "/analysis": self._serve_analysis,
+            "/embedding": self._serve_embedding,
+            "/clusters": self._serve_clusters,
+            "/prototype": self._serve_prototype,
+            "/lineage": self._serve_lineage,
+        }
+        for path in sorted(STATIC_DIR.iterdir()):
+            if _STATIC_NAME.fullmatch(path.name):
+                apps["/" + path.name] = self._static_app(path)
+        return apps
+
+    def is_active(self) -> bool:
+        # Answered from the last background scan: TensorBoard calls this on every page load.
+        return self._index.is_active()
+
+    def frontend_metadata(self) -> base_plugin.FrontendMetadata:
+        return base_plugin.FrontendMetadata(es_module_path="/index.js", tab_name="LRP")
+
+    # ------------------------------------------------------------------------------ responses
+
+    @staticmethod
+    def _json(request: wrappers.Request, value: Any) -> wrappers.Response:
+        return http_util.Respond(request, value, "application/json")
+
+    @staticmethod
+    def _png(request: wrappers.Request, data: bytes) -> wrappers.Response:
+        return http_util.Respond(request, data, "image/png", expires=IMAGE_MAX_AGE)
+
+    @staticmethod
+    def _binary(request: wrappers.Request, payload: Payload) -> wrappers.Response:
+        # Sent gzipped; Respond unpacks it for the rare client that does not accept gzip.
+        return http_util.Respond(request, payload.gzipped, "application/octet-stream", content_encoding="gzip")
+
+    def _static_app(self, path: Path) -> Callable[..., Any]:
+        content_type = _CONTENT_TYPES[path.suffix]
+
+        @wrappers.Request.application
+        def serve(request: wrappers.Request) -> wrappers.Response:
+            try:
+                content = path.read_bytes()
+            except OSError:
+                raise errors.NotFoundError(f"frontend file {path.name} is missing from the installation") from None
+            return http_util.Respond(request, content, content_type)
+
+        return serve
+
+    # ------------------------------------------------------------------------------ arguments
+
+    def _run(self, request: wrappers.Request) -> str:
+        run = _text(request, "run")
+        if run not in self._index.names():
+            raise errors.NotFoundError(f"no run {_short(run)} with LRP data below the logdir")
+        return run
+
+    @staticmethod
+    def _epoch(request: wrappers.Request) -> int:
+        return _integer(request, "epoch", 0, MAX_EPOCH)
+
+    @staticmethod
+    def _sample(request: wrappers.Request) -> int:
+        return _integer(request, "sample", *SAMPLE_RANGE)
+
+    @staticmethod
+    def _cmap(request: wrappers.Request) -> str:
+        from lrp_lightning.image import COLOR_MAPS
+
+        return _choice(request, "cmap", tuple(sorted(COLOR_MAPS)), DEFAULT_CMAP)
+
+    # ------------------------------------------------------------------------------ routes
+
+    @_route
+    def _serve_runs(self, request: wrappers.Request) -> wrappers.Response:
+        """Runs with LRP data; a run that cannot be read is listed with its error."""
+        return self._json(request, {"runs": self._data.runs(), "scanned_at": self._index.scanned_at})
+
+    @_route
+    def _serve_run(self, request: wrappers.Request) -> wrappers.Response:
+        return self._json(request, self._data.run_info(self._run(request)))
+
+    @_route
+    def _serve_samples(self, request: wrappers.Request) -> wrappers.Response:
+        run, epoch = self._run(request), self._epoch(request)
+        return self._binary(request, self._data.samples(run, epoch))
+
+    @_route
+    def _serve_input(self, request: wrappers.Request) -> wrappers.Response:
+        run, sample = self._run(request), self._sample(request)
+        return self._png(request, self._data.input_png(run, sample))
+
+    @_route
+    def _serve_heatmap(self, request: wrappers.Request) -> wrappers.Response:
+        run, epoch, sample = self._run(request), self._epoch(request), self._sample(request)
+        cmap = self._cmap(request)
+        kind = _choice(request, "kind", HEATMAP_KINDS, "heatmap")
+        return self._png(request, self._data.heatmap_png(run, epoch, sample, cmap, kind))
+
+    @_route
+    def _serve_timeline(self, request: wrappers.Request) -> wrappers.Response:
+        run, sample = self._run(request), self._sample(request)
+        return self._json(request, self._data.timeline(run, sample))
+
+    @_route
+    def _serve_analysis(self, request: wrappers.Request) -> wrappers.Response:
+        run, epoch = self._run(request), self._epoch(request)
+        return self._json(request, self._data.analysis(run, epoch))
+
+    @_route
+    def _serve_embedding(self, request: wrappers.Request) -> wrappers.Response:
+        run, epoch = self._run(request), self._epoch(request)
+        category = _name(request, "category")
+        method = _name(request, "embedding", SPECTRAL_EMBEDDING)
+        x = _integer(request, "x", 0, MAX_DIMENSION, 0)
+        y = _integer(request, "y", 0, MAX_DIMENSION, 1)
+        clustering = _name(request, "clustering") if request.args.get("clustering") else None
+        payload = self._data.embedding(run, epoch, category, method, x, y, clustering)
+        return self._binary(request, payload)
+
+    @_route
+    def _serve_clusters(self, request: wrappers.Request) -> wrappers.Response:
+        run, epoch = self._run(request), self._epoch(request)
+        category, clustering = _name(request, "category"), _name(request, "clustering")
+        return self._json(request, self._data.clusters(run, epoch, category, clustering))
+
+    @_route
+    def _serve_prototype(self, request: wrappers.Request) -> wrappers.Response:
+        run, epoch = self._run(request), self._epoch(request)
+        category, clustering = _name(request, "category"), _name(request, "clustering")
+        cluster = _integer(request, "cluster", -1, MAX_CLUSTER)
+        cmap = self._cmap(request)
+        return self._png(request, self._data.prototype_png(run, epoch, category, clustering, cluster, cmap))
+
+    @_route
+    def _serve_lineage(self, request: wrappers.Request) -> wrappers.Response:
+        run = self._run(request)
+        category, clustering = _name(request, "category"), _name(request, "clustering")
+        return self._json(request, self._data.lineage(run, category, clustering))

@@ -1,0 +1,150 @@
+"""``lrp-analyze``: exit codes, per-item failures, options, summary."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from spray_helpers import make_run
+
+from lrp_lightning import store as S
+from lrp_lightning.analysis import current_analysis_key, load_analysis
+from lrp_lightning.cli import main
+
+FAST_TOML = """
+[clusterings]
+k_range = [2, 6]
+[embeddings]
+methods = ["pca"]
+"""
+
+
+@pytest.fixture
+def fast_config(tmp_path):
+    path = tmp_path / "fast.toml"
+    path.write_text(FAST_TOML)
+    return path
+
+
+def test_good_and_corrupt_runs_exit_1_naming_the_failed_item(tmp_path, fast_config, capsys):
+    good = make_run(tmp_path / "runs" / "good" / "version_0", epochs=(0, 1), artifact=15)
+    bad = make_run(tmp_path / "runs" / "bad" / "version_0", epochs=(0, 1))
+    part = bad.store_dir / bad.epoch_info(1).files[0]
+    part.write_bytes(part.read_bytes()[:100])  # truncated after writing
+    code = main([str(tmp_path / "runs"), "--config", str(fast_config), "--quiet"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert f"FAILED {bad.run_dir} epoch 1:" in err and "not a readable Parquet file" in err
+    # everything else was analysed
+    assert current_analysis_key(good, 0) and current_analysis_key(good, 1) and current_analysis_key(bad, 0)
+    assert current_analysis_key(bad, 1) is None
+    assert "flagged: " in out and "top-left corner" in out
+    lines = out.strip().splitlines()
+    assert lines[-1].split() == ["total", "(2", "runs)", "3", "0", "1", "4"]  # analysed, current, failed, flagged
+    assert any(line.split()[:5] == ["good/version_0", "2", "0", "0", "4"] for line in lines)
+    # nothing half-written for the failed epoch
+    assert not bad.analysis_dir(1).exists() or not list(bad.analysis_dir(1).glob("*.parquet"))
+
+
+def test_second_run_is_up_to_date_and_exits_0(tmp_path, fast_config, capsys):
+    make_run(tmp_path / "runs" / "a", epochs=(0,))
+    assert main([str(tmp_path / "runs"), "--config", str(fast_config), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main([str(tmp_path / "runs"), "--config", str(fast_config), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert out.strip().splitlines()[-1].split()[3:5] == ["0", "1"]  # 0 analysed, 1 up to date
+    # --force recomputes
+    assert main([str(tmp_path / "runs"), "--config", str(fast_config), "--quiet", "--force"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].split()[3:5] == ["1", "0"]
+
+
+def test_bad_arguments_exit_2(tmp_path, fast_config, capsys):
+    make_run(tmp_path / "runs" / "a", epochs=(0,))
+    assert main([str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main([str(tmp_path / "empty")]) == 2
+    assert "no lrp-lightning runs below" in capsys.readouterr().err
+    assert main([str(tmp_path / "runs"), "--jobs", "0"]) == 2
+    assert "--jobs" in capsys.readouterr().err
+    assert main([str(tmp_path / "runs"), "--epochs", "one"]) == 2
+    assert "not a list of integers" in capsys.readouterr().err
+    assert main([str(tmp_path / "runs"), "--bogus"]) == 2
+    bad_key = tmp_path / "bad.json"
+    bad_key.write_text(json.dumps({"clusterings": {"k_rnage": [2, 4]}}))
+    assert main([str(tmp_path / "runs"), "--config", str(bad_key)]) == 2
+    assert "k_rnage" in capsys.readouterr().err
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[clusterings\n")
+    assert main([str(tmp_path / "runs"), "--config", str(broken)]) == 2
+    assert "not valid TOML" in capsys.readouterr().err
+    assert main(["--help"]) == 0
+
+
+def test_unknown_format_version_fails_that_run_only(tmp_path, fast_config, capsys):
+    make_run(tmp_path / "runs" / "ok", epochs=(0,))
+    future = make_run(tmp_path / "runs" / "future", epochs=(0,))
+    manifest = future.store_dir / S.MANIFEST_FILE
+    data = json.loads(manifest.read_text())
+    data["format_version"] = "9.0"
+    manifest.write_text(json.dumps(data))
+    assert main([str(tmp_path / "runs"), "--config", str(fast_config), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "FAILED" in err and "format 9.0" in err and "Upgrade lrp-lightning" in err
+
+
+def test_epochs_classes_and_json_config(tmp_path, capsys):
+    store = make_run(tmp_path / "run", epochs=(0, 1, 2))
+    config = tmp_path / "c.json"
+    config.write_text(
+        json.dumps({"clusterings": {"k_range": [2, 3]}, "embeddings": {"methods": ["pca"]}, "include_all": False})
+    )
+    assert (
+        main(
+            [
+                str(tmp_path / "run"),
+                "--config",
+                str(config),
+                "--epochs",
+                "1-2",
+                "--classes",
+                "1",
+                "--quiet",
+                "--no-scalars",
+            ]
+        )
+        == 0
+    )
+    assert current_analysis_key(store, 0) is None and current_analysis_key(store, 2) is not None
+    spectrum = load_analysis(store, 1)["spectrum"]
+    assert spectrum.column(S.CATEGORY).to_pylist() == ["class_1"]
+    assert json.loads(spectrum.schema.metadata[S.META_ANALYSIS_CONFIG])["pipeline"]["clusterings"]["params"][
+        "k_range"
+    ] == [2, 3]
+    assert not list(store.run_dir.glob("events.out.tfevents.*"))
+
+
+def test_console_script_with_parallel_jobs(tmp_path, fast_config):
+    make_run(tmp_path / "runs" / "a", epochs=(0,))
+    make_run(tmp_path / "runs" / "b", epochs=(0,))
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lrp_lightning.cli",
+            str(tmp_path / "runs"),
+            "--config",
+            str(fast_config),
+            "--jobs",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1].split()[3:6] == ["2", "0", "0"]
+    assert "2/2" in result.stderr  # the progress bar reached both epochs
+    assert list((tmp_path / "runs" / "a").glob("events.out.tfevents.*.lrp-analyze"))

@@ -1,0 +1,266 @@
+"""Synthetic lrp-lightning runs for the plugin's tests and benchmark (NumPy only, deterministic).
+
+A run holds ``classes`` classes of ``size x size`` images whose class is a bright quadrant; a fifth
+of class 0 also carries a watermark in the top-left corner (a Clever-Hans feature). Relevance maps
+follow the quadrant, or the watermark for those samples, and sharpen over the epochs while the
+predictions get better. Analysis tables (``points``, ``clusters``, ``lineage``, ``spectrum``) are
+written with :meth:`RunStore.write_analysis_table` in the schemas that :mod:`lrp_lightning.store`
+defines, so the plugin is tested against the contract, not against one analysis implementation.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from PIL import Image
+
+from lrp_lightning.store import (
+    CATEGORY_ALL,
+    CLUSTERS_SCHEMA,
+    LINEAGE_SCHEMA,
+    META_GRID_SHAPE,
+    POINTS_SCHEMA,
+    SPECTRUM_SCHEMA,
+    RunStore,
+    class_category,
+    cluster_column,
+    embedding_columns,
+    make_attribution_table,
+    make_probe_table,
+)
+
+CONFIG_HASH = "synthetic-analysis-v1"
+CLUSTERING = "kmeans"
+EMBEDDINGS = ("tsne", "umap")
+SPECTRAL_DIMS = 4
+
+
+def _quadrant(label: int, size: int) -> tuple[slice, slice]:
+    half = size // 2
+    row, column = divmod(label % 4, 2)
+    return slice(row * half, (row + 1) * half), slice(column * half, (column + 1) * half)
+
+
+def _png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(array * 255, 0, 255).astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _samples(count: int, classes: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ids = np.arange(count, dtype=np.int64) * 3 + 7  # not 0..N-1, so positions and ids cannot be confused
+    labels = np.arange(count) % classes
+    watermark = (labels == 0) & (rng.random(count) < 0.2)
+    return ids, labels, watermark
+
+
+def build_run(
+    run_dir: str | Path,
+    *,
+    epochs: int = 3,
+    samples: int = 60,
+    classes: int = 3,
+    size: int = 8,
+    analysed: Iterable[int] | None = None,
+    thumbnails: bool = True,
+    seed: int = 0,
+) -> RunStore:
+    """Write a complete synthetic run and return its store.
+
+    Parameters
+    ----------
+    run_dir : path
+        The run directory (``plugins/lrp`` is created inside).
+    epochs, samples, classes, size : int
+        Complete epochs 0..epochs-1, probe samples, classes, and the heatmap side.
+    analysed : iterable of int, optional
+        Epochs that get analysis tables (default: all).
+    thumbnails : bool
+        Store input thumbnails in the probe set (default True).
+    seed : int
+        Random seed.
+    """
+    rng = np.random.default_rng(seed)
+    store = RunStore.create(
+        run_dir,
+        heatmap_shape=(size, size),
+        input_shape=(1, size, size),
+        model_class="tests.SyntheticNet",
+        composite="epsilon_gamma_box",
+        canonizers=["SequentialMergeBatchNorm"],
+        class_names=[f"digit {c}" for c in range(classes)],
+        target_mode="label",
+        probe={"size": samples, "seed": seed},
+    )
+    ids, labels, watermark = _samples(samples, classes, rng)
+    inputs = rng.random((samples, size, size)) * 0.3
+    for i, label in enumerate(labels):
+        inputs[i][_quadrant(int(label), size)] += 0.6
+        if watermark[i]:
+            inputs[i, :2, :2] = 1.0
+    store.write_probe(
+        make_probe_table(
+            sample_id=ids,
+            dataset_index=ids // 3,
+            label=labels,
+            thumbnail=[_png(x) for x in inputs] if thumbnails else None,
+        )
+    )
+    analysed = set(range(epochs) if analysed is None else analysed)
+    for epoch in range(epochs):
+        progress = (epoch + 1) / epochs
+        maps = rng.normal(0.0, 0.3 * (1.1 - progress), (samples, size, size)).astype(np.float32)
+        for i, label in enumerate(labels):
+            if watermark[i]:
+                maps[i, :2, :2] += 2.0 * progress
+            else:
+                maps[i][_quadrant(int(label), size)] += progress
+        correct = rng.random(samples) < 0.4 + 0.55 * progress
+        predictions = np.where(correct, labels, (labels + 1) % classes)
+        scores = rng.normal(2.0 * progress, 0.5, samples).astype(np.float32)
+        store.write_epoch(
+            epoch,
+            (epoch + 1) * 10,
+            make_attribution_table(
+                epoch=epoch,
+                global_step=(epoch + 1) * 10,
+                sample_id=ids,
+                label=labels,
+                prediction=predictions,
+                target=labels,
+                score=scores,
+                probability=1.0 / (1.0 + np.exp(-scores)),
+                relevance=maps,
+            ),
+        )
+        if epoch in analysed:
+            write_analysis(store, epoch, ids, labels, predictions, watermark, maps, classes, rng)
+    return store
+
+
+def _clusters_of(labels: np.ndarray, watermark: np.ndarray) -> np.ndarray:
+    """Cluster per sample: its class, and one more cluster for the watermarked samples."""
+    return np.where(watermark, labels.max() + 1, labels).astype(np.int32)
+
+
+def write_analysis(
+    store: RunStore,
+    epoch: int,
+    ids: np.ndarray,
+    labels: np.ndarray,
+    predictions: np.ndarray,
+    watermark: np.ndarray,
+    maps: np.ndarray,
+    classes: int,
+    rng: np.random.Generator,
+) -> None:
+    """Write the four analysis tables of one epoch in the store's schemas."""
+    size = maps.shape[-1]
+    grid = (size // 2, size // 2)
+    pooled = maps.reshape(len(maps), grid[0], 2, grid[1], 2).sum(axis=(2, 4))
+    pooled /= np.abs(pooled).sum(axis=(1, 2), keepdims=True) + 1e-12
+    categories = [(CATEGORY_ALL, np.ones(len(ids), bool))] + [
+        (class_category(c), labels == c) for c in range(classes)
+    ]
+    points, clusters, lineage, spectrum = [], [], [], []
+    for category, members in categories:
+        index = np.flatnonzero(members)
+        cluster = _clusters_of(labels, watermark)[index]
+        if category != CATEGORY_ALL:
+            cluster = (cluster != labels[index]).astype(np.int32)  # per class: 0 ordinary, 1 watermark
+        count = index.size
+        centres = rng.normal(0.0, 1.0, (int(cluster.max()) + 1, 2)) * 4 + epoch * 0.2
+        row = {
+            "category": [category] * count,
+            "sample_id": ids[index],
+            "label": labels[index],
+            "prediction": predictions[index],
+            "target": labels[index],
+            "spectral": [list(v) for v in rng.normal(0, 1, (count, SPECTRAL_DIMS)).astype(np.float32)],
+            "stability": None if epoch == 0 else rng.uniform(0.5, 1.0, count).astype(np.float32),
+        }
+        table = {f.name: row[f.name] for f in POINTS_SCHEMA if row[f.name] is not None}
+        table["stability"] = pa.nulls(count, pa.float32()) if row["stability"] is None else row["stability"]
+        table[cluster_column(CLUSTERING)] = cluster
+        for method in EMBEDDINGS:
+            xy = centres[cluster] + rng.normal(0, 0.6, (count, 2))
+            x_name, y_name = embedding_columns(method)
+            table[x_name] = xy[:, 0].astype(np.float32)
+            table[y_name] = xy[:, 1].astype(np.float32)
+        points.append(pa.table(table))
+        for c in np.unique(cluster):
+            inside = index[cluster == c]
+            flagged = bool(watermark[inside].mean() > 0.5)
+            purity = float(np.bincount(labels[inside]).max() / inside.size)
+            clusters.append(
+                {
+                    "category": category,
+                    "clustering": CLUSTERING,
+                    "cluster": int(c),
+                    "size": int(inside.size),
+                    "purity": purity,
+                    "majority_label": int(np.bincount(labels[inside]).argmax()),
+                    "accuracy": float((predictions[inside] == labels[inside]).mean()),
+                    "prototype": pooled[inside].mean(axis=0).ravel().astype(np.float32).tolist(),
+                    "typical": ids[inside][:5].tolist(),
+                    "atypical": ids[inside][-3:].tolist(),
+                    "concentration": 0.8 if flagged else 0.3,
+                    "border_share": 0.2,
+                    "corner_share": 0.75 if flagged else 0.05,
+                    "compactness": 0.5,
+                    "eigengap": 0.3,
+                    "flagged": flagged,
+                    "flag_region": "top-left corner" if flagged else None,
+                    "flag_reason": "75% of the relevance lies in the top-left corner" if flagged else None,
+                    "track": f"0:{int(c)}",
+                    "previous_cluster": None if epoch == 0 else int(c),
+                    "match_jaccard": None if epoch == 0 else 0.9,
+                    "event": "born" if epoch == 0 else "continued",
+                }
+            )
+            lineage.append(
+                {
+                    "category": category,
+                    "clustering": CLUSTERING,
+                    "cluster": int(c),
+                    "track": f"0:{int(c)}",
+                    "event": "born" if epoch == 0 else "continued",
+                    "previous_cluster": None if epoch == 0 else int(c),
+                    "sources": [] if epoch == 0 else [int(c)],
+                    "match_jaccard": None if epoch == 0 else 0.9,
+                }
+            )
+        k = int(cluster.max()) + 1
+        eigenvalues = np.concatenate([np.linspace(0, 0.02, k), np.linspace(0.4, 0.9, 6)])
+        spectrum.append(
+            {
+                "category": category,
+                "class_index": None if category == CATEGORY_ALL else int(category.split("_")[1]),
+                "class_name": None if category == CATEGORY_ALL else f"digit {category.split('_')[1]}",
+                "status": "ok",
+                "message": None,
+                "n_samples": count,
+                "n_neighbors": 10,
+                "eigenvalues": eigenvalues.tolist(),
+                "eigengap_k": k,
+                "eigengap": float(eigenvalues[k] - eigenvalues[k - 1]),
+                "selected_clustering": CLUSTERING,
+            }
+        )
+    points_table = pa.concat_tables(points, promote_options="permissive")
+    leading = pa.Table.from_arrays(
+        [points_table.column(f.name).cast(f.type) for f in POINTS_SCHEMA], schema=POINTS_SCHEMA
+    )
+    for name in points_table.column_names[len(POINTS_SCHEMA) :]:
+        leading = leading.append_column(name, points_table.column(name))
+    store.write_analysis_table(epoch, "points", leading, CONFIG_HASH)
+    clusters_table = pa.Table.from_pylist(clusters, schema=CLUSTERS_SCHEMA)
+    clusters_table = clusters_table.replace_schema_metadata({META_GRID_SHAPE: json.dumps(list(grid)).encode()})
+    store.write_analysis_table(epoch, "clusters", clusters_table, CONFIG_HASH)
+    store.write_analysis_table(epoch, "lineage", pa.Table.from_pylist(lineage, schema=LINEAGE_SCHEMA), CONFIG_HASH)
+    store.write_analysis_table(epoch, "spectrum", pa.Table.from_pylist(spectrum, schema=SPECTRUM_SCHEMA), CONFIG_HASH)

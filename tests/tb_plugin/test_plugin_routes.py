@@ -1,0 +1,541 @@
+"""Every route of the LRP plugin through TensorBoard's WSGI app: values, validation, damaged files."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import re
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+from plugin_testing import BROKEN, DAMAGED, FUTURE, GOOD, ODD, PLAIN, PREFIX, make_app, route
+from synthetic_runs import CLUSTERING, CONFIG_HASH, SPECTRAL_DIMS, build_run
+
+from lrp_lightning import image as lrp_image
+from lrp_lightning.store import (
+    CLUSTERS_TABLE,
+    POINTS_TABLE,
+    RunStore,
+    cluster_column,
+    decode_relevance,
+    embedding_columns,
+    make_attribution_table,
+)
+from lrp_lightning.tb_plugin import discovery
+from lrp_lightning.tb_plugin.data import ByteLRU, compact_int, decode_columns, encode_columns
+
+
+def ok(client, url: str):
+    response = client.get(url)
+    assert response.status_code == 200, (url, response.status_code, response.get_data(as_text=True))
+    return response
+
+
+def error(client, url: str, status: int):
+    response = client.get(url)
+    text = response.get_data(as_text=True)
+    assert response.status_code == status, (url, response.status_code, text)
+    return text
+
+
+def png(response) -> np.ndarray:
+    assert response.headers["Content-Type"] == "image/png"
+    return np.asarray(Image.open(io.BytesIO(response.data)))
+
+
+def columns(response) -> tuple[dict[str, np.ndarray], dict]:
+    assert response.headers["Content-Type"] == "application/octet-stream"
+    return decode_columns(response.data)
+
+
+# ------------------------------------------------------------------------------------------ wiring
+
+
+def test_entry_point_names_the_loader_and_tensorboard_lists_the_tab(client):
+    from importlib.metadata import entry_points
+
+    (entry,) = [e for e in entry_points(group="tensorboard_plugins") if e.name == "lrp"]
+    assert entry.value == "lrp_lightning.tb_plugin.loader:LRPPluginLoader"
+    listing = json.loads(ok(client, "/data/plugins_listing").data)
+    assert listing["lrp"]["enabled"] is True
+    assert listing["lrp"]["tab_name"] == "LRP"
+    assert listing["lrp"]["loading_mechanism"] == {"type": "IFRAME", "module_path": f"{PREFIX}/index.js"}
+
+
+def test_entry_point_module_imports_nothing_heavy_and_works_without_tensorflow(tmp_path):
+    build_run(tmp_path / "run", epochs=1, samples=6)
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["tensorflow"] = None  # `import tensorflow` fails, as on a machine without it
+        from lrp_lightning.tb_plugin.loader import LRPPluginLoader
+        heavy = sorted(m for m in ("torch", "lightning", "numpy", "pyarrow", "PIL", "lrp_lightning.store")
+                       if m in sys.modules)
+        from tensorboard.plugins import base_plugin
+        plugin = LRPPluginLoader().load(base_plugin.TBContext(logdir={str(tmp_path)!r}))
+        plugin.index.wait_ready(10)
+        print(heavy, plugin.is_active(), "torch" in sys.modules)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["[]", "True", "False"]
+
+
+def test_loader_returns_no_plugin_when_the_plugin_cannot_be_imported(monkeypatch, caplog):
+    from tensorboard.plugins import base_plugin
+
+    from lrp_lightning.tb_plugin.loader import LRPPluginLoader
+
+    monkeypatch.setitem(sys.modules, "lrp_lightning.tb_plugin.plugin", None)
+    assert LRPPluginLoader().load(base_plugin.TBContext(logdir="/nonexistent")) is None
+    assert "could not be imported" in caplog.text
+
+
+def test_static_frontend_is_served_and_uses_no_inline_script_or_html_parsing(client):
+    static = Path(__file__).resolve().parents[2] / "tb_plugin" / "static"
+    for path in static.iterdir():
+        response = ok(client, f"{PREFIX}/{path.name}")
+        assert response.data == path.read_bytes()
+    assert ok(client, f"{PREFIX}/index.js").headers["Content-Type"].startswith("text/javascript")
+    html = ok(client, f"{PREFIX}/index.html")
+    assert "script-src" in html.headers["Content-Security-Policy"]
+    text = html.get_data(as_text=True)
+    assert text.count("<script") == text.count('<script type="module" src=')  # no inline script
+    for path in static.glob("*.js"):
+        source = path.read_text()
+        for forbidden in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
+            assert forbidden not in source, (path.name, forbidden)
+        # Nothing from another origin: the only absolute URL is the SVG namespace.
+        assert set(re.findall(r"https?://[^\s\"'`]+", source)) <= {"http://www.w3.org/2000/svg"}, path.name
+
+
+# ------------------------------------------------------------------------------------------ runs
+
+
+def test_runs_lists_every_store_and_says_why_a_run_cannot_be_read(client, logdir):
+    runs = {r["run"]: r for r in json.loads(ok(client, route("runs")).data)["runs"]}
+    assert sorted(runs) == sorted([GOOD, PLAIN, DAMAGED, ODD, BROKEN, FUTURE])
+    assert runs[GOOD] == {"run": GOOD, "epochs": 4, "error": None}
+    assert "not valid JSON" in runs[BROKEN]["error"]
+    assert "format 2.0" in runs[FUTURE]["error"] and "Upgrade lrp-lightning" in runs[FUTURE]["error"]
+    assert "broken/plugins/lrp/manifest.json" in runs[BROKEN]["error"]
+    assert str(logdir) not in json.dumps(runs)  # paths relative to the logdir only
+
+
+def test_run_info_has_metadata_epochs_analysis_flags_and_colour_maps(client, logdir):
+    info = json.loads(ok(client, route("run", run=GOOD)).data)
+    store = RunStore(logdir / GOOD)
+    assert info["class_names"] == ["digit 0", "digit 1", "digit 2"]
+    assert info["heatmap_shape"] == [8, 8]
+    assert info["thumbnails"] is True
+    assert [e["epoch"] for e in info["epochs"]] == [0, 1, 2, 3]
+    assert [e["analysis"] for e in info["epochs"]] == [True, True, False, True]
+    assert [e["version"] for e in info["epochs"]] == [e.commit[:12] for e in store.epochs()]
+    assert info["colormaps"] == sorted(lrp_image.COLOR_MAPS) and info["default_cmap"] in info["colormaps"]
+    assert json.loads(ok(client, route("run", run=PLAIN)).data)["thumbnails"] is False
+
+
+# ------------------------------------------------------------------------------------------ heatmap views
+
+
+def test_samples_are_the_stored_values_as_binary_columns(client, logdir):
+    response = ok(client, route("samples", run=GOOD, epoch=2))
+    values, meta = columns(response)
+    table = RunStore(logdir / GOOD).attributions(2)
+    for name in ("sample_id", "label", "prediction", "target"):
+        np.testing.assert_array_equal(values[name], table.column(name).to_numpy())
+    for name in ("score", "probability", "relevance_sum"):
+        np.testing.assert_array_equal(values[name], table.column(name).to_numpy())
+    assert meta == {"run": GOOD, "epoch": 2, "global_step": 30, "ids_exact": True}
+
+
+def test_binary_responses_are_gzipped_for_clients_that_accept_it(client):
+    url = route("samples", run=GOOD, epoch=0)
+    zipped = client.get(url, headers={"Accept-Encoding": "gzip"})
+    assert zipped.headers["Content-Encoding"] == "gzip"
+    assert gzip.decompress(zipped.data) == client.get(url).data
+
+
+@pytest.mark.parametrize("cmap", ["bwr", "coldnhot"])
+def test_heatmap_png_is_the_stored_map_rendered_with_the_colour_map(client, logdir, cmap):
+    store = RunStore(logdir / GOOD)
+    _, maps = store.heatmaps(3, [10])
+    pixels = png(ok(client, route("heatmap", run=GOOD, epoch=3, sample=10, cmap=cmap)))
+    np.testing.assert_array_equal(pixels, np.asarray(lrp_image.heatmap(maps[0], cmap=cmap)))
+
+
+def test_overlay_blends_the_heatmap_over_the_stored_input(client, logdir):
+    store = RunStore(logdir / GOOD)
+    _, maps = store.heatmaps(1, [7])
+    thumbnail = store.probe_table().to_pylist()[0]["thumbnail"]
+    base = np.asarray(Image.open(io.BytesIO(thumbnail)).convert("RGB"))
+    expected = np.asarray(lrp_image.overlay(base, maps[0], alpha=0.5, cmap="bwr"))
+    pixels = png(ok(client, route("heatmap", run=GOOD, epoch=1, sample=7, kind="overlay")))
+    np.testing.assert_array_equal(pixels, expected)
+
+
+def test_input_is_the_stored_thumbnail_and_missing_thumbnails_are_404(client, logdir):
+    thumbnail = RunStore(logdir / GOOD).probe_table().to_pylist()[1]["thumbnail"]
+    assert ok(client, route("input", run=GOOD, sample=10)).data == thumbnail
+    assert "no input thumbnail" in error(client, route("input", run=PLAIN, sample=7), 404)
+    assert "not a PNG" in error(client, route("input", run=ODD, sample=1), 404)
+    assert "no input thumbnail" in error(client, route("heatmap", run=PLAIN, epoch=0, sample=7, kind="overlay"), 404)
+
+
+def test_non_finite_relevance_is_drawn_as_zero_instead_of_failing(client):
+    pixels = png(ok(client, route("heatmap", run=ODD, epoch=0, sample=1, cmap="bwr")))
+    assert pixels.shape == (4, 4, 3)
+    assert tuple(pixels[0, 0]) == tuple(lrp_image.COLOR_MAPS["bwr"].palette()[128])  # NaN -> 0 -> centre colour
+
+
+def test_timeline_holds_one_sample_in_every_epoch(client, logdir):
+    timeline = json.loads(ok(client, route("timeline", run=GOOD, sample=13)).data)
+    store = RunStore(logdir / GOOD)
+    assert timeline["epoch"] == [0, 1, 2, 3]
+    assert timeline["global_step"] == [10, 20, 30, 40]
+    for position, epoch in enumerate(timeline["epoch"]):
+        row = [r for r in store.attributions(epoch).to_pylist() if r["sample_id"] == 13][0]
+        assert timeline["prediction"][position] == row["prediction"]
+        assert timeline["score"][position] == pytest.approx(row["score"], rel=1e-7)
+    assert timeline["label"] == 2
+    assert "in no complete epoch" in error(client, route("timeline", run=GOOD, sample=8), 404)
+
+
+def test_epoch_maps_are_cached_and_a_rewritten_epoch_is_never_served_stale(tmp_path):
+    store = build_run(tmp_path / "run", epochs=1, samples=6, analysed=[])
+    client, plugin = make_app(tmp_path)
+    url = route("heatmap", run="run", epoch=0, sample=7)
+    first = ok(client, url).data
+    hits = plugin.data.cache.hits
+    assert ok(client, url).data == first and plugin.data.cache.hits == hits + 1
+    table = store.attributions(0)
+    maps = -decode_relevance(table.column("relevance"), (8, 8))  # flipped sign: other colours
+    rows = {name: table.column(name).to_numpy() for name in ("sample_id", "label", "prediction", "target", "score")}
+    store.write_epoch(
+        0, 10, make_attribution_table(epoch=0, global_step=10, probability=0.5, relevance=maps, **rows)
+    )
+    assert ok(client, url).data != first
+
+
+def test_new_epochs_appear_at_once_and_new_runs_after_a_rescan(tmp_path):
+    build_run(tmp_path / "a", epochs=1, samples=6, analysed=[])
+    client, plugin = make_app(tmp_path)
+    assert [e["epoch"] for e in json.loads(ok(client, route("run", run="a")).data)["epochs"]] == [0]
+    build_run(tmp_path / "a", epochs=2, samples=6, analysed=[])  # the running training commits epoch 1
+    assert [e["epoch"] for e in json.loads(ok(client, route("run", run="a")).data)["epochs"]] == [0, 1]
+    ok(client, route("heatmap", run="a", epoch=1, sample=7))
+    build_run(tmp_path / "b", epochs=1, samples=6, analysed=[])
+    error(client, route("run", run="b"), 404)
+    plugin.index.scan_now()
+    assert [r["run"] for r in json.loads(ok(client, route("runs")).data)["runs"]] == ["a", "b"]
+
+
+def test_is_active_never_waits_for_a_scan(tmp_path, monkeypatch):
+    build_run(tmp_path / "run", epochs=1, samples=6, analysed=[])
+    release = threading.Event()
+    real = discovery.find_runs
+
+    def slow(root):
+        release.wait(10)
+        return real(root)
+
+    monkeypatch.setattr(discovery, "find_runs", slow)
+    index = discovery.RunIndex(tmp_path)
+    started = time.perf_counter()
+    assert index.is_active() is False
+    assert time.perf_counter() - started < 0.05
+    release.set()
+    assert index.wait_ready(10) and index.is_active() is True
+    assert discovery.RunIndex(None).is_active() is False
+    assert discovery.RunIndex("gs://bucket/logs").is_active() is False
+
+
+# ------------------------------------------------------------------------------------------ analysis views
+
+
+def test_analysis_summary_lists_categories_spectra_embeddings_and_clusterings(client):
+    summary = json.loads(ok(client, route("analysis", run=GOOD, epoch=1)).data)
+    assert summary["config_hash"] == CONFIG_HASH
+    assert summary["embeddings"] == ["tsne", "umap", "spectral"]
+    assert summary["clusterings"] == [CLUSTERING]
+    assert summary["grid_shape"] == [4, 4]
+    categories = {c["category"]: c for c in summary["categories"]}
+    assert sorted(categories) == ["all", "class_0", "class_1", "class_2"]
+    assert categories["all"]["eigengap_k"] == 4 and categories["class_1"]["eigengap_k"] == 1
+    assert categories["all"]["spectral_dims"] == SPECTRAL_DIMS
+    assert categories["class_2"]["class_name"] == "digit 2"
+    assert categories["all"]["clusterings"] == [CLUSTERING]
+    assert "no analysis yet" in error(client, route("analysis", run=GOOD, epoch=2), 404)
+    assert "lrp-analyze" in error(client, route("analysis", run=PLAIN, epoch=0), 404)
+
+
+@pytest.mark.parametrize("category", ["all", "class_0"])
+def test_embedding_points_are_the_analysis_table_as_binary_columns(client, logdir, category):
+    table = RunStore(logdir / GOOD).read_analysis_table(3, POINTS_TABLE)
+    table = table.filter(pc.equal(table.column("category"), category))
+    rows = {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names[1:5]}
+    rows.update({name: table.column(name).to_numpy() for name in table.column_names[7:]})
+    url = route("embedding", run=GOOD, epoch=3, category=category, embedding="umap", clustering=CLUSTERING)
+    response = ok(client, url)
+    values, meta = columns(response)
+    x_name, y_name = embedding_columns("umap")
+    np.testing.assert_array_equal(values["sample_id"], rows["sample_id"])
+    np.testing.assert_array_equal(values["x"], rows[x_name])
+    np.testing.assert_array_equal(values["y"], rows[y_name])
+    np.testing.assert_array_equal(values["cluster"], rows[cluster_column(CLUSTERING)])
+    np.testing.assert_array_equal(values["label"], rows["label"])
+    assert values["x"].dtype == np.float32 and values["sample_id"].dtype == np.int16
+    x, y = values["x"], values["y"]
+    assert meta["bounds"] == [float(x.min()), float(x.max()), float(y.min()), float(y.max())]
+
+
+def test_spectral_embedding_uses_the_chosen_eigenvectors(client, logdir):
+    table = RunStore(logdir / GOOD).read_analysis_table(0, POINTS_TABLE)
+    spectral = np.array(table.column("spectral").to_pylist(), dtype=np.float32)[
+        np.asarray(table.column("category").to_pylist()) == "all"
+    ]
+    url = route("embedding", run=GOOD, epoch=0, category="all", embedding="spectral", x=3, y=0)
+    values, meta = columns(ok(client, url))
+    np.testing.assert_array_equal(values["x"], spectral[:, 3])
+    np.testing.assert_array_equal(values["y"], spectral[:, 0])
+    assert "cluster" not in values and meta["x_dim"] == 3
+    text = error(client, route("embedding", run=GOOD, epoch=0, category="all", embedding="spectral", x=4, y=0), 400)
+    assert "has 4 dimensions" in text
+
+
+def test_clusters_carry_indicators_flags_and_lineage(client):
+    result = json.loads(ok(client, route("clusters", run=GOOD, epoch=3, category="all", clustering=CLUSTERING)).data)
+    clusters = {c["cluster"]: c for c in result["clusters"]}
+    assert sorted(clusters) == [0, 1, 2, 3]
+    flagged = [c for c in clusters.values() if c["flagged"]]
+    assert [c["cluster"] for c in flagged] == [3]
+    assert flagged[0]["flag_reason"] == "75% of the relevance lies in the top-left corner"
+    assert clusters[0]["event"] == "continued" and clusters[0]["previous_cluster"] == 0
+    assert sum(c["size"] for c in clusters.values()) == 45
+    assert clusters[1]["purity"] == 1.0 and clusters[1]["has_prototype"] is True
+
+
+def test_prototype_png_is_the_cluster_mean_on_the_analysis_grid(client, logdir):
+    table = RunStore(logdir / GOOD).read_analysis_table(1, CLUSTERS_TABLE).to_pylist()
+    row = [r for r in table if r["category"] == "all" and r["cluster"] == 2][0]
+    grid = np.asarray(row["prototype"], dtype=np.float64).reshape(4, 4)
+    url = route("prototype", run=GOOD, epoch=1, category="all", clustering=CLUSTERING, cluster=2, cmap="coldnhot")
+    np.testing.assert_array_equal(png(ok(client, url)), np.asarray(lrp_image.heatmap(grid, cmap="coldnhot")))
+    url = route("prototype", run=GOOD, epoch=1, category="all", clustering=CLUSTERING, cluster=9)
+    assert "no cluster 9" in error(client, url, 404)
+
+
+def test_lineage_spans_the_analysed_epochs_and_names_the_others(client):
+    lineage = json.loads(ok(client, route("lineage", run=GOOD, category="class_0", clustering=CLUSTERING)).data)
+    assert [e["epoch"] for e in lineage["epochs"]] == [0, 1, 3]
+    assert lineage["missing"] == [2]
+    first, later = lineage["epochs"][0]["clusters"], lineage["epochs"][2]["clusters"]
+    assert [c["event"] for c in first] == ["born", "born"]
+    assert [c["sources"] for c in later] == [[0], [1]]
+    assert [c["flagged"] for c in later] == [False, True]
+
+
+# ------------------------------------------------------------------------------------------ damaged files
+
+
+def test_a_damaged_epoch_is_a_404_for_that_epoch_only_and_names_the_file_not_the_logdir(client, logdir):
+    text = error(client, route("samples", run=DAMAGED, epoch=1), 404)
+    assert "cannot be read" in text and "part-00000.parquet" in text
+    assert str(logdir) not in text
+    error(client, route("heatmap", run=DAMAGED, epoch=1, sample=7), 404)
+    ok(client, route("samples", run=DAMAGED, epoch=0))
+    ok(client, route("heatmap", run=DAMAGED, epoch=2, sample=7))
+    timeline = json.loads(ok(client, route("timeline", run=DAMAGED, sample=7)).data)
+    assert timeline["epoch"] == [0, 2]
+    assert [u["epoch"] for u in timeline["unreadable"]] == [1]
+    assert "cannot be read" in timeline["unreadable"][0]["error"]
+
+
+def test_a_damaged_analysis_table_is_a_404_for_that_epoch(client, logdir):
+    info = json.loads(ok(client, route("run", run=DAMAGED)).data)
+    epochs = {e["epoch"]: e for e in info["epochs"]}
+    assert epochs[0]["analysis"] is True  # spectrum fine, points damaged
+    assert epochs[2]["analysis"] is False and "spectrum.parquet" in epochs[2]["analysis_error"]
+    assert str(logdir) not in epochs[2]["analysis_error"]
+    text = error(client, route("embedding", run=DAMAGED, epoch=0, category="all", embedding="tsne"), 404)
+    assert "'points'" in text and "cannot be read" in text
+    assert "cannot be read" in error(client, route("analysis", run=DAMAGED, epoch=2), 404)
+
+
+def test_a_manifest_with_a_bad_heatmap_shape_is_404_not_a_server_error(tmp_path):
+    store = build_run(tmp_path / "run", epochs=1, samples=6, analysed=[])
+    manifest = json.loads((store.store_dir / "manifest.json").read_text())
+    manifest["heatmap_shape"] = [0, 5]
+    (store.store_dir / "manifest.json").write_text(json.dumps(manifest))
+    client, _ = make_app(tmp_path)
+    for url in (route("heatmap", run="run", epoch=0, sample=7), route("samples", run="run", epoch=0)):
+        assert "heatmap_shape" in error(client, url, 404)
+
+
+def test_unreadable_runs_are_404_with_the_reason(client):
+    assert "not valid JSON" in error(client, route("run", run=BROKEN), 404)
+    assert "format 2.0" in error(client, route("samples", run=FUTURE, epoch=0), 404)
+
+
+# ------------------------------------------------------------------------------------------ validation
+
+TRAVERSALS = [
+    "../", "..", "../../etc/passwd", "/etc/passwd", "exp/../exp/version_0", "exp/version_0/..",
+    "exp/version_0/../../..", "exp/version_0/plugins/lrp", "exp\\version_0", "%2e%2e%2f", "..%2F..%2Fetc",
+    "exp/version_0%00", "file:///etc/passwd", "~", "~root", "./exp/version_0", "exp//version_0",
+    "exp/version_0/", " exp/version_0", "C:\\Windows\\win.ini", "\\\\server\\share", "a" * 300,
+]
+
+
+@pytest.mark.parametrize("run", TRAVERSALS)
+def test_run_must_be_one_the_plugin_found(client, logdir, run):
+    for name, params in (
+        ("run", {}),
+        ("samples", {"epoch": 0}),
+        ("heatmap", {"epoch": 0, "sample": 7}),
+        ("input", {"sample": 7}),
+        ("timeline", {"sample": 7}),
+        ("analysis", {"epoch": 0}),
+        ("embedding", {"epoch": 0, "category": "all"}),
+        ("clusters", {"epoch": 0, "category": "all", "clustering": CLUSTERING}),
+        ("prototype", {"epoch": 0, "category": "all", "clustering": CLUSTERING, "cluster": 0}),
+        ("lineage", {"category": "all", "clustering": CLUSTERING}),
+    ):
+        response = client.get(route(name, run=run, **params))
+        assert response.status_code in (400, 404), (name, run, response.status_code)
+        assert str(logdir) not in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/data/plugin/lrp/../../../etc/passwd", "/data/plugin/lrp/plugin.py", "/data/plugin/lrp/static/index.js",
+        "/data/plugin/lrp/%2e%2e/plugin.py", "/data/plugin/lrp/index.js/../../data.py", "/data/plugin/lrp/..%2fdata.py",
+        "/data/plugin/lrp/static%2f..%2fplugin.py", "/data/plugin/lrp/style.css%00.py", "/data/plugin/lrp/",
+        "/data/plugin/lrp/INDEX.JS", "/data/plugin/lrp/index.js.bak",
+    ],
+)
+def test_only_known_static_files_are_served(client, path):
+    assert client.get(path).status_code == 404
+
+
+ALL = {"run": GOOD, "epoch": 0, "category": "all"}
+MALFORMED = [
+    ("samples", {"run": GOOD}, "missing parameter 'epoch'"),
+    ("samples", {"epoch": 0}, "missing parameter 'run'"),
+    ("samples", {"run": GOOD, "epoch": "abc"}, "must be an integer"),
+    ("samples", {"run": GOOD, "epoch": "1.5"}, "must be an integer"),
+    ("samples", {"run": GOOD, "epoch": "1e3"}, "must be an integer"),
+    ("samples", {"run": GOOD, "epoch": " 1"}, "must be an integer"),
+    ("samples", {"run": GOOD, "epoch": ""}, "must be an integer"),
+    ("samples", {"run": GOOD, "epoch": "0x1"}, "must be an integer"),
+    ("samples", {"run": GOOD, "epoch": "-1"}, "must be in [0, 2147483647]"),
+    ("samples", {"run": GOOD, "epoch": "99999999999999999999"}, "must be in"),
+    ("samples", {"run": GOOD, "epoch": "9" * 400}, "at most 256 characters"),
+    ("samples", {"run": "exp/version_0\x01", "epoch": 0}, "printable"),
+    ("heatmap", {"run": GOOD, "epoch": 0, "sample": "nan"}, "must be an integer"),
+    ("heatmap", {"run": GOOD, "epoch": 0, "sample": str(2**70)}, "must be in"),
+    ("heatmap", {"run": GOOD, "epoch": 0, "sample": 7, "cmap": "jet"}, "parameter 'cmap' must be one of"),
+    ("heatmap", {"run": GOOD, "epoch": 0, "sample": 7, "cmap": "00f,fff"}, "parameter 'cmap' must be one of"),
+    ("heatmap", {"run": GOOD, "epoch": 0, "sample": 7, "kind": "../input"}, "parameter 'kind' must be one of"),
+    ("embedding", {"run": GOOD, "epoch": 0, "category": "../all"}, "must be a name"),
+    ("embedding", {"run": GOOD, "epoch": 0, "category": "class_9"}, "not analysed in epoch 0"),
+    ("embedding", {**ALL, "embedding": "pca"}, "unknown embedding 'pca'"),
+    ("embedding", {**ALL, "embedding": "tsne", "clustering": "dbscan"}, "unknown clustering"),
+    ("embedding", {**ALL, "x": "-1"}, "must be in [0, 1023]"),
+    ("embedding", {**ALL, "y": "5000"}, "must be in [0, 1023]"),
+    ("clusters", ALL, "missing parameter 'clustering'"),
+    ("clusters", {**ALL, "clustering": "x y"}, "must be a name"),
+    ("prototype", {**ALL, "clustering": CLUSTERING, "cluster": "a"}, "integer"),
+    ("prototype", {**ALL, "clustering": CLUSTERING, "cluster": "-2"}, "must be in"),
+]
+
+
+@pytest.mark.parametrize(("name", "params", "message"), MALFORMED)
+def test_malformed_parameters_are_400_with_a_message(client, name, params, message):
+    assert message in error(client, route(name, **params), 400)
+
+
+ROUTES = ["run", "samples", "input", "heatmap", "timeline", "analysis", "embedding", "clusters", "prototype", "lineage"]
+PARAMETERS = ["run", "epoch", "sample", "cmap", "kind", "category", "embedding", "x", "y", "clustering", "cluster"]
+VALUES = st.one_of(
+    st.sampled_from([GOOD, DAMAGED, ODD, "all", "class_0", CLUSTERING, "tsne", "spectral", "0", "3", "7", "-1", ""]),
+    st.text(max_size=40),
+    st.integers(-(2**70), 2**70).map(str),
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.sampled_from(ROUTES), params=st.dictionaries(st.sampled_from(PARAMETERS), VALUES, max_size=8))
+def test_no_request_gets_a_server_error(client, name, params):
+    response = client.get(route(name, **params))
+    assert response.status_code in (200, 400, 404), (name, params, response.get_data(as_text=True))
+
+
+def test_repeated_parameters_are_refused(client):
+    assert "given 2 times" in error(client, f"{PREFIX}/samples?run={GOOD}&epoch=0&epoch=1", 400)
+
+
+def test_missing_items_are_404_with_what_exists(client):
+    assert "complete epochs: [0, 1, 2, 3]" in error(client, route("samples", run=GOOD, epoch=7), 404)
+    assert "not in epoch 0" in error(client, route("heatmap", run=GOOD, epoch=0, sample=8), 404)
+    assert "not in the probe set" in error(client, route("input", run=GOOD, sample=8), 404)
+    lineage = route("lineage", run=PLAIN, category="all", clustering=CLUSTERING)
+    assert "no analysed epoch" in error(client, lineage, 404)
+
+
+# ------------------------------------------------------------------------------------------ data layer units
+
+
+def test_binary_columns_round_trip_and_pick_compact_integers():
+    payload = encode_columns(
+        {"a": np.arange(5, dtype=np.int16), "b": np.linspace(0, 1, 5, dtype=np.float32)}, {"note": "x"}
+    )
+    assert payload[:4] == b"LRPB" and (8 + int.from_bytes(payload[4:8], "little")) % 8 == 0
+    values, meta = decode_columns(payload)
+    np.testing.assert_array_equal(values["b"], np.linspace(0, 1, 5, dtype=np.float32))
+    assert meta == {"note": "x"}
+    assert compact_int(np.array([0, 40000])).dtype == np.int32
+    assert compact_int(np.array([-3, 3])).dtype == np.int16
+    assert compact_int(np.array([0, 2**40])).dtype == np.float64
+    with pytest.raises(ValueError, match="one length"):
+        encode_columns({"a": np.zeros(2, np.int16), "b": np.zeros(3, np.int16)})
+
+
+def test_byte_lru_evicts_the_least_recently_used_values():
+    cache = ByteLRU(300)
+    for key in "abc":
+        cache.get_or_make(key, lambda: b"x" * 100)
+    cache.get_or_make("a", lambda: pytest.fail("a is cached"))
+    cache.get_or_make("d", lambda: b"y" * 100)  # evicts b, the least recently used
+    assert cache.nbytes == 300 and len(cache) == 3
+    made = []
+    cache.get_or_make("b", lambda: made.append(1) or b"z")
+    assert made == [1]
+    cache.get_or_make("huge", lambda: b"h" * 1000)  # larger than the budget: returned, not kept
+    assert "huge" not in [k for k in cache._items]
+
+
+def test_a_stale_analysis_after_the_epoch_was_rewritten_is_not_shown(tmp_path):
+    store = build_run(tmp_path / "run", epochs=1, samples=9)
+    client, _ = make_app(tmp_path)
+    assert json.loads(ok(client, route("run", run="run")).data)["epochs"][0]["analysis"] is True
+    table = store.attributions(0)
+    names = ("sample_id", "label", "prediction", "target", "score", "probability")
+    rows = {name: table.column(name).to_numpy() for name in names}
+    relevance = decode_relevance(table.column("relevance"), (8, 8))
+    store.write_epoch(0, 10, make_attribution_table(epoch=0, global_step=10, relevance=relevance, **rows))
+    assert json.loads(ok(client, route("run", run="run")).data)["epochs"][0]["analysis"] is False
+    assert "no analysis yet" in error(client, route("analysis", run="run", epoch=0), 404)
