@@ -6,9 +6,8 @@ k-means for k = 2..10, and a 2-D t-SNE.
 
 * CoRelAy (the oracle): ``SciPyPDist`` (an N x N distance matrix) -> ``SparseKNN(n_neighbors=32)`` ->
   ``SymmetricNormalLaplacian`` -> ``EigenDecomposition(n_eigval=32)`` -> ``KMeans(k)`` on all 32
-  eigenvectors, and ``TSNEEmbedding()`` of the eigenvectors, as in CoRelAy's SpRAy example. If
-  corelay cannot be imported, a line-by-line re-implementation of those processors runs instead and
-  the report says so.
+  eigenvectors, and ``TSNEEmbedding()`` of the eigenvectors, as in CoRelAy's SpRAy example. corelay
+  comes with the ``bench`` extra (``pip install -e '.[test,bench]'``).
 * Ours: ``KNNGraph(n_neighbors=32)`` -> ``SpectralEmbedding(n_eigval=32)`` -> ``Clusterings(k_range=(2, 10),
   methods=("kmeans",))`` and ``Embeddings(methods=("tsne",))``; then the same t-SNE warm-started from
   the previous epoch's layout (slightly changed maps), as the analysis does from the second epoch on.
@@ -94,7 +93,7 @@ def traced_peak(function: Callable[[], Any]) -> float:
 
 
 def corelay_pipeline() -> tuple[str, Callable, Callable]:
-    """CoRelAy's processors, or a faithful re-implementation when corelay is not installed."""
+    """CoRelAy's processors (corelay is a peer: installed by the ``bench`` extra, never by the library)."""
     try:
         from corelay.processor.affinity import SparseKNN
         from corelay.processor.clustering import KMeans
@@ -115,40 +114,11 @@ def corelay_pipeline() -> tuple[str, Callable, Callable]:
             return TSNEEmbedding()(eigenvectors)
 
         return f"corelay {version}", spectral, tsne
-    except ImportError:
-        return "CoRelAy 1.0.0 re-implementation (corelay not installed)", *_corelay_reimplementation()
-
-
-def _corelay_reimplementation() -> tuple[Callable, Callable]:
-    """CoRelAy 1.0.0's SciPyPDist, SparseKNN, SymmetricNormalLaplacian, EigenDecomposition, KMeans and
-    TSNEEmbedding, transcribed from its source."""
-    import scipy.sparse
-    from scipy.sparse.linalg import eigsh
-    from scipy.spatial.distance import pdist, squareform
-    from sklearn.cluster import KMeans
-    from sklearn.manifold import TSNE
-
-    def spectral(data: np.ndarray) -> dict[int, np.ndarray]:
-        distances = squareform(pdist(data, metric="euclidean"))
-        n, k = distances.shape[0], min(32, distances.shape[0] - 1)
-        columns = distances.argsort(1)[:, 1 : k + 1]
-        rows = np.mgrid[:n, :k][0]
-        values = np.ones((n, k), dtype=distances.dtype)
-        affinity = scipy.sparse.csr_matrix((values.flat, (rows.flat, columns.flat)), shape=(n, n))
-        affinity = (affinity + affinity.T) / 2.0
-        degree = scipy.sparse.diags(np.asarray(affinity.sum(1)).ravel() ** -0.5, 0)
-        laplacian = degree @ affinity @ degree
-        eigenvalues, eigenvectors = eigsh(laplacian, k=32, which="LM")
-        eigenvectors /= np.linalg.norm(eigenvectors, axis=1, keepdims=True)
-        spectral.eigenvectors = eigenvectors
-        return {c: KMeans(n_clusters=c).fit_predict(eigenvectors) for c in range(2, 11)}
-
-    def tsne(eigenvectors: np.ndarray) -> np.ndarray:
-        return TSNE(
-            n_components=2, init="random", metric="euclidean", perplexity=30.0, early_exaggeration=12.0
-        ).fit_transform(eigenvectors)
-
-    return spectral, tsne
+    except ImportError as error:
+        raise SystemExit(
+            "benchmarks/spray_speed.py compares against corelay 1.0.0, which is not installed: "
+            "pip install -e '.[test,bench]' (or run with --large N only)"
+        ) from error
 
 
 # ---------------------------------------------------------------------------------------------- ours
