@@ -8,6 +8,8 @@ during training without changing anything the training depends on.
 * :class:`BatchExplainer` runs an attributor over batches and turns the relevance into the rows of
   the store: channel-summed maps (optionally sum-pooled to ``heatmap_size``), prediction, target,
   score, probability and relevance sum, plus the sums behind the logged scalars.
+* :class:`ProbeMetrics` computes the explanation-quality metrics of :mod:`lrp_lightning.metrics` per
+  sample of each explained batch (the values go into extra ``metric_<name>`` columns of the rows).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import random
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -27,15 +29,20 @@ from torch import Tensor, nn
 from lrp_lightning.attribution import Gradient
 from lrp_lightning.composites import get_composite
 from lrp_lightning.core import Composite, MissingRuleError
+from lrp_lightning.metrics import ExplanationMetric, check_requirements, get_metric
 
 TargetSpec = str | Callable[[Tensor, Tensor | None], Tensor]
-UnpackBatch = Callable[[Any], tuple[Tensor, Tensor | None]]
+UnpackBatch = Callable[[Any], tuple[Tensor, Tensor | None] | tuple[Tensor, Tensor | None, Tensor | None]]
+PreviousMaps = Callable[[np.ndarray], Tensor | None]
 
 NO_LABEL = -1
 """Label stored for samples whose batches hold no labels."""
 
 INPUT_KEYS = ("input", "inputs", "x", "image", "images", "img", "pixel_values", "data")
 LABEL_KEYS = ("label", "labels", "y", "target", "targets", "class", "cls")
+MASK_KEYS = ("mask", "masks")
+METRIC_PREFIX = "metric_"
+"""Extra attribution columns (``metric_<name>``) and scalars (``lrp/metric_<name>``) of the metrics."""
 
 # Sums behind the logged scalars, in this order; summed over ranks with one all-reduce.
 STAT_FIELDS = (
@@ -256,9 +263,26 @@ def default_unpack_batch(batch: Any) -> tuple[Any, Any]:
     )
 
 
-def unpack(batch: Any, unpack_batch: UnpackBatch | None, size: int, need_labels: bool, owner: str):
-    """Checked ``(x, labels or None)`` of a batch of ``size`` samples."""
-    x, y = (unpack_batch or default_unpack_batch)(batch)
+def unpack(
+    batch: Any, unpack_batch: UnpackBatch | None, size: int, need_labels: bool, owner: str, with_masks: bool = False
+):
+    """Checked ``(x, labels or None)`` of a batch of ``size`` samples; ``(x, labels, masks or None)`` with masks.
+
+    Masks are a dict batch's ``"mask"`` (or ``"masks"``) entry, or the optional third element that
+    ``unpack_batch`` returns.
+    """
+    parts = (unpack_batch or default_unpack_batch)(batch)
+    if not isinstance(parts, (tuple, list)) or len(parts) not in (2, 3):
+        raise ValueError(
+            f"{owner}: unpack_batch must return (inputs, labels) or (inputs, labels, masks), got "
+            f"{type(parts).__name__}{f' of {len(parts)} items' if isinstance(parts, (tuple, list)) else ''}"
+        )
+    x, y = parts[0], parts[1]
+    masks = parts[2] if len(parts) == 3 else None
+    if masks is None and unpack_batch is None and isinstance(batch, Mapping):
+        masks = next((batch[k] for k in MASK_KEYS if k in batch), None)
+    if masks is not None and not isinstance(masks, Tensor):
+        masks = torch.as_tensor(masks)
     if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim < 2 or x.shape[0] != size:
         described = f"{x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
         raise ValueError(
@@ -284,6 +308,13 @@ def unpack(batch: Any, unpack_batch: UnpackBatch | None, size: int, need_labels:
             "pass target='prediction', or return (inputs, labels) from the dataset, or pass "
             "unpack_batch=lambda batch: (inputs, labels)"
         )
+    if with_masks:
+        if masks is not None and (masks.ndim < 2 or masks.shape[0] != size):
+            raise ValueError(
+                f"{owner}: the masks of a batch of {size} samples must be a tensor of shape ({size}, H, W), got "
+                f"shape {tuple(masks.shape)}"
+            )
+        return x, y, masks
     return x, y
 
 
@@ -381,6 +412,134 @@ def sum_pool(maps: Tensor, size: tuple[int, int] | None) -> Tensor:
     return pooled * (height * width / (size[0] * size[1]))
 
 
+def as_stored(maps: np.ndarray) -> np.ndarray:
+    """``maps`` as the store gives them back: rounded to float16 (out-of-range values become ±inf)."""
+    with np.errstate(over="ignore"):
+        return np.asarray(maps, np.float32).astype(np.float16).astype(np.float32)
+
+
+class ProbeMetrics:
+    """Explanation-quality metrics (:mod:`lrp_lightning.metrics`) computed per sample of explained batches.
+
+    Parameters
+    ----------
+    metrics : iterable of str, ExplanationMetric class or object; or None
+        Resolved with :func:`~lrp_lightning.metrics.get_metric` (unknown names list the known ones).
+    owner : str
+        Name of the calling callback, shown in errors.
+
+    Every metric gets the full-resolution relevance, the inputs, the explained classes as ``targets``,
+    the model's outputs, the masks (where the batches hold them) and, for faithfulness metrics, the model
+    as it is (in eval mode, without the composite). Metrics that need the previous epoch's maps compare
+    the stored maps (sum-pooled to ``heatmap_size``, rounded to float16 as in the store) with the previous
+    explained epoch's, and give NaN where there are none (the first explained epoch). The metrics' own
+    states are never updated: the caller sums the per-sample values (:meth:`sums`).
+    """
+
+    def __init__(self, metrics: Iterable[Any] | None, owner: str) -> None:
+        self.owner = owner
+        if metrics is None:
+            metrics = ()
+        elif isinstance(metrics, (str, ExplanationMetric)) or isinstance(metrics, type):
+            metrics = (metrics,)
+        elif not isinstance(metrics, Iterable):
+            raise TypeError(
+                f"{owner}: metrics must be a list of metric names or ExplanationMetric objects (e.g. "
+                f"['sparseness', 'pixel_flipping']), not {type(metrics).__name__}"
+            )
+        resolved: list[ExplanationMetric] = []
+        for metric in metrics:
+            try:
+                resolved.append(get_metric(metric))
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"{owner}: metrics: {exc}") from exc
+        names = [metric.name for metric in resolved]
+        if any(not name or not isinstance(name, str) for name in names):
+            unnamed = next(m for m in resolved if not m.name or not isinstance(m.name, str))
+            raise ValueError(
+                f"{owner}: metric {type(unnamed).__name__} has no name; set the class attribute `name` (it names "
+                "the metric's column and scalar)"
+            )
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(
+                f"{owner}: metrics {repeated} are given more than once; each metric gives one column "
+                f"'{METRIC_PREFIX}<name>', so pass each once"
+            )
+        self.metrics = resolved
+        self.names = names
+        self.needs_model = any(metric.needs_model for metric in resolved)
+        self.needs_masks = any(metric.needs_masks for metric in resolved)
+        self.needs_previous = any(metric.needs_previous for metric in resolved)
+
+    def __bool__(self) -> bool:
+        return bool(self.metrics)
+
+    @property
+    def columns(self) -> list[str]:
+        return [METRIC_PREFIX + name for name in self.names]
+
+    def check_masks(self, has_masks: bool) -> None:
+        """The error of :func:`~lrp_lightning.metrics.check_requirements`, naming the callback and the fixes."""
+        try:
+            check_requirements(self.metrics, has_masks=has_masks)
+        except ValueError as exc:
+            raise ValueError(
+                f"{self.owner}: {exc} (probe samples that are dicts with a 'mask' entry of shape (H, W), or "
+                "unpack_batch=lambda batch: (inputs, labels, masks))"
+            ) from exc
+
+    def compute(
+        self,
+        module: nn.Module,
+        *,
+        relevance: Tensor,
+        inputs: Tensor,
+        outputs: Tensor,
+        classes: Tensor,
+        masks: Tensor | None,
+        stored: np.ndarray,
+        previous: Tensor | None,
+    ) -> dict[str, np.ndarray]:
+        """Per-sample values of each metric, as float32 arrays keyed by metric name."""
+        values: dict[str, np.ndarray] = {}
+        count = int(relevance.shape[0])
+        for metric in self.metrics:
+            if metric.needs_previous:
+                if previous is None:
+                    values[metric.name] = np.full(count, np.nan, np.float32)
+                    continue
+                result = metric.per_sample(torch.from_numpy(as_stored(stored)), previous=previous.cpu())
+            else:
+                result = metric.per_sample(
+                    relevance,
+                    model=module if metric.needs_model else None,
+                    inputs=inputs,
+                    targets=classes,
+                    outputs=outputs,
+                    masks=masks,
+                )
+            values[metric.name] = result.detach().reshape(-1).cpu().numpy().astype(np.float32)
+        return values
+
+    def sums(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
+        """``[sum, count]`` of the finite values of each metric, flattened: what the ranks all-reduce."""
+        result = []
+        for name in self.names:
+            column = np.asarray(columns.get(name, ()), np.float64)
+            finite = column[np.isfinite(column)]
+            result.extend((float(finite.sum()), float(finite.size)))
+        return np.asarray(result, np.float64)
+
+    def scalars(self, sums: np.ndarray) -> dict[str, float]:
+        """``lrp/metric_<name>``: the mean of the finite values over all ranks; none where there were none."""
+        return {
+            f"lrp/{METRIC_PREFIX}{name}": float(sums[2 * i] / sums[2 * i + 1])
+            for i, name in enumerate(self.names)
+            if sums[2 * i + 1] > 0
+        }
+
+
 @dataclass
 class Explained:
     """Rows of explained samples (numpy, on the CPU) and the sums behind the logged scalars."""
@@ -396,9 +555,11 @@ class Explained:
     stats: np.ndarray
     input_shape: tuple[int, ...] | None = None
     num_classes: int | None = None
+    metrics: dict[str, np.ndarray] = field(default_factory=dict)
+    """Per-sample metric values (float32) keyed by metric name."""
 
     @classmethod
-    def empty(cls, heatmap_shape: tuple[int, int]) -> Explained:
+    def empty(cls, heatmap_shape: tuple[int, int], metric_names: Sequence[str] = ()) -> Explained:
         ints = np.empty(0, np.int64)
         floats = np.empty(0, np.float32)
         return cls(
@@ -411,6 +572,7 @@ class Explained:
             floats,
             np.empty((0, *heatmap_shape), np.float32),
             np.zeros(len(STAT_FIELDS)),
+            metrics={name: floats for name in metric_names},
         )
 
     @classmethod
@@ -433,6 +595,7 @@ class Explained:
             stats=np.sum([p.stats for p in parts], axis=0),
             input_shape=first.input_shape,
             num_classes=first.num_classes,
+            metrics={name: np.concatenate([p.metrics[name] for p in parts]) for name in first.metrics},
         )
 
     def __len__(self) -> int:
@@ -451,6 +614,8 @@ class BatchExplainer:
     heatmap_size : (int, int) or None
     owner : str
         Name of the calling callback, shown in errors.
+    metrics : ProbeMetrics, optional
+        Explanation-quality metrics computed per batch (their values go to :attr:`Explained.metrics`).
     """
 
     def __init__(
@@ -460,40 +625,77 @@ class BatchExplainer:
         target: TargetSpec,
         heatmap_size: tuple[int, int] | None,
         owner: str,
+        metrics: ProbeMetrics | None = None,
     ) -> None:
         self.composite = composite
         self.composite_label = composite_label
         self.target = target
         self.heatmap_size = heatmap_size
         self.owner = owner
+        self.metrics = metrics if metrics else None
 
-    def run(self, module: nn.Module, batches: Iterable[tuple[np.ndarray, Tensor, Tensor | None]]) -> list[Explained]:
-        """Explain ``(sample_ids, inputs, labels)`` batches; the composite is registered once for all."""
+    def run(
+        self,
+        module: nn.Module,
+        batches: Iterable[tuple[Any, ...]],
+        previous: PreviousMaps | None = None,
+    ) -> list[Explained]:
+        """Explain ``(sample_ids, inputs, labels[, masks])`` batches; the composite is registered once for all.
+
+        ``previous(sample_ids)`` gives the previous explained epoch's stored maps of those samples (NaN
+        maps where missing), or None when there is no previous epoch; metrics that need it get NaN then.
+        """
         model = ExplainedModel(module)
         name = type(module).__name__
         attributor = Gradient(model=model, composite=self.composite)
-        try:
-            attributor.__enter__()
-        except (MissingRuleError, ValueError, TypeError) as exc:
-            raise _with_context(
-                exc, f"{self.owner} cannot explain {name} with composite {self.composite_label!r}: {exc}"
-            ) from exc
+
+        def register() -> None:
+            try:
+                attributor.__enter__()
+            except (MissingRuleError, ValueError, TypeError) as exc:
+                raise _with_context(
+                    exc, f"{self.owner} cannot explain {name} with composite {self.composite_label!r}: {exc}"
+                ) from exc
+
+        register()
+        registered = True
         results = []
         try:
-            for sample_ids, x, labels in batches:
+            for sample_ids, x, labels, *rest in batches:
+                sample_ids = np.asarray(sample_ids, np.int64)
                 try:
-                    results.append(self._explain(attributor, name, np.asarray(sample_ids, np.int64), x, labels))
+                    explained, (x, relevance, output) = self._explain(attributor, name, sample_ids, x, labels)
                 except MissingRuleError as exc:  # raised when the forward pass reaches a layer without a rule
                     raise _with_context(
                         exc, f"{self.owner} cannot explain {name} with composite {self.composite_label!r}: {exc}"
                     ) from exc
+                if self.metrics is not None:
+                    if self.metrics.needs_model:  # faithfulness runs the model as it is, without the composite
+                        attributor.__exit__(None, None, None)
+                        registered = False
+                    explained.metrics = self.metrics.compute(
+                        module,
+                        relevance=relevance,
+                        inputs=x,
+                        outputs=output,
+                        classes=torch.as_tensor(explained.target, device=output.device),
+                        masks=rest[0] if rest else None,
+                        stored=explained.maps,
+                        previous=None if previous is None else previous(sample_ids),
+                    )
+                    if not registered:
+                        register()
+                        registered = True
+                results.append(explained)
         finally:
-            attributor.__exit__(None, None, None)
+            if registered:
+                attributor.__exit__(None, None, None)
         return results
 
     def _explain(
         self, attributor: Gradient, name: str, sample_ids: np.ndarray, x: Tensor, labels: Tensor | None
-    ) -> Explained:
+    ) -> tuple[Explained, tuple[Tensor, Tensor, Tensor]]:
+        """The rows of a batch, and the (possibly cast) inputs, full relevance and output for the metrics."""
         parameter = next((p for p in attributor.model.parameters() if p.is_floating_point()), None)
         if parameter is not None and x.dtype != parameter.dtype:
             x = x.to(parameter.dtype)  # e.g. Trainer(precision="bf16-true")
@@ -538,7 +740,7 @@ class BatchExplainer:
                 len(sample_ids),
             ]
         )
-        return Explained(
+        explained = Explained(
             sample_id=sample_ids,
             label=label.cpu().numpy().astype(np.int64),
             prediction=prediction.cpu().numpy().astype(np.int64),
@@ -551,6 +753,7 @@ class BatchExplainer:
             input_shape=tuple(int(v) for v in x.shape[1:]),
             num_classes=int(output.shape[1]),
         )
+        return explained, (x, relevance.detach(), output)
 
 
 def scalars(stats: np.ndarray) -> dict[str, float]:

@@ -25,14 +25,19 @@ from torch.utils.data._utils.collate import default_collate
 from tqdm import tqdm
 
 from lrp_lightning.core import Composite
+from lrp_lightning.metrics import ExplanationMetric
 from lrp_lightning.store import PROBE_FILE, SAMPLE_ID, THUMBNAIL, RunStore, make_attribution_table, make_probe_table
 
 from ._explain import (
+    METRIC_PREFIX,
     NO_LABEL,
+    STAT_FIELDS,
     BatchExplainer,
     Explained,
+    ProbeMetrics,
     TargetSpec,
     UnpackBatch,
+    as_stored,
     check_class_names,
     check_heatmap_size,
     check_int,
@@ -55,6 +60,8 @@ OWNER = "LRPCallback"
 THUMBNAIL_SIZE = 128
 """Longest side, in pixels, of the input thumbnails stored in probe.parquet."""
 ANALYSIS_MODULE = "lrp_lightning.analysis"
+DEFAULT_METRICS = ("sparseness", "entropy", "conservation", "stability")
+"""Metrics computed by default: cheap (no forward passes), no masks needed."""
 _STATE_VERSION = 1
 
 
@@ -185,7 +192,9 @@ class LRPCallback(Callback):
     writes one row per sample (channel-summed relevance map, prediction, target, score, probability,
     relevance sum) into the run's Parquet store (:mod:`lrp_lightning.store`), logs scalars
     (``lrp/relevance_abs_mean``, ``lrp/positive_share``, ``lrp/relevance_sum_mean``,
-    ``lrp/probe_accuracy``) and a grid of inputs and heatmaps (TensorBoard's Images tab).
+    ``lrp/probe_accuracy``) and a grid of inputs and heatmaps (TensorBoard's Images tab). The
+    explanation-quality ``metrics`` (:mod:`lrp_lightning.metrics`) are stored per sample as extra
+    ``metric_<name>`` columns and logged as ``lrp/metric_<name>`` (the mean over the probe set).
 
     Training is left exactly as it would be without the callback: the explanation runs in eval mode,
     and every submodule's mode, the parameters' ``.grad``, batch-norm statistics and the torch,
@@ -242,8 +251,16 @@ class LRPCallback(Callback):
         Name of each class, stored in the manifest. Default: the validation dataset's ``classes``
         attribute when it has one name per output, else none.
     unpack_batch : callable, optional
-        ``batch -> (inputs, labels)`` for a collated batch. Default: tensors, ``(x, y, ...)`` tuples and
-        dicts with keys such as ``"image"``/``"input"`` and ``"label"``/``"target"``.
+        ``batch -> (inputs, labels)`` for a collated batch, or ``(inputs, labels, masks)`` with ground-truth
+        masks for the localisation metrics. Default: tensors, ``(x, y, ...)`` tuples and dicts with keys
+        such as ``"image"``/``"input"``, ``"label"``/``"target"`` and ``"mask"``.
+    metrics : sequence of str, ExplanationMetric class or object; or None
+        Explanation-quality metrics of :mod:`lrp_lightning.metrics`, default ``("sparseness", "entropy",
+        "conservation", "stability")``: cheap, no forward passes. Faithfulness (``"pixel_flipping"``,
+        ``"region_perturbation"``) is opt-in: it costs ``1 + 2 * steps`` forward passes per probe batch
+        (``steps=16`` by default) each explained epoch. Localisation metrics need masks (see
+        ``unpack_batch``). ``stability`` compares with the previous explained epoch's stored maps and is NaN
+        in the first. ``None`` or ``[]``: no metrics.
     dataloader_idx : int, default 0
         Which validation dataloader the probe set comes from.
     verbose : bool, default False
@@ -319,6 +336,7 @@ class LRPCallback(Callback):
         unpack_batch: UnpackBatch | None = None,
         dataloader_idx: int = 0,
         verbose: bool = False,
+        metrics: Sequence[str | ExplanationMetric | type[ExplanationMetric]] | None = DEFAULT_METRICS,
     ) -> None:
         self.num_samples = check_int(
             num_samples, "num_samples", OWNER, 1, " (the number of validation samples to explain, e.g. 256)"
@@ -347,9 +365,12 @@ class LRPCallback(Callback):
         analysis = _load_analysis(analyze)
         self.analyze = analysis is not None
         self._analysis = None if analysis is None else _BackgroundAnalysis(analysis)
+        self._metrics = ProbeMetrics(metrics, OWNER)
+        self.metrics = list(self._metrics.names)
         self._explainer = BatchExplainer(
-            self.composite, self._composite_config["name"], self.target, self.heatmap_size, OWNER
+            self.composite, self._composite_config["name"], self.target, self.heatmap_size, OWNER, self._metrics
         )
+        self._recent_maps: dict[int, dict[int, np.ndarray]] = {}  # epoch -> sample id -> stored map (this rank)
         self._probe_ids: np.ndarray | None = None
         self._probe_labels: np.ndarray | None = None
         self._probe_config: dict[str, Any] | None = None
@@ -387,7 +408,7 @@ class LRPCallback(Callback):
             return
         run_dir = Path(self.dirpath) if self.dirpath is not None else Path(trainer.log_dir)  # all ranks: broadcast
         if run_dir != self._run_dir:
-            self._run_dir, self._store, self._thumbnails = run_dir, None, {}
+            self._run_dir, self._store, self._thumbnails, self._recent_maps = run_dir, None, {}, {}
 
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         epoch = checkpoint.get("epoch")
@@ -454,9 +475,11 @@ class LRPCallback(Callback):
             share = self._probe_ids[rank::world]
             explained, error = None, None
             try:
-                parts = self._explainer.run(
-                    pl_module, self._fetch(trainer, dataset, collate, share, self.target == "label")
+                previous = self._previous_maps(epoch, share) if self._metrics.needs_previous else None
+                batches = self._fetch(
+                    trainer, dataset, collate, share, self.target == "label", masks=self._metrics.needs_masks
                 )
+                parts = self._explainer.run(pl_module, batches, previous=previous)
                 explained = Explained.concat(parts) if parts else None
                 if trainer.is_global_zero and self._store is None:
                     self._create_store(trainer, pl_module, dataset, collate, explained)
@@ -469,7 +492,7 @@ class LRPCallback(Callback):
                 if self._store is None:
                     self._store = RunStore(self._run_dir)
                 if rows is None:  # more ranks than probe samples
-                    rows = Explained.empty(self._store.heatmap_shape)
+                    rows = Explained.empty(self._store.heatmap_shape, self._metrics.names)
                 self._store.write_part(epoch, step, self._table(rows, epoch, step), rank=rank)
             except Exception as exc:
                 error = exc
@@ -479,15 +502,19 @@ class LRPCallback(Callback):
                     info = self._store.commit_epoch(epoch, step, world_size=world)
                 except Exception as exc:
                     error = exc
+            sums = [*rows.stats, *self._metrics.sums(rows.metrics), float(error is not None)]
             totals = trainer.strategy.reduce(
-                torch.tensor([*rows.stats, float(error is not None)], dtype=torch.float64, device=pl_module.device),
-                reduce_op="sum",
-            )
+                torch.tensor(sums, dtype=torch.float64, device=pl_module.device), reduce_op="sum"
+            )  # one all-reduce: the stats and the metrics' [sum, count] of every rank
             if error is not None:
                 raise error
             if float(totals[-1]):
                 raise RuntimeError(f"{OWNER}: rank 0 failed to commit epoch {epoch}; see its error message")
-        for name, value in scalars(totals[:-1].cpu().numpy()).items():
+        if self._metrics.needs_previous:
+            self._remember_maps(epoch, rows)
+        totals = totals[:-1].cpu().numpy()
+        logged = {**scalars(totals[: len(STAT_FIELDS)]), **self._metrics.scalars(totals[len(STAT_FIELDS) :])}
+        for name, value in logged.items():  # the same names on every rank: the totals are reduced
             pl_module.log(name, value, on_step=False, on_epoch=True, sync_dist=True)
         if trainer.is_global_zero:
             self._log_images(trainer, epoch, step, rows)
@@ -498,6 +525,45 @@ class LRPCallback(Callback):
                 f"{time.perf_counter() - start:.2f} s into {self._store.store_dir}"
             )
             (rank_zero_info if self.verbose else log.debug)(message)
+
+    def _remember_maps(self, epoch: int, rows: Explained) -> None:
+        """Keep this rank's stored maps of the last two explained epochs for the stability metric."""
+        maps = as_stored(rows.maps)
+        self._recent_maps[epoch] = dict(zip(rows.sample_id.tolist(), maps))
+        for old in sorted(self._recent_maps)[:-2]:
+            del self._recent_maps[old]
+
+    def _previous_maps(self, epoch: int, share: np.ndarray) -> Callable[[np.ndarray], torch.Tensor] | None:
+        """``sample_ids -> maps`` of the latest explained epoch before ``epoch``, or None in the first.
+
+        From memory when this rank explained that epoch, else read back from the store (after a resume);
+        samples not found there get NaN maps.
+        """
+        store = self._store
+        if store is None:
+            try:
+                store = RunStore(self._run_dir)
+            except FileNotFoundError:  # no store yet: nothing was explained before
+                store = None
+        stored = [info.epoch for info in store.epochs() if info.epoch < epoch] if store is not None else []
+        earlier = [e for e in self._recent_maps if e < epoch] + stored
+        if not earlier:
+            return None
+        before = max(earlier)
+        found = self._recent_maps.get(before, {})
+        if not all(int(i) in found for i in share):
+            ids, maps = store.heatmaps(before)
+            found = dict(zip(ids.tolist(), maps))
+        shape = next(iter(found.values())).shape if found else None
+
+        def previous(sample_ids: np.ndarray) -> torch.Tensor:
+            missing = np.full(shape, np.nan, np.float32) if shape is not None else None
+            rows = [found.get(int(i), missing) for i in sample_ids]
+            if any(row is None for row in rows):
+                return None
+            return torch.from_numpy(np.stack(rows).astype(np.float32))
+
+        return previous
 
     def _sync_errors(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, error: BaseException | None, what: str
@@ -552,15 +618,32 @@ class LRPCallback(Callback):
             )
         return dataset, collate
 
-    def _fetch(self, trainer: pl.Trainer, dataset: Any, collate: Callable, ids: Sequence[int], need_labels: bool):
-        """Yield ``(sample_ids, inputs, labels)`` batches of ``dataset[ids]``, collated and on the device."""
+    def _fetch(
+        self,
+        trainer: pl.Trainer,
+        dataset: Any,
+        collate: Callable,
+        ids: Sequence[int],
+        need_labels: bool,
+        masks: bool = False,
+    ):
+        """Yield ``(sample_ids, inputs, labels)`` batches of ``dataset[ids]``, collated and on the device.
+
+        With ``masks``, yield ``(sample_ids, inputs, labels, masks)`` and raise the metrics' error when a
+        batch holds no masks.
+        """
         for start in range(0, len(ids), self.batch_size):
             chunk = [int(i) for i in ids[start : start + self.batch_size]]
             batch = collate([dataset[i] for i in chunk])
             batch = trainer.strategy.batch_to_device(batch, dataloader_idx=self.dataloader_idx)
-            x, y = unpack(batch, self.unpack_batch, len(chunk), need_labels, OWNER)
             log.debug("%s: explaining samples %d..%d of %d", OWNER, start, start + len(chunk), len(ids))
-            yield np.asarray(chunk, dtype=np.int64), x, y
+            if masks:
+                x, y, m = unpack(batch, self.unpack_batch, len(chunk), need_labels, OWNER, with_masks=True)
+                self._metrics.check_masks(m is not None)
+                yield np.asarray(chunk, dtype=np.int64), x, y, m
+            else:
+                x, y = unpack(batch, self.unpack_batch, len(chunk), need_labels, OWNER)
+                yield np.asarray(chunk, dtype=np.int64), x, y
 
     def _read_labels(self, trainer: pl.Trainer, dataset: Any, collate: Callable, ids: Sequence[int]):
         """Labels of ``dataset[ids]`` in batches; the one long step of a run (once), so it shows progress."""
@@ -694,6 +777,11 @@ class LRPCallback(Callback):
             probability=rows.probability,
             relevance=rows.maps,
             relevance_sum=rows.relevance_sum,
+            extra={
+                METRIC_PREFIX + name: np.asarray(rows.metrics.get(name, np.full(len(rows), np.nan)), np.float32)
+                for name in self._metrics.names
+            }
+            or None,
         )
 
     # ------------------------------------------------------------------------------ images

@@ -58,6 +58,10 @@ def test_ddp_two_processes(tmp_path):
     # the scalars are reduced over both ranks, not computed from rank 0's share alone
     assert np.isclose(scalars["lrp/relevance_abs_mean"], np.abs(full).mean(), rtol=1e-4)
     assert not np.isclose(scalars["lrp/relevance_abs_mean"], np.abs(full[0::2]).mean(), rtol=1e-4)
+    # so are the metrics' epoch means: the mean of the stored per-sample values of both ranks' rows
+    sparseness = store.attributions(1).column("metric_sparseness").to_numpy().astype(np.float64)
+    assert np.isclose(scalars["lrp/metric_sparseness"], sparseness.mean(), rtol=1e-5)
+    assert np.isfinite(store.attributions(1).column("metric_stability").to_numpy()).all()
 
     # more ranks than probe samples: rank 1 writes an empty part, the epoch holds the one sample
     store = RunStore(tmp_path / "single")

@@ -182,6 +182,7 @@ def test_fit_writes_each_epoch_probe_set_scalars_and_images(tmp_path):
     events = EventAccumulator(str(tmp_path / "version_0"))
     events.Reload()
     scalars = {tag: events.Scalars(tag) for tag in events.Tags()["scalars"] if tag.startswith("lrp/")}
+    metric_scalars = {tag: scalars.pop(tag) for tag in list(scalars) if tag.startswith("lrp/metric_")}
     assert set(scalars) == {
         "lrp/relevance_abs_mean",
         "lrp/positive_share",
@@ -189,6 +190,13 @@ def test_fit_writes_each_epoch_probe_set_scalars_and_images(tmp_path):
         "lrp/probe_accuracy",
     }
     assert [len(values) for values in scalars.values()] == [2, 2, 2, 2]
+    # the default metrics; stability needs a previous epoch, so it is logged from the second one on
+    assert {tag: len(values) for tag, values in metric_scalars.items()} == {
+        "lrp/metric_sparseness": 2,
+        "lrp/metric_entropy": 2,
+        "lrp/metric_conservation": 2,
+        "lrp/metric_stability": 1,
+    }
     final = {tag: values[-1].value for tag, values in scalars.items()}
     full_maps = maps.double()
     assert final["lrp/relevance_abs_mean"] == pytest.approx(float(full_maps.abs().mean()), rel=1e-4)
