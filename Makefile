@@ -6,7 +6,7 @@ PYTHON ?= python3
 # The exact torch build that lies on this machine's disk (CPU/CUDA wheel from the local index).
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test lint install clean
+.PHONY: demo explain test lint install clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,12 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# The Clever-Hans demo: trains on digits with a watermark shortcut, finds it, writes runs/clever_hans.
 demo: $(VENV)/.installed
+	$(PY) examples/clever_hans_digits.py --out runs/clever_hans
+
+# One model explained: a montage of inputs, LRP heatmaps and overlays in out/heatmap.png.
+explain: $(VENV)/.installed
 	$(PY) examples/explain_image.py --out out/heatmap.png
 
 lint: $(VENV)/.installed
@@ -27,4 +32,4 @@ test: $(VENV)/.installed lint
 	$(PY) -m pytest -q -n 2 tests
 
 clean:
-	rm -rf $(VENV) out
+	rm -rf $(VENV) out runs/clever_hans

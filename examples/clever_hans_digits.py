@@ -1,0 +1,425 @@
+"""Find a Clever-Hans shortcut while a model trains: a watermark on half of one digit class.
+
+scikit-learn's handwritten digits (shipped with scikit-learn, nothing is downloaded) are upsampled to
+24x24. Half of the samples of one class (3 by default) get a small bright square in the top-left
+corner, in the training data and in the validation data alike, so the watermark predicts the class
+and the network learns to look at it. A small CNN trains for a few epochs with ``LRPCallback``: after
+every epoch the callback explains every validation sample with LRP, stores the heatmaps next to the
+TensorBoard logs and runs the SpRAy analysis in the background. The script then reads the analysis
+and prints the flagged cluster, how well it matches the watermarked samples, and the epoch where it
+first appeared.
+
+    python examples/clever_hans_digits.py                 # about 30-60 s on 2 CPU cores
+    python examples/clever_hans_digits.py --fast          # reduced (the test runs this)
+    tensorboard --logdir runs/clever_hans                 # the tab "LRP"
+
+Success means: a flagged cluster of the watermarked class holds at least 90% of that class's
+watermarked probe samples, and at least 90% of its members are watermarked. Exit status 0 on
+success, 1 if the shortcut was not found.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+MIN_RECALL = 0.9
+"""Least share of the watermarked probe samples of the class that the flagged cluster must hold."""
+MIN_PURITY = 0.9
+"""Least share of the flagged cluster's members that must be watermarked."""
+
+SIZE = 24
+WATERMARK = (slice(1, 4), slice(1, 4))  # a 3x3 square, one pixel in from the top-left corner
+ANALYSIS = {
+    "random_state": 0,
+    # PCA layouts only, to keep the demo fast on 2 cores (t-SNE of 11 categories takes about 12 s per
+    # epoch); `lrp-analyze <dir> --force` adds t-SNE and UMAP with the default settings
+    "embeddings": {"methods": ["pca"]},
+}
+"""Analysis settings, laid out like an ``lrp-analyze --config`` file; written next to the runs."""
+
+
+@dataclass
+class Settings:
+    epochs: int = 5
+    samples_per_class: int | None = None  # None: all of the digits (about 180 per class)
+    watermark_class: int = 3
+    watermark_share: float = 0.5
+    val_share: float = 0.3
+    seed: int = 0
+    control: bool = False  # the watermark on part of every class: it predicts nothing, so nothing to flag
+
+
+@dataclass
+class Result:
+    """What the demo found; ``found`` is the success criterion."""
+
+    run_dir: str
+    watermark_class: int
+    watermarked_probe_ids: list[int]
+    epochs: list[int] = field(default_factory=list)
+    found: bool = False
+    first_epoch: int | None = None
+    category: str | None = None
+    clustering: str | None = None
+    cluster: int | None = None
+    reason: str | None = None
+    cluster_size: int = 0
+    overlap: int = 0
+    recall: float = 0.0
+    purity: float = 0.0
+    per_epoch: list[dict] = field(default_factory=list)
+    other_findings: list[str] = field(default_factory=list)
+    val_accuracy: float = float("nan")
+    shortcut_rate: float = float("nan")
+    seconds: float = 0.0
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+def add_watermark(images):
+    """Put the watermark (value 1.0) on images of shape (N, 1, H, W); returns a new tensor."""
+    out = images.clone()
+    out[:, :, WATERMARK[0], WATERMARK[1]] = 1.0
+    return out
+
+
+def make_data(settings: Settings):
+    """``x_train, y_train, x_val, y_val, marked_val, marked_train``: the tensors, and the indices (into the
+    validation and the training set) of the samples of the watermark class that carry the watermark."""
+    import torch
+    import torch.nn.functional as F
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    labels = digits.target.astype(np.int64)
+    rng = np.random.default_rng(settings.seed)
+    keep = np.arange(len(labels))
+    if settings.samples_per_class is not None:
+        keep = np.concatenate(
+            [np.sort(rng.permutation(np.flatnonzero(labels == c))[: settings.samples_per_class]) for c in range(10)]
+        )
+    images = torch.tensor(digits.images[keep] / 16.0, dtype=torch.float32)[:, None]
+    images = F.interpolate(images, size=(SIZE, SIZE), mode="bilinear", align_corners=False).clamp(0, 1)
+    labels = labels[keep]
+    train_idx, val_idx = train_test_split(
+        np.arange(len(labels)), test_size=settings.val_share, random_state=settings.seed, stratify=labels
+    )
+
+    def plant(index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+        x, y = images[index].clone(), labels[index]
+        classes = range(10) if settings.control else [settings.watermark_class]
+        marked = np.sort(
+            np.concatenate(
+                [
+                    rng.permutation(members)[: int(round(settings.watermark_share * members.size))]
+                    for members in (np.flatnonzero(y == c) for c in classes)
+                ]
+            )
+        )
+        x[marked] = add_watermark(x[marked])
+        return x, torch.from_numpy(y), marked[y[marked] == settings.watermark_class]
+
+    x_train, y_train, marked_train = plant(train_idx)
+    x_val, y_val, marked_val = plant(val_idx)
+    return x_train, y_train, x_val, y_val, marked_val, marked_train
+
+
+# ------------------------------------------------------------------------------------------------ model
+
+
+def make_module(lr: float = 2e-3):
+    import lightning as L
+    import torch
+    from torch import nn
+
+    class DigitNet(L.LightningModule):
+        """A small CNN with batch norm (the callback's "auto" canonizers merge it for LRP)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Sequential(
+                nn.Conv2d(1, 16, 3, padding=1),
+                nn.BatchNorm2d(16),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+                nn.Conv2d(16, 32, 3, padding=1),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+                nn.Flatten(),
+                nn.Linear(32 * (SIZE // 4) ** 2, 64),
+                nn.ReLU(),
+                nn.Linear(64, 10),
+            )
+
+        def forward(self, x):  # class scores: what the callback explains
+            return self.net(x)
+
+        def training_step(self, batch, batch_idx):
+            loss = nn.functional.cross_entropy(self(batch[0]), batch[1])
+            self.log("train_loss", loss, on_step=False, on_epoch=True)
+            return loss
+
+        def validation_step(self, batch, batch_idx):
+            logits = self(batch[0])
+            self.log("val_loss", nn.functional.cross_entropy(logits, batch[1]))
+            self.log("val_acc", (logits.argmax(1) == batch[1]).float().mean())
+
+        def predict_step(self, batch, batch_idx):
+            return self(batch[0])
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=lr)
+
+    return DigitNet()
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+
+
+def _flagged_clusters(store, epoch: int, findings: list[tuple[str, str, str]], watermarked: set[int]) -> list[dict]:
+    """The epoch's reported flagged clusters, with their overlap with ``watermarked``, best match first."""
+    from lrp_lightning import store as S
+    from lrp_lightning.analysis import load_analysis
+
+    reported = {(category, reason) for category, _, reason in findings}
+    if not reported:
+        return []
+    tables = load_analysis(store, epoch)
+    points = tables[S.POINTS_TABLE]
+    categories = np.asarray(points.column(S.CATEGORY).to_pylist())
+    ids = points.column(S.SAMPLE_ID).to_numpy()
+    out = []
+    for row in tables[S.CLUSTERS_TABLE].to_pylist():
+        if not row[S.FLAGGED] or (row[S.CATEGORY], row[S.FLAG_REASON]) not in reported:
+            continue
+        rows = categories == row[S.CATEGORY]
+        labels = points.column(S.cluster_column(row[S.CLUSTERING])).to_numpy(zero_copy_only=False)[rows]
+        members = {int(i) for i in ids[rows][labels == row[S.CLUSTER]]}
+        overlap = len(members & watermarked)
+        out.append(
+            {
+                "epoch": epoch,
+                "category": row[S.CATEGORY],
+                "clustering": row[S.CLUSTERING],
+                "cluster": int(row[S.CLUSTER]),
+                "size": len(members),
+                "overlap": overlap,
+                "recall": overlap / max(len(watermarked), 1),
+                "purity": overlap / max(len(members), 1),
+                "region": row[S.FLAG_REGION],
+                "reason": row[S.FLAG_REASON],
+            }
+        )
+    return sorted(out, key=lambda c: (-(c["recall"] * c["purity"]), c["category"] == S.CATEGORY_ALL))
+
+
+def _hit(candidate: dict | None) -> bool:
+    if not candidate or "cluster" not in candidate:
+        return False
+    return candidate["recall"] >= MIN_RECALL and candidate["purity"] >= MIN_PURITY
+
+
+def evaluate(run_dir: Path, settings: Settings, watermarked: list[int]) -> Result:
+    """Analyse the run (the callback's analyses are reused when current) and score the findings.
+
+    Every epoch's reported flagged clusters (of every category: the watermarked class and all samples
+    together) are compared with the watermarked probe samples of the class; the best match counts.
+    The demo succeeds when the last epoch's best match meets the criterion; ``first_epoch`` is the
+    first epoch from which on every epoch's did.
+    """
+    from lrp_lightning import store as S
+    from lrp_lightning.analysis import SpRAy, analyze_run
+
+    store = S.RunStore(run_dir)
+    options = {k: v for k, v in ANALYSIS.items() if k in ("include_all", "category_by", "nonfinite")}
+    spray = SpRAy.from_config({k: v for k, v in ANALYSIS.items() if k not in options})
+    outcome = analyze_run(store, spray, **options)
+    for item, message in outcome.failures:
+        print(f"analysis failed: {item}: {message}", file=sys.stderr)
+    marked = {int(i) for i in watermarked}
+    result = Result(str(run_dir), settings.watermark_class, sorted(marked))
+    for epoch_outcome in outcome.epochs:
+        epoch = epoch_outcome.epoch
+        result.epochs.append(epoch)
+        candidates = _flagged_clusters(store, epoch, epoch_outcome.findings, marked)
+        best = candidates[0] if candidates else None
+        result.per_epoch.append(best or {"epoch": epoch})
+        for other in candidates[1:]:
+            result.other_findings.append(f"epoch {epoch}, {other['category']}: {other['reason']}")
+        if not _hit(best):
+            result.first_epoch = None
+        elif result.first_epoch is None:
+            result.first_epoch = epoch
+    last = result.per_epoch[-1] if result.per_epoch else {}
+    if "cluster" in last:
+        result.category, result.clustering, result.cluster = last["category"], last["clustering"], last["cluster"]
+        result.reason, result.cluster_size, result.overlap = last["reason"], last["size"], last["overlap"]
+        result.recall, result.purity = last["recall"], last["purity"]
+    result.found = _hit(last)
+    return result
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+
+def run(out: Path, settings: Settings, verbose: bool = True) -> Result:
+    """Train with ``LRPCallback``, analyse and return what was found."""
+    start = time.perf_counter()
+    import lightning as L
+    import torch
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lrp_lightning import LRPCallback
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*(GPU|TPU|HPU).*available.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+    L.seed_everything(settings.seed, verbose=False)
+    x_train, y_train, x_val, y_val, marked, _ = make_data(settings)
+    c = settings.watermark_class
+    say = print if verbose else (lambda *a, **k: None)
+    where = "every class (control run: it predicts nothing)" if settings.control else f"class {c}"
+    say(
+        f"data: {len(x_train)} training and {len(x_val)} validation digits ({SIZE}x{SIZE}); a bright 3x3 "
+        f"watermark in the top-left corner on {settings.watermark_share:.0%} of {where}, "
+        f"{marked.size} watermarked validation samples of class {c} in the probe set"
+    )
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "analysis.json").write_text(json.dumps(ANALYSIS, indent=2) + "\n")
+    callback = LRPCallback(
+        num_samples=len(x_val),  # the whole validation set is the probe set; sample ids = validation indices
+        composite="epsilon_gamma_box",
+        composite_kwargs={"low": 0.0, "high": 1.0},  # the inputs lie in [0, 1]
+        class_names=[str(i) for i in range(10)],
+        analyze=ANALYSIS,
+        seed=settings.seed,
+    )
+    logger = TensorBoardLogger(save_dir=str(out), name="digits")
+    trainer = L.Trainer(
+        max_epochs=settings.epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=logger,
+        callbacks=[callback],
+        deterministic=True,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=10,
+    )
+    model = make_module()
+    generator = torch.Generator().manual_seed(settings.seed)
+    train_loader = DataLoader(TensorDataset(x_train, y_train), batch_size=32, shuffle=True, generator=generator)
+    val_loader = DataLoader(TensorDataset(x_val, y_val), batch_size=256)
+    fit_start = time.perf_counter()
+    trainer.fit(model, train_loader, val_loader)
+    run_dir = Path(trainer.log_dir)
+
+    model.eval()
+    with torch.no_grad():
+        accuracy = float((model(x_val).argmax(1) == y_val).float().mean())
+        others = x_val[y_val != c]
+        shortcut = float((model(add_watermark(others)).argmax(1) == c).float().mean())
+    say(
+        f"trained {settings.epochs} epochs in {time.perf_counter() - fit_start:.1f} s (LRP of {len(x_val)} probe "
+        f"samples and SpRAy after every epoch included): validation accuracy {accuracy:.3f}"
+    )
+    say(
+        f"shortcut check: with the watermark added, {shortcut:.0%} of the validation digits of other classes "
+        f"are classified as {c}"
+    )
+
+    result = evaluate(run_dir, settings, marked.tolist())
+    result.val_accuracy, result.shortcut_rate = accuracy, shortcut
+    result.seconds = time.perf_counter() - start
+    if verbose:
+        report(result, out)
+    return result
+
+
+def report(result: Result, out: Path) -> None:
+    c, total = result.watermark_class, len(result.watermarked_probe_ids)
+    print(f"\nanalysis of {result.run_dir} ({len(result.epochs)} epochs):")
+    for entry in result.per_epoch:
+        if "cluster" in entry:
+            where = f"{entry['category']} {entry['clustering']} cluster {entry['cluster']}"
+            print(
+                f"  epoch {entry['epoch']}: flagged {where} ({entry['region']}): {entry['size']} samples, "
+                f"{entry['overlap']} of {total} watermarked "
+                f"(recall {entry['recall']:.2f}, purity {entry['purity']:.2f})"
+            )
+        else:
+            print(f"  epoch {entry['epoch']}: nothing flagged")
+    last = f"epoch {result.epochs[-1]}," if result.epochs else None
+    others = [line for line in result.other_findings if line.startswith(f"{last} ")]
+    if others:
+        print(f"  also flagged in the last epoch ({len(result.other_findings)} over all epochs):")
+        for line in others:
+            print(f"    {line}")
+    if result.found:
+        print(f"\nFOUND the Clever-Hans cluster of class {c}:")
+        print(f"  category {result.category}, clustering {result.clustering}, cluster {result.cluster}")
+        print(f"  reason: {result.reason}")
+        print(
+            f"  overlap: it holds {result.overlap} of the {total} watermarked probe samples of class {c} "
+            f"({result.recall:.0%}); purity {result.purity:.2f} ({result.overlap} of its {result.cluster_size} "
+            "members are watermarked)"
+        )
+        print(f"  appeared at epoch {result.first_epoch} and was flagged in every epoch since")
+    else:
+        print(
+            f"\nNOT FOUND: no flagged cluster of class {c} holds >= {MIN_RECALL:.0%} of the {total} watermarked "
+            f"probe samples with purity >= {MIN_PURITY} (best: recall {result.recall:.2f}, purity {result.purity:.2f})"
+        )
+    print(f"\ntotal {result.seconds:.1f} s. Explore it:  tensorboard --logdir {out}   (tab LRP)")
+    print(f"re-analyse offline:  lrp-analyze {out} --config {out / 'analysis.json'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("runs/clever_hans"), help="log dir (default runs/clever_hans)")
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default 5; 3 with --fast)")
+    parser.add_argument("--fast", action="store_true", help="reduced mode for tests: fewer samples and epochs")
+    parser.add_argument("--seed", type=int, default=0, help="seed of data split, watermark and training")
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="control run: the watermark on half of every class, so it is no shortcut (expect exit status 1)",
+    )
+    parser.add_argument("--json", type=Path, default=None, help="also write the result as JSON to this file")
+    args = parser.parse_args(argv)
+    settings = Settings(seed=args.seed, control=args.control)
+    if args.fast:
+        settings.epochs, settings.samples_per_class = 3, 120
+    if args.epochs is not None:
+        if args.epochs < 1:
+            parser.error("--epochs must be at least 1")
+        settings.epochs = args.epochs
+    result = run(args.out, settings)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(asdict(result), indent=2) + "\n")
+    return 0 if result.found else 1
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    raise SystemExit(main())
