@@ -18,8 +18,9 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 # The Clever-Hans demo: trains on digits with a watermark shortcut, finds it, writes runs/clever_hans.
+# DEMO_ARGS=--fast runs the reduced version (CI does).
 demo: $(VENV)/.installed
-	$(PY) examples/clever_hans_digits.py --out runs/clever_hans
+	$(PY) examples/clever_hans_digits.py --out runs/clever_hans $(DEMO_ARGS)
 
 # One model explained: a montage of inputs, LRP heatmaps and overlays in out/heatmap.png.
 explain: $(VENV)/.installed

@@ -42,3 +42,19 @@ def test_dataset_wide(tmp_path, capsys):
     (info,) = RunStore(tmp_path / "train_set").epochs()
     assert info.rows == 420  # every training sample: 70% of 10 x 60
     assert "FOUND" in printed
+
+
+def test_ddp_example_two_cpu_processes(tmp_path):
+    import subprocess
+
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "ddp.py"), "--out", str(tmp_path), "--epochs", "1"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "epoch 0: 100 rows from ['part-00000.parquet', 'part-00001.parquet']" in result.stdout
+    (run,) = find_runs(tmp_path)
+    ids, _ = RunStore(run).heatmaps(0)
+    assert len(ids) == len(set(ids.tolist())) == 100
