@@ -265,6 +265,10 @@ class LRPCallback(Callback):
         Which validation dataloader the probe set comes from.
     verbose : bool, default False
         Log a line per explained epoch (rank 0).
+    probe_metadata : mapping or callable, optional
+        Extra columns of ``probe.parquet``, kept with the probe set for your own analyses (e.g. which
+        samples carry a watermark; the plugin does not show them yet): a mapping ``{column: values indexed by dataset index}`` or a callable
+        ``(dataset, sample_ids) -> {column: one value per sample id}``. Default: none.
 
     Raises
     ------
@@ -337,7 +341,14 @@ class LRPCallback(Callback):
         dataloader_idx: int = 0,
         verbose: bool = False,
         metrics: Sequence[str | ExplanationMetric | type[ExplanationMetric]] | None = DEFAULT_METRICS,
+        probe_metadata: Mapping[str, Sequence[Any]] | Callable[[Any, list[int]], Mapping[str, Any]] | None = None,
     ) -> None:
+        if probe_metadata is not None and not (isinstance(probe_metadata, Mapping) or callable(probe_metadata)):
+            raise TypeError(
+                f"{OWNER}: probe_metadata must be a mapping {{column: values by dataset index}} or a callable "
+                f"(dataset, sample_ids) -> {{column: values}}, not {type(probe_metadata).__name__}"
+            )
+        self.probe_metadata = probe_metadata
         self.num_samples = check_int(
             num_samples, "num_samples", OWNER, 1, " (the number of validation samples to explain, e.g. 256)"
         )
@@ -761,9 +772,33 @@ class LRPCallback(Callback):
                     dataset_index=self._probe_ids,
                     label=self._probe_labels,
                     thumbnail=thumbnails,
+                    metadata=self._probe_metadata_columns(dataset),
                 )
             )
         self._store = store
+
+    def _probe_metadata_columns(self, dataset: Any) -> dict[str, list[Any]] | None:
+        if self.probe_metadata is None:
+            return None
+        ids = [int(i) for i in self._probe_ids]
+        if callable(self.probe_metadata):
+            columns = dict(self.probe_metadata(dataset, ids))
+        else:
+            columns = {}
+            for name, values in self.probe_metadata.items():
+                try:
+                    columns[name] = [values[i] for i in ids]
+                except (IndexError, KeyError) as error:
+                    raise ValueError(
+                        f"{OWNER}: probe_metadata[{name!r}] has no value for dataset index {error}; give one value "
+                        "per sample of the validation dataset"
+                    ) from None
+        for name, values in columns.items():
+            if len(values) != len(ids):
+                raise ValueError(
+                    f"{OWNER}: probe_metadata column {name!r} has {len(values)} values for {len(ids)} probe samples"
+                )
+        return {name: list(values) for name, values in columns.items()}
 
     def _table(self, rows: Explained, epoch: int, step: int):
         return make_attribution_table(

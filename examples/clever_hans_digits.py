@@ -310,6 +310,8 @@ def run(out: Path, settings: Settings, verbose: bool = True) -> Result:
         class_names=[str(i) for i in range(10)],
         analyze=ANALYSIS,
         seed=settings.seed,
+        # a probe.parquet column: which validation samples of the class carry the mark
+        probe_metadata={f"watermarked_class_{c}": np.isin(np.arange(len(x_val)), marked).tolist()},
     )
     logger = TensorBoardLogger(save_dir=str(out), name="digits")
     trainer = L.Trainer(

@@ -575,3 +575,21 @@ def test_callable_target_must_return_class_indices(tmp_path):
         with untouched_training_state(model):
             explainer.run(model, [(np.arange(4), x, y)])
     assert "shape (4,)" in str(info.value) and "(4, 3)" in str(info.value)
+
+
+def test_probe_metadata_columns_from_a_mapping_or_a_callable(tmp_path):
+    marked = [i % 5 == 0 for i in range(30)]  # one value per validation sample, by dataset index
+    run, _ = fit(tmp_path / "mapping", callback(probe_metadata={"watermark": marked}))
+    probe = RunStore(run.log_dir).probe_table()
+    ids = probe.column("sample_id").to_pylist()
+    assert probe.column("watermark").to_pylist() == [i % 5 == 0 for i in ids]
+
+    def double_ids(dataset, sample_ids):
+        assert len(dataset) == 30
+        return {"twice": [2 * i for i in sample_ids]}
+
+    run, _ = fit(tmp_path / "callable", callback(probe_metadata=double_ids))
+    probe = RunStore(run.log_dir).probe_table()
+    assert probe.column("twice").to_pylist() == [2 * i for i in probe.column("sample_id").to_pylist()]
+    with pytest.raises(TypeError, match="probe_metadata must be a mapping"):
+        LRPCallback(probe_metadata=3)
