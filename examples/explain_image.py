@@ -2,9 +2,10 @@
 
 Trains a small CNN for a few seconds on scikit-learn's handwritten digits (shipped with scikit-learn,
 nothing is downloaded), explains test digits with the ``epsilon_gamma_box`` composite and writes a
-picture: inputs, heatmaps (red: evidence for the predicted class, blue: against) and overlays.
+picture: inputs, heatmaps (red: evidence for the predicted class, blue: against) and overlays. A
+second picture (``--montage``) shows the same digits explained with every registered composite.
 
-    python examples/explain_image.py --out out/heatmap.png
+    python examples/explain_image.py --out out/heatmap.png --montage out/composites.png
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from PIL import Image, ImageDraw
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from lrp_lightning import explain
+from lrp_lightning import COMPOSITES, explain
 from lrp_lightning.image import grid, heatmap, overlay
 
 SIZE = 32  # the 8x8 digits are upsampled so that heatmaps are readable
@@ -74,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=4, help="training epochs (default 4)")
     parser.add_argument("--samples", type=int, default=8, help="test digits to explain (default 8)")
     parser.add_argument("--composite", default="epsilon_gamma_box", help="LRP composite name")
+    parser.add_argument(
+        "--montage",
+        type=Path,
+        default=Path("out/composites.png"),
+        help="PNG of the same digits explained with every registered composite (one row each)",
+    )
     args = parser.parse_args(argv)
 
     torch.manual_seed(0)
@@ -107,7 +115,32 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     picture.save(args.out)
     print(f"wrote {args.out} (rows: input, heatmap, overlay)")
+
+    montage = composite_montage(model, x)
+    args.montage.parent.mkdir(parents=True, exist_ok=True)
+    montage.save(args.montage)
+    print(f"wrote {args.montage} (rows: input, then one row per composite: {', '.join(sorted(COMPOSITES))})")
     return 0
+
+
+def composite_montage(model: nn.Module, x: torch.Tensor, scale: int = 3) -> Image.Image:
+    """The inputs in the first row, then their heatmaps under every registered composite, one row each."""
+    names = sorted(COMPOSITES)
+    rows = [[overlay(sample[0].numpy(), sample[0].numpy(), alpha=0.0) for sample in x]]
+    for name in names:
+        kwargs = {"low": 0.0, "high": 1.0} if name == "epsilon_gamma_box" else {}
+        _, relevance = explain(model, x, target="prediction", composite=name, **kwargs)
+        rows.append([heatmap(map_[0].numpy(), cmap="bwr") for map_ in relevance])
+    tiles = grid([tile for row in rows for tile in row], nrow=len(x), padding=2, fill=(255, 255, 255))
+    tiles = tiles.resize((tiles.width * scale, tiles.height * scale), resample=0)
+    label_width = 190
+    picture = Image.new("RGB", (tiles.width + label_width, tiles.height), (255, 255, 255))
+    picture.paste(tiles, (label_width, 0))
+    draw = ImageDraw.Draw(picture)
+    row_height = tiles.height / len(rows)
+    for index, label in enumerate(["input", *names]):
+        draw.text((6, index * row_height + row_height / 2 - 5), label, fill=(0, 0, 0))
+    return picture
 
 
 if __name__ == "__main__":

@@ -58,3 +58,20 @@ def test_ddp_example_two_cpu_processes(tmp_path):
     (run,) = find_runs(tmp_path)
     ids, _ = RunStore(run).heatmaps(0)
     assert len(ids) == len(set(ids.tolist())) == 100
+
+
+def test_explain_image_montage_of_every_composite(tmp_path, capsys):
+    from PIL import Image
+
+    from lrp_lightning import COMPOSITES
+
+    status = _load("explain_image").main(
+        ["--out", str(tmp_path / "h.png"), "--montage", str(tmp_path / "c.png"), "--epochs", "1", "--samples", "3"]
+    )
+    assert status == 0
+    heat, montage = Image.open(tmp_path / "h.png"), Image.open(tmp_path / "c.png")
+    # 32-pixel tiles, 2 pixels between rows, scaled 3x: input/heatmap/overlay vs input + one row per composite
+    rows = 1 + len(COMPOSITES)
+    assert heat.height == 3 * (3 * 32 + 2 * 2)
+    assert montage.height == 3 * (rows * 32 + (rows - 1) * 2)
+    assert ", ".join(sorted(COMPOSITES)) in capsys.readouterr().out
