@@ -368,13 +368,22 @@ class _RuleFunction(torch.autograd.Function):
         ctx.save_for_backward(input if rule.needs_input else None)
         # the output arrives in a list, not as a tensor argument: a tensor argument returned as is would
         # become a view that in-place operations after the module (ReLU(inplace=True)) may not modify
-        return output.pop()
+        result = output.pop()
+        if rule.needs_output:
+            # kept by reference; the version counter tells whether an in-place op changed it since
+            ctx.output, ctx.output_version = result, result._version
+        return result
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):  # type: ignore[override]
         (input,) = ctx.saved_tensors
         with _no_hooks():
-            relevance = ctx.rule.backward(ctx.module, input, grad_output)
+            if ctx.rule.needs_output:
+                output = ctx.output if ctx.output._version == ctx.output_version else None
+                ctx.output = None
+                relevance = ctx.rule.backward(ctx.module, input, grad_output, output=output)
+            else:
+                relevance = ctx.rule.backward(ctx.module, input, grad_output)
         if relevance is not None and relevance.shape != ctx.input_shape:
             raise RuntimeError(
                 f"rule {type(ctx.rule).__name__} on {type(ctx.module).__name__} returned relevance of shape "
@@ -394,6 +403,9 @@ class Hook:
 
     #: whether :meth:`backward` needs the module's input (kept alive until the backward pass)
     needs_input: bool = True
+    #: whether :meth:`backward` takes ``output=`` (the module's output, or ``None`` when an in-place
+    #: operation changed it after the module)
+    needs_output: bool = False
 
     def backward(self, module: nn.Module, input: Tensor, grad_output: Tensor) -> Tensor:
         """Return the relevance of ``module``'s input."""

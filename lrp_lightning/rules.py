@@ -196,7 +196,11 @@ class Gamma(BasicHook):
         )
         self._stabilize = stabilize_fn
 
-    def backward(self, module: nn.Module, input: Tensor, grad_output: Tensor) -> Tensor:
+    needs_output = True
+
+    def backward(
+        self, module: nn.Module, input: Tensor, grad_output: Tensor, output: Tensor | None = None
+    ) -> Tensor:
         fast = _fast_affine_inputs(self, module, input)
         if fast is None:
             return super().backward(module, input, grad_output)
@@ -204,14 +208,23 @@ class Gamma(BasicHook):
         gamma = self.gamma
         positive = weight.clamp(min=0)
         negative = weight - positive
-        # x w+ and x w- (bias-free); z = x w+ + x w- + b is the layer's real output
-        with_positive, with_negative = _two_forwards(module, input, positive, negative)
-        output = with_positive + with_negative
-        if bias is not None:
-            output = output + _channel_bias(module, bias, output)
-        # x (w + g w+) + b + g b+  and  x (w + g w-) + b + g b-
-        positive_out = torch.add(with_negative, with_positive, alpha=1 + gamma)
-        negative_out = torch.add(with_positive, with_negative, alpha=1 + gamma)
+        if output is not None and output.shape == grad_output.shape:
+            # the layer's output z is known: x w = z - b, and one forward gives x w+. Both denominators
+            # contain gamma * |x w+-| >= the rounding error of the subtraction, so they stay accurate.
+            with_positive = affine_forward(module, input, positive, None)
+            plain = output if bias is None else output - _channel_bias(module, bias, output)
+            # x (w + g w+) = x w + g x w+  and  x (w + g w-) = (1 + g) x w - g x w+
+            positive_out = torch.add(plain, with_positive, alpha=gamma)
+            negative_out = torch.add(plain * (1 + gamma), with_positive, alpha=-gamma)
+        else:
+            # x w+ and x w- (bias-free); z = x w+ + x w- + b is the layer's real output
+            with_positive, with_negative = _two_forwards(module, input, positive, negative)
+            output = with_positive + with_negative
+            if bias is not None:
+                output = output + _channel_bias(module, bias, output)
+            # x (w + g w+) + b + g b+  and  x (w + g w-) + b + g b-
+            positive_out = torch.add(with_negative, with_positive, alpha=1 + gamma)
+            negative_out = torch.add(with_positive, with_negative, alpha=1 + gamma)
         if rule_bias is not None:
             positive_out = positive_out + _channel_bias(module, rule_bias + gamma * rule_bias.clamp(min=0), output)
             negative_out = negative_out + _channel_bias(module, rule_bias + gamma * rule_bias.clamp(max=0), output)

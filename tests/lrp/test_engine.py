@@ -346,6 +346,25 @@ def test_fast_paths_for_non_negative_inputs_equal_the_rule_definition(layer_name
     reference = BasicHook.backward(rule, layer, x, grad_output)  # the declarative terms, one by one
     assert torch.allclose(fast, reference, rtol=1e-10, atol=1e-12 * reference.abs().max().item())
     assert reference.abs().max() > 0
+    if rule.needs_output:  # the path that reuses the layer's output z
+        with_output = rule.backward(layer, x, grad_output, output=layer(x).detach())
+        assert torch.allclose(with_output, reference, rtol=1e-9, atol=1e-11 * reference.abs().max().item())
+
+
+def test_output_changed_in_place_after_the_layer_is_not_reused():
+    torch.manual_seed(4)
+    conv = nn.Conv2d(2, 3, 3, padding=1).double()
+    x = torch.rand(2, 2, 6, 6, dtype=torch.float64)
+    composite = LayerMapComposite([(nn.Conv2d, Gamma(0.5))])  # no rule on the ReLU: it runs in place
+    in_place = nn.Sequential(nn.ReLU(), conv, nn.ReLU(inplace=True), nn.Flatten())
+    out_of_place = nn.Sequential(nn.ReLU(), conv, nn.ReLU(), nn.Flatten())
+    weights = torch.randn(2, 3 * 36, dtype=torch.float64)
+    with Gradient(in_place, composite) as attributor:
+        _, changed = attributor(x, weights)
+    with Gradient(out_of_place, composite) as attributor:
+        _, expected = attributor(x, weights)
+    assert torch.allclose(changed, expected, rtol=1e-10, atol=1e-12)
+    assert expected.abs().sum() > 0
 
 
 def _live_tensors():
