@@ -30,6 +30,7 @@ from lrp_lightning.attribution import Gradient
 from lrp_lightning.composites import get_composite
 from lrp_lightning.core import Composite, MissingRuleError
 from lrp_lightning.metrics import ExplanationMetric, check_requirements, get_metric
+from lrp_lightning.store import make_attribution_table
 
 TargetSpec = str | Callable[[Tensor, Tensor | None], Tensor]
 UnpackBatch = Callable[[Any], tuple[Tensor, Tensor | None] | tuple[Tensor, Tensor | None, Tensor | None]]
@@ -573,6 +574,22 @@ class Explained:
             np.empty((0, *heatmap_shape), np.float32),
             np.zeros(len(STAT_FIELDS)),
             metrics={name: floats for name in metric_names},
+        )
+
+    def to_table(self, epoch: int, global_step: int, extra: Mapping[str, np.ndarray] | None = None):
+        """These rows as an attribution table of the run store (extra columns, e.g. metrics, appended)."""
+        return make_attribution_table(
+            epoch=epoch,
+            global_step=global_step,
+            sample_id=self.sample_id,
+            label=self.label,
+            prediction=self.prediction,
+            target=self.target,
+            score=self.score,
+            probability=self.probability,
+            relevance=self.maps,
+            relevance_sum=self.relevance_sum,
+            extra=dict(extra) if extra else None,
         )
 
     @classmethod

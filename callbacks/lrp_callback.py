@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from lrp_lightning.core import Composite
 from lrp_lightning.metrics import ExplanationMetric
-from lrp_lightning.store import PROBE_FILE, SAMPLE_ID, THUMBNAIL, RunStore, make_attribution_table, make_probe_table
+from lrp_lightning.store import PROBE_FILE, SAMPLE_ID, THUMBNAIL, RunStore, make_probe_table
 
 from ._explain import (
     METRIC_PREFIX,
@@ -802,23 +802,11 @@ class LRPCallback(Callback):
         return {name: list(values) for name, values in columns.items()}
 
     def _table(self, rows: Explained, epoch: int, step: int):
-        return make_attribution_table(
-            epoch=epoch,
-            global_step=step,
-            sample_id=rows.sample_id,
-            label=rows.label,
-            prediction=rows.prediction,
-            target=rows.target,
-            score=rows.score,
-            probability=rows.probability,
-            relevance=rows.maps,
-            relevance_sum=rows.relevance_sum,
-            extra={
-                METRIC_PREFIX + name: np.asarray(rows.metrics.get(name, np.full(len(rows), np.nan)), np.float32)
-                for name in self._metrics.names
-            }
-            or None,
-        )
+        metric_columns = {
+            METRIC_PREFIX + name: np.asarray(rows.metrics.get(name, np.full(len(rows), np.nan)), np.float32)
+            for name in self._metrics.names
+        }
+        return rows.to_table(epoch, step, extra=metric_columns)
 
     # ------------------------------------------------------------------------------ images
 

@@ -18,7 +18,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from lrp_lightning.core import Composite
-from lrp_lightning.store import RunStore, make_attribution_table, make_probe_table
+from lrp_lightning.store import RunStore, make_probe_table
 
 from ._explain import (
     BatchExplainer,
@@ -212,7 +212,7 @@ class LRPPredictionWriter(BasePredictionWriter):
         try:
             store = store or RunStore(self._run_dir)
             rows = rows if rows is not None else Explained.empty(store.heatmap_shape)
-            store.write_part(epoch, step, self._table(rows, epoch, step), rank=rank)
+            store.write_part(epoch, step, rows.to_table(epoch, step), rank=rank)
         except Exception as exc:
             error = exc
         self._sync_errors(trainer, pl_module, error, "writing attributions")  # every part is written
@@ -273,20 +273,6 @@ class LRPPredictionWriter(BasePredictionWriter):
             metadata={"writer": OWNER},
         )
 
-    @staticmethod
-    def _table(rows: Explained, epoch: int, step: int) -> pa.Table:
-        return make_attribution_table(
-            epoch=epoch,
-            global_step=step,
-            sample_id=rows.sample_id,
-            label=rows.label,
-            prediction=rows.prediction,
-            target=rows.target,
-            score=rows.score,
-            probability=rows.probability,
-            relevance=rows.maps,
-            relevance_sum=rows.relevance_sum,
-        )
 
 
 def _gather_to_rank_zero(value: Any, world_size: int) -> list[Any]:
