@@ -58,6 +58,16 @@ STAT_FIELDS = (
 )
 
 
+def sync_errors(trainer: Any, device: torch.device, error: BaseException | None, what: str, owner: str) -> None:
+    """Collective on all ranks: raise everywhere when any rank failed, instead of leaving others waiting."""
+    flag = torch.tensor([float(error is not None)], dtype=torch.float64, device=device)
+    failures = float(trainer.strategy.reduce(flag, reduce_op="sum")[0])
+    if error is not None:
+        raise error
+    if failures:
+        raise RuntimeError(f"{owner}: {int(failures)} rank(s) failed while {what}; see their error messages")
+
+
 def qualified_name(obj: Any) -> str:
     """``module.QualName`` of a class, function or of an object's class."""
     kind = obj if isinstance(obj, type) or callable(obj) and hasattr(obj, "__qualname__") else type(obj)

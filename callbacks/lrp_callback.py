@@ -47,6 +47,7 @@ from ._explain import (
     qualified_name,
     resolve_composite,
     scalars,
+    sync_errors,
     target_mode,
     thumbnail_png,
     unpack,
@@ -580,13 +581,7 @@ class LRPCallback(Callback):
     def _sync_errors(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, error: BaseException | None, what: str
     ) -> None:
-        """Collective on all ranks: raise everywhere when any rank failed, instead of leaving others waiting."""
-        flag = torch.tensor([float(error is not None)], dtype=torch.float64, device=pl_module.device)
-        failures = float(trainer.strategy.reduce(flag, reduce_op="sum")[0])
-        if error is not None:
-            raise error
-        if failures:
-            raise RuntimeError(f"{OWNER}: {int(failures)} rank(s) failed while {what}; see their error messages")
+        sync_errors(trainer, pl_module.device, error, what, OWNER)
 
     # ------------------------------------------------------------------------------ probe set
 

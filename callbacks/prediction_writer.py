@@ -31,6 +31,7 @@ from ._explain import (
     check_target,
     qualified_name,
     resolve_composite,
+    sync_errors,
     target_mode,
     thumbnail_png,
     unpack,
@@ -244,13 +245,7 @@ class LRPPredictionWriter(BasePredictionWriter):
     def _sync_errors(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, error: BaseException | None, what: str
     ) -> None:
-        """Collective on all ranks: raise everywhere when any rank failed, instead of leaving others waiting."""
-        flag = torch.tensor([float(error is not None)], dtype=torch.float64, device=pl_module.device)
-        failures = float(trainer.strategy.reduce(flag, reduce_op="sum")[0])
-        if error is not None:
-            raise error
-        if failures:
-            raise RuntimeError(f"{OWNER}: {int(failures)} rank(s) failed while {what}; see their error messages")
+        sync_errors(trainer, pl_module.device, error, what, OWNER)
 
     def _create_store(self, pl_module: pl.LightningModule, rows: Explained | None) -> RunStore:
         if rows is None:
