@@ -236,6 +236,16 @@ def layer_map_base(stabilizer: float | Callable = 1e-6) -> list[tuple[Any, Hook]
     ]
 
 
+def _epsilon_layer_map(
+    convolution_rule: Hook, epsilon: float, stabilizer: float, zero_params: str | Sequence[str] | None
+) -> list[tuple[Any, Hook]]:
+    """The shared part of the LRP composites: base rules, ``convolution_rule``, Epsilon on dense layers."""
+    return layer_map_base(stabilizer) + [
+        (ltypes.Convolution, convolution_rule),
+        (nn.Linear, Epsilon(epsilon=epsilon, zero_params=zero_params)),
+    ]
+
+
 def _maps(layer_map: LayerMap | None, first_map: LayerMap | None = None) -> tuple[list, list]:
     return list(layer_map or []), list(first_map or [])
 
@@ -273,10 +283,8 @@ class EpsilonGammaBox(SpecialFirstLayerMapComposite):
         strict: bool = True,
     ) -> None:
         layer_map, first_map = _maps(layer_map, first_map)
-        layer_map += layer_map_base(stabilizer) + [
-            (ltypes.Convolution, Gamma(gamma=gamma, stabilizer=stabilizer, zero_params=zero_params)),
-            (nn.Linear, Epsilon(epsilon=epsilon, zero_params=zero_params)),
-        ]
+        convolution_rule = Gamma(gamma=gamma, stabilizer=stabilizer, zero_params=zero_params)
+        layer_map += _epsilon_layer_map(convolution_rule, epsilon, stabilizer, zero_params)
         first_map += [(ltypes.Convolution, ZBox(low=low, high=high, stabilizer=stabilizer, zero_params=zero_params))]
         super().__init__(layer_map=layer_map, first_map=first_map, canonizers=canonizers, strict=strict)
 
@@ -295,10 +303,8 @@ class EpsilonPlus(LayerMapComposite):
         strict: bool = True,
     ) -> None:
         layer_map, _ = _maps(layer_map)
-        layer_map += layer_map_base(stabilizer) + [
-            (ltypes.Convolution, ZPlus(stabilizer=stabilizer, zero_params=zero_params)),
-            (nn.Linear, Epsilon(epsilon=epsilon, zero_params=zero_params)),
-        ]
+        convolution_rule = ZPlus(stabilizer=stabilizer, zero_params=zero_params)
+        layer_map += _epsilon_layer_map(convolution_rule, epsilon, stabilizer, zero_params)
         super().__init__(layer_map=layer_map, canonizers=canonizers, strict=strict)
 
 
@@ -316,10 +322,8 @@ class EpsilonAlpha2Beta1(LayerMapComposite):
         strict: bool = True,
     ) -> None:
         layer_map, _ = _maps(layer_map)
-        layer_map += layer_map_base(stabilizer) + [
-            (ltypes.Convolution, AlphaBeta(alpha=2, beta=1, stabilizer=stabilizer, zero_params=zero_params)),
-            (nn.Linear, Epsilon(epsilon=epsilon, zero_params=zero_params)),
-        ]
+        convolution_rule = AlphaBeta(alpha=2, beta=1, stabilizer=stabilizer, zero_params=zero_params)
+        layer_map += _epsilon_layer_map(convolution_rule, epsilon, stabilizer, zero_params)
         super().__init__(layer_map=layer_map, canonizers=canonizers, strict=strict)
 
 
@@ -338,10 +342,8 @@ class EpsilonPlusFlat(SpecialFirstLayerMapComposite):
         strict: bool = True,
     ) -> None:
         layer_map, first_map = _maps(layer_map, first_map)
-        layer_map += layer_map_base(stabilizer) + [
-            (ltypes.Convolution, ZPlus(stabilizer=stabilizer, zero_params=zero_params)),
-            (nn.Linear, Epsilon(epsilon=epsilon, zero_params=zero_params)),
-        ]
+        convolution_rule = ZPlus(stabilizer=stabilizer, zero_params=zero_params)
+        layer_map += _epsilon_layer_map(convolution_rule, epsilon, stabilizer, zero_params)
         first_map += [(ltypes.Linear, Flat(stabilizer=stabilizer, zero_params=zero_params))]
         super().__init__(layer_map=layer_map, first_map=first_map, canonizers=canonizers, strict=strict)
 
@@ -361,10 +363,8 @@ class EpsilonAlpha2Beta1Flat(SpecialFirstLayerMapComposite):
         strict: bool = True,
     ) -> None:
         layer_map, first_map = _maps(layer_map, first_map)
-        layer_map += layer_map_base(stabilizer) + [
-            (ltypes.Convolution, AlphaBeta(alpha=2, beta=1, stabilizer=stabilizer, zero_params=zero_params)),
-            (nn.Linear, Epsilon(epsilon=epsilon, zero_params=zero_params)),
-        ]
+        convolution_rule = AlphaBeta(alpha=2, beta=1, stabilizer=stabilizer, zero_params=zero_params)
+        layer_map += _epsilon_layer_map(convolution_rule, epsilon, stabilizer, zero_params)
         first_map += [(ltypes.Linear, Flat(stabilizer=stabilizer, zero_params=zero_params))]
         super().__init__(layer_map=layer_map, first_map=first_map, canonizers=canonizers, strict=strict)
 
