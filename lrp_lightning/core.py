@@ -70,7 +70,7 @@ def stabilize(
     input : torch.Tensor
         The denominator to stabilize.
     epsilon : float, default 1e-6
-        Shift away from zero: each entry moves by ``epsilon`` in the direction of its sign (``+`` for zero).
+        Shift away from zero: each entry moves by ``epsilon`` in the direction of its sign (``+`` for ``+0``).
     clip : bool, default False
         Instead of shifting, clip the magnitude of each entry to at least ``epsilon``, keeping its sign.
     norm_scale : bool, default False
@@ -84,8 +84,10 @@ def stabilize(
         A new tensor without zeros.
     """
     if not (norm_scale or clip):
-        # the common case in two operations; equal to input + sign * epsilon with sign(0) = +1
-        return torch.where(input >= 0, input + epsilon, input - epsilon)
+        # the common case in two passes (torch.where is several times slower on CPU); equal to
+        # input + sign * epsilon with sign(+0) = +1 (and sign(-0) = -1, a zero denominator either way)
+        shift = torch.copysign(torch.full((), epsilon, dtype=input.dtype, device=input.device), input)
+        return input + shift if torch.is_grad_enabled() else shift.add_(input)
     sign = (input == 0.0).to(input) + input.sign()
     if norm_scale:
         if dim is None:
@@ -121,6 +123,14 @@ class Stabilizer:
 
     def __call__(self, input: Tensor) -> Tensor:
         return stabilize(input, self.epsilon, self.clip, self.norm_scale, self.dim)
+
+    @property
+    def shift(self) -> float | None:
+        """``epsilon`` when this stabilizer only shifts away from zero (no clip, no norm scale), else None.
+
+        Fast paths use it on denominators of known sign, shifting them in place.
+        """
+        return None if (self.clip or self.norm_scale) else float(self.epsilon)
 
     def __repr__(self) -> str:
         return (

@@ -14,6 +14,8 @@ class Sum(nn.Module):
     """
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if input.shape[-1] == 2:  # a residual: one addition is several times faster than a reduction over 2
+            return input[..., 0] + input[..., 1]
         return torch.sum(input, dim=-1)
 
 

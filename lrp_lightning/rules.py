@@ -27,6 +27,7 @@ import torch.nn as nn
 
 from . import types as ltypes
 from .core import BasicHook, Hook, ParamMod, Stabilizer, affine_forward, affine_input_gradient, expand, module_params
+from .layer import Sum
 
 Tensor = torch.Tensor
 
@@ -105,20 +106,63 @@ def _fast_affine_inputs(rule: BasicHook, module: nn.Module, input: Tensor):
     """Weight, bias seen by the rule terms, and the real bias, when the fast path applies; else None.
 
     For non-negative inputs (the input of every layer after a ReLU) the terms of the negative input part
-    vanish, and the remaining outputs are sums of ``x w+`` and ``x w-``: one forward with stacked weights
-    and at most two transposed maps, instead of a forward and a transposed map per term (5 and 4 for
-    Gamma). No rewrite subtracts large terms, so the results keep Zennit's rounding behaviour.
+    vanish, and the remaining outputs are sums of ``x w+`` and ``x w-``: one or two forwards and at most two
+    transposed maps, instead of a forward and a transposed map per term (5 and 4 for Gamma). No rewrite
+    subtracts large terms, so the results keep Zennit's rounding behaviour. Fast paths work in place on
+    their own temporaries, so they are skipped while the backward pass is itself differentiated
+    (``create_graph=True``), where the declarative terms run instead.
     """
-    if type(rule) not in _FAST_RULES or not isinstance(module, ltypes.Linear):
+    if type(rule) not in _FAST_RULES or not isinstance(module, ltypes.Linear) or torch.is_grad_enabled():
         return None
     zero = rule.zero_params
     zero = [zero] if isinstance(zero, str) else list(zero or [])
-    if any(name != "bias" for name in zero) or bool((input < 0).any()):
+    if any(name != "bias" for name in zero) or not _non_negative(input):
         return None
     params = module_params(module)
     weight, bias = params["weight"], params.get("bias")
     rule_bias = None if "bias" in zero else bias
     return weight, bias, rule_bias
+
+
+def _non_negative(input: Tensor) -> bool:
+    # one reduction, no temporary (a comparison and any() take several times as long)
+    return input.numel() > 0 and bool(input.amin() >= 0)
+
+
+def _shift_of(stabilizer: Callable[[Tensor], Tensor]) -> float | None:
+    return stabilizer.shift if type(stabilizer) is Stabilizer else None
+
+
+def _share(grad_output: Tensor, denominator: Tensor, stabilizer: Callable[[Tensor], Tensor], sign: int) -> Tensor:
+    """``grad_output / stabilizer(denominator)`` for a fresh ``denominator`` of known sign (``sign`` = 1 for
+    >= 0, -1 for <= 0): a shifting stabilizer becomes one in-place shift, and the division reuses its buffer.
+    (At exact zeros the shift may take the other sign than :func:`stabilize`; every contribution to such a
+    denominator is zero, so the relevance is the same.)"""
+    shift = _shift_of(stabilizer)
+    if shift is None:
+        return grad_output / stabilizer(denominator)
+    denominator.add_(sign * shift)
+    return torch.div(grad_output, denominator, out=denominator)
+
+
+def _divide(grad_output: Tensor, denominator: Tensor, stabilizer: Callable[[Tensor], Tensor]) -> Tensor:
+    """``grad_output / stabilizer(denominator)``, in the stabilized buffer when the stabilizer made a new one."""
+    if _shift_of(stabilizer) is None:  # a custom stabilizer may return its input: do not write into it
+        return grad_output / stabilizer(denominator)
+    stabilized = stabilizer(denominator)
+    return torch.div(grad_output, stabilized, out=stabilized)
+
+
+def _reuses_output(rule: BasicHook, module: nn.Module, grad_output: Tensor, output: Tensor | None) -> bool:
+    """Whether the layer's output ``z`` can stand in for the rule's single term ``x w + b`` of an affine layer."""
+    if output is None or output.shape != grad_output.shape or torch.is_grad_enabled():
+        return False
+    if not isinstance(module, ltypes.Linear):
+        return False
+    zero = rule.zero_params
+    zero = [zero] if isinstance(zero, str) else list(zero or [])
+    # without its bias the term is z - b, which loses digits where z is near b: compute it instead
+    return not zero or (zero == ["bias"] and module_params(module).get("bias") is None)
 
 
 def _channel_bias(module: nn.Module, bias: Tensor | None, like: Tensor) -> Tensor | float:
@@ -149,6 +193,19 @@ class Epsilon(BasicHook):
             gradient_mapper=lambda relevance, outputs: [relevance / stabilizer(outputs[0])],
             reducer=lambda inputs, gradients: inputs[0] * gradients[0],
         )
+        self._stabilize = stabilizer
+
+    needs_output = True
+
+    def backward(
+        self, module: nn.Module, input: Tensor, grad_output: Tensor, output: Tensor | None = None
+    ) -> Tensor:
+        if type(self) is not Epsilon or not _reuses_output(self, module, grad_output, output):
+            return super().backward(module, input, grad_output)
+        # the layer's output is the term z = x w + b: no second forward pass (for VGG's first dense layer that
+        # is a second pass over 400 MB of weights)
+        share = _divide(grad_output, output, self._stabilize)
+        return affine_input_gradient(module, share, input, module_params(module)["weight"]).mul_(input)
 
 
 class Gamma(BasicHook):
@@ -208,14 +265,14 @@ class Gamma(BasicHook):
         gamma = self.gamma
         positive = weight.clamp(min=0)
         negative = weight - positive
-        if output is not None and output.shape == grad_output.shape:
-            # the layer's output z is known: x w = z - b, and one forward gives x w+. Both denominators
-            # contain gamma * |x w+-| >= the rounding error of the subtraction, so they stay accurate.
-            with_positive = affine_forward(module, input, positive, None)
-            plain = output if bias is None else output - _channel_bias(module, bias, output)
-            # x (w + g w+) = x w + g x w+  and  x (w + g w-) = (1 + g) x w - g x w+
-            positive_out = torch.add(plain, with_positive, alpha=gamma)
-            negative_out = torch.add(plain * (1 + gamma), with_positive, alpha=-gamma)
+        full_bias = rule_bias is not None or bias is None
+        if full_bias and output is not None and output.shape == grad_output.shape:
+            # the layer's output z is known, and one forward gives z+ = x w+ + b+. Then
+            #   x (w + g w+) + b + g b+ = z + g z+   and   x (w + g w-) + b + g b- = (1 + g) z - g z+;
+            # both contain g |z+-| >= the rounding error of the sum, so they stay accurate
+            with_positive = affine_forward(module, input, positive, None if bias is None else bias.clamp(min=0))
+            positive_out = torch.add(output, with_positive, alpha=gamma)
+            negative_out = torch.lerp(with_positive, output, 1 + gamma)
         else:
             # x w+ and x w- (bias-free); z = x w+ + x w- + b is the layer's real output
             with_positive, with_negative = _two_forwards(module, input, positive, negative)
@@ -225,15 +282,27 @@ class Gamma(BasicHook):
             # x (w + g w+) + b + g b+  and  x (w + g w-) + b + g b-
             positive_out = torch.add(with_negative, with_positive, alpha=1 + gamma)
             negative_out = torch.add(with_positive, with_negative, alpha=1 + gamma)
-        if rule_bias is not None:
-            positive_out = positive_out + _channel_bias(module, rule_bias + gamma * rule_bias.clamp(min=0), output)
-            negative_out = negative_out + _channel_bias(module, rule_bias + gamma * rule_bias.clamp(max=0), output)
-        zero = grad_output.new_zeros(())
-        positive_share = torch.where(output > 0.0, grad_output / self._stabilize(positive_out), zero)
-        negative_share = torch.where(output < 0.0, grad_output / self._stabilize(negative_out), zero)
+            if rule_bias is not None:
+                positive_out += _channel_bias(module, rule_bias + gamma * rule_bias.clamp(min=0), output)
+                negative_out += _channel_bias(module, rule_bias + gamma * rule_bias.clamp(max=0), output)
+        shift = _shift_of(self._stabilize)
+        if full_bias and shift is not None:
+            # where z > 0 the positive denominator is >= z > 0, where z < 0 the negative one is <= z < 0: shift
+            # in place, clamp the other side (masked out below) away from zero, mask by sign(z) (faster than where)
+            sign = torch.sign(output)
+            negative_mask = sign.clamp(max=0)  # -1 where z < 0
+            positive_share = torch.div(grad_output, positive_out.clamp_(min=0).add_(shift), out=positive_out)
+            positive_share.mul_(sign.clamp_(min=0))
+            # R / (n - eps) = -R / (|n| + eps) for n <= 0
+            negative_share = torch.div(grad_output, negative_out.neg_().clamp_(min=0).add_(shift), out=negative_out)
+            negative_share.mul_(negative_mask)
+        else:
+            zero = grad_output.new_zeros(())
+            positive_share = torch.where(output > 0.0, grad_output / self._stabilize(positive_out), zero)
+            negative_share = torch.where(output < 0.0, grad_output / self._stabilize(negative_out), zero)
         gradient = affine_input_gradient(module, positive_share, input, torch.add(weight, positive, alpha=gamma))
         gradient += affine_input_gradient(module, negative_share, input, torch.add(weight, negative, alpha=gamma))
-        return input * gradient
+        return gradient.mul_(input)
 
 
 class ZPlus(BasicHook):
@@ -266,8 +335,9 @@ class ZPlus(BasicHook):
         weight, _, rule_bias = fast
         positive = weight.clamp(min=0)
         rule_bias = None if rule_bias is None else rule_bias.clamp(min=0)
-        denominator = affine_forward(module, input, positive, rule_bias)
-        return input * affine_input_gradient(module, grad_output / self._stabilize(denominator), input, positive)
+        # x+ w+ + b+ >= 0
+        share = _share(grad_output, affine_forward(module, input, positive, rule_bias), self._stabilize, 1)
+        return affine_input_gradient(module, share, input, positive).mul_(input)
 
 
 class AlphaBeta(BasicHook):
@@ -330,15 +400,18 @@ class AlphaBeta(BasicHook):
         positive = weight.clamp(min=0)
         negative = weight - positive
         with_positive = affine_forward(module, input, positive, None if rule_bias is None else rule_bias.clamp(min=0))
-        with_negative = affine_forward(module, input, negative, None if rule_bias is None else rule_bias.clamp(max=0))
-        positive_share = grad_output / self._stabilize(with_positive)
-        negative_share = grad_output / self._stabilize(with_negative)
+        # x+ w+ + b+ >= 0 and x+ w- + b- <= 0
+        gradient = affine_input_gradient(
+            module, _share(grad_output, with_positive, self._stabilize, 1), input, positive
+        )
         if self.alpha != 1:
-            positive_share = positive_share * self.alpha
-        gradient = affine_input_gradient(module, positive_share, input, positive)
+            gradient.mul_(self.alpha)
         if self.beta:
-            gradient -= self.beta * affine_input_gradient(module, negative_share, input, negative)
-        return input * gradient
+            negative_bias = None if rule_bias is None else rule_bias.clamp(max=0)
+            with_negative = affine_forward(module, input, negative, negative_bias)
+            negative_share = _share(grad_output, with_negative, self._stabilize, -1)
+            gradient.sub_(affine_input_gradient(module, negative_share, input, negative), alpha=self.beta)
+        return gradient.mul_(input)
 
 
 class ZBox(BasicHook):
@@ -477,6 +550,19 @@ class Norm(BasicHook):
             gradient_mapper=lambda relevance, outputs: [relevance / stabilize_fn(outputs[0])],
             reducer=lambda inputs, gradients: inputs[0] * gradients[0],
         )
+        self._stabilize = stabilize_fn
+
+    needs_output = True
+
+    def backward(
+        self, module: nn.Module, input: Tensor, grad_output: Tensor, output: Tensor | None = None
+    ) -> Tensor:
+        if type(self) is not Norm or type(module) is not Sum or torch.is_grad_enabled():
+            return super().backward(module, input, grad_output)
+        # a sum is linear with unit weights: R_k = x_k R / z, with the layer's output z when it is known
+        if output is None or output.shape != grad_output.shape:
+            output = module(input)
+        return input * _divide(grad_output, output, self._stabilize).unsqueeze(-1)
 
 
 def _two_forwards(module: nn.Module, input: Tensor, first: Tensor, second: Tensor) -> tuple[Tensor, Tensor]:

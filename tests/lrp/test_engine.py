@@ -10,7 +10,7 @@ import torchvision
 from lrp_lightning import canonizers as canon
 from lrp_lightning.attribution import Gradient, IntegratedGradients, Occlusion, SmoothGrad, explain, output_weights
 from lrp_lightning.composites import EpsilonGammaBox, LayerMapComposite, NameLayerMapComposite, get_composite
-from lrp_lightning.core import MissingRuleError
+from lrp_lightning.core import MissingRuleError, Stabilizer
 from lrp_lightning.rules import AlphaBeta, Epsilon, Gamma, Norm, Pass, ZPlus
 
 
@@ -349,6 +349,82 @@ def test_fast_paths_for_non_negative_inputs_equal_the_rule_definition(layer_name
     if rule.needs_output:  # the path that reuses the layer's output z
         with_output = rule.backward(layer, x, grad_output, output=layer(x).detach())
         assert torch.allclose(with_output, reference, rtol=1e-9, atol=1e-11 * reference.abs().max().item())
+
+
+@pytest.mark.parametrize("layer_name", list(FAST_LAYERS))
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize(
+    "rule",
+    [
+        Gamma(0.25, stabilizer=Stabilizer(1e-3, clip=True)),
+        ZPlus(stabilizer=lambda z: z + 1e-3),
+        AlphaBeta(2, 1, stabilizer=Stabilizer(1e-2, norm_scale=True)),
+        Epsilon(0.1),
+        Epsilon(lambda z: z + 0.1 * z.sign()),
+        Epsilon(0.1, zero_params="bias"),
+    ],
+    ids=["gamma-clip", "zplus-callable", "alpha2beta1-normscale", "epsilon", "epsilon-callable", "epsilon-nobias"],
+)
+def test_fast_paths_with_other_stabilizers_and_output_reuse(layer_name, bias, rule):
+    from lrp_lightning.core import BasicHook
+
+    torch.manual_seed(5)
+    factory, shape = FAST_LAYERS[layer_name]
+    layer = factory().double()
+    if not bias:
+        layer.bias = None
+    x = torch.randn(*shape, dtype=torch.float64)
+    if not isinstance(rule, Epsilon):
+        x = x.clamp(min=0)
+    output = layer(x).detach()
+    kept = output.clone()
+    grad_output = torch.randn_like(output)
+    reference = BasicHook.backward(rule, layer, x, grad_output)
+    if rule.needs_output:
+        fast = rule.backward(layer, x, grad_output, output=output)
+    else:
+        fast = rule.backward(layer, x, grad_output)
+    assert torch.allclose(fast, reference, rtol=1e-9, atol=1e-11 * reference.abs().max().item())
+    assert reference.abs().max() > 0
+    assert torch.equal(output, kept)  # the layer's output (the next layer's input) is never written into
+
+
+@pytest.mark.parametrize("with_output", [True, False])
+def test_norm_on_a_residual_sum_splits_relevance_by_contribution(with_output):
+    from lrp_lightning.core import BasicHook
+    from lrp_lightning.layer import Sum
+
+    torch.manual_seed(6)
+    stacked = torch.randn(2, 3, 4, 4, 2, dtype=torch.float64)
+    total = Sum()(stacked)
+    assert torch.equal(total, stacked.sum(-1))
+    kept = total.clone()
+    relevance = torch.randn_like(total)
+    rule = Norm(stabilizer=1e-6)
+    fast = rule.backward(Sum(), stacked, relevance, output=total if with_output else None)
+    expected = stacked * (relevance / (total + 1e-6 * total.sign())).unsqueeze(-1)
+    assert torch.allclose(fast, expected, rtol=1e-12)
+    assert torch.allclose(fast, BasicHook.backward(rule, Sum(), stacked, relevance), rtol=1e-12)
+    away = total.abs() > 1e-2  # conserved, except where epsilon absorbs relevance of a near-zero sum
+    assert torch.allclose(fast.sum(-1)[away], relevance[away], rtol=1e-4)
+    assert torch.equal(total, kept)
+    three = torch.randn(2, 5, 3, dtype=torch.float64)  # more than two summands: the reduction
+    assert torch.allclose(Sum()(three), three.sum(-1))
+
+
+def test_create_graph_runs_the_declarative_terms_and_matches_the_fast_paths():
+    model = nn.Sequential(
+        nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 3)
+    ).double()
+    x = torch.rand(2, 1, 8, 8, dtype=torch.float64)
+    for name in ["epsilon_gamma_box", "epsilon_plus", "epsilon_alpha2_beta1"]:
+        kwargs = {"low": 0.0, "high": 1.0} if name == "epsilon_gamma_box" else {}
+        _, fast = Gradient(model, get_composite(name, **kwargs))(x, [0, 2])
+        leaf = x.clone().requires_grad_(True)
+        _, graph = Gradient(model, get_composite(name, **kwargs), create_graph=True)(leaf, [0, 2])
+        assert graph.requires_grad
+        assert torch.allclose(graph, fast, rtol=1e-9, atol=1e-12), name
+        assert fast.abs().sum() > 0
 
 
 def test_output_changed_in_place_after_the_layer_is_not_reused():
