@@ -392,25 +392,55 @@ class AlphaBeta(BasicHook):
         )
         self._stabilize = stabilize_fn
 
-    def backward(self, module: nn.Module, input: Tensor, grad_output: Tensor) -> Tensor:
-        fast = _fast_affine_inputs(self, module, input)
+    def forward(self, module: nn.Module, input: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]] | None:
+        # for non-negative inputs the layer's output is x w+ + x w- (+ b): computing the two terms here instead
+        # of the output saves evaluating the layer once more in the backward pass
+        fast = _fast_affine_inputs(self, module, input) if self.beta else None
         if fast is None:
-            return super().backward(module, input, grad_output)
-        weight, _, rule_bias = fast
+            return None
+        weight, bias, rule_bias = fast
         positive = weight.clamp(min=0)
-        negative = weight - positive
-        with_positive = affine_forward(module, input, positive, None if rule_bias is None else rule_bias.clamp(min=0))
+        with_positive, with_negative = self._terms(module, input, positive, weight - positive, rule_bias)
+        output = with_positive + with_negative
+        if rule_bias is None and bias is not None:  # the rule leaves the bias out; the output keeps it
+            output += _channel_bias(module, bias, output)
+        return output, (with_positive, with_negative)
+
+    @staticmethod
+    def _terms(module, input, positive, negative, rule_bias):
         # x+ w+ + b+ >= 0 and x+ w- + b- <= 0
+        with_positive = affine_forward(module, input, positive, None if rule_bias is None else rule_bias.clamp(min=0))
+        if negative is None:
+            return with_positive, None
+        return with_positive, affine_forward(
+            module, input, negative, None if rule_bias is None else rule_bias.clamp(max=0)
+        )
+
+    def backward(
+        self, module: nn.Module, input: Tensor, grad_output: Tensor, state: tuple[Tensor, Tensor] | None = None
+    ) -> Tensor:
+        if state is not None and not torch.is_grad_enabled():  # the terms from :meth:`forward`
+            weight = module_params(module)["weight"]
+            with_positive, with_negative = state
+            positive = weight.clamp(min=0)
+        else:
+            fast = _fast_affine_inputs(self, module, input)
+            if fast is None:
+                return super().backward(module, input, grad_output)
+            weight, _, rule_bias = fast
+            positive = weight.clamp(min=0)
+            if self.beta:
+                with_positive, with_negative = self._terms(module, input, positive, weight - positive, rule_bias)
+            else:
+                with_positive = self._terms(module, input, positive, None, rule_bias)[0]
         gradient = affine_input_gradient(
             module, _share(grad_output, with_positive, self._stabilize, 1), input, positive
         )
         if self.alpha != 1:
             gradient.mul_(self.alpha)
         if self.beta:
-            negative_bias = None if rule_bias is None else rule_bias.clamp(max=0)
-            with_negative = affine_forward(module, input, negative, negative_bias)
             negative_share = _share(grad_output, with_negative, self._stabilize, -1)
-            gradient.sub_(affine_input_gradient(module, negative_share, input, negative), alpha=self.beta)
+            gradient.sub_(affine_input_gradient(module, negative_share, input, weight - positive), alpha=self.beta)
         return gradient.mul_(input)
 
 

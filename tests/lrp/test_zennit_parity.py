@@ -53,9 +53,9 @@ def make_model(name, dtype=torch.float32, bn_eps=0.0):
 
 @pytest.fixture(scope="module", params=list(MODELS))
 def model_and_input(request):
-    model = make_model(request.param)
+    models = {dtype: make_model(request.param, dtype=dtype) for dtype in (torch.float32, torch.float64)}
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
-    return request.param, model, x
+    return request.param, models, x
 
 
 def zennit_canonizers(name):
@@ -68,31 +68,40 @@ def test_every_registered_composite_is_compared():
 
 @pytest.mark.parametrize("composite_name", NAMES)
 def test_equal_to_zennit(model_and_input, composite_name):
-    model_name, model, x = model_and_input
+    """In float64 both libraries compute the same numbers (to 1e-10); in float32 ours is about as close to the
+    float64 result as Zennit's float32 is (the fast paths round differently, e.g. AlphaBeta sums x w+ and x w-)."""
+    model_name, models, x = model_and_input
     if composite_name == "beta_smooth" and model_name.startswith("resnet"):
         pytest.skip("Zennit's ReLUBetaSmooth keeps one input per hook: wrong for ResNet's shared ReLU (see below)")
-    relus = [m for m in model.modules() if isinstance(m, torch.nn.ReLU)]
-    if composite_name == "beta_smooth":
-        # Zennit's BetaSmooth reads the ReLU input after an in-place ReLU overwrote it; compare without
-        for relu in relus:
-            relu.inplace = False
     kwargs = {"low": -3.0, "high": 3.0} if composite_name == "epsilon_gamma_box" else {}
-    target = torch.eye(10)[[3, 7]]
-    try:
-        zennit_composite = zennit_composites.COMPOSITES[composite_name](
-            canonizers=zennit_canonizers(model_name), **kwargs
-        )
-        with ZennitGradient(model, zennit_composite) as attributor:
-            _, expected = attributor(x, target)
-        ours = get_composite(composite_name, canonizers="auto", **kwargs)
-        with Gradient(model, ours) as attributor:
-            _, relevance = attributor(x, target)
-    finally:
-        for relu in relus:
-            relu.inplace = True
+    results = {}
+    for dtype, model in models.items():
+        relus = [m for m in model.modules() if isinstance(m, torch.nn.ReLU)]
+        if composite_name == "beta_smooth":
+            # Zennit's BetaSmooth reads the ReLU input after an in-place ReLU overwrote it; compare without
+            for relu in relus:
+                relu.inplace = False
+        target = torch.eye(10, dtype=dtype)[[3, 7]]
+        try:
+            zennit_composite = zennit_composites.COMPOSITES[composite_name](
+                canonizers=zennit_canonizers(model_name), **kwargs
+            )
+            with ZennitGradient(model, zennit_composite) as attributor:
+                results["zennit", dtype] = attributor(x.to(dtype), target)[1].double()
+            ours = get_composite(composite_name, canonizers="auto", **kwargs)
+            with Gradient(model, ours) as attributor:
+                results["ours", dtype] = attributor(x.to(dtype), target)[1].double()
+        finally:
+            for relu in relus:
+                relu.inplace = True
+    expected = results["zennit", torch.float64]
     scale = expected.abs().max()
     assert scale > 0
-    assert (relevance - expected).abs().max() <= 1e-5 * scale
+    assert (results["ours", torch.float64] - expected).abs().max() <= 1e-10 * scale
+    zennit_error = (results["zennit", torch.float32] - expected).abs().max()
+    ours_error = (results["ours", torch.float32] - expected).abs().max()
+    # float32 rounding over a deep network: Zennit's own error reaches 1.2e-5 of the scale on VGG16
+    assert ours_error <= max(2 * zennit_error, 5e-6 * scale)
 
 
 class SoftplusGradientReLU(torch.autograd.Function):
