@@ -10,7 +10,8 @@ fits can differ several-fold).
 Data: scikit-learn's handwritten digits (shipped with scikit-learn, nothing is downloaded), upsampled
 to 28x28 (MNIST size) and augmented (random shifts of up to 2 pixels, Gaussian noise) to ``--train``
 training samples per epoch and ``--val`` validation samples. Model: a small CNN (two conv +
-batch-norm + ReLU + max-pool blocks, 16 and 32 channels, a linear classifier), Adam, batch size 64, CPU.
+batch-norm + ReLU + max-pool blocks, 16 and 32 channels, a linear classifier), Adam, batch size 64, CPU
+(``--accelerator gpu`` for CUDA).
 
     python benchmarks/callback_overhead.py --repeats 7         # 12,000 training samples, 3 epochs
     python benchmarks/callback_overhead.py --repeats 1 --epochs 2
@@ -109,13 +110,15 @@ class TimedLRPCallback(LRPCallback):
         self.cpu += time.process_time() - cpu
 
 
-def fit_once(root: Path, train: TensorDataset, val: TensorDataset, epochs: int, with_callback: bool) -> dict:
+def fit_once(
+    root: Path, train: TensorDataset, val: TensorDataset, epochs: int, with_callback: bool, accelerator: str = "cpu"
+) -> dict:
     """One fit; returns its wall and CPU seconds, the callback hook's share, and the trainer."""
     L.seed_everything(0, verbose=False)
     callback = TimedLRPCallback() if with_callback else None
     trainer = L.Trainer(
         max_epochs=epochs,
-        accelerator="cpu",
+        accelerator=accelerator,
         devices=1,
         logger=TensorBoardLogger(root, name="", version="with" if with_callback else "without"),
         callbacks=[callback] if callback else [],
@@ -143,6 +146,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="epochs per fit (default 3)")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved pairs of fits (default 5)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--accelerator", default="cpu", help="Lightning accelerator, e.g. gpu (default cpu)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -155,7 +159,10 @@ def main() -> None:
         f"{len(val)} validation samples per epoch, 10 classes"
     )
     features = 32 * (SIZE // 4) ** 2
-    print(f"model: CNN conv16-BN-ReLU-pool, conv32-BN-ReLU-pool, linear({features}, 10); Adam, batch 64, CPU")
+    print(
+        f"model: CNN conv16-BN-ReLU-pool, conv32-BN-ReLU-pool, linear({features}, 10); Adam, batch 64, "
+        f"{args.accelerator}"
+    )
     print(
         f"callback: LRPCallback() at its defaults (num_samples=256 every epoch, epsilon_gamma_box, log_images=16); "
         f"{args.epochs} epochs per fit, {args.repeats} interleaved pairs of fits"
@@ -168,10 +175,12 @@ def main() -> None:
     stored_bytes = rows = probe_bytes = 0
     heatmap_shape = (0, 0)
     with tempfile.TemporaryDirectory() as tmp:
-        fit_once(Path(tmp) / "warmup", train, val, 1, with_callback=True)  # imports and first-call costs
+        # imports and first-call costs
+        fit_once(Path(tmp) / "warmup", train, val, 1, with_callback=True, accelerator=args.accelerator)
         for repeat in range(args.repeats):
             for with_callback in (False, True) if repeat % 2 == 0 else (True, False):  # alternate the order
-                runs[with_callback].append(fit_once(Path(tmp) / f"r{repeat}", train, val, args.epochs, with_callback))
+                run = fit_once(Path(tmp) / f"r{repeat}", train, val, args.epochs, with_callback, args.accelerator)
+                runs[with_callback].append(run)
             plain, timed = runs[False][-1], runs[True][-1]
             print(
                 f"  pair {repeat}: without {plain['wall']:.2f} s ({plain['cpu']:.2f} s CPU), "

@@ -371,11 +371,10 @@ class _RuleFunction(torch.autograd.Function):
     """Replaces a module's output; its backward is the rule's relevance for the module's input."""
 
     @staticmethod
-    def forward(ctx, rule: Hook, module: nn.Module, input: Tensor, output: list, state: Any) -> Tensor:  # type: ignore[override]
+    def forward(ctx, rule: Hook, module: nn.Module, input: Tensor, output: list) -> Tensor:  # type: ignore[override]
         ctx.rule = rule
         ctx.module = module
         ctx.input_shape = input.shape
-        ctx.state = state
         ctx.save_for_backward(input if rule.needs_input else None)
         # the output arrives in a list, not as a tensor argument: a tensor argument returned as is would
         # become a view that in-place operations after the module (ReLU(inplace=True)) may not modify
@@ -389,21 +388,21 @@ class _RuleFunction(torch.autograd.Function):
     def backward(ctx, grad_output: Tensor):  # type: ignore[override]
         (input,) = ctx.saved_tensors
         with _no_hooks():
-            kwargs: dict[str, Any] = {}
             if ctx.rule.needs_output:
                 # used once and released (a repeated backward with retain_graph=True recomputes it)
                 output, ctx.output = ctx.output, None
-                kwargs["output"] = output if output is not None and output._version == ctx.output_version else None
-            if ctx.state is not None:  # from the rule's own forward; used once (a repeated backward recomputes)
-                kwargs["state"], ctx.state = ctx.state, None
-            relevance = ctx.rule.backward(ctx.module, input, grad_output, **kwargs)
+                if output is not None and output._version != ctx.output_version:
+                    output = None
+                relevance = ctx.rule.backward(ctx.module, input, grad_output, output=output)
+            else:
+                relevance = ctx.rule.backward(ctx.module, input, grad_output)
         if relevance is not None and relevance.shape != ctx.input_shape:
             raise RuntimeError(
                 f"rule {type(ctx.rule).__name__} on {type(ctx.module).__name__} returned relevance of shape "
                 f"{tuple(relevance.shape)} for an input of shape {tuple(ctx.input_shape)}; "
                 "map this layer to a rule that fits it (e.g. Norm())"
             )
-        return None, None, relevance, None, None
+        return None, None, relevance, None
 
 
 class Hook:
@@ -423,17 +422,6 @@ class Hook:
     def backward(self, module: nn.Module, input: Tensor, grad_output: Tensor) -> Tensor:
         """Return the relevance of ``module``'s input."""
         raise NotImplementedError
-
-    def forward(self, module: nn.Module, input: Tensor) -> tuple[Tensor, Any] | None:
-        """Optionally compute ``module``'s output in the attributed forward pass, with state for the backward.
-
-        Return ``(output, state)`` to replace the module's own computation (``output`` must equal it up to
-        float rounding; ``state`` reaches :meth:`backward` as ``state=``), or ``None`` to let the module run.
-        A rule that needs terms the forward pass can produce together with the output (AlphaBeta's
-        ``x w+`` and ``x w-``, whose sum is ``x w``) saves evaluating the layer again. Called without
-        autograd recording, only while attributing (gradients enabled, the input requiring them).
-        """
-        return None
 
     def copy(self) -> Hook:
         """Return an independent copy (rules are stateless; kept for Zennit compatibility)."""
@@ -467,64 +455,18 @@ class Hook:
                     f"{type(output).__name__}; rules apply to modules with a single tensor output. "
                     "Map this layer to no rule (e.g. a name map) or wrap it in a module returning one tensor."
                 )
-            # state from the rule's own forward, attached to the output it made (a hook that replaced the
-            # output leaves none, and the rule recomputes)
-            state = output.__dict__.pop(_STATE_ATTRIBUTE, None)
-            return _RuleFunction.apply(rule, mod, input, [output.detach()], state)
+            return _RuleFunction.apply(rule, mod, input, [output.detach()])
 
-        handles = [module.register_forward_pre_hook(pre_hook), module.register_forward_hook(forward_hook)]
-        if type(rule).forward is not Hook.forward:
-            handles.append(_RuleForward(module, rule))
-        handles.append(_Finalizer(originals.clear))
-        return RemovableHandleList(handles)
+        return RemovableHandleList(
+            [
+                module.register_forward_pre_hook(pre_hook),
+                module.register_forward_hook(forward_hook),
+                _Finalizer(originals.clear),
+            ]
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
-
-
-_STATE_ATTRIBUTE = "_lrp_rule_state"
-
-
-class _RuleForward:
-    """Lets a rule compute its module's output in attributed forward passes (see :meth:`Hook.forward`).
-
-    Installed as an instance ``forward`` over whatever ``forward`` the module has (its class's, or a
-    canonizer's); :meth:`remove` puts that back. Rules are removed before canonizers, so they nest.
-    """
-
-    def __init__(self, module: nn.Module, rule: Hook) -> None:
-        missing = object()
-        self.module = module
-        self.previous = module.__dict__.get("forward", missing)
-        self.missing = missing
-        original = module.forward
-
-        def forward(*args: Any, **kwargs: Any) -> Any:
-            input = args[0] if len(args) == 1 and not kwargs else None
-            if (
-                isinstance(input, Tensor)
-                and input.requires_grad
-                and torch.is_grad_enabled()
-                and not _evaluating()
-                and not (getattr(module, "inplace", False))
-            ):
-                with torch.no_grad():
-                    result = rule.forward(module, input)
-                if result is not None:
-                    output, state = result
-                    output.__dict__[_STATE_ATTRIBUTE] = state
-                    return output
-            return original(*args, **kwargs)
-
-        module.forward = forward
-
-    def remove(self) -> None:
-        if self.module is None:
-            return
-        module, self.module = self.module, None
-        del module.forward
-        if self.previous is not self.missing:
-            module.forward = self.previous
 
 
 class BasicHook(Hook):

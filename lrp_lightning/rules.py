@@ -124,6 +124,49 @@ def _fast_affine_inputs(rule: BasicHook, module: nn.Module, input: Tensor):
     return weight, bias, rule_bias
 
 
+def _mixed_sign_affine_inputs(rule: BasicHook, module: nn.Module, input: Tensor):
+    """Weight and rule bias for inputs of both signs (the first layer on pixels), when the stacked path applies.
+
+    The terms ``x+ w+ + x- w-`` (and ``x+ w- + x- w+``) are one affine map of the stacked input ``[x+, x-]``
+    with the weights ``[w+, w-]`` (``[w-, w+]``) side by side: one evaluation and one transposed map per
+    denominator instead of two each, a quarter of the calls and half the output traffic.
+    """
+    if type(rule) not in _MIXED_SIGN_RULES or torch.is_grad_enabled():
+        return None
+    if not (isinstance(module, nn.Linear) or (isinstance(module, ltypes.ConvolutionStandard) and module.groups == 1)):
+        return None
+    zero = rule.zero_params
+    zero = [zero] if isinstance(zero, str) else list(zero or [])
+    if any(name != "bias" for name in zero):
+        return None
+    params = module_params(module)
+    return params["weight"], None if "bias" in zero else params.get("bias")
+
+
+def _mixed_sign_relevance(
+    rule: BasicHook, module: nn.Module, input: Tensor, grad_output: Tensor, weight: Tensor, rule_bias, alpha, beta
+) -> Tensor:
+    """``alpha`` times the positive and ``beta`` times the negative contributions' shares, for mixed-sign inputs."""
+    dim = -1 if isinstance(module, nn.Linear) else 1
+    stacked = torch.cat([input.clamp(min=0), input.clamp(max=0)], dim=dim)
+    positive = weight.clamp(min=0)
+    negative = weight - positive
+    # x+ w+ + x- w- + b+ >= 0
+    favoured = torch.cat([positive, negative], dim=1)
+    bias = None if rule_bias is None else rule_bias.clamp(min=0)
+    share = _share(grad_output, affine_forward(module, stacked, favoured, bias), rule._stabilize, 1)
+    gradient = affine_input_gradient(module, share, stacked, favoured)
+    if alpha != 1:
+        gradient.mul_(alpha)
+    if beta:
+        # x+ w- + x- w+ + b- <= 0
+        opposed = torch.cat([negative, positive], dim=1)
+        bias = None if rule_bias is None else rule_bias.clamp(max=0)
+        share = _share(grad_output, affine_forward(module, stacked, opposed, bias), rule._stabilize, -1)
+        gradient.sub_(affine_input_gradient(module, share, stacked, opposed), alpha=beta)
+    return gradient.mul_(stacked).unflatten(dim, (2, -1)).sum(dim if dim > 0 else dim - 1)
+
+
 def _non_negative(input: Tensor) -> bool:
     # one reduction, no temporary (a comparison and any() take several times as long)
     return input.numel() > 0 and bool(input.amin() >= 0)
@@ -331,7 +374,10 @@ class ZPlus(BasicHook):
     def backward(self, module: nn.Module, input: Tensor, grad_output: Tensor) -> Tensor:
         fast = _fast_affine_inputs(self, module, input)
         if fast is None:
-            return super().backward(module, input, grad_output)
+            mixed = _mixed_sign_affine_inputs(self, module, input)
+            if mixed is None:
+                return super().backward(module, input, grad_output)
+            return _mixed_sign_relevance(self, module, input, grad_output, *mixed, alpha=1.0, beta=0.0)
         weight, _, rule_bias = fast
         positive = weight.clamp(min=0)
         rule_bias = None if rule_bias is None else rule_bias.clamp(min=0)
@@ -392,55 +438,28 @@ class AlphaBeta(BasicHook):
         )
         self._stabilize = stabilize_fn
 
-    def forward(self, module: nn.Module, input: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]] | None:
-        # for non-negative inputs the layer's output is x w+ + x w- (+ b): computing the two terms here instead
-        # of the output saves evaluating the layer once more in the backward pass
-        fast = _fast_affine_inputs(self, module, input) if self.beta else None
+    def backward(self, module: nn.Module, input: Tensor, grad_output: Tensor) -> Tensor:
+        fast = _fast_affine_inputs(self, module, input)
         if fast is None:
-            return None
-        weight, bias, rule_bias = fast
-        positive = weight.clamp(min=0)
-        with_positive, with_negative = self._terms(module, input, positive, weight - positive, rule_bias)
-        output = with_positive + with_negative
-        if rule_bias is None and bias is not None:  # the rule leaves the bias out; the output keeps it
-            output += _channel_bias(module, bias, output)
-        return output, (with_positive, with_negative)
-
-    @staticmethod
-    def _terms(module, input, positive, negative, rule_bias):
-        # x+ w+ + b+ >= 0 and x+ w- + b- <= 0
-        with_positive = affine_forward(module, input, positive, None if rule_bias is None else rule_bias.clamp(min=0))
-        if negative is None:
-            return with_positive, None
-        return with_positive, affine_forward(
-            module, input, negative, None if rule_bias is None else rule_bias.clamp(max=0)
-        )
-
-    def backward(
-        self, module: nn.Module, input: Tensor, grad_output: Tensor, state: tuple[Tensor, Tensor] | None = None
-    ) -> Tensor:
-        if state is not None and not torch.is_grad_enabled():  # the terms from :meth:`forward`
-            weight = module_params(module)["weight"]
-            with_positive, with_negative = state
-            positive = weight.clamp(min=0)
-        else:
-            fast = _fast_affine_inputs(self, module, input)
-            if fast is None:
+            mixed = _mixed_sign_affine_inputs(self, module, input)
+            if mixed is None:
                 return super().backward(module, input, grad_output)
-            weight, _, rule_bias = fast
-            positive = weight.clamp(min=0)
-            if self.beta:
-                with_positive, with_negative = self._terms(module, input, positive, weight - positive, rule_bias)
-            else:
-                with_positive = self._terms(module, input, positive, None, rule_bias)[0]
+            return _mixed_sign_relevance(self, module, input, grad_output, *mixed, alpha=self.alpha, beta=self.beta)
+        weight, _, rule_bias = fast
+        positive = weight.clamp(min=0)
+        negative = weight - positive
+        with_positive = affine_forward(module, input, positive, None if rule_bias is None else rule_bias.clamp(min=0))
+        # x+ w+ + b+ >= 0 and x+ w- + b- <= 0
         gradient = affine_input_gradient(
             module, _share(grad_output, with_positive, self._stabilize, 1), input, positive
         )
         if self.alpha != 1:
             gradient.mul_(self.alpha)
         if self.beta:
+            negative_bias = None if rule_bias is None else rule_bias.clamp(max=0)
+            with_negative = affine_forward(module, input, negative, negative_bias)
             negative_share = _share(grad_output, with_negative, self._stabilize, -1)
-            gradient.sub_(affine_input_gradient(module, negative_share, input, weight - positive), alpha=self.beta)
+            gradient.sub_(affine_input_gradient(module, negative_share, input, negative), alpha=self.beta)
         return gradient.mul_(input)
 
 
@@ -601,6 +620,7 @@ def _two_forwards(module: nn.Module, input: Tensor, first: Tensor, second: Tenso
 
 
 _FAST_RULES: tuple[type, ...] = ()
+_MIXED_SIGN_RULES: tuple[type, ...] = ()
 
 
 class Pass(Hook):
@@ -647,3 +667,4 @@ class ReLUBetaSmooth(Hook):
 
 
 _FAST_RULES = (ZPlus, AlphaBeta, Gamma)
+_MIXED_SIGN_RULES = (ZPlus, AlphaBeta)
