@@ -208,6 +208,12 @@ def _reuses_output(rule: BasicHook, module: nn.Module, grad_output: Tensor, outp
     return not zero or (zero == ["bias"] and module_params(module).get("bias") is None)
 
 
+def _like(value: float | Tensor, input: Tensor) -> Tensor:
+    if isinstance(value, Tensor):
+        return value.to(input)
+    return torch.full((), float(value), dtype=input.dtype, device=input.device)
+
+
 def _channel_bias(module: nn.Module, bias: Tensor | None, like: Tensor) -> Tensor | float:
     if bias is None:
         return 0.0
@@ -489,7 +495,9 @@ class ZBox(BasicHook):
         def bound(value: float | Tensor | None, extreme: Callable) -> Callable[[Tensor], Tensor]:
             if value is None:  # each sample's own range
                 return lambda input: extreme(input, dim=tuple(range(1, input.ndim)), keepdim=True).expand_as(input)
-            return lambda input: expand(value, input.shape, cut_batch_dim=True).to(input)
+            # a number becomes a scalar on the input's device (a CPU tensor expanded first would be copied to
+            # the GPU at full size in every backward pass)
+            return lambda input: expand(_like(value, input), input.shape, cut_batch_dim=True)
 
         super().__init__(
             input_modifiers=[lambda input: input, bound(low, torch.amin), bound(high, torch.amax)],
