@@ -430,23 +430,11 @@ class Hook:
     def register(self, module: nn.Module) -> RemovableHandleList:
         """Attach this rule to ``module`` until the returned handle is removed."""
         rule = self
-        originals: dict[int, Tensor] = {}
-        inplace = bool(getattr(module, "inplace", False))
-
-        def pre_hook(mod: nn.Module, args: tuple) -> tuple | None:
-            if _evaluating() or not inplace or not args or not isinstance(args[0], Tensor):
-                return None
-            if not (args[0].requires_grad and torch.is_grad_enabled()):
-                return None
-            # an in-place module would overwrite the input the rule needs: give it a copy
-            clone = args[0].clone()
-            originals[id(clone)] = args[0]
-            return (clone,) + tuple(args[1:])
 
         def forward_hook(mod: nn.Module, args: tuple, output: Any) -> Tensor | None:
             if not args or not isinstance(args[0], Tensor):
                 return None
-            input = originals.pop(id(args[0]), args[0])
+            input = args[0]
             if _evaluating() or not (input.requires_grad and torch.is_grad_enabled()):
                 return None
             if not isinstance(output, Tensor):
@@ -457,13 +445,14 @@ class Hook:
                 )
             return _RuleFunction.apply(rule, mod, input, [output.detach()])
 
-        return RemovableHandleList(
-            [
-                module.register_forward_pre_hook(pre_hook),
-                module.register_forward_hook(forward_hook),
-                _Finalizer(originals.clear),
-            ]
-        )
+        handles = RemovableHandleList([module.register_forward_hook(forward_hook)])
+        if getattr(module, "inplace", False) is True:
+            # an in-place module (ReLU(inplace=True)) would overwrite its input, which the rule needs and which
+            # must stay the node that relevance flows to: run it out of place while the rule is attached (one
+            # pass over the activation, where copying the input first took two)
+            module.inplace = False
+            handles.append(_Finalizer(lambda: setattr(module, "inplace", True)))
+        return handles
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

@@ -470,6 +470,27 @@ def test_repeated_backward_with_retain_graph_gives_the_same_relevance():
         assert torch.allclose(first, second, rtol=1e-12) and first.abs().sum() > 0, name
 
 
+def test_in_place_activations_run_out_of_place_only_while_a_rule_is_attached():
+    torch.manual_seed(10)
+    make = lambda inplace: nn.Sequential(  # noqa: E731
+        nn.Conv2d(1, 3, 3), nn.ReLU(inplace=inplace), nn.Conv2d(3, 4, 3), nn.ReLU(inplace=inplace), nn.Flatten()
+    ).double()
+    in_place, out_of_place = make(True), make(False)
+    out_of_place.load_state_dict(in_place.state_dict())
+    x = torch.randn(2, 1, 7, 7, dtype=torch.float64)
+    weights = torch.randn(2, 36, dtype=torch.float64)
+    for name in ["epsilon_plus", "guided_backprop", "beta_smooth"]:  # Pass, and rules that read the ReLU input
+        composite = get_composite(name)
+        with Gradient(in_place, composite) as attributor:
+            assert not in_place[1].inplace and not in_place[3].inplace
+            _, relevance = attributor(x, weights)
+        assert in_place[1].inplace and in_place[3].inplace  # restored
+        with Gradient(out_of_place, get_composite(name)) as attributor:
+            _, expected = attributor(x, weights)
+        assert not out_of_place[1].inplace  # never switched on
+        assert torch.allclose(relevance, expected, rtol=1e-12) and expected.abs().sum() > 0, name
+
+
 def test_output_changed_in_place_after_the_layer_is_not_reused():
     torch.manual_seed(4)
     conv = nn.Conv2d(2, 3, 3, padding=1).double()
