@@ -267,8 +267,9 @@ class LRPCallback(Callback):
     verbose : bool, default False
         Log a line per explained epoch (rank 0).
     probe_metadata : mapping or callable, optional
-        Extra columns of ``probe.parquet``, kept with the probe set for your own analyses (e.g. which
-        samples carry a watermark; the plugin does not show them yet): a mapping ``{column: values
+        Extra columns of ``probe.parquet``, kept with the probe set (e.g. which samples carry a
+        watermark); the plugin lists them in a sample's details and can colour the embedding by them: a
+        mapping ``{column: values
         indexed by dataset index}`` or a callable ``(dataset, sample_ids) -> {column: one value per
         sample id}``. Default: none.
 

@@ -77,6 +77,7 @@ from lrp_lightning.store import (
     PREDICTION,
     PREVIOUS_CLUSTER,
     PROBABILITY,
+    PROBE_COLUMNS,
     PROBE_FILE,
     PROTOTYPE,
     PURITY,
@@ -106,6 +107,7 @@ __all__ = [
     "DEFAULT_CMAP",
     "HEATMAP_KINDS",
     "SAMPLE_COLUMNS",
+    "SAMPLE_METADATA",
     "BadArgument",
     "NotFound",
     "Payload",
@@ -127,6 +129,9 @@ SAMPLE_COLUMNS = (SAMPLE_ID, LABEL, PREDICTION, TARGET, SCORE, PROBABILITY, RELE
 
 MAX_LISTED_SAMPLES = 16
 """How many typical/atypical sample ids of a cluster go to the frontend."""
+
+SAMPLE_METADATA = "metadata"
+"""Key of the samples payload's ``meta``: the probe set's user metadata columns, ``{name: [value per row]}``."""
 
 _MAGIC = b"LRPB"
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -340,10 +345,51 @@ class _EpochMaps:
 class _Probe:
     ids: _Samples
     thumbnails: list[bytes | None]
+    metadata: dict[str, list[Any]] = field(default_factory=dict)
+    """User metadata columns (JSON-safe values, in probe-table order); see :func:`_json_column`."""
+    key: tuple[Any, ...] = ()
+    """Identity of the probe file the values come from (part of cache keys built on them)."""
 
     @property
     def nbytes(self) -> int:
-        return self.ids.nbytes + sum(len(t or b"") for t in self.thumbnails)
+        rows = sum(len(values) for values in self.metadata.values())
+        return self.ids.nbytes + sum(len(t or b"") for t in self.thumbnails) + 64 * rows
+
+
+def _json_value(value: Any) -> bool | int | float | str | None:
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    return str(value)  # decimals, dates, times, durations
+
+
+def _json_column(column: pa.ChunkedArray) -> list[bool | int | float | str | None] | None:
+    """A probe metadata column as JSON-safe values (NaN and infinities as None).
+
+    Booleans, integers, floats and strings keep their type; dictionary-encoded columns are decoded;
+    decimals, dates, times and durations become text. Nested and binary columns return None (the
+    plugin leaves them out: they make neither a readable detail row nor a colour category).
+    """
+    kind = column.type
+    if pa.types.is_dictionary(kind):
+        column = column.cast(kind.value_type)
+        kind = kind.value_type
+    if pa.types.is_decimal(kind):
+        column = column.cast(pa.float64())
+        kind = column.type
+    usable = (
+        pa.types.is_null(kind)
+        or pa.types.is_boolean(kind)
+        or pa.types.is_integer(kind)
+        or pa.types.is_floating(kind)
+        or pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+        or pa.types.is_temporal(kind)
+    )
+    if not usable:
+        return None
+    return [_json_value(value) for value in column.to_pylist()]
 
 
 class _Tables(Mapping[str, pa.Table]):
@@ -503,9 +549,19 @@ class PluginData:
         return self.cache.get_or_make(("samples", run, info.epoch, info.commit), make)
 
     def samples(self, run: str, epoch: int) -> Payload:
-        """Per-sample columns of an epoch (:data:`SAMPLE_COLUMNS`) as binary columns."""
+        """Per-sample columns of an epoch (:data:`SAMPLE_COLUMNS`) as binary columns.
+
+        The header's ``meta`` holds, under :data:`SAMPLE_METADATA`, the probe set's user metadata
+        columns (``LRPCallback(probe_metadata=...)``) as ``{name: [value per row of the payload]}``:
+        JSON values (bool, int, float, str, null for NaN or a sample missing from the probe set);
+        an empty mapping for a run without metadata.
+        """
         store = self._store(run)
         info = self._epoch(run, store, epoch)
+        try:
+            probe: _Probe | None = self._probe(run, store)
+        except NotFound:
+            probe = None  # no probe set (yet): the samples without metadata
 
         def make() -> Payload:
             samples = self._samples(run, store, info)
@@ -522,9 +578,22 @@ class PluginData:
             }
             meta = {"run": run, "epoch": info.epoch, "global_step": info.global_step}
             meta["ids_exact"] = bool(ids.dtype != np.float64 or np.all(np.abs(c[SAMPLE_ID]) < _SAFE_INTEGER))
+            meta[SAMPLE_METADATA] = self._sample_metadata(probe, c[SAMPLE_ID])
             return Payload(encode_columns(columns, meta))
 
-        return self.cache.get_or_make(("samples-payload", run, info.epoch, info.commit), make)
+        key = ("samples-payload", run, info.epoch, info.commit, probe.key if probe is not None else None)
+        return self.cache.get_or_make(key, make)
+
+    @staticmethod
+    def _sample_metadata(probe: _Probe | None, sample_ids: np.ndarray) -> dict[str, list[Any]]:
+        """The probe metadata columns in the order of ``sample_ids`` (None where a sample is not in the probe)."""
+        if probe is None or not probe.metadata:
+            return {}
+        known = probe.ids.sorted_ids
+        positions = np.minimum(np.searchsorted(known, sample_ids), max(known.size - 1, 0))
+        found = (known[positions] == sample_ids) if known.size else np.zeros(len(sample_ids), bool)
+        rows = [int(probe.ids.order[p]) if f else None for p, f in zip(positions.tolist(), found.tolist())]
+        return {name: [None if row is None else values[row] for row in rows] for name, values in probe.metadata.items()}
 
     # ------------------------------------------------------------------------------ maps and images
 
@@ -557,11 +626,20 @@ class PluginData:
         except OSError:
             raise NotFound(f"run {run!r} has no probe set yet (written at the first validation epoch)") from None
 
-        def make() -> _Probe:
-            table = self._read(f"the probe set of run {run!r}", lambda: store.probe_table([SAMPLE_ID, THUMBNAIL]))
-            return _Probe(_Samples.from_table(table.select([SAMPLE_ID])), table.column(THUMBNAIL).to_pylist())
+        key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
 
-        return self.cache.get_or_make(("probe", run, stat.st_ino, stat.st_mtime_ns, stat.st_size), make)
+        def make() -> _Probe:
+            table = self._read(f"the probe set of run {run!r}", store.probe_table)
+            extra = [name for name in table.column_names if name not in PROBE_COLUMNS]
+            converted = self._read(
+                f"the metadata columns of the probe set of run {run!r}",
+                lambda: {name: _json_column(table.column(name)) for name in extra},
+            )
+            metadata = {name: values for name, values in converted.items() if values is not None}
+            thumbnails = table.column(THUMBNAIL).to_pylist()
+            return _Probe(_Samples.from_table(table.select([SAMPLE_ID])), thumbnails, metadata, key)
+
+        return self.cache.get_or_make(("probe", run, *key), make)
 
     def input_png(self, run: str, sample_id: int) -> bytes:
         """The stored input thumbnail (PNG) of a probe sample."""

@@ -13,7 +13,8 @@ route               parameters                                  response
 ==================  ==========================================  ====================================
 ``/runs``                                                       JSON: runs, epoch counts, errors
 ``/run``            run                                         JSON: metadata, epochs, colour maps
-``/samples``        run, epoch                                  binary columns: per-sample values
+``/samples``        run, epoch                                  binary columns: per-sample values;
+                                                                probe metadata in the header
 ``/input``          run, sample                                 PNG: the stored input thumbnail
 ``/heatmap``        run, epoch, sample, cmap, kind              PNG: heatmap or overlay
 ``/timeline``       run, sample                                 JSON: one sample over all epochs

@@ -23,6 +23,11 @@ const COLOR_BY = [
   { value: "prediction", label: "prediction" },
   { value: "correct", label: "correctness" },
 ];
+// Probe metadata columns (LRPCallback(probe_metadata=...)) colour the scatter as `meta:<name>`, when their
+// values fall into a few categories: booleans, and strings or numbers with at most MAX_CATEGORIES values.
+const META_PREFIX = "meta:";
+const MAX_CATEGORIES = 20;
+const MAX_TOOLTIP_METADATA = 6;
 const VIEWS = [
   { value: "input", label: "Input" },
   { value: "heatmap", label: "Heatmap" },
@@ -58,6 +63,41 @@ function pick(value, options, fallback) {
   return options.some((option) => String(option.value ?? option) === String(value)) ? value : fallback;
 }
 
+/** A metadata value as text: null (NaN or missing) as a dash. */
+function metaText(value) {
+  return value === null || value === undefined ? "–" : String(value);
+}
+
+function compareValues(a, b) {
+  if (typeof a === "number" && typeof b === "number") return a - b;
+  if (typeof a === "boolean" && typeof b === "boolean") return Number(a) - Number(b);
+  return String(a).localeCompare(String(b));
+}
+
+/**
+ * The samples payload's metadata columns ({name: [value per row]}) with their colour categories:
+ * [{name, values, categories}], categories being the sorted distinct values, or null when there are
+ * too many (or none) to colour by.
+ */
+function prepareMetadata(columns) {
+  const result = [];
+  for (const [name, values] of Object.entries(columns || {})) {
+    if (!Array.isArray(values)) continue;
+    const distinct = new Set();
+    let colourable = true;
+    for (const value of values) {
+      if (value === null || value === undefined) continue;
+      if (!["boolean", "number", "string"].includes(typeof value)) colourable = false;
+      distinct.add(value);
+      if (distinct.size > MAX_CATEGORIES) colourable = false;
+      if (!colourable) break;
+    }
+    const categories = colourable && distinct.size ? [...distinct].sort(compareValues) : null;
+    result.push({ name, values, categories });
+  }
+  return result;
+}
+
 /** Index sample ids of a columns payload: Map id -> row. */
 function indexIds(ids) {
   const map = new Map();
@@ -77,7 +117,8 @@ export class App {
       ex: integer(initial.ex ?? "", 1),
       ey: integer(initial.ey ?? "", 2),
       clu: initial.clu ?? null,
-      color: pick(initial.color, COLOR_BY, "cluster"),
+      // A metadata column is checked once the run's samples are loaded (renderSelectors).
+      color: String(initial.color ?? "").startsWith(META_PREFIX) ? initial.color : pick(initial.color, COLOR_BY, "cluster"),
       cmap: initial.cmap ?? "bwr",
       view: pick(initial.view, VIEWS, "heatmap"),
       px: initial.px !== "0",
@@ -378,7 +419,7 @@ export class App {
         entry.analysis ? this.fetchCached("json", "analysis", { run, epoch: entry.epoch }) : Promise.resolve(null),
       ]);
       if (token !== this.token) return;
-      this.samples = { ...samples, byId: indexIds(samples.columns.sample_id) };
+      this.samples = { ...samples, byId: indexIds(samples.columns.sample_id), metadata: prepareMetadata(samples.meta.metadata) };
       this.analysis = analysis;
       this.renderSelectors();
       await this.loadScatter(token);
@@ -438,6 +479,10 @@ export class App {
     if (!usable.some((option) => option.value === this.state.cat)) this.state.cat = usable.length ? usable[0].value : "all";
     setOptions(c.category, categories, this.state.cat);
     const analysed = !!this.analysis;
+    const colorOptions = [...COLOR_BY, ...this.metadataColumns().filter((m) => m.categories)
+      .map((m) => ({ value: META_PREFIX + m.name, label: `${m.name} (metadata)` }))];
+    this.state.color = pick(this.state.color, colorOptions, "cluster");
+    setOptions(c.color, colorOptions, this.state.color);
     for (const control of [c.embedding, c.clustering, c.color]) control.disabled = !analysed;
     if (!analysed) {
       setOptions(c.embedding, [{ value: "", label: "–" }], "");
@@ -628,6 +673,39 @@ export class App {
     return this.samples ? this.samples.byId.get(id) : undefined;
   }
 
+  /** The run's probe metadata columns (none for a run without them). */
+  metadataColumns() {
+    return (this.samples && this.samples.metadata) || [];
+  }
+
+  /** A sample's metadata as [name, value] pairs; empty when the run has none or the sample is unknown. */
+  sampleMetadata(id) {
+    const row = this.sampleRow(id);
+    if (row === undefined) return [];
+    return this.metadataColumns().map((m) => [m.name, m.values[row] ?? null]);
+  }
+
+  /** The metadata column the scatter is coloured by, or null. */
+  colorColumn() {
+    const by = this.state.color;
+    if (!by.startsWith(META_PREFIX)) return null;
+    return this.metadataColumns().find((m) => m.categories && META_PREFIX + m.name === by) || null;
+  }
+
+  /** Category index (into colorColumn().categories) of each point; categories.length for no value. */
+  metadataCategoryOf(column) {
+    const p = this.points;
+    const index = new Map(column.categories.map((value, k) => [value, k]));
+    const missing = column.categories.length;
+    const result = new Uint16Array(p.count);
+    for (let i = 0; i < p.count; i += 1) {
+      const row = this.sampleRow(Number(p.columns.sample_id[i]));
+      const value = row === undefined ? null : column.values[row];
+      result[i] = value === null || value === undefined || !index.has(value) ? missing : index.get(value);
+    }
+    return result;
+  }
+
   isWrong(id) {
     const row = this.sampleRow(id);
     if (row === undefined) return false;
@@ -647,6 +725,11 @@ export class App {
     const n = p.count;
     const colors = new Uint16Array(n);
     const by = this.state.color;
+    const meta = this.colorColumn();
+    if (meta) {
+      const palette = [...meta.categories.map((_, k) => PALETTE[k % PALETTE.length]), UNCLUSTERED];
+      return { colors: this.metadataCategoryOf(meta), palette };
+    }
     if (by === "cluster" && p.columns.cluster) {
       const palette = [...PALETTE, NOISE, UNCLUSTERED];
       for (let i = 0; i < n; i += 1) {
@@ -800,7 +883,27 @@ export class App {
     const p = this.points;
     const by = this.state.color;
     const entries = [];
-    if (by === "cluster" && this.clusters) {
+    const column = this.colorColumn();
+    if (column) {
+      const categories = this.metadataCategoryOf(column);
+      const counts = new Uint32Array(column.categories.length + 1);
+      for (const k of categories) counts[k] += 1;
+      const keys = [...column.categories.keys(), column.categories.length].filter((k) => counts[k] > 0);
+      for (const k of keys) {
+        const missing = k === column.categories.length;
+        const text = missing ? "no value" : metaText(column.categories[k]);
+        entries.push(h("button", {
+          type: "button", class: "chip", dataset: { value: text },
+          title: `select the ${counts[k]} points with ${column.name}: ${text}`,
+          onclick: () => {
+            const ids = new Set();
+            for (let i = 0; i < p.count; i += 1) if (categories[i] === k) ids.add(Number(p.columns.sample_id[i]));
+            this.setSelection(ids, new Set());
+          },
+        }, h("span", { class: "swatch", style: { background: css(missing ? UNCLUSTERED : PALETTE[k % PALETTE.length]) } }),
+        h("span", { text }), h("span", { class: "muted", text: String(counts[k]) })));
+      }
+    } else if (by === "cluster" && this.clusters) {
       for (const cluster of this.clusters.clusters) {
         const color = clusterColor(cluster.cluster);
         const button = h("button", {
@@ -873,6 +976,9 @@ export class App {
       h("div", { class: label === prediction ? "" : "wrong-text", text: `predicted: ${this.className(prediction)}` }),
     ];
     if (p.columns.cluster) lines.push(h("div", { text: `cluster ${p.columns.cluster[index]}` }));
+    for (const [name, value] of this.sampleMetadata(id).slice(0, MAX_TOOLTIP_METADATA)) {
+      lines.push(h("div", { class: "muted", text: `${name}: ${metaText(value)}` }));
+    }
     const images = h("div", { class: "tooltip-images" });
     replace(this.tooltip, images, h("div", { class: "tooltip-text" }, lines));
     this.tooltip.classList.remove("hidden");
@@ -1014,7 +1120,13 @@ export class App {
     const input = this.info.thumbnails
       ? h("img", { class: "timeline-input", src: this.imageUrl("input", id), alt: `input of sample ${id}`, width: 96, height: 96 })
       : null;
-    replace(this.timeline, head,
+    const metadata = this.sampleMetadata(id);
+    const details = metadata.length
+      ? h("div", { class: "sample-metadata", role: "list", "aria-label": `metadata of sample ${id}` },
+        metadata.map(([name, value]) => h("div", { class: "metadata-row", role: "listitem", dataset: { name } },
+          h("span", { class: "metadata-name", text: `${name}: ` }), h("span", { class: "metadata-value", text: metaText(value) }))))
+      : null;
+    replace(this.timeline, head, details,
       h("div", { class: "timeline-body" + (this.state.px ? " pixelated" : "") }, input, strip),
       h("div", { class: "charts" },
         lineChart({ xs: data.epoch, ys: data.score, good, current: this.state.epoch, label: "score", onPick: (epoch) => this.setEpoch(epoch) }),

@@ -69,6 +69,7 @@ def build_run(
     analysed: Iterable[int] | None = None,
     thumbnails: bool = True,
     seed: int = 0,
+    metadata: bool = False,
 ) -> RunStore:
     """Write a complete synthetic run and return its store.
 
@@ -84,6 +85,8 @@ def build_run(
         Store input thumbnails in the probe set (default True).
     seed : int
         Random seed.
+    metadata : bool
+        Store probe metadata columns (default False), see :func:`probe_metadata`.
     """
     rng = np.random.default_rng(seed)
     store = RunStore.create(
@@ -109,6 +112,7 @@ def build_run(
             dataset_index=ids // 3,
             label=labels,
             thumbnail=[_png(x) for x in inputs] if thumbnails else None,
+            metadata=probe_metadata(ids, watermark) if metadata else None,
         )
     )
     analysed = set(range(epochs) if analysed is None else analysed)
@@ -141,6 +145,21 @@ def build_run(
         if epoch in analysed:
             write_analysis(store, epoch, ids, labels, predictions, watermark, maps, classes, rng)
     return store
+
+
+def probe_metadata(ids: np.ndarray, watermark: np.ndarray) -> dict[str, list]:
+    """User metadata columns of a probe set, as ``LRPCallback(probe_metadata=...)`` stores them.
+
+    ``watermarked`` (bool: the Clever-Hans feature), ``source`` (str, two values), ``batch`` (int,
+    three values), ``brightness`` (float, a distinct value per sample, NaN for the first one).
+    """
+    brightness = (ids % 97) / 97.0 + ids * 1e-4
+    return {
+        "watermarked": [bool(w) for w in watermark],
+        "source": ["scan" if i % 2 else "photo" for i in ids],
+        "batch": [int(i // 3 % 3) for i in ids],
+        "brightness": [float("nan") if n == 0 else float(b) for n, b in enumerate(brightness)],
+    }
 
 
 def _clusters_of(labels: np.ndarray, watermark: np.ndarray) -> np.ndarray:

@@ -59,7 +59,7 @@ def _free_port() -> int:
 def tensorboard(tmp_path_factory: pytest.TempPathFactory):
     """``tensorboard --logdir`` as a user runs it (the plugin found through its entry point)."""
     logdir = tmp_path_factory.mktemp("runs")
-    build_run(logdir / RUN, epochs=EPOCHS, samples=SAMPLES, size=16, analysed=[0, 1, 2, 4, 5])
+    build_run(logdir / RUN, epochs=EPOCHS, samples=SAMPLES, size=16, analysed=[0, 1, 2, 4, 5], metadata=True)
     build_run(logdir / "mnist" / "version_1", epochs=2, samples=24, analysed=[], thumbnails=False, seed=3)
     build_run(logdir / LIVE, epochs=1, samples=12, analysed=[0], seed=4)
     port = _free_port()
@@ -298,9 +298,47 @@ def test_a_run_without_analysis_or_thumbnails_outside_tensorboards_frame(tensorb
     assert "has no analysis yet" in page.inner_text(".scatter-panel")
     assert page.locator("#gallery .card").count() == 24
     assert page.is_disabled("#view-input") and page.is_disabled("#view-overlay")
+    assert [o for o in page.eval_on_selector_all("#color-by option", "os => os.map(o => o.value)") if ":" in o] == []
+    page.locator("#gallery .card").first.click()
+    page.wait_for_selector("#timeline:not(.hidden) .frame")
+    assert page.locator("#timeline .sample-metadata").count() == 0  # no metadata: no empty section
     page.select_option("#category", "class_1")
     page.wait_for_selector("#gallery-title:text-is('Samples (8)')")
     assert re.search(r"#run=mnist%2Fversion_1&epoch=1&cat=class_1", page.url)
+    assert problems == []
+    context.close()
+
+
+def test_probe_metadata_shows_in_the_sample_details_and_colours_the_scatter(tensorboard, browser):
+    base, logdir = tensorboard
+    probe = {row["sample_id"]: row for row in RunStore(logdir / RUN).probe_table().to_pylist()}
+    marked = min(i for i, row in probe.items() if row["watermarked"])
+    context, page, problems = _open(browser, f"{base}/data/plugin/lrp/index.html#run=mnist%2Fversion_0&sel={marked}")
+    page.wait_for_selector("#lrp-app[data-ready=true][data-loading=false]")
+
+    # The sample's details list its metadata, one `name: value` row per column.
+    page.click(f"#gallery .card[data-sample='{marked}']")
+    page.wait_for_selector(f"#timeline:not(.hidden)[data-sample='{marked}'] .sample-metadata")
+    rows = page.eval_on_selector_all("#timeline .metadata-row", "rows => rows.map((r) => r.textContent)")
+    source, batch = probe[marked]["source"], probe[marked]["batch"]
+    assert rows[:3] == ["watermarked: true", f"source: {source}", f"batch: {batch}"]
+    assert rows[3].startswith("brightness: ") and len(rows) == 4
+
+    # Colour by a metadata column: its categories in the legend, a colour per category on the canvas.
+    options = page.eval_on_selector_all("#color-by option", "os => os.map((o) => o.value)")
+    assert [o for o in options if o.startswith("meta:")] == ["meta:watermarked", "meta:source", "meta:batch"]
+    draws = int(page.get_attribute(".scatter", "data-draws"))
+    page.select_option("#color-by", "meta:watermarked")
+    page.wait_for_function(f"Number(document.querySelector('.scatter').dataset.draws) > {draws}")
+    chips = page.eval_on_selector_all("#legend .chip", "cs => cs.map((c) => [c.dataset.value, c.textContent])")
+    watermarked = sum(row["watermarked"] for row in probe.values())
+    assert chips == [["false", f"false{SAMPLES - watermarked}"], ["true", f"true{watermarked}"]]
+    assert "color=meta%3Awatermarked" in page.url
+    page.click("#legend .chip[data-value='true']")
+    page.wait_for_selector(f"#gallery-title:text-is('Selection ({watermarked})')")
+    page.select_option("#color-by", "meta:batch")
+    page.wait_for_selector("#legend .chip[data-value='2']")
+    assert page.eval_on_selector_all("#legend .chip", "cs => cs.map((c) => c.dataset.value)") == ["0", "1", "2"]
     assert problems == []
     context.close()
 

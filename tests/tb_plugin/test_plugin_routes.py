@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -31,6 +32,7 @@ from lrp_lightning.store import (
     decode_relevance,
     embedding_columns,
     make_attribution_table,
+    make_probe_table,
 )
 from lrp_lightning.tb_plugin import discovery
 from lrp_lightning.tb_plugin.data import ByteLRU, compact_int, decode_columns, encode_columns
@@ -158,7 +160,55 @@ def test_samples_are_the_stored_values_as_binary_columns(client, logdir):
         np.testing.assert_array_equal(values[name], table.column(name).to_numpy())
     for name in ("score", "probability", "relevance_sum"):
         np.testing.assert_array_equal(values[name], table.column(name).to_numpy())
-    assert meta == {"run": GOOD, "epoch": 2, "global_step": 30, "ids_exact": True}
+    assert meta == {"run": GOOD, "epoch": 2, "global_step": 30, "ids_exact": True, "metadata": {}}
+
+
+def test_samples_carry_the_probe_metadata_of_each_sample_as_json_values(tmp_path):
+    build_run(tmp_path / "meta", epochs=2, samples=30, analysed=[], metadata=True)
+    build_run(tmp_path / "plain", epochs=1, samples=6, analysed=[])
+    odd = RunStore.create(tmp_path / "odd", heatmap_shape=(2, 2))
+    odd.write_probe(
+        make_probe_table(
+            sample_id=[1, 2, 3],
+            dataset_index=[1, 2, 3],
+            label=[0, 1, 0],
+            metadata={
+                "kind": pa.array(["cat", "dog", "cat"]).dictionary_encode(),
+                "weight": [np.inf, -0.5, None],
+                "count": pa.array([None, 2**40, 3], pa.int64()),
+                "tags": [[1], [2, 3], []],  # nested: left out
+                "raw": [b"x", b"y", b"z"],  # binary: left out
+            },
+        )
+    )
+    odd.write_epoch(  # rows in another order than the probe set, and one not in it: values follow the ids
+        0, 1, make_attribution_table(
+            epoch=0, global_step=1, sample_id=[3, 1, 9], label=[0, 0, 1], prediction=[0, 1, 1], target=[0, 0, 1],
+            score=[0.5, 0.1, 0.2], probability=[0.6, 0.5, 0.5], relevance=np.ones((3, 2, 2), np.float32),
+        ),
+    )  # fmt: skip
+    client, _ = make_app(tmp_path)
+
+    values, meta = columns(ok(client, route("samples", run="meta", epoch=1)))
+    ids = values["sample_id"].tolist()
+    assert sorted(meta["metadata"]) == ["batch", "brightness", "source", "watermarked"]
+    assert all(len(column) == len(ids) for column in meta["metadata"].values())
+    by_id = {name: dict(zip(ids, column)) for name, column in meta["metadata"].items()}
+    stored = {row["sample_id"]: row for row in RunStore(tmp_path / "meta").probe_table().to_pylist()}
+    for sample_id in ids:
+        assert by_id["watermarked"][sample_id] is stored[sample_id]["watermarked"]
+    assert any(by_id["watermarked"].values()) and not all(by_id["watermarked"].values())
+    assert by_id["source"][7] == "scan" and by_id["source"][10] == "photo"
+    assert [by_id["batch"][sample_id] for sample_id in (7, 10, 13)] == [2, 0, 1]
+    assert by_id["brightness"][7] is None  # NaN: null, which JSON.parse reads
+    assert by_id["brightness"][10] == pytest.approx(10 / 97 + 10e-4)
+
+    values, meta = columns(ok(client, route("samples", run="odd", epoch=0)))
+    assert values["sample_id"].tolist() == [3, 1, 9]
+    assert meta["metadata"] == {"kind": ["cat", "cat", None], "weight": [None, None, None], "count": [3, None, None]}
+
+    _, meta = columns(ok(client, route("samples", run="plain", epoch=0)))
+    assert meta["metadata"] == {}
 
 
 def test_binary_responses_are_gzipped_for_clients_that_accept_it(client):
