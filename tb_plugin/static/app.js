@@ -65,7 +65,10 @@ function pick(value, options, fallback) {
 
 /** A metadata value as text: null (NaN or missing) as a dash. */
 function metaText(value) {
-  return value === null || value === undefined ? "–" : String(value);
+  if (value === null || value === undefined) return "–";
+  // a measured number reads better with 4 significant digits; integers and text as they are
+  if (typeof value === "number" && !Number.isInteger(value)) return String(Number(value.toPrecision(4)));
+  return String(value);
 }
 
 function compareValues(a, b) {

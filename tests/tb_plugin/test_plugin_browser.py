@@ -323,6 +323,8 @@ def test_probe_metadata_shows_in_the_sample_details_and_colours_the_scatter(tens
     source, batch = probe[marked]["source"], probe[marked]["batch"]
     assert rows[:3] == ["watermarked: true", f"source: {source}", f"batch: {batch}"]
     assert rows[3].startswith("brightness: ") and len(rows) == 4
+    brightness = rows[3].removeprefix("brightness: ")  # a measured number: 4 significant digits
+    assert brightness == "–" or float(brightness) == float(f"{float(brightness):.4g}")
 
     # Colour by a metadata column: its categories in the legend, a colour per category on the canvas.
     options = page.eval_on_selector_all("#color-by option", "os => os.map((o) => o.value)")
