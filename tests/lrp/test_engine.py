@@ -322,6 +322,18 @@ FAST_LAYERS = {
 }
 
 
+def _fast_layer(layer_name: str, bias: bool) -> tuple[nn.Module, tuple[int, ...]]:
+    """A float64 layer of FAST_LAYERS with biases of both signs (or none), and its input shape."""
+    factory, shape = FAST_LAYERS[layer_name]
+    layer = factory().double()
+    if not bias:
+        layer.bias = None
+    elif layer.bias is not None:
+        with torch.no_grad():
+            layer.bias.copy_(torch.linspace(-0.5, 0.5, layer.bias.numel()))
+    return layer, shape
+
+
 @pytest.mark.parametrize("layer_name", list(FAST_LAYERS))
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize(
@@ -333,13 +345,7 @@ def test_fast_paths_for_non_negative_inputs_equal_the_rule_definition(layer_name
     from lrp_lightning.core import BasicHook
 
     torch.manual_seed(3)
-    factory, shape = FAST_LAYERS[layer_name]
-    layer = factory().double()
-    if not bias:
-        layer.bias = None
-    elif layer.bias is not None:
-        with torch.no_grad():
-            layer.bias.copy_(torch.linspace(-0.5, 0.5, layer.bias.numel()))
+    layer, shape = _fast_layer(layer_name, bias)
     x = torch.randn(*shape, dtype=torch.float64).clamp(min=0)  # after a ReLU: the fast path applies
     grad_output = torch.randn_like(layer(x))
     fast = rule.backward(layer, x, grad_output)
@@ -362,13 +368,7 @@ def test_stacked_path_for_mixed_sign_inputs_equals_the_rule_definition(layer_nam
     from lrp_lightning.core import BasicHook
 
     torch.manual_seed(9)
-    factory, shape = FAST_LAYERS[layer_name]
-    layer = factory().double()
-    if not bias:
-        layer.bias = None
-    elif layer.bias is not None:
-        with torch.no_grad():
-            layer.bias.copy_(torch.linspace(-0.5, 0.5, layer.bias.numel()))
+    layer, shape = _fast_layer(layer_name, bias)
     x = torch.randn(*shape, dtype=torch.float64)  # pixels: both signs
     x[0, 0] = 0.0  # exact zeros in the input
     grad_output = torch.randn_like(layer(x))
