@@ -688,6 +688,8 @@ class Composite:
         except BaseException:
             self.remove()
             raise
+        if self.strict:
+            _warn_uncanonized_residuals(self, module)
 
     def _missing_rule_hook(self, name: str) -> Callable[[nn.Module, tuple], None]:
         def check(module: nn.Module, args: tuple) -> None:
@@ -721,6 +723,30 @@ class Composite:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(canonizers={self.canonizers!r})"
+
+
+def _warn_uncanonized_residuals(composite: Composite, module: nn.Module) -> None:
+    """Warn when torchvision residual blocks keep their own forward: their additions get no LRP rule."""
+    import sys
+    import warnings
+
+    resnet = sys.modules.get("torchvision.models.resnet")  # only a model built with torchvision can have them
+    if resnet is None:
+        return
+    blocks = [
+        name
+        for name, child in module.named_modules()
+        if isinstance(child, (resnet.BasicBlock, resnet.Bottleneck)) and "forward" not in child.__dict__
+    ]
+    if blocks:
+        label = composite.name or type(composite).__name__
+        warnings.warn(
+            f"composite {label}: {len(blocks)} torchvision ResNet blocks (first: {blocks[0]}) keep their "
+            "residual addition `out += identity`, which no LRP rule sees: relevance flows into both summands "
+            "in full and doubles at every block. Pass canonizers='auto' (or ResNetCanonizer()) to the composite",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _needs_rule(module: nn.Module) -> bool:

@@ -28,6 +28,10 @@ uses what it needs and ignores the rest:
     :func:`boxes_to_masks` turns bounding boxes into masks.
 ``previous``
     The same samples' maps from the previous epoch (:class:`Stability`, :attr:`needs_previous`).
+``sample_ids``
+    Optional ``(N,)`` integer ids of the samples (e.g. dataset indices). With an int ``seed``, the
+    faithfulness metrics derive each sample's random patch order from ``(seed, sample id)`` alone, so a
+    sample's value does not depend on the batching (batch size, order, DDP ranks); other metrics ignore them.
 
 A per-sample value is NaN where the metric is undefined (e.g. the sparseness of an all-zero map, or a
 localisation metric on an empty mask); ``compute`` averages the finite values only, and returns NaN
@@ -124,6 +128,37 @@ def _masks(masks: Tensor, shape: tuple[int, ...], owner: str) -> Tensor:
             "(H, W) mask per sample at the maps' resolution (boxes_to_masks(boxes, size=(H, W)) converts boxes)"
         )
     return masks
+
+
+def _sample_ids(sample_ids: Any, size: int, owner: str) -> list[int] | None:
+    """``sample_ids`` as a list of ``size`` Python ints (None stays None)."""
+    if sample_ids is None:
+        return None
+    if isinstance(sample_ids, Tensor):
+        if sample_ids.is_floating_point() or sample_ids.is_complex() or sample_ids.dtype == torch.bool:
+            raise TypeError(f"{owner}: sample_ids must be integers, got a {sample_ids.dtype} tensor")
+        ids = sample_ids.detach().reshape(-1).tolist()
+    else:
+        dtype = getattr(sample_ids, "dtype", None)  # numpy arrays
+        if dtype is not None and getattr(dtype, "kind", "i") not in "iu":
+            raise TypeError(f"{owner}: sample_ids must be integers, got an array of dtype {dtype}")
+        try:
+            ids = [int(i) for i in (sample_ids.reshape(-1).tolist() if dtype is not None else sample_ids)]
+        except TypeError as exc:
+            raise TypeError(f"{owner}: sample_ids must be a sequence of ints, not {type(sample_ids).__name__}") from exc
+    if any(isinstance(i, bool) or not isinstance(i, int) for i in ids):
+        raise TypeError(f"{owner}: sample_ids must be integers")
+    if len(ids) != size:
+        raise ValueError(f"{owner}: sample_ids holds {len(ids)} ids, but relevance holds {size} samples")
+    return ids
+
+
+_SEED_MULTIPLIER = 0x9E3779B97F4A7C15  # odd: seed -> seed * multiplier is a bijection modulo 2**64
+
+
+def _sample_seed(seed: int, sample_id: int) -> int:
+    """The seed of one sample's generator: a deterministic function of ``(seed, sample_id)`` alone."""
+    return (seed * _SEED_MULTIPLIER + sample_id) % (1 << 64)
 
 
 def _nan_where(values: Tensor, condition: Tensor) -> Tensor:
@@ -240,11 +275,14 @@ class ExplanationMetric(Metric):
         outputs: Tensor | None = None,
         masks: Tensor | None = None,
         previous: Tensor | None = None,
+        sample_ids: Tensor | Sequence[int] | None = None,
     ) -> Tensor:
         """The metric of each sample in the batch, a ``(N,)`` float tensor; the state is not touched.
 
         The arguments are described in the module docstring; a metric ignores those it does not need. Pure
         except for a faithfulness metric given a ``torch.Generator`` as ``seed``, which advances it.
+        ``sample_ids`` (optional, one int per sample) make a faithfulness metric's random orders (int
+        ``seed``) depend on each sample's id only, not on its batch; without them, nothing changes.
         """
         owner = f"metric {self.name}"
         maps = _maps(relevance, owner)
@@ -257,6 +295,7 @@ class ExplanationMetric(Metric):
             raise ValueError(f"{owner} needs masks: pass masks=... (boolean (N, H, W); boxes_to_masks converts boxes)")
         if self.needs_previous and previous is None:
             raise ValueError(f"{owner} needs the previous epoch's maps of the same samples: pass previous=...")
+        ids = _sample_ids(sample_ids, maps.shape[0], owner)
         return self._per_sample(
             maps,
             relevance=relevance,
@@ -266,6 +305,7 @@ class ExplanationMetric(Metric):
             outputs=outputs,
             masks=masks,
             previous=previous,
+            sample_ids=ids,
         )
 
     def _per_sample(self, maps: Tensor, **batch: Any) -> Tensor:
@@ -348,8 +388,12 @@ class RegionPerturbation(ExplanationMetric):
     normalize : bool, default False
         Divide by :math:`|s_0|`.
     seed : int or torch.Generator, default 0
-        Random patch orders: an int seeds a fresh generator in every call, so that a batch always gets the
-        same orders (comparable across epochs); a generator is used as is and advances.
+        Random patch orders. An int with ``sample_ids`` (see :meth:`curves`; the callback passes the dataset
+        indices) seeds one generator per sample from ``(seed, sample id)``: a sample always gets the same
+        order, whatever its batch, the batch size or the number of DDP ranks. An int without ``sample_ids``
+        seeds a fresh generator in every call (the behaviour before ``sample_ids`` existed): a batch always
+        gets the same orders (comparable across epochs), but a sample's order depends on its batch and its
+        position there. A generator is used as is and advances (``sample_ids`` are then ignored).
     """
 
     name = "region_perturbation"
@@ -415,15 +459,33 @@ class RegionPerturbation(ExplanationMetric):
             return self.seed
         return torch.Generator().manual_seed(self.seed)
 
+    def _random_keys(self, count: int, patches: int, sample_ids: list[int] | None) -> Tensor:
+        """``(count, patches)`` uniform keys whose argsort is the random patch order of each sample."""
+        if sample_ids is None or isinstance(self.seed, torch.Generator):
+            return torch.rand((count, patches), generator=self._generator())
+        generator = torch.Generator()
+        keys = torch.empty((count, patches))
+        for row, sample_id in enumerate(sample_ids):
+            torch.rand(patches, generator=generator.manual_seed(_sample_seed(self.seed, sample_id)), out=keys[row])
+        return keys
+
     def curves(
-        self, relevance: Tensor, model: nn.Module, inputs: Tensor, targets: Target
+        self,
+        relevance: Tensor,
+        model: nn.Module,
+        inputs: Tensor,
+        targets: Target,
+        sample_ids: Tensor | Sequence[int] | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Perturbation curves ``(N, steps + 1)``: target scores after ``k = 0..steps`` steps.
 
         Returns the MoRF curve and the random-order curve (``None`` with ``random_baseline=False``).
+        ``sample_ids`` (one int per sample) make the random orders depend on ``(seed, sample id)`` only (int
+        ``seed``); without them a batch's orders come from one generator seeded in each call.
         """
         owner = f"metric {self.name}"
         maps = _maps(relevance, owner)
+        ids = _sample_ids(sample_ids, maps.shape[0], owner)
         if not isinstance(inputs, Tensor) or inputs.ndim != 4:
             raise ValueError(
                 f"{owner} perturbs image batches (N, C, H, W), got inputs of shape "
@@ -447,7 +509,7 @@ class RegionPerturbation(ExplanationMetric):
         morf_rank = torch.empty_like(order).scatter_(1, order, positions)
         ranks = [morf_rank.to(inputs.device)]
         if self.random_baseline:
-            random_rank = torch.rand((count, patches), generator=self._generator()).argsort(dim=1)
+            random_rank = self._random_keys(count, patches, ids).argsort(dim=1)
             ranks.append(random_rank.to(inputs.device))
 
         with torch.no_grad():
@@ -470,7 +532,9 @@ class RegionPerturbation(ExplanationMetric):
         return curves[0], (curves[1] if self.random_baseline else None)
 
     def _per_sample(self, maps: Tensor, **batch: Any) -> Tensor:
-        morf, random = self.curves(batch["relevance"], batch["model"], batch["inputs"], batch["targets"])
+        morf, random = self.curves(
+            batch["relevance"], batch["model"], batch["inputs"], batch["targets"], batch.get("sample_ids")
+        )
         if random is None:
             values = (morf[:, :1] - morf).mean(dim=1)
         else:

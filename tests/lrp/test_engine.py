@@ -491,6 +491,24 @@ def test_in_place_activations_run_out_of_place_only_while_a_rule_is_attached():
         assert torch.allclose(relevance, expected, rtol=1e-12) and expected.abs().sum() > 0, name
 
 
+def test_an_lrp_composite_warns_about_resnet_blocks_it_does_not_canonize():
+    import warnings
+
+    model = torchvision.models.resnet18(num_classes=3).eval()
+    x = torch.randn(1, 3, 32, 32)
+    with pytest.warns(UserWarning, match=r"8 torchvision ResNet blocks \(first: layer1.0\).*canonizers='auto'"):
+        with Gradient(model, get_composite("epsilon_plus")) as attributor:
+            _, doubled = attributor(x, [1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # canonized: no warning; a gradient composite needs no canonizer
+        with Gradient(model, get_composite("epsilon_plus", canonizers="auto")) as attributor:
+            _, relevance = attributor(x, [1])
+        with Gradient(model, get_composite("guided_backprop")) as attributor:
+            attributor(x, [1])
+    assert abs(relevance.sum().item() - 1.0) < 0.2  # about conserved
+    assert doubled.sum().item() > 100  # 2**8 for the eight uncanonized additions
+
+
 def test_output_changed_in_place_after_the_layer_is_not_reused():
     torch.manual_seed(4)
     conv = nn.Conv2d(2, 3, 3, padding=1).double()
