@@ -511,6 +511,7 @@ class ProbeMetrics:
         masks: Tensor | None,
         stored: np.ndarray,
         previous: Tensor | None,
+        sample_ids: np.ndarray | None = None,
     ) -> dict[str, np.ndarray]:
         """Per-sample values of each metric, as float32 arrays keyed by metric name."""
         values: dict[str, np.ndarray] = {}
@@ -529,6 +530,7 @@ class ProbeMetrics:
                     targets=classes,
                     outputs=outputs,
                     masks=masks,
+                    sample_ids=sample_ids,  # faithfulness: random orders from (seed, dataset index), batch-free
                 )
             values[metric.name] = result.detach().reshape(-1).cpu().numpy().astype(np.float32)
         return values
@@ -709,6 +711,7 @@ class BatchExplainer:
                         masks=rest[0] if rest else None,
                         stored=explained.maps,
                         previous=None if previous is None else previous(sample_ids),
+                        sample_ids=sample_ids,
                     )
                     if not registered:
                         register()

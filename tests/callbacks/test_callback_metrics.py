@@ -77,14 +77,9 @@ def test_metric_columns_equal_per_sample_values_and_scalars_are_logged(tmp_path)
         "metric_sparseness": Sparseness().per_sample(relevance),
         "metric_entropy": Entropy().per_sample(relevance),
         "metric_conservation": Conservation().per_sample(relevance, outputs=output, targets=y),
-        # per batch of batch_size=5: a seeded metric draws each batch's random patch orders afresh
-        "metric_region_perturbation": torch.cat(
-            [
-                RegionPerturbation(patch_size=2, steps=4).per_sample(
-                    relevance[i : i + 5], model=plain(model), inputs=x[i : i + 5], targets=y[i : i + 5]
-                )
-                for i in range(0, len(ids), 5)
-            ]
+        # the callback passes the dataset indices: random patch orders from (seed, sample id), whatever the batches
+        "metric_region_perturbation": RegionPerturbation(patch_size=2, steps=4).per_sample(
+            relevance, model=plain(model), inputs=x, targets=y, sample_ids=ids
         ),
     }
     for name, values in expected.items():
@@ -117,6 +112,20 @@ def test_metric_columns_equal_per_sample_values_and_scalars_are_logged(tmp_path)
     for name in columns:
         logged = events.Scalars(f"lrp/{name}")[-1].value
         assert logged == pytest.approx(float(np.mean(last.column(name).to_numpy(), dtype=np.float64)), rel=1e-5)
+
+
+def test_faithfulness_columns_do_not_depend_on_the_callback_batch_size(tmp_path):
+    columns = {}
+    for batch_size in (4, 8):
+        cb = callback(metrics=[RegionPerturbation(patch_size=2, steps=4)], batch_size=batch_size)
+        torch.manual_seed(0)  # the same initial weights and shuffling in both runs
+        run, _ = fit(tmp_path / str(batch_size), cb, max_epochs=1)
+        table = RunStore(run.log_dir).attributions(0)
+        order = np.argsort(table.column("sample_id").to_numpy())
+        columns[batch_size] = table.column("metric_region_perturbation").to_numpy()[order]
+    assert np.isfinite(columns[4]).all() and len(columns[4]) == 12
+    # same weights, same samples: only the batching differs
+    np.testing.assert_allclose(columns[4], columns[8], rtol=1e-5, atol=1e-6)
 
 
 def test_masks_from_dict_samples_feed_the_localisation_metrics(tmp_path):

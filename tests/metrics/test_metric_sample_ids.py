@@ -77,9 +77,7 @@ def test_sample_ids_values_depend_on_the_seed_and_the_id(batch):
     model, x, relevance = batch
     values = PixelFlipping(steps=4, seed=3).per_sample(relevance, model=model, inputs=x, targets=0, sample_ids=IDS)
     again = PixelFlipping(steps=4, seed=3).per_sample(relevance, model=model, inputs=x, targets=0, sample_ids=IDS)
-    other_seed = PixelFlipping(steps=4, seed=4).per_sample(
-        relevance, model=model, inputs=x, targets=0, sample_ids=IDS
-    )
+    other_seed = PixelFlipping(steps=4, seed=4).per_sample(relevance, model=model, inputs=x, targets=0, sample_ids=IDS)
     other_ids = PixelFlipping(steps=4, seed=3).per_sample(
         relevance, model=model, inputs=x, targets=0, sample_ids=[i + 100 for i in IDS]
     )
