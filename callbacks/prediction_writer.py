@@ -18,7 +18,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from lrp_lightning.core import Composite
-from lrp_lightning.store import RunStore, make_probe_table
+from lrp_lightning.store import PartWriter, RunStore, SchemaError, make_probe_table
 
 from ._explain import (
     BatchExplainer,
@@ -47,15 +47,19 @@ class LRPPredictionWriter(BasePredictionWriter):
     """Explain every sample that ``Trainer.predict`` sees and store the result as one epoch of a run store.
 
     Each rank explains the batches it predicts (``write_interval="batch"``; the sample id of a row is
-    its index in the predicted dataset), keeps them, and at the end of prediction writes its own part
-    file; rank 0 then writes ``probe.parquet`` (one row per sample, with a thumbnail) and publishes the
+    its index in the predicted dataset) and streams the rows into its own part file, ``flush_every`` rows
+    at a time (as Parquet row groups of a hidden staging file); at the end of prediction each rank
+    finishes its part, rank 0 then writes ``probe.parquet`` (one row per sample, with a thumbnail) and publishes the
     epoch. Samples that the distributed sampler gives to two ranks (it pads the last batch) are stored
     once: readers keep the first row of each sample id. The layout is that of :class:`LRPCallback`, so
     ``lrp-analyze``, :class:`lrp_lightning.store.RunStore` and the TensorBoard plugin read it the same
     way. Write each data set to a directory of its own, not into a training run's store.
 
-    A rank keeps its rows in memory until prediction ends: about ``H * W * 2`` bytes per sample (float16
-    maps; use ``heatmap_size`` to store smaller maps) plus the thumbnails.
+    A rank holds at most ``flush_every`` rows in memory (about ``H * W * 2`` bytes per sample, float16
+    maps; use ``heatmap_size`` to store smaller maps). Nothing of the epoch is visible to readers before
+    rank 0 commits it at the end of prediction: a crash leaves earlier epochs as they were (the staged
+    files are removed by the next commit of the epoch), and a re-run of the epoch replaces its rows. The
+    sample id, label and thumbnail of each sample (for ``probe.parquet``) stay in memory until the end.
 
     Parameters
     ----------
@@ -83,6 +87,8 @@ class LRPPredictionWriter(BasePredictionWriter):
         ``batch -> (inputs, labels)``, as for :class:`LRPCallback`.
     verbose : bool, default False
         Log a line when the epoch is written (rank 0).
+    flush_every : int, default 4096
+        Rows a rank collects before writing them to its part file.
 
     Examples
     --------
@@ -107,6 +113,7 @@ class LRPPredictionWriter(BasePredictionWriter):
         class_names: Sequence[str] | None = None,
         unpack_batch: UnpackBatch | None = None,
         verbose: bool = False,
+        flush_every: int = 4096,
     ) -> None:
         super().__init__(write_interval="batch")
         if dirpath is not None and not isinstance(dirpath, (str, os.PathLike)):
@@ -123,6 +130,7 @@ class LRPPredictionWriter(BasePredictionWriter):
         if not isinstance(verbose, bool):
             raise TypeError(f"{OWNER}: verbose must be True or False, not {verbose!r}")
         self.verbose = verbose
+        self.flush_every = check_int(flush_every, "flush_every", OWNER, 1)
         self.composite, self._composite_config, self._canonizer_config = resolve_composite(
             composite, canonizers, composite_kwargs, OWNER
         )
@@ -134,8 +142,17 @@ class LRPPredictionWriter(BasePredictionWriter):
         self._reset()
 
     def _reset(self) -> None:
-        self._rows: list[Explained] = []
+        part = getattr(self, "_part", None)
+        if part is not None:
+            part.abort()  # a prediction that failed before finishing its part
+        self._rows: list[Explained] = []  # at most flush_every rows, not yet written
+        self._buffered = 0
+        self._part: PartWriter | None = None
+        self._first: Explained | None = None  # no rows, but the shapes of this rank's maps
+        self._flush_error: BaseException | None = None
         self._seen: set[int] = set()
+        self._ids: list[int] = []
+        self._labels: list[int] = []
         self._thumbnails: list[bytes | None] = []
         self._start = time.perf_counter()
 
@@ -193,7 +210,18 @@ class LRPPredictionWriter(BasePredictionWriter):
                 x, y, ids = x[torch.as_tensor(keep)], None if y is None else y[torch.as_tensor(keep)], ids[keep]
             (rows,) = self._explainer.run(pl_module, [(ids, x, y)])
         self._seen.update(ids.tolist())
-        self._rows.append(rows)
+        self._ids.extend(rows.sample_id.tolist())
+        self._labels.extend(rows.label.tolist())
+        if self._first is None:
+            self._first = _slice(rows, 0, 0)
+        for start in range(0, len(rows), self.flush_every):
+            chunk = rows if len(rows) <= self.flush_every else _slice(rows, start, start + self.flush_every)
+            if self._buffered + len(chunk) > self.flush_every:
+                self._flush(trainer)
+            self._rows.append(chunk)
+            self._buffered += len(chunk)
+        if self._buffered >= self.flush_every:
+            self._flush(trainer)
         if self.thumbnail_size:
             self._thumbnails.extend(thumbnail_png(sample, self.thumbnail_size) for sample in x)
         else:
@@ -202,22 +230,32 @@ class LRPPredictionWriter(BasePredictionWriter):
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch, step = self._epoch_and_step(trainer)
         rank, world = trainer.global_rank, trainer.world_size
-        rows = Explained.concat(self._rows) if self._rows else None
         error, store = None, None
         if trainer.is_global_zero:
             try:
-                store = self._create_store(pl_module, rows)
+                store = self._create_store(pl_module, self._first)
             except Exception as exc:
                 error = exc
         self._sync_errors(trainer, pl_module, error, "creating the store")
         try:
             store = store or RunStore(self._run_dir)
-            rows = rows if rows is not None else Explained.empty(store.heatmap_shape)
-            store.write_part(epoch, step, rows.to_table(epoch, step), rank=rank)
+            if self._flush_error is not None:
+                raise self._flush_error
+            self._flush(trainer)
+            if self._part is None:
+                store.write_part(epoch, step, Explained.empty(store.heatmap_shape).to_table(epoch, step), rank=rank)
+            elif tuple(self._part.heatmap_shape) != tuple(store.heatmap_shape):
+                raise SchemaError(
+                    f"rank {rank} explained maps of shape {self._part.heatmap_shape}, but the store holds maps of "
+                    f"shape {store.heatmap_shape}"
+                )
+            else:
+                self._part.close()
+                self._part = None
         except Exception as exc:
             error = exc
         self._sync_errors(trainer, pl_module, error, "writing attributions")  # every part is written
-        probe = _gather_to_rank_zero((rows.sample_id.tolist(), rows.label.tolist(), self._thumbnails), world)
+        probe = _gather_to_rank_zero((self._ids, self._labels, self._thumbnails), world)
         if trainer.is_global_zero:
             try:
                 store.write_probe(_probe_table(probe))
@@ -234,6 +272,21 @@ class LRPPredictionWriter(BasePredictionWriter):
         self._reset()
 
     # ------------------------------------------------------------------------------ helpers
+
+    def _flush(self, trainer: pl.Trainer) -> None:
+        """Write the buffered rows to this rank's staged part; a failure is kept for on_predict_end to report."""
+        if not self._rows or self._flush_error is not None:
+            return
+        rows, self._rows, self._buffered = Explained.concat(self._rows), [], 0
+        try:
+            epoch, step = self._epoch_and_step(trainer)
+            if self._part is None:
+                self._part = PartWriter(
+                    self._run_dir, epoch, step, heatmap_shape=rows.maps.shape[1:], rank=trainer.global_rank
+                )
+            self._part.write(rows.to_table(epoch, step))
+        except Exception as exc:  # raised on all ranks together at the end, not in one rank's batch hook
+            self._flush_error = exc
 
     def _epoch_and_step(self, trainer: pl.Trainer) -> tuple[int, int]:
         if self._checkpoint is not None:
@@ -268,6 +321,17 @@ class LRPPredictionWriter(BasePredictionWriter):
             metadata={"writer": OWNER},
         )
 
+
+def _slice(rows: Explained, start: int, stop: int) -> Explained:
+    """Rows ``start:stop`` (the metrics stay per-sample; the stats go with the first slice)."""
+    names = ("sample_id", "label", "prediction", "target", "score", "probability", "relevance_sum", "maps")
+    return Explained(
+        *(getattr(rows, name)[start:stop] for name in names),
+        stats=rows.stats if start == 0 else np.zeros_like(rows.stats),
+        input_shape=rows.input_shape,
+        num_classes=rows.num_classes,
+        metrics={name: values[start:stop] for name, values in rows.metrics.items()},
+    )
 
 
 def _gather_to_rank_zero(value: Any, world_size: int) -> list[Any]:

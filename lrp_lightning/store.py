@@ -128,6 +128,7 @@ __all__ = [
     "EpochInfo",
     "EpochNotFoundError",
     "IncompatibleRunError",
+    "PartWriter",
     "RunStore",
     "SampleNotFoundError",
     "SchemaError",
@@ -455,6 +456,115 @@ def _move_dir(src: Path, dst: Path) -> None:
 
 def _remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def _staging_path(store_dir: Path, epoch: int, global_step: int) -> Path:
+    return store_dir / ATTRIBUTIONS_DIR / f".staging-{epoch_dirname(epoch)}-step={global_step}"
+
+
+class PartWriter:
+    """Stream one rank's attribution rows of an epoch into its staged part, a few rows at a time.
+
+    The same as one :meth:`RunStore.write_part` call with all rows, but the rows arrive in chunks
+    (:meth:`write`), each written as Parquet row groups, so they need not be held in memory. The rows go
+    to a temp file (name starting with ``.``) in the epoch's staging directory; :meth:`close` syncs it and
+    renames it to the rank's part, which, like :meth:`RunStore.write_part`'s, stays invisible to readers
+    until rank 0 calls :meth:`RunStore.commit_epoch`. A crash or :meth:`abort` leaves only the temp file,
+    which the next commit of the epoch removes. No manifest is needed yet (rank 0 may create the store
+    later); the caller checks that ``heatmap_shape`` is the store's before committing.
+
+    Parameters
+    ----------
+    path : path
+        Run directory or ``plugins/lrp`` directory of the store, as for :meth:`RunStore.create`.
+    epoch, global_step : int
+        As for :meth:`RunStore.write_part`.
+    heatmap_shape : (int, int)
+        ``(H, W)`` of the relevance maps.
+    rank : int, default 0
+        Global rank of the writer.
+    row_group_size : int, optional
+        Most rows per row group. Default: about 32 MiB of maps per row group.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        epoch: int,
+        global_step: int,
+        *,
+        heatmap_shape: Sequence[int],
+        rank: int = 0,
+        row_group_size: int | None = None,
+    ) -> None:
+        self.epoch = _check_index(epoch, "epoch")
+        self.global_step = _check_index(global_step, "global_step")
+        self.rank = _check_index(rank, "rank")
+        self.heatmap_shape = _check_heatmap_shape(heatmap_shape)
+        self.row_group_size = row_group_size or _rows_per_group(self.heatmap_shape)
+        self.path = _staging_path(_store_dir_for_create(Path(path)), self.epoch, self.global_step) / part_filename(
+            self.rank
+        )
+        self.rows = 0
+        self._tmp: Path | None = None
+        self._writer: pq.ParquetWriter | None = None
+        self._closed = False
+
+    def write(self, table: pa.Table) -> None:
+        """Append rows (see :func:`make_attribution_table`); every chunk must have the same columns."""
+        if self._closed:
+            raise StoreError(f"the part writer of {self.path} is closed")
+        table = _conform_attribution_table(table, self.heatmap_shape, self.epoch, self.global_step)
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._tmp = _tmp_path(self.path)
+            small = [name for name in table.column_names if name != RELEVANCE]
+            self._writer = pq.ParquetWriter(
+                self._tmp,
+                table.schema,
+                compression=COMPRESSION,
+                use_dictionary=small,
+                write_statistics=small,
+            )
+        elif not table.schema.equals(self._writer.schema, check_metadata=False):
+            raise SchemaError(
+                f"rows for {self.path} have columns {table.schema.names} of other types than the rows "
+                f"written before ({self._writer.schema.names})"
+            )
+        self._writer.write_table(table, row_group_size=self.row_group_size)
+        self.rows += table.num_rows
+
+    def close(self) -> Path:
+        """Finish the part: sync it and move it into the staging directory. Returns the staged part.
+
+        Raises
+        ------
+        StoreError
+            If no rows were written (write an empty part with :meth:`RunStore.write_part`).
+        """
+        if self._writer is None or self._tmp is None:
+            raise StoreError(f"no rows were written for {self.path}; stage an empty part with write_part")
+        if not self._closed:
+            self._closed = True
+            try:
+                self._writer.close()
+                _fsync_file(self._tmp)
+                os.replace(self._tmp, self.path)
+            except BaseException:
+                self._tmp.unlink(missing_ok=True)
+                raise
+            _fsync_dir(self.path.parent)
+        return self.path
+
+    def abort(self) -> None:
+        """Drop the rows written so far (nothing is staged)."""
+        self._closed = True
+        if self._writer is not None:
+            try:
+                self._writer.close()
+            finally:
+                if self._tmp is not None:
+                    self._tmp.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1224,7 +1334,7 @@ class RunStore:
         return self._store_dir / ANALYSIS_DIR / epoch_dirname(_check_index(epoch, "epoch"))
 
     def _staging_dir(self, epoch: int, global_step: int) -> Path:
-        return self._store_dir / ATTRIBUTIONS_DIR / f".staging-{epoch_dirname(epoch)}-step={global_step}"
+        return _staging_path(self._store_dir, epoch, global_step)
 
     def _aside_dir(self, epoch: int, commit: str) -> Path:
         return self._store_dir / ATTRIBUTIONS_DIR / f".replaced-{epoch_dirname(epoch)}-{commit}"

@@ -139,3 +139,74 @@ def test_prediction_target_without_labels(tmp_path):
     assert table.column("label").to_pylist() == [-1] * 10
     model.eval()
     assert table.column("target").to_pylist() == model(torch.stack([data[i] for i in range(10)])).argmax(1).tolist()
+
+
+class _Watched(LRPPredictionWriter):
+    """Records the most rows held in memory and whether the epoch was visible to readers during predict."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.most_held, self.visible, self.batches = 0, [], 0
+
+    def write_on_batch_end(self, trainer, pl_module, *args, **kwargs):
+        super().write_on_batch_end(trainer, pl_module, *args, **kwargs)
+        self.most_held = max(self.most_held, sum(len(rows) for rows in self._rows))
+        self.batches += 1
+        try:
+            self.visible.append([info.epoch for info in RunStore(self._run_dir).epochs()])
+        except Exception:  # no manifest yet: nothing is visible
+            self.visible.append([])
+
+
+def test_rows_are_flushed_in_bounded_chunks_into_the_same_table(tmp_path):
+    model = TinyNet()
+    data = ImageData(41, seed=7)
+    small = _Watched(dirpath=tmp_path / "small", composite_kwargs=BOX, flush_every=5, thumbnail_size=8)
+    huge = LRPPredictionWriter(dirpath=tmp_path / "huge", composite_kwargs=BOX, flush_every=10**6, thumbnail_size=8)
+    for callback in (small, huge):
+        run = trainer(tmp_path, callbacks=[callback], logger=False)
+        run.predict(model, DataLoader(data, batch_size=8), return_predictions=False)
+    flushed, whole = RunStore(tmp_path / "small"), RunStore(tmp_path / "huge")
+    assert flushed.epochs()[0].rows == whole.epochs()[0].rows == 41
+    assert flushed.attributions(0).equals(whole.attributions(0))  # same ids, labels, maps (bitwise), columns
+    assert flushed.attributions(0).schema.equals(whole.attributions(0).schema, check_metadata=True)
+    assert flushed.probe_table().equals(whole.probe_table())
+    # the part is one file of several row groups: 41 rows flushed at most 5 at a time
+    import pyarrow.parquet as pq
+
+    assert pq.ParquetFile(flushed.store_dir / flushed.epochs()[0].files[0]).metadata.num_row_groups >= 9
+    assert 0 < small.most_held <= 5
+    assert small.batches == 6 and small.visible == [[]] * 6  # nothing of the epoch before the commit
+    assert [p.name for p in flushed.store_dir.rglob("*") if p.name.startswith(".")] == []
+
+
+def test_a_rerun_replaces_the_epoch_and_an_interrupted_one_leaves_it_readable(tmp_path):
+    model = TinyNet()
+    first = predict(tmp_path, writer(tmp_path, flush_every=8), model, ImageData(20, seed=1))
+    assert first.epochs()[0].rows == 20
+    before, commit = first.attributions(0), first.epochs()[0].commit
+
+    class Crash(_Watched):
+        def write_on_batch_end(self, trainer, pl_module, *args, **kwargs):
+            super().write_on_batch_end(trainer, pl_module, *args, **kwargs)
+            if self.batches == 3:
+                raise RuntimeError("crash mid-prediction")
+
+    crash = Crash(dirpath=tmp_path / "wide", composite_kwargs=BOX, flush_every=8)
+    with pytest.raises(RuntimeError, match="crash mid-prediction"):
+        predict(tmp_path, crash, model, ImageData(40, seed=1))
+    assert crash.visible == [[0]] * 3 and crash.most_held <= 8
+    store = RunStore(tmp_path / "wide")
+    assert store.attributions(0).equals(before)  # the earlier version, untouched by the staged rows
+    torch.manual_seed(3)
+    again = predict(tmp_path, writer(tmp_path, flush_every=8), TinyNet(), ImageData(20, seed=1))  # the same probe set
+    (info,) = again.epochs()
+    assert info.rows == 20 and info.commit != commit
+    table = again.attributions(0)
+    assert table.column("sample_id").to_pylist() == list(range(20)) and not table.equals(before)
+    assert [p.name for p in again.store_dir.rglob("*") if p.name.startswith(".")] == []
+
+
+def test_flush_every_must_be_positive():
+    with pytest.raises(ValueError, match="flush_every must be an int >= 1"):
+        LRPPredictionWriter(flush_every=0)
