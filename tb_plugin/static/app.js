@@ -71,6 +71,13 @@ function metaText(value) {
   return String(value);
 }
 
+/** A value as a CSV cell: empty for null, text otherwise, quoted when it holds a comma, quote or line break. */
+function csvCell(value) {
+  if (value === null || value === undefined) return "";
+  const text = typeof value === "object" ? JSON.stringify(value) : String(value);
+  return /[",\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
+}
+
 function compareValues(a, b) {
   if (typeof a === "number" && typeof b === "number") return a - b;
   if (typeof a === "boolean" && typeof b === "boolean") return Number(a) - Number(b);
@@ -1060,18 +1067,28 @@ export class App {
     replace(this.grid, cards);
   }
 
+  /**
+   * Export the gallery's samples (CSV or JSON). A run with probe metadata adds one column (CSV, after `run`)
+   * or field (JSON, after `cluster`) per metadata column, in the details view's order, named as the column
+   * (`meta:<name>` where that name is already one of the export's own); a run without metadata exports as before.
+   */
   exportIds(format) {
     const ids = this.galleryIds();
     const p = this.points;
+    const metadata = this.metadataColumns();
+    const own = ["sample_id", "label", "prediction", "cluster", "epoch", "run"];
+    const keys = metadata.map((m) => (own.includes(m.name) ? META_PREFIX + m.name : m.name));
     const rows = ids.map((id) => {
       const row = this.sampleRow(id);
       const point = p ? p.byId.get(id) : undefined;
-      return {
+      const result = {
         sample_id: id,
         label: row === undefined ? null : this.samples.columns.label[row],
         prediction: row === undefined ? null : this.samples.columns.prediction[row],
         cluster: point !== undefined && p.columns.cluster ? p.columns.cluster[point] : null,
       };
+      metadata.forEach((m, i) => { result[keys[i]] = row === undefined ? null : (m.values[row] ?? null); });
+      return result;
     });
     const s = this.state;
     const base = `lrp-${s.run.replace(/[^A-Za-z0-9_.-]+/g, "_")}-epoch${s.epoch}`;
@@ -1079,9 +1096,12 @@ export class App {
       const data = { run: s.run, epoch: s.epoch, category: s.cat, clustering: s.clu, samples: rows };
       download(`${base}.json`, JSON.stringify(data, null, 2), "application/json");
     } else {
-      const lines = ["sample_id,label,prediction,cluster,epoch,run"];
+      const lines = [["sample_id,label,prediction,cluster,epoch,run", ...keys.map(csvCell)].join(",")];
       const quoted = `"${s.run.replace(/"/g, '""')}"`;
-      for (const r of rows) lines.push([r.sample_id, r.label ?? "", r.prediction ?? "", r.cluster ?? "", s.epoch, quoted].join(","));
+      for (const r of rows) {
+        const cells = [r.sample_id, r.label ?? "", r.prediction ?? "", r.cluster ?? "", s.epoch, quoted];
+        lines.push([...cells, ...keys.map((key) => csvCell(r[key]))].join(","));
+      }
       download(`${base}.csv`, lines.join("\n") + "\n", "text/csv");
     }
     this.setStatus(`Exported ${rows.length} sample ids (${format.toUpperCase()}).`, "info");

@@ -155,7 +155,7 @@ def _open(browser, url: str):
 
 
 def test_the_lrp_tab_in_tensorboard(tensorboard, browser, screenshots):
-    base, _ = tensorboard
+    base, logdir = tensorboard
     context, page, problems = _open(browser, f"{base}/")
     page.get_by_text("LRP", exact=True).first.click()
     tab = Tab(page).attach()
@@ -218,9 +218,18 @@ def test_the_lrp_tab_in_tensorboard(tensorboard, browser, screenshots):
     with page.expect_download() as download:
         tab.frame.click("#export-csv")
     lines = Path(download.value.path()).read_text().splitlines()
-    assert lines[0] == "sample_id,label,prediction,cluster,epoch,run" and len(lines) == size + 1
+    # The run's probe metadata columns follow, in the details view's order (values as text, empty for null).
+    assert lines[0] == "sample_id,label,prediction,cluster,epoch,run,watermarked,source,batch,brightness"
+    assert len(lines) == size + 1
     flagged = tab.js("lrp.clusters.clusters.find((c) => c.flagged).cluster")
     assert {line.split(",")[3] for line in lines[1:]} == {str(flagged)}
+    probe = {row["sample_id"]: row for row in RunStore(logdir / RUN).probe_table().to_pylist()}
+    for line in lines[1:]:
+        cells = line.split(",")
+        known = probe[int(cells[0])]
+        assert cells[6:9] == [str(known["watermarked"]).lower(), known["source"], str(known["batch"])]
+        brightness = known["brightness"]
+        assert cells[9] == "" if brightness != brightness else float(cells[9]) == brightness  # NaN: empty cell
 
     # Switch epoch with the keyboard on the slider; the gallery follows.
     tab.frame.focus("#epoch")
@@ -302,6 +311,14 @@ def test_a_run_without_analysis_or_thumbnails_outside_tensorboards_frame(tensorb
     page.locator("#gallery .card").first.click()
     page.wait_for_selector("#timeline:not(.hidden) .frame")
     assert page.locator("#timeline .sample-metadata").count() == 0  # no metadata: no empty section
+    with page.expect_download() as download:  # no metadata: the export's columns as they always were
+        page.click("#export-csv")
+    lines = Path(download.value.path()).read_text().splitlines()
+    assert lines[0] == "sample_id,label,prediction,cluster,epoch,run" and len(lines) == 24 + 1
+    with page.expect_download() as download:
+        page.click("#export-json")
+    exported = json.loads(Path(download.value.path()).read_text())["samples"]
+    assert len(exported) == 24 and all(list(row) == ["sample_id", "label", "prediction", "cluster"] for row in exported)
     page.select_option("#category", "class_1")
     page.wait_for_selector("#gallery-title:text-is('Samples (8)')")
     assert re.search(r"#run=mnist%2Fversion_1&epoch=1&cat=class_1", page.url)
@@ -338,6 +355,17 @@ def test_probe_metadata_shows_in_the_sample_details_and_colours_the_scatter(tens
     assert "color=meta%3Awatermarked" in page.url
     page.click("#legend .chip[data-value='true']")
     page.wait_for_selector(f"#gallery-title:text-is('Selection ({watermarked})')")
+    # The JSON export carries the metadata as JSON values, null kept, in the details view's order.
+    with page.expect_download() as download:
+        page.click("#export-json")
+    exported = json.loads(Path(download.value.path()).read_text())["samples"]
+    assert len(exported) == watermarked
+    for row in exported:
+        known = probe[row["sample_id"]]
+        assert list(row)[4:] == ["watermarked", "source", "batch", "brightness"]
+        assert [row["watermarked"], row["source"], row["batch"]] == [True, known["source"], known["batch"]]
+        brightness = known["brightness"]
+        assert row["brightness"] is None if brightness != brightness else row["brightness"] == brightness
     page.select_option("#color-by", "meta:batch")
     page.wait_for_selector("#legend .chip[data-value='2']")
     assert page.eval_on_selector_all("#legend .chip", "cs => cs.map((c) => c.dataset.value)") == ["0", "1", "2"]
