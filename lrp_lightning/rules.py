@@ -102,6 +102,12 @@ def _sum(tensors: Sequence[Tensor]) -> Tensor:
     return total
 
 
+def _zero_params(rule: BasicHook) -> list[str]:
+    """The names of the parameters ``rule`` sets to zero, as a list."""
+    zero = rule.zero_params
+    return [zero] if isinstance(zero, str) else list(zero or [])
+
+
 def _fast_affine_inputs(rule: BasicHook, module: nn.Module, input: Tensor):
     """Weight, bias seen by the rule terms, and the real bias, when the fast path applies; else None.
 
@@ -114,8 +120,7 @@ def _fast_affine_inputs(rule: BasicHook, module: nn.Module, input: Tensor):
     """
     if type(rule) not in _FAST_RULES or not isinstance(module, ltypes.Linear) or torch.is_grad_enabled():
         return None
-    zero = rule.zero_params
-    zero = [zero] if isinstance(zero, str) else list(zero or [])
+    zero = _zero_params(rule)
     if any(name != "bias" for name in zero) or not _non_negative(input):
         return None
     params = module_params(module)
@@ -135,8 +140,7 @@ def _mixed_sign_affine_inputs(rule: BasicHook, module: nn.Module, input: Tensor)
         return None
     if not (isinstance(module, nn.Linear) or (isinstance(module, ltypes.ConvolutionStandard) and module.groups == 1)):
         return None
-    zero = rule.zero_params
-    zero = [zero] if isinstance(zero, str) else list(zero or [])
+    zero = _zero_params(rule)
     if any(name != "bias" for name in zero):
         return None
     params = module_params(module)
@@ -202,8 +206,7 @@ def _reuses_output(rule: BasicHook, module: nn.Module, grad_output: Tensor, outp
         return False
     if not isinstance(module, ltypes.Linear):
         return False
-    zero = rule.zero_params
-    zero = [zero] if isinstance(zero, str) else list(zero or [])
+    zero = _zero_params(rule)
     # without its bias the term is z - b, which loses digits where z is near b: compute it instead
     return not zero or (zero == ["bias"] and module_params(module).get("bias") is None)
 
@@ -517,8 +520,7 @@ class ZBox(BasicHook):
         self._stabilize = stabilize_fn
 
     def backward(self, module: nn.Module, input: Tensor, grad_output: Tensor) -> Tensor:
-        zero = self.zero_params
-        zero = [zero] if isinstance(zero, str) else list(zero or [])
+        zero = _zero_params(self)
         if (
             type(self) is not ZBox
             or not isinstance(module, ltypes.Linear)

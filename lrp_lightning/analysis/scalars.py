@@ -19,6 +19,8 @@ import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
+from ..store import _fsync_dir, _fsync_file
+
 __all__ = ["write_scalars"]
 
 SUFFIX = ".lrp-analyze"
@@ -87,20 +89,6 @@ def _read_points(path: Path) -> dict[tuple[str, int], tuple[float, object]]:
             if key not in points or event.wall_time >= points[key][0]:
                 points[key] = (event.wall_time, value)
     return points
-
-
-def _fsync(path: Path, directory: bool = False) -> None:
-    """Best effort: make ``path`` (a file or a directory) durable before files are deleted."""
-    try:
-        fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _age(path: Path) -> tuple[int, str]:
@@ -181,8 +169,9 @@ def write_scalars(run_dir: str | os.PathLike[str], scalars: Mapping[int, Mapping
         with contextlib.suppress(OSError):
             written.unlink()
         raise
-    _fsync(written)
-    _fsync(run_dir, directory=True)
+    with contextlib.suppress(OSError):  # best effort: make the merged file durable before deleting
+        _fsync_file(written)
+    _fsync_dir(run_dir)
 
     for path in superseded:
         if path == written:
