@@ -25,7 +25,8 @@ route               parameters                                  response
 ``/prototype``      run, epoch, category, clustering,           PNG: a cluster's mean heatmap
                     cluster, cmap
 ``/lineage``        run, category, clustering                   JSON: clusters over epochs
-``/index.js`` ...                                               the static frontend
+``/index.js`` ...                                               the static frontend: ``static/*``
+``/views/*.js``                                                 and ``static/views/*.js``
 ==================  ==========================================  ====================================
 """
 
@@ -48,11 +49,12 @@ from .data import DEFAULT_CMAP, HEATMAP_KINDS, SPECTRAL_EMBEDDING, BadArgument, 
 from .discovery import RunIndex
 from .loader import PLUGIN_NAME
 
-__all__ = ["LRPPlugin", "STATIC_DIR"]
+__all__ = ["LRPPlugin", "STATIC_DIR", "route", "static_files"]
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 _CONTENT_TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html"}
 _STATIC_NAME = re.compile(r"[a-z][a-z0-9_-]*\.(js|css|html)")
+_STATIC_FOLDER = re.compile(r"[a-z][a-z0-9_-]*")
 
 MAX_EPOCH = 2**31 - 1
 MAX_DIMENSION = 1023
@@ -63,6 +65,24 @@ _INTEGER = re.compile(r"[+-]?[0-9]{1,40}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+-]{0,127}")
 IMAGE_MAX_AGE = 600
 """Seconds a browser may keep a PNG; the frontend puts the epoch's commit id into image URLs."""
+
+
+def static_files() -> list[Path]:
+    """The frontend's files: ``static/<name>`` and ``static/<folder>/<name>`` (e.g. ``views/gallery.js``).
+
+    Each becomes an exact route (``/index.js``, ``/views/gallery.js``), so a request can only name a
+    file listed here at start-up: no path is built from request text, and ``..`` matches nothing.
+    """
+    files = []
+    for path in sorted(STATIC_DIR.glob("*")) + sorted(STATIC_DIR.glob("*/*")):
+        folders = path.relative_to(STATIC_DIR).parts[:-1]
+        if (
+            path.is_file()
+            and _STATIC_NAME.fullmatch(path.name)
+            and all(_STATIC_FOLDER.fullmatch(folder) for folder in folders)
+        ):
+            files.append(path)
+    return files
 
 
 def _short(value: str) -> str:
@@ -113,24 +133,61 @@ def _name(request: wrappers.Request, name: str, default: str | None = None) -> s
     return value
 
 
-def _route(handler: Callable[[LRPPlugin, wrappers.Request], wrappers.Response]) -> Callable[..., Any]:
-    """Turn the data layer's errors into TensorBoard's 404 and 400 responses."""
+_RESPONSES: dict[str, Callable[[wrappers.Request, Any], wrappers.Response]] = {
+    "json": lambda request, value: http_util.Respond(request, value, "application/json"),
+    "png": lambda request, data: http_util.Respond(request, data, "image/png", expires=IMAGE_MAX_AGE),
+    # Sent gzipped; Respond unpacks it for the rare client that does not accept gzip.
+    "columns": lambda request, payload: http_util.Respond(
+        request, payload.gzipped, "application/octet-stream", content_encoding="gzip"
+    ),
+}
+"""How a route's value becomes a response: JSON, a PNG (cacheable), binary columns (a ``Payload``)."""
 
-    @wrappers.Request.application
-    def serve(self: LRPPlugin, request: wrappers.Request) -> wrappers.Response:
-        try:
-            return handler(self, request)
-        except NotFound as exc:
-            raise errors.NotFoundError(str(exc)) from None
-        except BadArgument as exc:
-            raise errors.InvalidArgumentError(str(exc)) from None
-        except (StoreError, OSError, pa.ArrowException) as exc:
-            # A safety net: a file that broke or vanished between two reads is that item's 404.
-            raise errors.NotFoundError(f"cannot be read: {self.index.redact(str(exc))}") from None
+_ROUTES: dict[str, str] = {}
+"""Route path -> name of the :class:`LRPPlugin` method that serves it; filled by :func:`route`."""
 
-    serve.__name__ = handler.__name__
-    serve.__doc__ = handler.__doc__
-    return serve
+
+def route(path: str, response: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a method of :class:`LRPPlugin` as the GET route ``path`` below ``/data/plugin/lrp``.
+
+    The method takes the request, validates its arguments with the module's parsers (``_text``,
+    ``_integer``, ``_choice``, ``_name``, ``LRPPlugin._run`` ...) and returns the value to send; the
+    route turns it into a response and turns the data layer's errors into TensorBoard's 404 and 400.
+    Adding a route is this one decorated method (and a row in the module docstring's table).
+
+    Parameters
+    ----------
+    path : str
+        The route, e.g. ``"/clusters"``; one path component, not a static file's name.
+    response : str
+        ``"json"`` (a JSON-serialisable value), ``"png"`` (PNG bytes, cacheable) or ``"columns"``
+        (a :class:`~lrp_lightning.tb_plugin.data.Payload` of binary columns).
+    """
+    if response not in _RESPONSES:
+        raise ValueError(f"route {path!r}: response must be one of {sorted(_RESPONSES)}, got {response!r}")
+    if not re.fullmatch(r"/[a-z][a-z0-9_]*", path) or path in _ROUTES:
+        raise ValueError(f"route {path!r} must be '/' and a new lower-case name; taken: {sorted(_ROUTES)}")
+    respond = _RESPONSES[response]
+
+    def register(handler: Callable[[LRPPlugin, wrappers.Request], Any]) -> Callable[..., Any]:
+        @wrappers.Request.application
+        def serve(self: LRPPlugin, request: wrappers.Request) -> wrappers.Response:
+            try:
+                return respond(request, handler(self, request))
+            except NotFound as exc:
+                raise errors.NotFoundError(str(exc)) from None
+            except BadArgument as exc:
+                raise errors.InvalidArgumentError(str(exc)) from None
+            except (StoreError, OSError, pa.ArrowException) as exc:
+                # A safety net: a file that broke or vanished between two reads is that item's 404.
+                raise errors.NotFoundError(f"cannot be read: {self.index.redact(str(exc))}") from None
+
+        serve.__name__ = handler.__name__
+        serve.__doc__ = handler.__doc__
+        _ROUTES[path] = handler.__name__
+        return serve
+
+    return register
 
 
 class LRPPlugin(base_plugin.TBPlugin):
@@ -164,22 +221,9 @@ class LRPPlugin(base_plugin.TBPlugin):
     # ------------------------------------------------------------------------------ TBPlugin
 
     def get_plugin_apps(self) -> dict[str, Callable[..., Any]]:
-        apps: dict[str, Callable[..., Any]] = {
-            "/runs": self._serve_runs,
-            "/run": self._serve_run,
-            "/samples": self._serve_samples,
-            "/input": self._serve_input,
-            "/heatmap": self._serve_heatmap,
-            "/timeline": self._serve_timeline,
-            "/analysis": self._serve_analysis,
-            "/embedding": self._serve_embedding,
-            "/clusters": self._serve_clusters,
-            "/prototype": self._serve_prototype,
-            "/lineage": self._serve_lineage,
-        }
-        for path in sorted(STATIC_DIR.iterdir()):
-            if _STATIC_NAME.fullmatch(path.name):
-                apps["/" + path.name] = self._static_app(path)
+        apps: dict[str, Callable[..., Any]] = {path: getattr(self, name) for path, name in _ROUTES.items()}
+        for path in static_files():
+            apps["/" + path.relative_to(STATIC_DIR).as_posix()] = self._static_app(path)
         return apps
 
     def is_active(self) -> bool:
@@ -189,30 +233,18 @@ class LRPPlugin(base_plugin.TBPlugin):
     def frontend_metadata(self) -> base_plugin.FrontendMetadata:
         return base_plugin.FrontendMetadata(es_module_path="/index.js", tab_name="LRP")
 
-    # ------------------------------------------------------------------------------ responses
-
-    @staticmethod
-    def _json(request: wrappers.Request, value: Any) -> wrappers.Response:
-        return http_util.Respond(request, value, "application/json")
-
-    @staticmethod
-    def _png(request: wrappers.Request, data: bytes) -> wrappers.Response:
-        return http_util.Respond(request, data, "image/png", expires=IMAGE_MAX_AGE)
-
-    @staticmethod
-    def _binary(request: wrappers.Request, payload: Payload) -> wrappers.Response:
-        # Sent gzipped; Respond unpacks it for the rare client that does not accept gzip.
-        return http_util.Respond(request, payload.gzipped, "application/octet-stream", content_encoding="gzip")
+    # ------------------------------------------------------------------------------ static files
 
     def _static_app(self, path: Path) -> Callable[..., Any]:
         content_type = _CONTENT_TYPES[path.suffix]
+        name = path.relative_to(STATIC_DIR).as_posix()
 
         @wrappers.Request.application
         def serve(request: wrappers.Request) -> wrappers.Response:
             try:
                 content = path.read_bytes()
             except OSError:
-                raise errors.NotFoundError(f"frontend file {path.name} is missing from the installation") from None
+                raise errors.NotFoundError(f"frontend file {name} is missing from the installation") from None
             return http_util.Respond(request, content, content_type)
 
         return serve
@@ -241,69 +273,68 @@ class LRPPlugin(base_plugin.TBPlugin):
 
     # ------------------------------------------------------------------------------ routes
 
-    @_route
-    def _serve_runs(self, request: wrappers.Request) -> wrappers.Response:
+    @route("/runs", "json")
+    def _serve_runs(self, request: wrappers.Request) -> dict[str, Any]:
         """Runs with LRP data; a run that cannot be read is listed with its error."""
-        return self._json(request, {"runs": self._data.runs(), "scanned_at": self._index.scanned_at})
+        return {"runs": self._data.runs(), "scanned_at": self._index.scanned_at}
 
-    @_route
-    def _serve_run(self, request: wrappers.Request) -> wrappers.Response:
-        return self._json(request, self._data.run_info(self._run(request)))
+    @route("/run", "json")
+    def _serve_run(self, request: wrappers.Request) -> dict[str, Any]:
+        return self._data.run_info(self._run(request))
 
-    @_route
-    def _serve_samples(self, request: wrappers.Request) -> wrappers.Response:
+    @route("/samples", "columns")
+    def _serve_samples(self, request: wrappers.Request) -> Payload:
         run, epoch = self._run(request), self._epoch(request)
-        return self._binary(request, self._data.samples(run, epoch))
+        return self._data.samples(run, epoch)
 
-    @_route
-    def _serve_input(self, request: wrappers.Request) -> wrappers.Response:
+    @route("/input", "png")
+    def _serve_input(self, request: wrappers.Request) -> bytes:
         run, sample = self._run(request), self._sample(request)
-        return self._png(request, self._data.input_png(run, sample))
+        return self._data.input_png(run, sample)
 
-    @_route
-    def _serve_heatmap(self, request: wrappers.Request) -> wrappers.Response:
+    @route("/heatmap", "png")
+    def _serve_heatmap(self, request: wrappers.Request) -> bytes:
         run, epoch, sample = self._run(request), self._epoch(request), self._sample(request)
         cmap = self._cmap(request)
         kind = _choice(request, "kind", HEATMAP_KINDS, "heatmap")
-        return self._png(request, self._data.heatmap_png(run, epoch, sample, cmap, kind))
+        return self._data.heatmap_png(run, epoch, sample, cmap, kind)
 
-    @_route
-    def _serve_timeline(self, request: wrappers.Request) -> wrappers.Response:
+    @route("/timeline", "json")
+    def _serve_timeline(self, request: wrappers.Request) -> dict[str, Any]:
         run, sample = self._run(request), self._sample(request)
-        return self._json(request, self._data.timeline(run, sample))
+        return self._data.timeline(run, sample)
 
-    @_route
-    def _serve_analysis(self, request: wrappers.Request) -> wrappers.Response:
+    @route("/analysis", "json")
+    def _serve_analysis(self, request: wrappers.Request) -> dict[str, Any]:
         run, epoch = self._run(request), self._epoch(request)
-        return self._json(request, self._data.analysis(run, epoch))
+        return self._data.analysis(run, epoch)
 
-    @_route
-    def _serve_embedding(self, request: wrappers.Request) -> wrappers.Response:
+    @route("/embedding", "columns")
+    def _serve_embedding(self, request: wrappers.Request) -> Payload:
         run, epoch = self._run(request), self._epoch(request)
         category = _name(request, "category")
         method = _name(request, "embedding", SPECTRAL_EMBEDDING)
         x = _integer(request, "x", 0, MAX_DIMENSION, 0)
         y = _integer(request, "y", 0, MAX_DIMENSION, 1)
         clustering = _name(request, "clustering") if request.args.get("clustering") else None
-        payload = self._data.embedding(run, epoch, category, method, x, y, clustering)
-        return self._binary(request, payload)
+        return self._data.embedding(run, epoch, category, method, x, y, clustering)
 
-    @_route
-    def _serve_clusters(self, request: wrappers.Request) -> wrappers.Response:
+    @route("/clusters", "json")
+    def _serve_clusters(self, request: wrappers.Request) -> dict[str, Any]:
         run, epoch = self._run(request), self._epoch(request)
         category, clustering = _name(request, "category"), _name(request, "clustering")
-        return self._json(request, self._data.clusters(run, epoch, category, clustering))
+        return self._data.clusters(run, epoch, category, clustering)
 
-    @_route
-    def _serve_prototype(self, request: wrappers.Request) -> wrappers.Response:
+    @route("/prototype", "png")
+    def _serve_prototype(self, request: wrappers.Request) -> bytes:
         run, epoch = self._run(request), self._epoch(request)
         category, clustering = _name(request, "category"), _name(request, "clustering")
         cluster = _integer(request, "cluster", -1, MAX_CLUSTER)
         cmap = self._cmap(request)
-        return self._png(request, self._data.prototype_png(run, epoch, category, clustering, cluster, cmap))
+        return self._data.prototype_png(run, epoch, category, clustering, cluster, cmap)
 
-    @_route
-    def _serve_lineage(self, request: wrappers.Request) -> wrappers.Response:
+    @route("/lineage", "json")
+    def _serve_lineage(self, request: wrappers.Request) -> dict[str, Any]:
         run = self._run(request)
         category, clustering = _name(request, "category"), _name(request, "clustering")
-        return self._json(request, self._data.lineage(run, category, clustering))
+        return self._data.lineage(run, category, clustering)

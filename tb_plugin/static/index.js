@@ -1,13 +1,18 @@
 // Entry point of the LRP tab. TensorBoard loads this ES module into the plugin's iframe and calls
 // render(); index.html does the same when the plugin's routes are opened directly.
 
-// Every module is named here so that the browser fetches them in parallel, not one import level at a time.
+// The shared modules are named here so that the browser fetches them in parallel with the views,
+// not one import level at a time.
 import "./api.js";
 import { App } from "./app.js";
 import "./charts.js";
 import "./dom.js";
+import "./format.js";
+import "./palette.js";
 import "./scatter.js";
 import "./state.js";
+import "./toolbar.js";
+import { VIEWS } from "./views/index.js";
 
 function loadStyle() {
   return new Promise((resolve) => {
@@ -27,7 +32,7 @@ export async function render() {
   root.id = "lrp-app";
   root.className = "lrp";
   document.body.replaceChildren(root);
-  const app = new App(root);
+  const app = new App(root, VIEWS);
   window.lrp = app; // for the browser tests and for poking around in the developer console
   await app.start(style);
   return app;

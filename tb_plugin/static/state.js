@@ -1,16 +1,53 @@
-// View state in the URL hash, and TensorBoard's host page (the plugin runs in its iframe).
+// The tab's shared state in the URL hash, and TensorBoard's host page (the plugin runs in its iframe).
 //
 // The state lives in the plugin's own URL hash (#run=...&epoch=3...). Inside TensorBoard it is also
 // mirrored into the top-level URL as `p.lrp.<key>=<value>` entries, the keys TensorBoard hands to
 // plugins (experimental.GetURLPluginData), so copying the browser's address shares the view.
+//
+// Which keys exist is not listed here: the shell (app.js) and each view module declare the keys they
+// own as params, {key: {read, write}}; readState and writeState take the union of them.
 
 const PLUGIN = "lrp";
 const PREFIX = `p.${PLUGIN}.`;
 
-export const KEYS = [
-  "run", "epoch", "cat", "emb", "ex", "ey", "clu", "color", "cmap", "view", "px", "size",
-  "psize", "page", "wrong", "sel", "selc", "sample",
-];
+/** An integer written exactly as `text` (no "1.5", no "1e3"), else `fallback`. */
+export function integer(text, fallback) {
+  const value = Number.parseInt(text, 10);
+  return Number.isFinite(value) && String(value) === String(text).trim() ? value : fallback;
+}
+
+/** `value` when it is one of `options` (values or {value} objects), else `fallback`. */
+export function pick(value, options, fallback) {
+  return options.some((option) => String(option.value ?? option) === String(value)) ? value : fallback;
+}
+
+/**
+ * Param specs: how one URL-hash key is read into the state and written back.
+ * `read(text)` gets the hash's text, or undefined when the key is absent (also the value a
+ * per-run param is reset to when another run opens); `write(value, state)` returns the text to
+ * write, null or "" to leave the key out. `perRun: true` resets the param when another run opens.
+ */
+export const param = {
+  /** Text as given; `fallback` when absent. */
+  text: (fallback = null) => ({ read: (text) => text ?? fallback, write: (value) => value }),
+  /** An integer; `fallback` when absent, malformed or not one of `options`; left out when it is `fallback`. */
+  integer: (fallback, options = null) => ({
+    read: (text) => {
+      const value = integer(text ?? "", fallback);
+      return options && !options.includes(value) ? fallback : value;
+    },
+    write: (value) => (value === fallback ? null : value),
+  }),
+  /** On or off, written "1" / "0" only when it differs from `fallback`. */
+  flag: (fallback) => ({
+    read: (text) => (text === undefined ? fallback : fallback ? text !== "0" : text === "1"),
+    write: (value) => (value === fallback ? null : value ? "1" : "0"),
+  }),
+  /** One of `options` ([{value, label}]), else `fallback`. */
+  choice: (options, fallback) => ({ read: (text) => pick(text, options, fallback), write: (value) => value }),
+  /** A set of sample ids (or cluster numbers), written as ranges: `1-4,9`. */
+  ids: () => ({ read: (text) => new Set(decodeIds(text)), write: (value) => encodeIds(value) }),
+};
 
 function hostWindow() {
   try {
@@ -21,10 +58,10 @@ function hostWindow() {
   return null;
 }
 
-function parseOwnHash() {
+function parseOwnHash(keys) {
   const params = new URLSearchParams(window.location.hash.replace(/^#/, ""));
   const state = {};
-  for (const key of KEYS) if (params.has(key)) state[key] = params.get(key);
+  for (const key of keys) if (params.has(key)) state[key] = params.get(key);
   return state;
 }
 
@@ -52,32 +89,45 @@ function formatHostHash(tab, entries) {
   return (tab || "") + (items.length ? "&" + items.join("&") : "");
 }
 
-/** The state to start with: the plugin's own hash, else the host's `p.lrp.*` entries. */
-export function initialState() {
-  const own = parseOwnHash();
+/** The hash's texts of `keys` to start with: the plugin's own hash, else the host's `p.lrp.*` entries. */
+function initialTexts(keys) {
+  const own = parseOwnHash(keys);
   if (Object.keys(own).length) return own;
   const host = hostWindow();
   if (!host) return {};
   const state = {};
   for (const [key, value] of parseHostHash(host.location.hash).entries) {
-    if (key.startsWith(PREFIX) && KEYS.includes(key.slice(PREFIX.length))) state[key.slice(PREFIX.length)] = value;
+    if (key.startsWith(PREFIX) && keys.includes(key.slice(PREFIX.length))) state[key.slice(PREFIX.length)] = value;
   }
   return state;
 }
 
-function clean(state) {
+/** The state to start with, from the URL: each param's `read` of its key's text. */
+export function readState(params) {
+  const texts = initialTexts(Object.keys(params));
+  const state = {};
+  for (const [key, spec] of Object.entries(params)) state[key] = spec.read(texts[key]);
+  return state;
+}
+
+/** Reset the per-run params (`perRun: true`) to their value when absent from the URL. */
+export function resetPerRun(params, state) {
+  for (const [key, spec] of Object.entries(params)) if (spec.perRun) state[key] = spec.read(undefined);
+}
+
+function clean(params, state) {
   const result = [];
-  for (const key of KEYS) {
-    const value = state[key];
+  for (const [key, spec] of Object.entries(params)) {
+    const value = spec.write(state[key], state);
     if (value === null || value === undefined || value === "") continue;
     result.push([key, String(value)]);
   }
   return result;
 }
 
-/** Write the state into the URL(s) without adding history entries. */
-export function writeState(state) {
-  const entries = clean(state);
+/** Write the state into the URL(s), in the params' order, without adding history entries. */
+export function writeState(params, state) {
+  const entries = clean(params, state);
   const own = "#" + new URLSearchParams(entries).toString();
   if (window.location.hash !== own) {
     // An absolute URL: a relative "#..." would resolve against <base href="plugin/lrp/"> in TensorBoard's iframe.

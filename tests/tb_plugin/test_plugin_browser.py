@@ -160,6 +160,11 @@ def test_the_lrp_tab_in_tensorboard(tensorboard, browser, screenshots):
     page.get_by_text("LRP", exact=True).first.click()
     tab = Tab(page).attach()
 
+    # Every registered view (static/views/index.js) is built and placed once, in the registry's order.
+    views = tab.js("Object.keys(lrp.views)")
+    assert views == ["embedding", "clusters", "timeline", "gallery"]
+    assert tab.js("[...document.querySelectorAll('#lrp-app [data-view]')].map((e) => e.dataset.view)") == views
+
     # Opens at the latest epoch with its embedding drawn on the canvas.
     assert tab.js("lrp.state.epoch") == EPOCHS - 1 and tab.js("lrp.state.run") == RUN
     assert tab.frame.get_attribute(".scatter", "data-points") == str(SAMPLES)
@@ -269,6 +274,8 @@ def test_the_lrp_tab_in_tensorboard(tensorboard, browser, screenshots):
     assert tab.frame.locator("#timeline circle.dot").count() == 2 * EPOCHS
     tab.images_loaded("#timeline img")
     tab.frame.locator("#timeline").screenshot(path=str(screenshots / "plugin-timeline.png"))
+    # Each view has drawn into its element by now (a view whose wiring broke would stay empty).
+    assert tab.js("Object.entries(lrp.views).filter(([, v]) => !v.element.childElementCount).map(([id]) => id)") == []
 
     # Keyboard on the scatter: move between points, toggle one, open its timeline.
     tab.frame.focus(".scatter-overlay")

@@ -105,17 +105,22 @@ def test_loader_returns_no_plugin_when_the_plugin_cannot_be_imported(monkeypatch
     assert "could not be imported" in caplog.text
 
 
+STATIC = Path(__file__).resolve().parents[2] / "tb_plugin" / "static"
+STATIC_FILES = sorted(path for path in STATIC.rglob("*") if path.is_file())
+
+
 def test_static_frontend_is_served_and_uses_no_inline_script_or_html_parsing(client):
-    static = Path(__file__).resolve().parents[2] / "tb_plugin" / "static"
-    for path in static.iterdir():
-        response = ok(client, f"{PREFIX}/{path.name}")
+    static = STATIC
+    assert (static / "views" / "gallery.js") in STATIC_FILES  # the view modules' folder is served too
+    for path in STATIC_FILES:
+        response = ok(client, f"{PREFIX}/{path.relative_to(static).as_posix()}")
         assert response.data == path.read_bytes()
     assert ok(client, f"{PREFIX}/index.js").headers["Content-Type"].startswith("text/javascript")
     html = ok(client, f"{PREFIX}/index.html")
     assert "script-src" in html.headers["Content-Security-Policy"]
     text = html.get_data(as_text=True)
     assert text.count("<script") == text.count('<script type="module" src=')  # no inline script
-    for path in static.glob("*.js"):
+    for path in static.rglob("*.js"):
         source = path.read_text()
         for forbidden in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
             assert forbidden not in source, (path.name, forbidden)
@@ -479,6 +484,88 @@ def test_run_must_be_one_the_plugin_found(client, logdir, run):
 )
 def test_only_known_static_files_are_served(client, path):
     assert client.get(path).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/views/../plugin.py", "/views/%2e%2e/plugin.py", "/views/..%2fplugin.py", "/views/..%2f..%2fplugin.py",
+        "/views/../../data.py", "/views/", "/views", "/views/index.js/../../plugin.py", "/views/gallery.js%00.py",
+        "/views/GALLERY.JS", "/views/gallery.js.bak", "/static/views/gallery.js", "/views//gallery.js",
+        "/views/../views/../../../etc/passwd", "/views%2f..%2fplugin.py",
+    ],
+)
+def test_the_views_folder_serves_its_modules_and_nothing_above_it(client, path):
+    assert ok(client, f"{PREFIX}/views/gallery.js").data == (STATIC / "views" / "gallery.js").read_bytes()
+    assert client.get(PREFIX + path).status_code == 404, path
+
+
+def test_package_data_ships_every_static_file():
+    # A view module in a folder that pyproject's package-data misses would work in a checkout and
+    # be absent from the wheel.
+    import tomllib
+
+    pyproject = tomllib.loads((STATIC.parents[1] / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["lrp_lightning.tb_plugin"]
+    shipped = {path for pattern in patterns for path in STATIC.parent.glob(pattern)}
+    assert set(STATIC_FILES) <= shipped, sorted(str(p.relative_to(STATIC)) for p in set(STATIC_FILES) - shipped)
+
+
+def test_every_route_is_registered_once_and_listed_in_the_module_docstring(served):
+    from lrp_lightning.tb_plugin import plugin as plugin_module
+
+    _, plugin = served
+    apps = plugin.get_plugin_apps()
+    routes = [path for path in apps if "." not in path]
+    assert routes == ["/runs", "/run", "/samples", "/input", "/heatmap", "/timeline", "/analysis", "/embedding",
+                      "/clusters", "/prototype", "/lineage"]
+    table = re.findall(r"^``(/[a-z_]+)``", plugin_module.__doc__, flags=re.M)
+    assert table == routes
+    assert sorted(path for path in apps if "." in path) == sorted(
+        "/" + path.relative_to(STATIC).as_posix() for path in STATIC_FILES
+    )
+
+
+def test_a_route_is_one_decorated_method_with_validation_and_errors(tmp_path):
+    from tensorboard import errors
+
+    from lrp_lightning.tb_plugin import plugin as plugin_module
+
+    with pytest.raises(ValueError, match="response must be one of"):
+        plugin_module.route("/findings", "xml")
+    with pytest.raises(ValueError, match="taken"):
+        plugin_module.route("/runs", "json")
+
+    class WithEcho(plugin_module.LRPPlugin):
+        @plugin_module.route("/echo_test", "json")
+        def _serve_echo(self, request):
+            run = self._run(request)
+            return {"run": run, "n": plugin_module._integer(request, "n", 0, 9)}
+
+    try:
+        build_run(tmp_path / "a", epochs=1, samples=6, analysed=[])
+        plugin = WithEcho(_context(tmp_path))
+        assert plugin.index.wait_ready(10)
+        app = plugin.get_plugin_apps()["/echo_test"]
+        from werkzeug.test import EnvironBuilder
+
+        def call(query):
+            environ = EnvironBuilder(path="/echo_test", query_string=query).get_environ()
+            return app(environ, lambda *args: None)
+
+        assert json.loads(b"".join(call("run=a&n=3"))) == {"run": "a", "n": 3}
+        with pytest.raises(errors.InvalidArgumentError, match="parameter 'n' must be in"):
+            call("run=a&n=10")
+        with pytest.raises(errors.NotFoundError, match="no run 'b'"):
+            call("run=b&n=1")
+    finally:
+        plugin_module._ROUTES.pop("/echo_test", None)
+
+
+def _context(logdir):
+    from tensorboard.plugins import base_plugin
+
+    return base_plugin.TBContext(logdir=str(logdir))
 
 
 ALL = {"run": GOOD, "epoch": 0, "category": "all"}

@@ -1,0 +1,192 @@
+// The tab's toolbar: run, epoch (slider and play), category, embedding, clustering, colours and the
+// share link. Its choices are the shared state that every view reads (app.state).
+
+import { field, h, select, setOptions } from "./dom.js";
+import { META_PREFIX } from "./format.js";
+import { pick, shareLink } from "./state.js";
+
+export const COLOR_BY = [
+  { value: "cluster", label: "cluster" },
+  { value: "label", label: "label" },
+  { value: "prediction", label: "prediction" },
+  { value: "correct", label: "correctness" },
+];
+const PLAY_INTERVAL_MS = 900;
+
+export class Toolbar {
+  constructor(app) {
+    this.app = app;
+    this.player = null;
+    const s = app.state;
+    const update = (changes, topic) => app.update(changes, topic);
+    this.controls = {
+      run: select([], null, { id: "run", onchange: (event) => app.setRun(event.target.value) }),
+      epoch: h("input", { id: "epoch", type: "range", min: 0, max: 0, step: 1, value: 0,
+        "aria-label": "epoch", oninput: (event) => app.setEpochIndex(Number(event.target.value)) }),
+      play: h("button", { id: "play", type: "button", text: "▶ Play", title: "play through the epochs",
+        onclick: () => this.togglePlay() }),
+      epochLabel: h("output", { id: "epoch-label", class: "epoch-label", "aria-live": "polite" }),
+      category: select([], s.cat, { id: "category", onchange: (event) => update({ cat: event.target.value }, "points") }),
+      embedding: select([], s.emb, { id: "embedding", onchange: (event) => update({ emb: event.target.value }, "points") }),
+      ex: select([], s.ex, { id: "dim-x", onchange: (event) => update({ ex: Number(event.target.value) }, "points") }),
+      ey: select([], s.ey, { id: "dim-y", onchange: (event) => update({ ey: Number(event.target.value) }, "points") }),
+      clustering: select([], s.clu, { id: "clustering", onchange: (event) => update({ clu: event.target.value, selc: new Set() }, "points") }),
+      color: select(COLOR_BY, s.color, { id: "color-by", onchange: (event) => update({ color: event.target.value }, "colors") }),
+      cmap: select([], s.cmap, { id: "cmap", onchange: (event) => update({ cmap: event.target.value }, "images") }),
+      share: h("button", { id: "share", type: "button", text: "Copy link", title: "copy a link to this view",
+        onclick: () => this.share() }),
+    };
+    const c = this.controls;
+    this.dims = h("span", { class: "dims hidden" }, field("x", c.ex), field("y", c.ey));
+    this.element = h("header", { class: "toolbar" },
+      field("Run", c.run),
+      h("div", { class: "field epoch-field" }, h("span", { class: "field-label", text: "Epoch" }), c.epoch, c.play, c.epochLabel),
+      field("Category", c.category),
+      field("Embedding", c.embedding), this.dims,
+      field("Clustering", c.clustering),
+      field("Colour by", c.color),
+      field("Colour map", c.cmap),
+      c.share);
+  }
+
+  get playing() {
+    return this.player !== null;
+  }
+
+  renderRuns(runs) {
+    setOptions(this.controls.run, runs.map((run) => ({
+      value: run.run, label: run.error ? `${run.run} (unreadable)` : `${run.run} (${run.epochs} epochs)`, disabled: !!run.error })),
+    this.app.state.run);
+  }
+
+  /** A run was opened: its name, its colour maps and its epochs. */
+  showRun(info) {
+    const s = this.app.state;
+    this.controls.run.value = s.run;
+    setOptions(this.controls.cmap, info.colormaps.map((name) => ({ value: name })),
+      info.colormaps.includes(s.cmap) ? s.cmap : info.default_cmap);
+    s.cmap = this.controls.cmap.value;
+    this.renderEpochSlider();
+  }
+
+  renderEpochSlider() {
+    const epochs = this.app.info.epochs;
+    const slider = this.controls.epoch;
+    slider.max = String(Math.max(0, epochs.length - 1));
+    slider.disabled = epochs.length < 2;
+    this.controls.play.disabled = epochs.length < 2;
+    const index = this.app.epochIndex();
+    if (index >= 0) slider.value = String(index);
+    this.renderEpochLabel();
+  }
+
+  /** The epoch at `index` is being opened. */
+  showEpoch(index) {
+    this.controls.epoch.value = String(index);
+    this.renderEpochLabel();
+  }
+
+  renderEpochLabel() {
+    const epochs = this.app.info.epochs;
+    const index = this.app.epochIndex();
+    const entry = epochs[index];
+    this.controls.epochLabel.textContent = entry
+      ? `epoch ${entry.epoch} · step ${entry.global_step} · ${index + 1}/${epochs.length}`
+      : "no epoch";
+    this.controls.epoch.setAttribute("aria-valuetext", entry ? `epoch ${entry.epoch}` : "no epoch");
+  }
+
+  categories() {
+    const app = this.app;
+    if (app.analysis) {
+      return app.analysis.categories.map((c) => ({
+        value: c.category,
+        label: c.category === "all" ? "all samples" : (c.class_name || c.category) + (c.status === "ok" ? "" : " (not analysed)"),
+        disabled: c.status !== "ok",
+      }));
+    }
+    const names = app.info.class_names || [];
+    const labels = app.samples ? [...new Set(Array.from(app.samples.columns.label))].sort((a, b) => a - b) : [];
+    const classes = names.length ? names.map((_, i) => i) : labels;
+    return [{ value: "all", label: "all samples" }, ...classes.map((i) => ({ value: `class_${i}`, label: app.className(i) }))];
+  }
+
+  /** The category, embedding and clustering choices of this epoch's analysis; keeps the state valid. */
+  renderSelectors() {
+    const app = this.app;
+    const s = app.state;
+    const c = this.controls;
+    const categories = this.categories();
+    const usable = categories.filter((option) => !option.disabled);
+    if (!usable.some((option) => option.value === s.cat)) s.cat = usable.length ? usable[0].value : "all";
+    setOptions(c.category, categories, s.cat);
+    const analysed = !!app.analysis;
+    const colorOptions = [...COLOR_BY, ...app.metadataColumns().filter((m) => m.categories)
+      .map((m) => ({ value: META_PREFIX + m.name, label: `${m.name} (metadata)` }))];
+    s.color = pick(s.color, colorOptions, "cluster");
+    setOptions(c.color, colorOptions, s.color);
+    for (const control of [c.embedding, c.clustering, c.color]) control.disabled = !analysed;
+    if (!analysed) {
+      setOptions(c.embedding, [{ value: "", label: "–" }], "");
+      setOptions(c.clustering, [{ value: "", label: "–" }], "");
+      this.dims.classList.add("hidden");
+      return;
+    }
+    const embeddings = app.analysis.embeddings.map((name) => ({ value: name, label: name === "spectral" ? "spectral" : name.toUpperCase() }));
+    if (!embeddings.some((e) => e.value === s.emb)) s.emb = embeddings.length ? embeddings[0].value : null;
+    setOptions(c.embedding, embeddings, s.emb);
+    const info = app.categoryInfo();
+    const dims = info ? info.spectral_dims : 0;
+    const dimOptions = Array.from({ length: dims }, (_, i) => ({ value: i, label: `λ${i + 1}` }));
+    if (s.ex >= dims) s.ex = Math.min(1, Math.max(0, dims - 1));
+    if (s.ey >= dims) s.ey = Math.min(2, Math.max(0, dims - 1));
+    setOptions(c.ex, dimOptions, s.ex);
+    setOptions(c.ey, dimOptions, s.ey);
+    this.dims.classList.toggle("hidden", s.emb !== "spectral");
+    const clusterings = info ? info.clusterings : [];
+    if (!clusterings.includes(s.clu)) {
+      s.clu = info && clusterings.includes(info.selected_clustering) ? info.selected_clustering : clusterings[0] ?? null;
+    }
+    setOptions(c.clustering, clusterings.length ? clusterings.map((name) => ({ value: name })) : [{ value: "", label: "–" }], s.clu ?? "");
+    c.clustering.disabled = !clusterings.length;
+  }
+
+  async share() {
+    this.app.saveState();
+    const link = shareLink();
+    try {
+      await navigator.clipboard.writeText(link);
+      this.app.setStatus("Link to this view copied.", "info");
+    } catch (error) {
+      this.app.setStatus(`Link to this view: ${link}`, "info");
+    }
+  }
+
+  togglePlay() {
+    const app = this.app;
+    if (this.player) {
+      this.stopPlay();
+      return;
+    }
+    this.controls.play.textContent = "⏸ Pause";
+    this.controls.play.setAttribute("aria-pressed", "true");
+    const step = async () => {
+      const next = app.epochIndex() + 1;
+      if (next >= app.info.epochs.length) {
+        this.stopPlay();
+        return;
+      }
+      await app.setEpochIndex(next);
+      if (this.player) this.player = setTimeout(step, PLAY_INTERVAL_MS);
+    };
+    if (app.epochIndex() === app.info.epochs.length - 1) app.setEpochIndex(0);
+    this.player = setTimeout(step, PLAY_INTERVAL_MS);
+  }
+
+  stopPlay() {
+    if (this.player) clearTimeout(this.player);
+    this.player = null;
+    this.controls.play.textContent = "▶ Play";
+    this.controls.play.setAttribute("aria-pressed", "false");
+  }
+}
