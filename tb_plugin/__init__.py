@@ -12,5 +12,6 @@ loader      entry point: ``LRPPluginLoader``
 plugin      ``LRPPlugin``: thin WSGI routes that validate their arguments
 discovery   ``RunIndex``: runs below the logdir, scanned in a background thread
 data        ``PluginData``: cached reads through ``RunStore``, PNG rendering, binary encoding
-static/     the frontend: an ES module (``index.js`` and its imports), ``style.css``, ``index.html``
+static/     the frontend: ES modules (``index.js`` and its imports; the shell ``app.js``, one module per
+            view in ``views/``, listed in ``views/index.js``), ``style.css``, ``index.html``
 """

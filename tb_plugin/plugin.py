@@ -143,17 +143,14 @@ _RESPONSES: dict[str, Callable[[wrappers.Request, Any], wrappers.Response]] = {
 }
 """How a route's value becomes a response: JSON, a PNG (cacheable), binary columns (a ``Payload``)."""
 
-_ROUTES: dict[str, str] = {}
-"""Route path -> name of the :class:`LRPPlugin` method that serves it; filled by :func:`route`."""
-
-
 def route(path: str, response: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a method of :class:`LRPPlugin` as the GET route ``path`` below ``/data/plugin/lrp``.
 
     The method takes the request, validates its arguments with the module's parsers (``_text``,
     ``_integer``, ``_choice``, ``_name``, ``LRPPlugin._run`` ...) and returns the value to send; the
     route turns it into a response and turns the data layer's errors into TensorBoard's 404 and 400.
-    Adding a route is this one decorated method (and a row in the module docstring's table).
+    Adding a route is this one decorated method (and a row in the module docstring's table);
+    :meth:`LRPPlugin.routes` finds it, a subclass's routes included.
 
     Parameters
     ----------
@@ -165,8 +162,8 @@ def route(path: str, response: str) -> Callable[[Callable[..., Any]], Callable[.
     """
     if response not in _RESPONSES:
         raise ValueError(f"route {path!r}: response must be one of {sorted(_RESPONSES)}, got {response!r}")
-    if not re.fullmatch(r"/[a-z][a-z0-9_]*", path) or path in _ROUTES:
-        raise ValueError(f"route {path!r} must be '/' and a new lower-case name; taken: {sorted(_ROUTES)}")
+    if not re.fullmatch(r"/[a-z][a-z0-9_]*", path):
+        raise ValueError(f"route {path!r} must be '/' and a lower-case name of letters, digits and '_'")
     respond = _RESPONSES[response]
 
     def register(handler: Callable[[LRPPlugin, wrappers.Request], Any]) -> Callable[..., Any]:
@@ -184,7 +181,7 @@ def route(path: str, response: str) -> Callable[[Callable[..., Any]], Callable[.
 
         serve.__name__ = handler.__name__
         serve.__doc__ = handler.__doc__
-        _ROUTES[path] = handler.__name__
+        serve.lrp_route = path  # found by LRPPlugin.routes
         return serve
 
     return register
@@ -220,8 +217,30 @@ class LRPPlugin(base_plugin.TBPlugin):
 
     # ------------------------------------------------------------------------------ TBPlugin
 
+    @classmethod
+    def routes(cls) -> dict[str, str]:
+        """Route path -> name of the method that serves it: the methods decorated with :func:`route`.
+
+        Raises
+        ------
+        ValueError
+            If two methods of one class claim the same path (a subclass may override a path).
+        """
+        routes: dict[str, str] = {}
+        for klass in reversed(cls.__mro__):
+            own: dict[str, str] = {}
+            for name, value in vars(klass).items():
+                path = getattr(value, "lrp_route", None)
+                if path is None:
+                    continue
+                if path in own:
+                    raise ValueError(f"{klass.__name__}.{name} and .{own[path]} both serve {path!r}; rename one")
+                own[path] = name
+            routes.update(own)
+        return routes
+
     def get_plugin_apps(self) -> dict[str, Callable[..., Any]]:
-        apps: dict[str, Callable[..., Any]] = {path: getattr(self, name) for path, name in _ROUTES.items()}
+        apps: dict[str, Callable[..., Any]] = {path: getattr(self, name) for path, name in self.routes().items()}
         for path in static_files():
             apps["/" + path.relative_to(STATIC_DIR).as_posix()] = self._static_app(path)
         return apps

@@ -528,38 +528,48 @@ def test_every_route_is_registered_once_and_listed_in_the_module_docstring(serve
 
 def test_a_route_is_one_decorated_method_with_validation_and_errors(tmp_path):
     from tensorboard import errors
+    from werkzeug.test import EnvironBuilder
 
     from lrp_lightning.tb_plugin import plugin as plugin_module
 
     with pytest.raises(ValueError, match="response must be one of"):
         plugin_module.route("/findings", "xml")
-    with pytest.raises(ValueError, match="taken"):
-        plugin_module.route("/runs", "json")
+    with pytest.raises(ValueError, match="lower-case name"):
+        plugin_module.route("/index.js", "json")
 
     class WithEcho(plugin_module.LRPPlugin):
-        @plugin_module.route("/echo_test", "json")
+        @plugin_module.route("/echo", "json")
         def _serve_echo(self, request):
             run = self._run(request)
             return {"run": run, "n": plugin_module._integer(request, "n", 0, 9)}
 
-    try:
-        build_run(tmp_path / "a", epochs=1, samples=6, analysed=[])
-        plugin = WithEcho(_context(tmp_path))
-        assert plugin.index.wait_ready(10)
-        app = plugin.get_plugin_apps()["/echo_test"]
-        from werkzeug.test import EnvironBuilder
+    build_run(tmp_path / "a", epochs=1, samples=6, analysed=[])
+    plugin = WithEcho(_context(tmp_path))
+    assert plugin.index.wait_ready(10)
+    apps = plugin.get_plugin_apps()
+    assert list(WithEcho.routes())[-1] == "/echo" and "/echo" not in plugin_module.LRPPlugin.routes()
 
-        def call(query):
-            environ = EnvironBuilder(path="/echo_test", query_string=query).get_environ()
-            return app(environ, lambda *args: None)
+    def call(query):
+        environ = EnvironBuilder(path="/echo", query_string=query).get_environ()
+        return b"".join(apps["/echo"](environ, lambda *args: None))
 
-        assert json.loads(b"".join(call("run=a&n=3"))) == {"run": "a", "n": 3}
-        with pytest.raises(errors.InvalidArgumentError, match="parameter 'n' must be in"):
-            call("run=a&n=10")
-        with pytest.raises(errors.NotFoundError, match="no run 'b'"):
-            call("run=b&n=1")
-    finally:
-        plugin_module._ROUTES.pop("/echo_test", None)
+    assert json.loads(call("run=a&n=3")) == {"run": "a", "n": 3}
+    with pytest.raises(errors.InvalidArgumentError, match="parameter 'n' must be in"):
+        call("run=a&n=10")
+    with pytest.raises(errors.NotFoundError, match="no run 'b'"):
+        call("run=b&n=1")
+
+    class Twice(plugin_module.LRPPlugin):
+        @plugin_module.route("/echo", "json")
+        def _one(self, request):
+            return 1
+
+        @plugin_module.route("/echo", "json")
+        def _two(self, request):
+            return 2
+
+    with pytest.raises(ValueError, match="both serve '/echo'"):
+        Twice.routes()
 
 
 def _context(logdir):
