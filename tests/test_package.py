@@ -1,9 +1,23 @@
+"""Packaging: the package layout, the version in one place, every imported package declared."""
+
+import ast
 import importlib
+import re
+import sys
+from importlib.metadata import packages_distributions, version
 from pathlib import Path
 
 import lrp_lightning
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
 ROOT = Path(__file__).resolve().parents[1]
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+# The folders that the wheel ships as lrp_lightning, lrp_lightning.callbacks and lrp_lightning.tb_plugin.
+SOURCE_DIRS = ("lrp_lightning", "callbacks", "tb_plugin")
 
 
 def test_subpackages_map_to_top_level_folders():
@@ -13,6 +27,82 @@ def test_subpackages_map_to_top_level_folders():
     assert Path(plugin.__file__).resolve().parent == ROOT / "tb_plugin"
 
 
-def test_version_matches_pyproject():
-    text = (ROOT / "pyproject.toml").read_text()
-    assert f'version = "{lrp_lightning.__version__}"' in text
+# ------------------------------------------------------------------------------------------ version
+
+
+def test_version_is_written_once_in_the_package():
+    project = PYPROJECT["project"]
+    assert "version" not in project, "pyproject.toml repeats the version; it comes from lrp_lightning.__version__"
+    assert "version" in project["dynamic"]
+    assert PYPROJECT["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "lrp_lightning.__version__"}
+    assert re.fullmatch(r"\d+\.\d+\.\d+(?:(?:a|b|rc|\.dev)\d+)?", lrp_lightning.__version__)
+    literal = re.compile(r"""["']""" + re.escape(lrp_lightning.__version__) + r"""["']""")
+    holders = [
+        path.relative_to(ROOT).as_posix()
+        for folder in (*SOURCE_DIRS, "tests", "examples", "benchmarks")
+        for path in (ROOT / folder).rglob("*.py")
+        if literal.search(path.read_text())
+    ]
+    holders += ["pyproject.toml"] if literal.search((ROOT / "pyproject.toml").read_text()) else []
+    assert holders == ["lrp_lightning/__init__.py"]
+
+
+def test_installed_metadata_carries_the_package_version():
+    # The editable install's metadata was built from [tool.setuptools.dynamic]; a stale install differs.
+    assert version("lrp-lightning") == lrp_lightning.__version__
+
+
+def test_license_is_an_spdx_expression_with_its_file():
+    assert PYPROJECT["project"]["license"] == "MIT"
+    assert PYPROJECT["project"]["license-files"] == ["LICENSE"]
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+    # PEP 639's string form needs setuptools 77; an older backend rejects or misreads it.
+    assert "setuptools>=77" in PYPROJECT["build-system"]["requires"]
+
+
+# ------------------------------------------------------------------------------------------ dependencies
+
+
+def _requirement_name(requirement: str) -> str:
+    """``"scikit-learn>=1.3"`` -> ``"scikit-learn"``; names normalised as in PEP 503."""
+    name = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", requirement).group(0)
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _third_party_imports() -> dict[str, list[str]]:
+    """Top-level module -> files of the shipped sources that import it (deferred imports included)."""
+    local = {"lrp_lightning", *SOURCE_DIRS}
+    found: dict[str, list[str]] = {}
+    for folder in SOURCE_DIRS:
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+                if isinstance(node, ast.Import):
+                    modules = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    modules = [node.module]
+                else:
+                    continue
+                for module in modules:
+                    top = module.split(".")[0]
+                    if top not in sys.stdlib_module_names and top not in local and top != "__future__":
+                        found.setdefault(top, []).append(path.relative_to(ROOT).as_posix())
+    return found
+
+
+def test_import_scan_sees_the_known_imports():
+    # Guards the scanner itself: these are imported at module level, in functions and under try.
+    imports = _third_party_imports()
+    assert {"torch", "numpy", "pyarrow", "scipy", "werkzeug", "google", "pynndescent", "tomli"} <= set(imports)
+    assert "json" not in imports and "lrp_lightning" not in imports
+
+
+def test_every_imported_package_is_declared():
+    declared = {_requirement_name(requirement) for requirement in PYPROJECT["project"]["dependencies"]}
+    distributions = packages_distributions()
+    undeclared = {}
+    for module, files in _third_party_imports().items():
+        # A module that is not installed here (tomli on Python >= 3.11) is its own distribution's name.
+        candidates = {_requirement_name(name) for name in distributions.get(module, [module])}
+        if not candidates & declared:
+            undeclared[module] = (sorted(candidates), sorted(set(files)))
+    assert not undeclared, f"imported but not in [project] dependencies of pyproject.toml: {undeclared}"
