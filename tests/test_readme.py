@@ -18,6 +18,7 @@ the run that ``make demo`` writes. A line ``print(expr)  # literal`` also checks
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
 import os
 import re
@@ -243,3 +244,89 @@ def _run_blocks(workdir: Path, report: Path) -> None:
 
 if __name__ == "__main__":
     _run_blocks(Path(sys.argv[1]), Path(sys.argv[2]))
+
+
+# ------------------------------------------------------------------------------------------ demo output
+
+
+def _output_script():
+    spec = importlib.util.spec_from_file_location("update_readme_output", ROOT / "scripts" / "update_readme_output.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _document(body: str, start: str, end: str) -> str:
+    return f"# Title\n\nIt prints:\n\n{start}\n{body}{end}\n\n- after\n"
+
+
+def test_demo_output_block_is_replaced_between_the_markers():
+    script = _output_script()
+    text = _document("```\nold line\n```\n", script.START, script.END)
+    updated = script.replace_block(text, "\nfirst line   \n  indented\n\n")
+    assert updated == _document("```\nfirst line\n  indented\n```\n", script.START, script.END)
+    assert script.replace_block(updated, "first line\n  indented\n") == updated  # a second run changes nothing
+    # Markers may sit between an unfenced placeholder too (the first time).
+    assert script.replace_block(_document("", script.START, script.END), "x") == _document(
+        "```\nx\n```\n", script.START, script.END
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "output", "message"),
+    [
+        ("missing-start", "x", "exactly once, found 0"),
+        ("twice", "x", "exactly once, found 2"),
+        ("reversed", "x", "comes before"),
+        ("ok", "```\nx", "code fence"),
+        ("ok", " \n\n", "empty"),
+    ],
+)
+def test_demo_output_block_refuses_bad_markers_and_output(body, output, message):
+    script = _output_script()
+    text = {
+        "missing-start": f"a\n```\nx\n```\n{script.END}\n",
+        "twice": _document("", script.START, script.END) + f"{script.START}\n",
+        "reversed": f"{script.END}\n```\nx\n```\n{script.START}\n",
+        "ok": _document("```\nx\n```\n", script.START, script.END),
+    }[body]
+    with pytest.raises(ValueError, match=message):
+        script.replace_block(text, output)
+
+
+def test_readme_demo_block_sits_between_the_markers():
+    script = _output_script()
+    text = README.read_text()
+    lines = text.splitlines()
+    first, last = lines.index(script.START), lines.index(script.END)
+    assert lines[first + 1] == "```" and lines[last - 1] == "```" and last - first > 3
+    current = "\n".join(lines[first + 2 : last - 1])
+    assert script.replace_block(text, current) == text  # the script would leave it as it is
+
+
+def test_update_script_runs_the_demo_in_a_fresh_directory_and_rewrites(tmp_path, monkeypatch, capsys):
+    script = _output_script()
+    demo = tmp_path / "demo.py"
+    # A stand-in demo: prints its arguments and whether its working directory started empty.
+    demo.write_text(
+        "import os, sys\n"
+        "print('args:', ' '.join(sys.argv[1:]))\n"
+        "print('fresh directory:', os.listdir('.') == [])\n"
+        "sys.exit(int(os.environ.get('DEMO_EXIT', '0')))\n"
+    )
+    monkeypatch.setattr(script, "DEMO", demo)
+    readme = tmp_path / "README.md"
+    original = _document("```\nold\n```\n", script.START, script.END)
+    readme.write_text(original)
+
+    assert script.main(["--readme", str(readme), "--demo-args", "--fast", "--seed", "1"]) == 0
+    expected = "```\nargs: --out runs/clever_hans --fast --seed 1\nfresh directory: True\n```\n"
+    assert readme.read_text() == _document(expected, script.START, script.END)
+    assert script.main(["--readme", str(readme), "--from-file", str(tmp_path / "missing.txt")]) == 1
+    assert "missing.txt" in capsys.readouterr().err
+
+    readme.write_text(original)
+    monkeypatch.setenv("DEMO_EXIT", "1")
+    assert script.main(["--readme", str(readme)]) == 1
+    assert "the demo exited with 1; README.md was not changed" in capsys.readouterr().err
+    assert readme.read_text() == original
