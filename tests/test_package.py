@@ -4,7 +4,7 @@ import ast
 import importlib
 import re
 import sys
-from importlib.metadata import packages_distributions, version
+from importlib.metadata import distributions, packages_distributions, version
 from pathlib import Path
 
 import lrp_lightning
@@ -69,6 +69,24 @@ def _requirement_name(requirement: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+# Standard library on the newer Pythons that requires-python admits; older ones get a declared backport.
+STDLIB = set(sys.stdlib_module_names) | {"tomllib"}
+
+
+def _providers(module: str, known: dict[str, list[str]]) -> list[str]:
+    """Names of the installed distributions that provide top-level ``module`` (``[module]`` if none)."""
+    if module in known:
+        return known[module]
+    # Python 3.10's packages_distributions() reads only top_level.txt, which some wheels (scikit-learn,
+    # protobuf) lack; their RECORD lists the module's files.
+    found = [
+        distribution.metadata["Name"]
+        for distribution in distributions()
+        if re.search(rf"^{re.escape(module)}(/|\.py,)", distribution.read_text("RECORD") or "", re.MULTILINE)
+    ]
+    return found or [module]
+
+
 def _third_party_imports() -> dict[str, list[str]]:
     """Top-level module -> files of the shipped sources that import it (deferred imports included)."""
     local = {"lrp_lightning", *SOURCE_DIRS}
@@ -84,7 +102,7 @@ def _third_party_imports() -> dict[str, list[str]]:
                     continue
                 for module in modules:
                     top = module.split(".")[0]
-                    if top not in sys.stdlib_module_names and top not in local and top != "__future__":
+                    if top not in STDLIB and top not in local and top != "__future__":
                         found.setdefault(top, []).append(path.relative_to(ROOT).as_posix())
     return found
 
@@ -98,11 +116,11 @@ def test_import_scan_sees_the_known_imports():
 
 def test_every_imported_package_is_declared():
     declared = {_requirement_name(requirement) for requirement in PYPROJECT["project"]["dependencies"]}
-    distributions = packages_distributions()
+    known = packages_distributions()
     undeclared = {}
     for module, files in _third_party_imports().items():
         # A module that is not installed here (tomli on Python >= 3.11) is its own distribution's name.
-        candidates = {_requirement_name(name) for name in distributions.get(module, [module])}
+        candidates = {_requirement_name(name) for name in _providers(module, known)}
         if not candidates & declared:
             undeclared[module] = (sorted(candidates), sorted(set(files)))
     assert not undeclared, f"imported but not in [project] dependencies of pyproject.toml: {undeclared}"
