@@ -124,3 +124,28 @@ def test_every_imported_package_is_declared():
         if not candidates & declared:
             undeclared[module] = (sorted(candidates), sorted(set(files)))
     assert not undeclared, f"imported but not in [project] dependencies of pyproject.toml: {undeclared}"
+
+
+# ------------------------------------------------------------------------------------------ pre-commit
+
+
+def test_pre_commit_hooks_run_the_venv_ruff_check_and_format(tmp_path):
+    import shlex
+    import subprocess
+
+    import yaml
+
+    config = yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())
+    hooks = {hook["id"]: hook for repo in config["repos"] for hook in repo["hooks"]}
+    assert [repo["repo"] for repo in config["repos"]] == ["local"]  # nothing to download when they run
+    assert set(hooks) == {"ruff-check", "ruff-format"}
+    source = tmp_path / "bad.py"
+    source.write_text("import os\nx=1;y =2\n")
+    outcomes = {}
+    for name, hook in hooks.items():
+        program, *arguments = shlex.split(hook["entry"])
+        assert program == ".venv/bin/python" and hook["language"] == "system"  # the venv `make install` makes
+        done = subprocess.run([sys.executable, *arguments, str(source)], cwd=ROOT, capture_output=True, text=True)
+        outcomes[name] = (done.returncode, done.stdout + done.stderr)
+    assert outcomes["ruff-check"][0] == 1 and "F401" in outcomes["ruff-check"][1]  # `os` imported but unused
+    assert outcomes["ruff-format"][0] == 0 and source.read_text() == "import os\n\nx = 1\ny = 2\n"
