@@ -28,32 +28,31 @@ from lrp_lightning.core import Composite
 from lrp_lightning.metrics import ExplanationMetric
 from lrp_lightning.store import PROBE_FILE, SAMPLE_ID, THUMBNAIL, RunStore, make_probe_table
 
-from ._explain import (
+from ._batches import UnpackBatch, unpack
+from ._config import (
+    TargetSpec,
+    check_class_names,
+    check_heatmap_size,
+    check_int,
+    check_target,
+    jsonable,
+    qualified_name,
+    resolve_composite,
+    target_mode,
+)
+from ._explainer import (
     METRIC_PREFIX,
     NO_LABEL,
     STAT_FIELDS,
     BatchExplainer,
     Explained,
     ProbeMetrics,
-    TargetSpec,
-    UnpackBatch,
     as_stored,
-    check_class_names,
-    check_heatmap_size,
-    check_int,
-    check_target,
-    heatmap_grid,
-    jsonable,
-    qualified_name,
-    resolve_composite,
     scalars,
-    sync_errors,
-    target_mode,
-    thumbnail_png,
-    unpack,
-    untouched_training_state,
 )
+from ._pictures import heatmap_grid, thumbnail_png
 from ._probe import dataset_labels, select_probe
+from ._training_state import sync_errors, untouched_training_state
 
 log = logging.getLogger(__name__)
 

@@ -20,23 +20,20 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from lrp_lightning.core import Composite
 from lrp_lightning.store import PartWriter, RunStore, SchemaError, make_probe_table
 
-from ._explain import (
-    BatchExplainer,
-    Explained,
+from ._batches import UnpackBatch, unpack
+from ._config import (
     TargetSpec,
-    UnpackBatch,
     check_class_names,
     check_heatmap_size,
     check_int,
     check_target,
     qualified_name,
     resolve_composite,
-    sync_errors,
     target_mode,
-    thumbnail_png,
-    unpack,
-    untouched_training_state,
 )
+from ._explainer import BatchExplainer, Explained
+from ._pictures import thumbnail_png
+from ._training_state import sync_errors, untouched_training_state
 
 log = logging.getLogger(__name__)
 

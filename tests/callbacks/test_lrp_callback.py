@@ -23,7 +23,7 @@ from torch import nn
 import lrp_lightning
 from lrp_lightning import LRPCallback
 from lrp_lightning.attribution import explain
-from lrp_lightning.callbacks._explain import untouched_training_state
+from lrp_lightning.callbacks._training_state import untouched_training_state
 from lrp_lightning.core import MissingRuleError
 from lrp_lightning.store import RunStore
 
@@ -555,7 +555,7 @@ def test_package_import_stays_light():
 
 
 def test_a_rank_without_probe_samples_writes_an_empty_part(tmp_path):
-    from lrp_lightning.callbacks._explain import Explained
+    from lrp_lightning.callbacks._explainer import Explained
 
     store = RunStore.create(tmp_path, heatmap_shape=(4, 4))
     table = callback()._table(Explained.empty((4, 4)), 0, 3)
@@ -566,7 +566,7 @@ def test_a_rank_without_probe_samples_writes_an_empty_part(tmp_path):
 
 
 def test_callable_target_must_return_class_indices(tmp_path):
-    from lrp_lightning.callbacks._explain import BatchExplainer
+    from lrp_lightning.callbacks._explainer import BatchExplainer
 
     model = TinyNet()
     x, y = images(4)
