@@ -3,7 +3,7 @@
 * :func:`resolve_composite` builds the composite from a name, class or object (with its keyword
   arguments and canonizers) and describes it for the store's manifest.
 * :func:`check_target`, :func:`check_heatmap_size` and :func:`check_class_names` check the
-  arguments of the same names; their errors name the owning callback and what to pass instead.
+  arguments of the same names, in the message style of :mod:`lrp_lightning._validation`.
 * :func:`qualified_name` and :func:`jsonable` describe objects in the manifest the same way in
   every process (no memory addresses).
 """
@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
+from lrp_lightning._validation import InvalidArgumentError, argument_error, check_int_pair, check_type
 from lrp_lightning.composites import get_composite
 from lrp_lightning.core import Composite
 
@@ -51,16 +52,19 @@ def resolve_composite(
     composite: Any, canonizers: Any, composite_kwargs: Mapping[str, Any] | None, owner: str
 ) -> tuple[Composite, dict[str, Any], Any]:
     """Build the composite once; return it with its manifest description and the canonizer config."""
-    if composite_kwargs is not None and not isinstance(composite_kwargs, Mapping):
-        raise TypeError(
-            f"{owner}: composite_kwargs must be a dict of composite arguments, e.g. "
-            f"{{'low': 0.0, 'high': 1.0}}, not {type(composite_kwargs).__name__}"
-        )
+    check_type(
+        composite_kwargs,
+        "composite_kwargs",
+        owner,
+        Mapping,
+        "a dict of composite arguments",
+        note="e.g. {'low': 0.0, 'high': 1.0}",
+        allow_none=True,
+    )
     kwargs = dict(composite_kwargs or {})
     if not (canonizers is None or isinstance(canonizers, (str, list, tuple)) or hasattr(canonizers, "apply")):
-        raise TypeError(
-            f"{owner}: canonizers must be 'auto', None, or a list of canonizers or canonizer names, "
-            f"not {type(canonizers).__name__}"
+        raise argument_error(
+            owner, "canonizers", "'auto', None, or a list of canonizers or canonizer names", canonizers
         )
     if isinstance(composite, Composite):
         if kwargs:
@@ -77,9 +81,11 @@ def resolve_composite(
         name = composite.name or qualified_name(composite)
         return composite, {"name": name, "kwargs": {}}, jsonable(composite.canonizers)
     if not (isinstance(composite, str) or isinstance(composite, type) and issubclass(composite, Composite)):
-        raise TypeError(
-            f"{owner}: composite must be a registered name such as 'epsilon_gamma_box', a Composite class "
-            f"or a Composite object, not {type(composite).__name__}"
+        raise argument_error(
+            owner,
+            "composite",
+            "a registered name such as 'epsilon_gamma_box', a Composite class or a Composite object",
+            composite,
         )
     try:
         built = get_composite(composite, canonizers=canonizers, **kwargs)
@@ -99,9 +105,12 @@ def check_target(target: Any, owner: str) -> TargetSpec:
         return target
     if callable(target) and not isinstance(target, str):
         return target
-    raise ValueError(
-        f"{owner}: target must be 'label' (explain the true class), 'prediction' (the predicted class) or a "
-        f"callable (output, labels) -> class indices, not {target!r}"
+    raise argument_error(
+        owner,
+        "target",
+        "'label' (explain the true class), 'prediction' (the predicted class) or a callable "
+        "(output, labels) -> class indices",
+        target,
     )
 
 
@@ -112,29 +121,18 @@ def target_mode(target: TargetSpec) -> str:
 def check_heatmap_size(size: Any, owner: str) -> tuple[int, int] | None:
     if size is None:
         return None
-    values = (size, size) if isinstance(size, int) and not isinstance(size, bool) else size
+    values = (size, size) if isinstance(size, (int, np.integer)) and not isinstance(size, bool) else size
     try:
-        height, width = (int(v) for v in values)
-        valid = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values)
-    except (TypeError, ValueError):
-        valid = False
-    if not valid or min(height, width) < 1:
-        raise ValueError(
-            f"{owner}: heatmap_size must be None (the input's size), a positive int (square maps) or "
-            f"(height, width), not {size!r}"
-        )
-    return height, width
-
-
-def check_int(value: Any, name: str, owner: str, minimum: int, hint: str = "") -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{owner}: {name} must be an int >= {minimum}, not {value!r}{hint}")
-    return int(value)
+        return check_int_pair(values, "heatmap_size", owner, 1)
+    except InvalidArgumentError:
+        raise argument_error(
+            owner, "heatmap_size", "None (the input's size), an int >= 1 (square maps) or (height, width)", size
+        ) from None
 
 
 def check_class_names(class_names: Any, owner: str) -> list[str] | None:
     if class_names is None:
         return None
     if isinstance(class_names, str) or not isinstance(class_names, Sequence) or not class_names:
-        raise TypeError(f"{owner}: class_names must be a list of str, one per class, not {class_names!r}")
+        raise argument_error(owner, "class_names", "a list of str, one per class, or None", class_names)
     return [str(name) for name in class_names]

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lrp_lightning._validation import argument_error
 from lrp_lightning.attribution import Gradient
 from lrp_lightning.core import Composite, MissingRuleError
 from lrp_lightning.metrics import ExplanationMetric, check_requirements, get_metric
@@ -169,9 +170,12 @@ class ProbeMetrics:
         elif isinstance(metrics, (str, ExplanationMetric)) or isinstance(metrics, type):
             metrics = (metrics,)
         elif not isinstance(metrics, Iterable):
-            raise TypeError(
-                f"{owner}: metrics must be a list of metric names or ExplanationMetric objects (e.g. "
-                f"['sparseness', 'pixel_flipping']), not {type(metrics).__name__}"
+            raise argument_error(
+                owner,
+                "metrics",
+                "a list of metric names or ExplanationMetric objects, or None",
+                metrics,
+                note="e.g. ['sparseness', 'pixel_flipping']",
             )
         resolved: list[ExplanationMetric] = []
         for metric in metrics:

@@ -24,6 +24,7 @@ from torch.utils.data import IterableDataset
 from torch.utils.data._utils.collate import default_collate
 from tqdm import tqdm
 
+from lrp_lightning._validation import argument_error, check_bool, check_callable, check_int, check_path
 from lrp_lightning.core import Composite
 from lrp_lightning.metrics import ExplanationMetric
 from lrp_lightning.store import PROBE_FILE, SAMPLE_ID, THUMBNAIL, RunStore, make_probe_table
@@ -33,7 +34,6 @@ from ._config import (
     TargetSpec,
     check_class_names,
     check_heatmap_size,
-    check_int,
     check_target,
     jsonable,
     qualified_name,
@@ -75,9 +75,12 @@ def _load_analysis(config: Any) -> Callable[[RunStore, int], Any] | None:
     if config is False or config is None:
         return None
     if not (config is True or isinstance(config, Mapping) or hasattr(config, "get_config")):
-        raise TypeError(
-            f"{OWNER}: analyze must be False, True (the default analysis), a SpRAy pipeline or a dict of analysis "
-            f"settings like an `lrp-analyze --config` file, not {type(config).__name__}"
+        raise argument_error(
+            OWNER,
+            "analyze",
+            "False, True (the default analysis), a SpRAy pipeline or a dict of analysis settings like an "
+            "`lrp-analyze --config` file",
+            config,
         )
     try:
         analysis = importlib.import_module(ANALYSIS_MODULE)
@@ -346,16 +349,19 @@ class LRPCallback(Callback):
         probe_metadata: Mapping[str, Sequence[Any]] | Callable[[Any, list[int]], Mapping[str, Any]] | None = None,
     ) -> None:
         if probe_metadata is not None and not (isinstance(probe_metadata, Mapping) or callable(probe_metadata)):
-            raise TypeError(
-                f"{OWNER}: probe_metadata must be a mapping {{column: values by dataset index}} or a callable "
-                f"(dataset, sample_ids) -> {{column: values}}, not {type(probe_metadata).__name__}"
+            raise argument_error(
+                OWNER,
+                "probe_metadata",
+                "a mapping {column: values by dataset index}, a callable (dataset, sample_ids) -> "
+                "{column: values}, or None",
+                probe_metadata,
             )
         self.probe_metadata = probe_metadata
         self.num_samples = check_int(
-            num_samples, "num_samples", OWNER, 1, " (the number of validation samples to explain, e.g. 256)"
+            num_samples, "num_samples", OWNER, 1, note="the number of validation samples to explain, e.g. 256"
         )
-        self.every_n_epochs = check_int(every_n_epochs, "every_n_epochs", OWNER, 1, " (1 explains every epoch)")
-        self.log_images = check_int(log_images, "log_images", OWNER, 0, " (0 logs no images)")
+        self.every_n_epochs = check_int(every_n_epochs, "every_n_epochs", OWNER, 1, note="1 explains every epoch")
+        self.log_images = check_int(log_images, "log_images", OWNER, 0, note="0 logs no images")
         self.batch_size = check_int(batch_size, "batch_size", OWNER, 1)
         self.seed = check_int(seed, "seed", OWNER, 0)
         self.dataloader_idx = check_int(dataloader_idx, "dataloader_idx", OWNER, 0)
@@ -363,15 +369,11 @@ class LRPCallback(Callback):
         self.heatmap_size = check_heatmap_size(heatmap_size, OWNER)
         self.probe = _as_probe(probe)
         self.class_names = check_class_names(class_names, OWNER)
-        if dirpath is not None and not isinstance(dirpath, (str, os.PathLike)):
-            raise TypeError(f"{OWNER}: dirpath must be a path (str or os.PathLike) or None, not {dirpath!r}")
-        self.dirpath = dirpath
-        if unpack_batch is not None and not callable(unpack_batch):
-            raise TypeError(f"{OWNER}: unpack_batch must be a callable batch -> (inputs, labels), not {unpack_batch!r}")
-        self.unpack_batch = unpack_batch
-        if not isinstance(verbose, bool):
-            raise TypeError(f"{OWNER}: verbose must be True or False, not {verbose!r}")
-        self.verbose = verbose
+        self.dirpath = check_path(dirpath, "dirpath", OWNER, allow_none=True)
+        self.unpack_batch = check_callable(
+            unpack_batch, "unpack_batch", OWNER, "a callable batch -> (inputs, labels)", allow_none=True
+        )
+        self.verbose = check_bool(verbose, "verbose", OWNER)
         self.composite, self._composite_config, self._canonizer_config = resolve_composite(
             composite, canonizers, composite_kwargs, OWNER
         )

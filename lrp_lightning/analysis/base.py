@@ -19,6 +19,10 @@ from typing import Any
 
 import numpy as np
 
+# The analysis steps check their parameters with the package's one validation module; the names stay
+# importable from here for code written against earlier versions.
+from .._validation import check_choice, check_float, check_int, check_random_state  # noqa: F401
+
 __all__ = ["AnalysisError", "Step", "cache_key", "fingerprint", "library_versions"]
 
 _VERSIONED_DISTRIBUTIONS = ("lrp-lightning", "numpy", "scipy", "scikit-learn", "umap-learn", "pynndescent")
@@ -165,38 +169,4 @@ def _jsonable(value: Any) -> Any:
         return [_jsonable(v) for v in value]
     if isinstance(value, np.generic):
         return value.item()
-    return value
-
-
-def check_choice(value: Any, name: str, choices: tuple[str, ...], owner: str) -> str:
-    """Validate a string option; the error names the valid choices."""
-    if value not in choices:
-        raise ValueError(f"{owner}: {name} must be one of {list(choices)}, got {value!r}")
-    return value
-
-
-def check_int(value: Any, name: str, owner: str, minimum: int = 0) -> int:
-    """Validate an integer parameter (bool is refused)."""
-    if isinstance(value, np.integer):
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{owner}: {name} must be an int >= {minimum}, got {value!r}")
-    return value
-
-
-def check_float(value: Any, name: str, owner: str, low: float = -np.inf, high: float = np.inf) -> float:
-    """Validate a float parameter inside ``[low, high]``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not low <= value <= high:
-        raise ValueError(f"{owner}: {name} must be a number in [{low}, {high}], got {value!r}")
-    return float(value)
-
-
-def check_random_state(value: Any, owner: str) -> int:
-    """Random states are explicit ints, so results are reproducible and enter the cache key."""
-    if isinstance(value, np.integer):
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(
-            f"{owner}: random_state must be a non-negative int (results must be reproducible), got {value!r}"
-        )
     return value

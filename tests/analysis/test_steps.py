@@ -65,10 +65,13 @@ def test_preprocess_sign_pool_and_normalisation():
 
 
 def test_preprocess_rejects_bad_parameters_by_name():
-    with pytest.raises(ValueError, match="sign must be one of"):
+    with pytest.raises(ValueError, match=r"Preprocess: sign must be one of \['signed', .*\], got 'abs'"):
         Preprocess(sign="abs")
-    with pytest.raises(ValueError, match="pool_size"):
+    with pytest.raises(ValueError, match=r"pool_size must be \(height, width\), two ints >= 1, got tuple \(32,\)"):
         Preprocess(pool_size=(32,))
+    with pytest.raises(ValueError, match=r"got tuple \(32, 0\)"):
+        Preprocess(pool_size=(32, 0))
+    assert Preprocess(pool_size=[np.int64(8), 4]).pool_size == (8, 4)
 
 
 def test_exact_neighbors_match_brute_force():
@@ -177,7 +180,8 @@ def test_steps_follow_estimator_conventions():
     assert changed != step and step == Clusterings(k_range=(3, 4), methods=("kmeans",), random_state=2)
     with pytest.raises(ValueError, match=r"no parameter\(s\) \['seed'\]"):
         step.set_params(seed=1)
-    with pytest.raises(ValueError, match="random_state must be a non-negative int"):
+    reproducible = r"Embeddings: random_state must be an int >= 0 \(results must be reproducible\), got None"
+    with pytest.raises(ValueError, match=reproducible):
         Embeddings(random_state=None)
     assert isinstance(step, Step) and "Clusterings(k_range=(3, 4)" in repr(step)
 
