@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
+from lrp_lightning._json import to_json
 from lrp_lightning._validation import InvalidArgumentError, argument_error, check_int_pair, check_type
 from lrp_lightning.composites import get_composite
 from lrp_lightning.core import Composite
@@ -31,21 +32,13 @@ def qualified_name(obj: Any) -> str:
 
 
 def jsonable(value: Any) -> Any:
-    """A JSON value describing ``value`` that is the same in every process (no memory addresses)."""
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, float):
-        return value if np.isfinite(value) else str(value)
-    if isinstance(value, np.generic):
-        return jsonable(value.item())
-    if isinstance(value, (Tensor, np.ndarray)):
-        array = value.detach().cpu().numpy() if isinstance(value, Tensor) else value
-        return jsonable(array.tolist()) if array.size <= 16 else f"array{list(array.shape)}"
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    return qualified_name(value)
+    """A JSON value describing ``value`` that is the same in every process (no memory addresses).
+
+    The manifest's rules for :func:`~lrp_lightning._json.to_json`: non-finite floats as text, arrays
+    of more than 16 elements as their shape, and objects (canonizers, callables) as their class's
+    qualified name.
+    """
+    return to_json(value, nonfinite="text", default=qualified_name, max_array_size=16)
 
 
 def resolve_composite(

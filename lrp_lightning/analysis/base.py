@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from .._json import to_json
+
 # The analysis steps check their parameters with the package's one validation module; the names stay
 # importable from here for code written against earlier versions.
 from .._validation import check_choice, check_float, check_int, check_random_state  # noqa: F401
@@ -146,7 +148,7 @@ class Step:
 
     def get_config(self) -> dict[str, Any]:
         """Return ``{"step": class name, "params": {...}}``, JSON-able, as entered into cache keys."""
-        params = {name: _jsonable(value) for name, value in self.get_params().items()}
+        params = {name: to_json(value) for name, value in self.get_params().items()}
         return {"step": type(self).__name__, "params": params}
 
     def cache_key(self, input_key: str) -> str:
@@ -162,11 +164,3 @@ class Step:
 
     def __hash__(self) -> int:
         return hash(cache_key(self))
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
