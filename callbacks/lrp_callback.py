@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
-import importlib
 import logging
 import os
 import time
@@ -59,7 +58,6 @@ log = logging.getLogger(__name__)
 OWNER = "LRPCallback"
 THUMBNAIL_SIZE = 128
 """Longest side, in pixels, of the input thumbnails stored in probe.parquet."""
-ANALYSIS_MODULE = "lrp_lightning.analysis"
 DEFAULT_METRICS = ("sparseness", "entropy", "conservation", "stability")
 """Metrics computed by default: cheap (no forward passes), no masks needed."""
 _STATE_VERSION = 1
@@ -82,34 +80,23 @@ def _load_analysis(config: Any) -> Callable[[RunStore, int], Any] | None:
             "`lrp-analyze --config` file",
             config,
         )
-    try:
-        analysis = importlib.import_module(ANALYSIS_MODULE)
-    except ImportError as exc:
-        raise ImportError(
-            f"{OWNER}: analyze=... runs the SpRAy analysis of {ANALYSIS_MODULE}, which cannot be imported here "
-            f"({exc}); pass analyze=False and analyse the run afterwards with `lrp-analyze <run dir>`"
-        ) from exc
-    spray_type, entry = getattr(analysis, "SpRAy", None), getattr(analysis, "analyze_epoch", None)
-    if not (callable(entry) and hasattr(spray_type, "from_config")):
-        raise ImportError(
-            f"{OWNER}: analyze needs {ANALYSIS_MODULE}.analyze_epoch and SpRAy.from_config, which this version of "
-            "the analysis does not provide; pass analyze=False and run `lrp-analyze <run dir>` instead"
-        )
+    # Imported here, not at the top: the analysis loads scikit-learn and UMAP, which a callback with
+    # analyze=False never needs. It ships in the same wheel, so it is always there.
+    from lrp_lightning import analysis
+    from lrp_lightning.analysis.config import RUN_OPTIONS
+
     options: dict[str, Any] = {}
     if config is True:
-        spray = spray_type()
+        spray = analysis.SpRAy()
     elif isinstance(config, Mapping):
-        run_options = getattr(
-            getattr(analysis, "config", None), "RUN_OPTIONS", ("include_all", "category_by", "nonfinite")
-        )
-        options = {key: config[key] for key in run_options if key in config}
+        options = {key: config[key] for key in RUN_OPTIONS if key in config}
         try:
-            spray = spray_type.from_config({key: value for key, value in config.items() if key not in options})
+            spray = analysis.SpRAy.from_config({key: value for key, value in config.items() if key not in options})
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{OWNER}: analyze: {exc}") from exc
     else:
         spray = config
-    return functools.partial(entry, spray=spray, **options)
+    return functools.partial(analysis.analyze_epoch, spray=spray, **options)
 
 
 class _BackgroundAnalysis:

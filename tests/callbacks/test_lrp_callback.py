@@ -494,16 +494,18 @@ def test_model_without_forward_is_named(tmp_path):
 # ------------------------------------------------------------------------------------ analysis hook
 
 
-def test_analyze_needs_the_analysis_module(monkeypatch):
+def test_analyze_takes_a_bool_a_pipeline_or_a_dict_of_settings():
+    from lrp_lightning.analysis import SpRAy, analyze_epoch
+
     with pytest.raises(TypeError, match="analyze must be False, True"):
         LRPCallback(analyze="yes")
-    monkeypatch.setitem(sys.modules, "lrp_lightning.analysis", None)
-    with pytest.raises(ImportError, match="pass analyze=False") as info:
-        LRPCallback(analyze={"random_state": 0})
-    assert "lrp-analyze" in str(info.value)
-    monkeypatch.setitem(sys.modules, "lrp_lightning.analysis", types.ModuleType("lrp_lightning.analysis"))
-    with pytest.raises(ImportError, match="analyze_epoch and SpRAy.from_config"):
-        LRPCallback(analyze=True)
+    assert LRPCallback(analyze=False)._analysis is None
+    default = LRPCallback(analyze=True)._analysis.run
+    assert default.func is analyze_epoch and default.keywords == {"spray": SpRAy()}
+    pipeline = SpRAy(random_state=4)
+    assert LRPCallback(analyze=pipeline)._analysis.run.keywords["spray"] is pipeline
+    configured = LRPCallback(analyze={"random_state": 2, "category_by": "label", "nonfinite": "drop"})._analysis.run
+    assert configured.keywords == {"spray": SpRAy(random_state=2), "category_by": "label", "nonfinite": "drop"}
 
 
 class FakeSpRAy:
@@ -526,9 +528,10 @@ def test_analyze_runs_each_epoch_off_the_training_thread(tmp_path, monkeypatch):
             raise RuntimeError("no clusters")
         return types.SimpleNamespace(scalars={"lrp/eigengap": 0.5 + epoch}, messages=["k clamped"])
 
-    module = types.ModuleType("lrp_lightning.analysis")
-    module.analyze_epoch, module.SpRAy = analyze_epoch, FakeSpRAy
-    monkeypatch.setitem(sys.modules, "lrp_lightning.analysis", module)
+    from lrp_lightning import analysis
+
+    monkeypatch.setattr(analysis, "analyze_epoch", analyze_epoch)
+    monkeypatch.setattr(analysis, "SpRAy", FakeSpRAy)
     with pytest.raises(ValueError, match="LRPCallback: analyze: unknown analysis config key"):
         LRPCallback(analyze={"bogus": 1})
     config = {"random_state": 3, "clusterings": {"k_range": [2, 4]}, "category_by": "label"}
@@ -546,11 +549,6 @@ def test_analyze_runs_each_epoch_off_the_training_thread(tmp_path, monkeypatch):
 
 
 def test_analyze_with_the_analysis_module_writes_its_tables(tmp_path):
-    pytest.importorskip("lrp_lightning.analysis", reason="the SpRAy analysis is not part of this checkout")
-    from lrp_lightning.analysis import SpRAy
-
-    if not hasattr(SpRAy, "from_config"):
-        pytest.skip("this version of the analysis has no SpRAy.from_config")
     config = {"random_state": 0, "embeddings": {"methods": ["pca"]}, "clusterings": {"k_range": [2, 3]}}
     run, _ = fit(tmp_path, callback(analyze=config, num_samples=24))
     store = RunStore(run.log_dir)
