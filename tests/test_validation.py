@@ -196,3 +196,15 @@ def test_check_path(tmp_path):
         "Owner: dirpath must be a path (str or os.PathLike), got bytes b'runs'"
     )
     assert message(check_path, [Path("a")], "dirpath", "Owner").endswith("got list [PosixPath('a')]")
+
+
+def test_the_checks_and_the_json_conversion_import_no_torch():
+    # the store and the TensorBoard plugin use them, and must stay importable without torch
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, lrp_lightning._validation, lrp_lightning._json; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
