@@ -12,18 +12,20 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from importlib import metadata
 from typing import Any
 
 import numpy as np
 
+from .. import _validation
 from .._json import to_json
 
-# The analysis steps check their parameters with the package's one validation module; the names stay
-# importable from here for code written against earlier versions.
-from .._validation import check_choice, check_float, check_int, check_random_state  # noqa: F401
+# The analysis steps check their parameters with the package's one validation module
+# (lrp_lightning._validation); these names stay importable from here for code written against
+# earlier versions, with their earlier signatures.
+from .._validation import check_float, check_random_state  # noqa: F401
 
 __all__ = ["AnalysisError", "Step", "cache_key", "fingerprint", "library_versions"]
 
@@ -164,3 +166,13 @@ class Step:
 
     def __hash__(self) -> int:
         return hash(cache_key(self))
+
+
+def check_choice(value: Any, name: str, choices: Sequence[Any], owner: str) -> Any:
+    """:func:`lrp_lightning._validation.check_choice` with this module's earlier argument order."""
+    return _validation.check_choice(value, name, owner, choices)
+
+
+def check_int(value: Any, name: str, owner: str, minimum: int = 0) -> int:
+    """:func:`lrp_lightning._validation.check_int` with this module's earlier default (``minimum=0``)."""
+    return _validation.check_int(value, name, owner, minimum)

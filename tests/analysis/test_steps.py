@@ -208,3 +208,15 @@ def test_docstring_examples_run():
     for module in (preprocessing, spray):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+def test_the_checks_importable_from_analysis_base_keep_their_earlier_signatures():
+    from lrp_lightning.analysis import base
+
+    assert base.check_choice("all", "scope", ("flagged", "all"), "Embeddings") == "all"  # (value, name, choices, owner)
+    with pytest.raises(ValueError, match=r"Embeddings: scope must be one of \['flagged', 'all'\], got 'some'"):
+        base.check_choice("some", "scope", ("flagged", "all"), "Embeddings")
+    assert base.check_int(0, "n", "Owner") == 0
+    with pytest.raises(ValueError, match="Owner: n must be an int >= 0, got -1"):  # minimum=0 by default
+        base.check_int(-1, "n", "Owner")
+    assert base.check_float(0.5, "share", "Owner", 0.0, 1.0) == 0.5
