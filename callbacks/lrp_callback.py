@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
-import importlib
 import logging
 import os
 import time
@@ -24,43 +23,41 @@ from torch.utils.data import IterableDataset
 from torch.utils.data._utils.collate import default_collate
 from tqdm import tqdm
 
+from lrp_lightning._validation import argument_error, check_bool, check_callable, check_int, check_path
 from lrp_lightning.core import Composite
 from lrp_lightning.metrics import ExplanationMetric
 from lrp_lightning.store import PROBE_FILE, SAMPLE_ID, THUMBNAIL, RunStore, make_probe_table
 
-from ._explain import (
+from ._batches import UnpackBatch, unpack
+from ._config import (
+    TargetSpec,
+    check_class_names,
+    check_heatmap_size,
+    check_target,
+    jsonable,
+    qualified_name,
+    resolve_composite,
+    target_mode,
+)
+from ._explainer import (
     METRIC_PREFIX,
     NO_LABEL,
     STAT_FIELDS,
     BatchExplainer,
     Explained,
     ProbeMetrics,
-    TargetSpec,
-    UnpackBatch,
     as_stored,
-    check_class_names,
-    check_heatmap_size,
-    check_int,
-    check_target,
-    heatmap_grid,
-    jsonable,
-    qualified_name,
-    resolve_composite,
     scalars,
-    sync_errors,
-    target_mode,
-    thumbnail_png,
-    unpack,
-    untouched_training_state,
 )
+from ._pictures import heatmap_grid, thumbnail_png
 from ._probe import dataset_labels, select_probe
+from ._training_state import sync_errors, untouched_training_state
 
 log = logging.getLogger(__name__)
 
 OWNER = "LRPCallback"
 THUMBNAIL_SIZE = 128
 """Longest side, in pixels, of the input thumbnails stored in probe.parquet."""
-ANALYSIS_MODULE = "lrp_lightning.analysis"
 DEFAULT_METRICS = ("sparseness", "entropy", "conservation", "stability")
 """Metrics computed by default: cheap (no forward passes), no masks needed."""
 _STATE_VERSION = 1
@@ -76,38 +73,30 @@ def _load_analysis(config: Any) -> Callable[[RunStore, int], Any] | None:
     if config is False or config is None:
         return None
     if not (config is True or isinstance(config, Mapping) or hasattr(config, "get_config")):
-        raise TypeError(
-            f"{OWNER}: analyze must be False, True (the default analysis), a SpRAy pipeline or a dict of analysis "
-            f"settings like an `lrp-analyze --config` file, not {type(config).__name__}"
+        raise argument_error(
+            OWNER,
+            "analyze",
+            "False, True (the default analysis), a SpRAy pipeline or a dict of analysis settings like an "
+            "`lrp-analyze --config` file",
+            config,
         )
-    try:
-        analysis = importlib.import_module(ANALYSIS_MODULE)
-    except ImportError as exc:
-        raise ImportError(
-            f"{OWNER}: analyze=... runs the SpRAy analysis of {ANALYSIS_MODULE}, which cannot be imported here "
-            f"({exc}); pass analyze=False and analyse the run afterwards with `lrp-analyze <run dir>`"
-        ) from exc
-    spray_type, entry = getattr(analysis, "SpRAy", None), getattr(analysis, "analyze_epoch", None)
-    if not (callable(entry) and hasattr(spray_type, "from_config")):
-        raise ImportError(
-            f"{OWNER}: analyze needs {ANALYSIS_MODULE}.analyze_epoch and SpRAy.from_config, which this version of "
-            "the analysis does not provide; pass analyze=False and run `lrp-analyze <run dir>` instead"
-        )
+    # Imported here, not at the top: the analysis loads scikit-learn and UMAP, which a callback with
+    # analyze=False never needs. It ships in the same wheel, so it is always there.
+    from lrp_lightning import analysis
+    from lrp_lightning.analysis.config import RUN_OPTIONS
+
     options: dict[str, Any] = {}
     if config is True:
-        spray = spray_type()
+        spray = analysis.SpRAy()
     elif isinstance(config, Mapping):
-        run_options = getattr(
-            getattr(analysis, "config", None), "RUN_OPTIONS", ("include_all", "category_by", "nonfinite")
-        )
-        options = {key: config[key] for key in run_options if key in config}
+        options = {key: config[key] for key in RUN_OPTIONS if key in config}
         try:
-            spray = spray_type.from_config({key: value for key, value in config.items() if key not in options})
+            spray = analysis.SpRAy.from_config({key: value for key, value in config.items() if key not in options})
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{OWNER}: analyze: {exc}") from exc
     else:
         spray = config
-    return functools.partial(entry, spray=spray, **options)
+    return functools.partial(analysis.analyze_epoch, spray=spray, **options)
 
 
 class _BackgroundAnalysis:
@@ -347,16 +336,19 @@ class LRPCallback(Callback):
         probe_metadata: Mapping[str, Sequence[Any]] | Callable[[Any, list[int]], Mapping[str, Any]] | None = None,
     ) -> None:
         if probe_metadata is not None and not (isinstance(probe_metadata, Mapping) or callable(probe_metadata)):
-            raise TypeError(
-                f"{OWNER}: probe_metadata must be a mapping {{column: values by dataset index}} or a callable "
-                f"(dataset, sample_ids) -> {{column: values}}, not {type(probe_metadata).__name__}"
+            raise argument_error(
+                OWNER,
+                "probe_metadata",
+                "a mapping {column: values by dataset index}, a callable (dataset, sample_ids) -> "
+                "{column: values}, or None",
+                probe_metadata,
             )
         self.probe_metadata = probe_metadata
         self.num_samples = check_int(
-            num_samples, "num_samples", OWNER, 1, " (the number of validation samples to explain, e.g. 256)"
+            num_samples, "num_samples", OWNER, 1, note="the number of validation samples to explain, e.g. 256"
         )
-        self.every_n_epochs = check_int(every_n_epochs, "every_n_epochs", OWNER, 1, " (1 explains every epoch)")
-        self.log_images = check_int(log_images, "log_images", OWNER, 0, " (0 logs no images)")
+        self.every_n_epochs = check_int(every_n_epochs, "every_n_epochs", OWNER, 1, note="1 explains every epoch")
+        self.log_images = check_int(log_images, "log_images", OWNER, 0, note="0 logs no images")
         self.batch_size = check_int(batch_size, "batch_size", OWNER, 1)
         self.seed = check_int(seed, "seed", OWNER, 0)
         self.dataloader_idx = check_int(dataloader_idx, "dataloader_idx", OWNER, 0)
@@ -364,15 +356,11 @@ class LRPCallback(Callback):
         self.heatmap_size = check_heatmap_size(heatmap_size, OWNER)
         self.probe = _as_probe(probe)
         self.class_names = check_class_names(class_names, OWNER)
-        if dirpath is not None and not isinstance(dirpath, (str, os.PathLike)):
-            raise TypeError(f"{OWNER}: dirpath must be a path (str or os.PathLike) or None, not {dirpath!r}")
-        self.dirpath = dirpath
-        if unpack_batch is not None and not callable(unpack_batch):
-            raise TypeError(f"{OWNER}: unpack_batch must be a callable batch -> (inputs, labels), not {unpack_batch!r}")
-        self.unpack_batch = unpack_batch
-        if not isinstance(verbose, bool):
-            raise TypeError(f"{OWNER}: verbose must be True or False, not {verbose!r}")
-        self.verbose = verbose
+        self.dirpath = check_path(dirpath, "dirpath", OWNER, allow_none=True)
+        self.unpack_batch = check_callable(
+            unpack_batch, "unpack_batch", OWNER, "a callable batch -> (inputs, labels)", allow_none=True
+        )
+        self.verbose = check_bool(verbose, "verbose", OWNER)
         self.composite, self._composite_config, self._canonizer_config = resolve_composite(
             composite, canonizers, composite_kwargs, OWNER
         )

@@ -17,26 +17,23 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
+from lrp_lightning._validation import check_bool, check_callable, check_int, check_path
 from lrp_lightning.core import Composite
 from lrp_lightning.store import PartWriter, RunStore, SchemaError, make_probe_table
 
-from ._explain import (
-    BatchExplainer,
-    Explained,
+from ._batches import UnpackBatch, unpack
+from ._config import (
     TargetSpec,
-    UnpackBatch,
     check_class_names,
     check_heatmap_size,
-    check_int,
     check_target,
     qualified_name,
     resolve_composite,
-    sync_errors,
     target_mode,
-    thumbnail_png,
-    unpack,
-    untouched_training_state,
 )
+from ._explainer import BatchExplainer, Explained
+from ._pictures import thumbnail_png
+from ._training_state import sync_errors, untouched_training_state
 
 log = logging.getLogger(__name__)
 
@@ -116,20 +113,16 @@ class LRPPredictionWriter(BasePredictionWriter):
         flush_every: int = 4096,
     ) -> None:
         super().__init__(write_interval="batch")
-        if dirpath is not None and not isinstance(dirpath, (str, os.PathLike)):
-            raise TypeError(f"{OWNER}: dirpath must be a path (str or os.PathLike) or None, not {dirpath!r}")
-        self.dirpath = dirpath
+        self.dirpath = check_path(dirpath, "dirpath", OWNER, allow_none=True)
         self.target = check_target(target, OWNER)
         self.heatmap_size = check_heatmap_size(heatmap_size, OWNER)
         self.epoch = None if epoch is None else check_int(epoch, "epoch", OWNER, 0)
-        self.thumbnail_size = check_int(thumbnail_size, "thumbnail_size", OWNER, 0, " (0 stores no thumbnails)")
+        self.thumbnail_size = check_int(thumbnail_size, "thumbnail_size", OWNER, 0, note="0 stores no thumbnails")
         self.class_names = check_class_names(class_names, OWNER)
-        if unpack_batch is not None and not callable(unpack_batch):
-            raise TypeError(f"{OWNER}: unpack_batch must be a callable batch -> (inputs, labels), not {unpack_batch!r}")
-        self.unpack_batch = unpack_batch
-        if not isinstance(verbose, bool):
-            raise TypeError(f"{OWNER}: verbose must be True or False, not {verbose!r}")
-        self.verbose = verbose
+        self.unpack_batch = check_callable(
+            unpack_batch, "unpack_batch", OWNER, "a callable batch -> (inputs, labels)", allow_none=True
+        )
+        self.verbose = check_bool(verbose, "verbose", OWNER)
         self.flush_every = check_int(flush_every, "flush_every", OWNER, 1)
         self.composite, self._composite_config, self._canonizer_config = resolve_composite(
             composite, canonizers, composite_kwargs, OWNER

@@ -50,6 +50,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchmetrics import Metric
 
+from ._validation import argument_error, check_int
 from .attribution import Target, output_weights
 
 Tensor = torch.Tensor
@@ -412,22 +413,18 @@ class RegionPerturbation(ExplanationMetric):
         **torchmetrics_kwargs: Any,
     ) -> None:
         super().__init__(**torchmetrics_kwargs)
-        for label, value in (("patch_size", patch_size), ("steps", steps)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{label} must be a positive int, got {value!r}")
-        if patches_per_step is not None and (
-            isinstance(patches_per_step, bool) or not isinstance(patches_per_step, int) or patches_per_step < 1
+        owner = type(self).__name__
+        self.patch_size = check_int(patch_size, "patch_size", owner, 1)
+        self.steps = check_int(steps, "steps", owner, 1)
+        self.patches_per_step = (
+            None if patches_per_step is None else check_int(patches_per_step, "patches_per_step", owner, 1)
+        )
+        if (isinstance(baseline, str) and baseline not in ("zero", "mean")) or not (
+            isinstance(baseline, (str, int, float)) or callable(baseline)
         ):
-            raise ValueError(f"patches_per_step must be a positive int or None, got {patches_per_step!r}")
-        if isinstance(baseline, str) and baseline not in ("zero", "mean"):
-            raise ValueError(f"baseline must be 'zero', 'mean', a number or a callable, got {baseline!r}")
-        if not isinstance(baseline, (str, int, float)) and not callable(baseline):
-            raise TypeError(f"baseline must be 'zero', 'mean', a number or a callable, not {type(baseline).__name__}")
+            raise argument_error(owner, "baseline", "'zero', 'mean', a number or a callable inputs -> tensor", baseline)
         if not isinstance(seed, (int, torch.Generator)) or isinstance(seed, bool):
-            raise TypeError(f"seed must be an int or a torch.Generator, not {type(seed).__name__}")
-        self.patch_size = patch_size
-        self.steps = steps
-        self.patches_per_step = patches_per_step
+            raise argument_error(owner, "seed", "an int or a torch.Generator", seed)
         self.baseline = baseline
         self.random_baseline = random_baseline
         self.normalize = normalize
@@ -628,9 +625,7 @@ class PointingGame(ExplanationMetric):
 
     def __init__(self, tolerance: int = 0, **torchmetrics_kwargs: Any) -> None:
         super().__init__(**torchmetrics_kwargs)
-        if isinstance(tolerance, bool) or not isinstance(tolerance, int) or tolerance < 0:
-            raise ValueError(f"tolerance must be a non-negative int (pixels), got {tolerance!r}")
-        self.tolerance = tolerance
+        self.tolerance = check_int(tolerance, "tolerance", type(self).__name__, 0, note="in pixels")
 
     def extra_repr(self) -> str:
         return f"tolerance={self.tolerance}"

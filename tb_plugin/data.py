@@ -44,6 +44,7 @@ from PIL import Image
 
 from lrp_lightning import image as lrp_image
 from lrp_lightning import store as lrp_store
+from lrp_lightning._json import to_json
 from lrp_lightning.store import (
     ACCURACY,
     ATYPICAL,
@@ -356,14 +357,6 @@ class _Probe:
         return self.ids.nbytes + sum(len(t or b"") for t in self.thumbnails) + 64 * rows
 
 
-def _json_value(value: Any) -> bool | int | float | str | None:
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    return str(value)  # decimals, dates, times, durations
-
-
 def _json_column(column: pa.ChunkedArray) -> list[bool | int | float | str | None] | None:
     """A probe metadata column as JSON-safe values (NaN and infinities as None).
 
@@ -389,7 +382,8 @@ def _json_column(column: pa.ChunkedArray) -> list[bool | int | float | str | Non
     )
     if not usable:
         return None
-    return [_json_value(value) for value in column.to_pylist()]
+    # decimals, dates, times and durations have no JSON form: their text
+    return to_json(column.to_pylist(), nonfinite="null", default=str)
 
 
 class _Tables(Mapping[str, pa.Table]):

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from .base import Step, check_choice, check_int, check_random_state
+from .._validation import check_choice, check_int, check_random_state
+from .base import Step
 
 __all__ = ["KNNGraph", "Neighbors", "nearest_neighbors"]
 
@@ -149,7 +150,7 @@ class KNNGraph(Step):
     ) -> None:
         owner = "KNNGraph"
         self.n_neighbors = check_int(n_neighbors, "n_neighbors", owner, 1)
-        self.algorithm = check_choice(algorithm, "algorithm", ALGORITHMS, owner)
+        self.algorithm = check_choice(algorithm, "algorithm", owner, ALGORITHMS)
         self.exact_max_samples = check_int(exact_max_samples, "exact_max_samples", owner, 0)
         self.random_state = check_random_state(random_state, owner)
 

@@ -12,12 +12,20 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from importlib import metadata
 from typing import Any
 
 import numpy as np
+
+from .. import _validation
+from .._json import to_json
+
+# The analysis steps check their parameters with the package's one validation module
+# (lrp_lightning._validation); these names stay importable from here for code written against
+# earlier versions, with their earlier signatures.
+from .._validation import check_float, check_random_state  # noqa: F401
 
 __all__ = ["AnalysisError", "Step", "cache_key", "fingerprint", "library_versions"]
 
@@ -142,7 +150,7 @@ class Step:
 
     def get_config(self) -> dict[str, Any]:
         """Return ``{"step": class name, "params": {...}}``, JSON-able, as entered into cache keys."""
-        params = {name: _jsonable(value) for name, value in self.get_params().items()}
+        params = {name: to_json(value) for name, value in self.get_params().items()}
         return {"step": type(self).__name__, "params": params}
 
     def cache_key(self, input_key: str) -> str:
@@ -160,43 +168,11 @@ class Step:
         return hash(cache_key(self))
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def check_choice(value: Any, name: str, choices: tuple[str, ...], owner: str) -> str:
-    """Validate a string option; the error names the valid choices."""
-    if value not in choices:
-        raise ValueError(f"{owner}: {name} must be one of {list(choices)}, got {value!r}")
-    return value
+def check_choice(value: Any, name: str, choices: Sequence[Any], owner: str) -> Any:
+    """:func:`lrp_lightning._validation.check_choice` with this module's earlier argument order."""
+    return _validation.check_choice(value, name, owner, choices)
 
 
 def check_int(value: Any, name: str, owner: str, minimum: int = 0) -> int:
-    """Validate an integer parameter (bool is refused)."""
-    if isinstance(value, np.integer):
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{owner}: {name} must be an int >= {minimum}, got {value!r}")
-    return value
-
-
-def check_float(value: Any, name: str, owner: str, low: float = -np.inf, high: float = np.inf) -> float:
-    """Validate a float parameter inside ``[low, high]``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not low <= value <= high:
-        raise ValueError(f"{owner}: {name} must be a number in [{low}, {high}], got {value!r}")
-    return float(value)
-
-
-def check_random_state(value: Any, owner: str) -> int:
-    """Random states are explicit ints, so results are reproducible and enter the cache key."""
-    if isinstance(value, np.integer):
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(
-            f"{owner}: random_state must be a non-negative int (results must be reproducible), got {value!r}"
-        )
-    return value
+    """:func:`lrp_lightning._validation.check_int` with this module's earlier default (``minimum=0``)."""
+    return _validation.check_int(value, name, owner, minimum)

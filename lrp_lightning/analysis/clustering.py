@@ -10,7 +10,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from .base import Step, check_float, check_int, check_random_state
+from .._validation import argument_error, check_float, check_int, check_int_pair, check_random_state, check_subset
+from .base import Step
 from .spectral import Spectrum, eigengap
 
 __all__ = ["Clusterings", "ClusteringResult", "kmeans_name", "spectral_coordinates"]
@@ -99,19 +100,11 @@ class Clusterings(Step):
         random_state: int = 0,
     ) -> None:
         owner = "Clusterings"
-        try:
-            low, high = (int(v) for v in k_range)
-        except (TypeError, ValueError):
-            raise ValueError(f"{owner}: k_range must be (smallest k, largest k), got {k_range!r}") from None
-        if not 2 <= low <= high:
-            raise ValueError(f"{owner}: k_range must satisfy 2 <= smallest <= largest, got {k_range!r}")
+        low, high = check_int_pair(k_range, "k_range", owner, 2, expected="(smallest k, largest k)")
+        if low > high:
+            raise argument_error(owner, "k_range", "(smallest k, largest k) with smallest <= largest", k_range)
         self.k_range = (low, high)
-        if isinstance(methods, str):
-            methods = (methods,)
-        unknown = [m for m in methods if m not in METHODS]
-        if unknown or not methods:
-            raise ValueError(f"{owner}: methods must be a non-empty subset of {list(METHODS)}, got {methods!r}")
-        self.methods = tuple(dict.fromkeys(methods))
+        self.methods = check_subset(methods, "methods", owner, METHODS, allow_empty=False)
         self.n_init = check_int(n_init, "n_init", owner, 1)
         self.dbscan_eps = None if dbscan_eps is None else check_float(dbscan_eps, "dbscan_eps", owner, 1e-12)
         self.dbscan_min_samples = check_int(dbscan_min_samples, "dbscan_min_samples", owner, 1)

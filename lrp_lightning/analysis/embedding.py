@@ -7,8 +7,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from .._validation import check_bool, check_float, check_int, check_random_state, check_subset
 from .affinity import Neighbors
-from .base import Step, check_float, check_int, check_random_state
+from .base import Step
 
 __all__ = ["Embeddings"]
 
@@ -69,12 +70,7 @@ class Embeddings(Step):
         random_state: int = 0,
     ) -> None:
         owner = "Embeddings"
-        if isinstance(methods, str):
-            methods = (methods,)
-        unknown = [m for m in methods if m not in METHODS]
-        if unknown:
-            raise ValueError(f"{owner}: methods must be a subset of {list(METHODS)}, got {methods!r}")
-        self.methods = tuple(dict.fromkeys(methods))
+        self.methods = check_subset(methods, "methods", owner, METHODS)
         self.pca_dims = check_int(pca_dims, "pca_dims", owner, 2)
         self.perplexity = check_float(perplexity, "perplexity", owner, 1.0)
         self.tsne_max_iter = check_int(tsne_max_iter, "tsne_max_iter", owner, 250)
@@ -82,9 +78,7 @@ class Embeddings(Step):
         self.warm_max_iter = check_int(warm_max_iter, "warm_max_iter", owner, 250)
         self.umap_n_neighbors = check_int(umap_n_neighbors, "umap_n_neighbors", owner, 2)
         self.umap_min_dist = check_float(umap_min_dist, "umap_min_dist", owner, 0.0)
-        if not isinstance(warm_start, bool):
-            raise ValueError(f"{owner}: warm_start must be True or False, got {warm_start!r}")
-        self.warm_start = warm_start
+        self.warm_start = check_bool(warm_start, "warm_start", owner)
         self.random_state = check_random_state(random_state, owner)
 
     def neighbors_needed(self) -> int:

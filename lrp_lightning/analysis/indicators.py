@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from .base import Step, check_float, check_int
+from .._validation import check_float, check_int
+from .base import Step
 
 __all__ = ["ClusterSummary", "Indicators", "Region", "regions"]
 

@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from lrp_lightning import store as S
+from lrp_lightning._validation import check_choice
 
 from .base import AnalysisError, cache_key, library_versions
 from .spray import CategoryResult, PreparedMaps, SpRAy, prepare_batch
@@ -641,10 +642,8 @@ def analyze_epoch(
     """
     store = store if isinstance(store, S.RunStore) else S.RunStore(store)
     spray = SpRAy() if spray is None else spray
-    if category_by not in ("target", "label"):
-        raise ValueError(f"category_by must be 'target' or 'label', got {category_by!r}")
-    if nonfinite not in NONFINITE:
-        raise ValueError(f"nonfinite must be one of {list(NONFINITE)}, got {nonfinite!r}")
+    check_choice(category_by, "category_by", "analyze_epoch", ("target", "label"))
+    check_choice(nonfinite, "nonfinite", "analyze_epoch", NONFINITE)
     info = store.epoch_info(epoch)
     key = analysis_key(
         store, epoch, spray, classes=classes, include_all=include_all, category_by=category_by, nonfinite=nonfinite

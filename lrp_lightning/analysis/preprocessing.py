@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from .base import Step, check_choice, check_int
+from .._validation import check_choice, check_int_pair
+from .base import Step
 
 __all__ = ["Preprocess", "pool_shape", "sum_pool"]
 
@@ -66,15 +67,9 @@ class Preprocess(Step):
 
     def __init__(self, sign: str = "signed", pool_size: Sequence[int] = (32, 32), normalize: str = "l2") -> None:
         owner = "Preprocess"
-        self.sign = check_choice(sign, "sign", SIGN_MODES, owner)
-        try:
-            size = tuple(pool_size)
-        except TypeError:
-            size = ()
-        if len(size) != 2:
-            raise ValueError(f"{owner}: pool_size must be (height, width), got {pool_size!r}")
-        self.pool_size = (check_int(size[0], "pool_size[0]", owner, 1), check_int(size[1], "pool_size[1]", owner, 1))
-        self.normalize = check_choice(normalize, "normalize", NORMALIZATIONS, owner)
+        self.sign = check_choice(sign, "sign", owner, SIGN_MODES)
+        self.pool_size = check_int_pair(pool_size, "pool_size", owner, 1)
+        self.normalize = check_choice(normalize, "normalize", owner, NORMALIZATIONS)
 
     def grid_shape(self, heatmap_shape: Sequence[int]) -> tuple[int, int]:
         """Shape ``(h, w)`` of the transformed maps for stored maps of ``heatmap_shape``."""

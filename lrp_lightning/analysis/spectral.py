@@ -9,7 +9,8 @@ import scipy.linalg
 import scipy.sparse as sp
 from scipy.sparse.linalg import ArpackNoConvergence, eigsh
 
-from .base import Step, check_choice, check_float, check_int, check_random_state
+from .._validation import check_choice, check_float, check_int, check_random_state
+from .base import Step
 
 __all__ = ["Spectrum", "SpectralEmbedding", "eigengap", "normalized_affinity"]
 
@@ -97,7 +98,7 @@ class SpectralEmbedding(Step):
     ) -> None:
         owner = "SpectralEmbedding"
         self.n_eigval = check_int(n_eigval, "n_eigval", owner, 2)
-        self.solver = check_choice(solver, "solver", SOLVERS, owner)
+        self.solver = check_choice(solver, "solver", owner, SOLVERS)
         self.tol = check_float(tol, "tol", owner, 0.0, 1.0)
         self.dense_max_samples = check_int(dense_max_samples, "dense_max_samples", owner, 0)
         self.random_state = check_random_state(random_state, owner)

@@ -20,8 +20,9 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
+from .._validation import check_int, check_type
 from .affinity import KNNGraph, Neighbors
-from .base import AnalysisError, Step, cache_key, check_int, fingerprint
+from .base import AnalysisError, Step, cache_key, fingerprint
 from .clustering import ClusteringResult, Clusterings, spectral_coordinates
 from .embedding import Embeddings
 from .indicators import ClusterSummary, Indicators
@@ -228,11 +229,9 @@ class SpRAy(Step):
         for name, step in given.items():
             if step is None:
                 step = _STEP_TYPES[name]()
-            elif not isinstance(step, _STEP_TYPES[name]):
-                raise TypeError(
-                    f"SpRAy: {name} must be a {_STEP_TYPES[name].__name__}, got {type(step).__name__}; "
-                    f"e.g. SpRAy({name}={_STEP_TYPES[name].__name__}())"
-                )
+            else:
+                kind = _STEP_TYPES[name].__name__
+                check_type(step, name, "SpRAy", _STEP_TYPES[name], f"a {kind}", allow_none=True, note=f"e.g. {kind}()")
             if random_state is not None and "random_state" in step.get_params():
                 step = step.set_params(random_state=random_state)
             setattr(self, name, step)

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from .._validation import check_choice
+
 __all__ = ["add_corner_artifact", "planted_maps", "planted_patterns"]
 
 CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right")
@@ -90,8 +92,7 @@ def add_corner_artifact(
     size : int, optional
         Side of the corner square. Default: ``min(H, W) // 8`` (at least 1).
     """
-    if corner not in CORNERS:
-        raise ValueError(f"corner must be one of {list(CORNERS)}, got {corner!r}")
+    check_choice(corner, "corner", "add_corner_artifact", CORNERS)
     out = np.array(maps, dtype=np.float32, copy=True)
     height, width = out.shape[1:]
     side = size or max(1, min(height, width) // 8)

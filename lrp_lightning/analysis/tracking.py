@@ -14,7 +14,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import linear_sum_assignment
 
-from .base import Step, check_float
+from .._validation import check_float
+from .base import Step
 
 __all__ = ["ClusterMatch", "Lineage", "Tracking", "heatmap_stability", "track_name"]
 

@@ -65,10 +65,13 @@ def test_preprocess_sign_pool_and_normalisation():
 
 
 def test_preprocess_rejects_bad_parameters_by_name():
-    with pytest.raises(ValueError, match="sign must be one of"):
+    with pytest.raises(ValueError, match=r"Preprocess: sign must be one of \['signed', .*\], got 'abs'"):
         Preprocess(sign="abs")
-    with pytest.raises(ValueError, match="pool_size"):
+    with pytest.raises(ValueError, match=r"pool_size must be \(height, width\), two ints >= 1, got tuple \(32,\)"):
         Preprocess(pool_size=(32,))
+    with pytest.raises(ValueError, match=r"got tuple \(32, 0\)"):
+        Preprocess(pool_size=(32, 0))
+    assert Preprocess(pool_size=[np.int64(8), 4]).pool_size == (8, 4)
 
 
 def test_exact_neighbors_match_brute_force():
@@ -177,7 +180,8 @@ def test_steps_follow_estimator_conventions():
     assert changed != step and step == Clusterings(k_range=(3, 4), methods=("kmeans",), random_state=2)
     with pytest.raises(ValueError, match=r"no parameter\(s\) \['seed'\]"):
         step.set_params(seed=1)
-    with pytest.raises(ValueError, match="random_state must be a non-negative int"):
+    reproducible = r"Embeddings: random_state must be an int >= 0 \(results must be reproducible\), got None"
+    with pytest.raises(ValueError, match=reproducible):
         Embeddings(random_state=None)
     assert isinstance(step, Step) and "Clusterings(k_range=(3, 4)" in repr(step)
 
@@ -204,3 +208,15 @@ def test_docstring_examples_run():
     for module in (preprocessing, spray):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+def test_the_checks_importable_from_analysis_base_keep_their_earlier_signatures():
+    from lrp_lightning.analysis import base
+
+    assert base.check_choice("all", "scope", ("flagged", "all"), "Embeddings") == "all"  # (value, name, choices, owner)
+    with pytest.raises(ValueError, match=r"Embeddings: scope must be one of \['flagged', 'all'\], got 'some'"):
+        base.check_choice("some", "scope", ("flagged", "all"), "Embeddings")
+    assert base.check_int(0, "n", "Owner") == 0
+    with pytest.raises(ValueError, match="Owner: n must be an int >= 0, got -1"):  # minimum=0 by default
+        base.check_int(-1, "n", "Owner")
+    assert base.check_float(0.5, "share", "Owner", 0.0, 1.0) == 0.5

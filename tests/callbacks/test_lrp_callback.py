@@ -23,7 +23,7 @@ from torch import nn
 import lrp_lightning
 from lrp_lightning import LRPCallback
 from lrp_lightning.attribution import explain
-from lrp_lightning.callbacks._explain import untouched_training_state
+from lrp_lightning.callbacks._training_state import untouched_training_state
 from lrp_lightning.core import MissingRuleError
 from lrp_lightning.store import RunStore
 
@@ -76,27 +76,46 @@ def test_exported_lazily_from_the_package():
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"num_samples": 0}, ValueError, "num_samples must be an int >= 1"),
-        ({"num_samples": 2.5}, ValueError, "num_samples must be an int"),
-        ({"every_n_epochs": 0}, ValueError, "1 explains every epoch"),
-        ({"log_images": -1}, ValueError, "0 logs no images"),
-        ({"target": "labels"}, ValueError, "target must be 'label'"),
-        ({"heatmap_size": (4, 0)}, ValueError, "heatmap_size must be None"),
-        ({"heatmap_size": "big"}, ValueError, "heatmap_size must be None"),
+        (
+            {"num_samples": 0},
+            ValueError,
+            "LRPCallback: num_samples must be an int >= 1 (the number of validation samples to explain, e.g. 256), "
+            "got 0",
+        ),
+        ({"num_samples": 2.5}, ValueError, "num_samples must be an int >= 1 (the number of"),
+        ({"num_samples": True}, ValueError, "samples to explain, e.g. 256), got True"),
+        ({"every_n_epochs": 0}, ValueError, "every_n_epochs must be an int >= 1 (1 explains every epoch), got 0"),
+        ({"log_images": -1}, ValueError, "log_images must be an int >= 0 (0 logs no images), got -1"),
+        ({"target": "labels"}, ValueError, "target must be 'label' (explain the true class), 'prediction'"),
+        ({"target": "labels"}, ValueError, "(output, labels) -> class indices, got 'labels'"),
+        (
+            {"heatmap_size": (4, 0)},
+            ValueError,
+            "heatmap_size must be None (the input's size), an int >= 1 (square maps) or (height, width), "
+            "got tuple (4, 0)",
+        ),
+        ({"heatmap_size": "big"}, ValueError, "(height, width), got 'big'"),
+        ({"heatmap_size": (4.0, 4.0)}, ValueError, "(height, width), got tuple (4.0, 4.0)"),
         ({"composite": "epsilon_gama_box"}, ValueError, "unknown composite 'epsilon_gama_box'"),
-        ({"composite": 3}, TypeError, "registered name such as 'epsilon_gamma_box'"),
+        ({"composite": 3}, TypeError, "or a Composite object, got 3"),
         ({"composite_kwargs": {"lowest": 0}}, TypeError, "do not fit composite 'epsilon_gamma_box'"),
-        ({"composite_kwargs": [("low", 0)]}, TypeError, "must be a dict of composite arguments"),
+        (
+            {"composite_kwargs": [("low", 0)]},
+            TypeError,
+            "composite_kwargs must be a dict of composite arguments or None (e.g. {'low': 0.0, 'high': 1.0}), "
+            "got list [('low', 0)]",
+        ),
         ({"probe": []}, ValueError, "non-empty list of validation dataset indices"),
         ({"probe": [1, 2, 2]}, ValueError, "repeated: [2]"),
         ({"probe": [-1, 2]}, ValueError, "must be >= 0"),
         ({"probe": [0.5, 1.0]}, ValueError, "dataset indices (ints)"),
         ({"probe": object()}, TypeError, "map-style Dataset"),
-        ({"dirpath": 5}, TypeError, "dirpath must be a path"),
+        ({"dirpath": 5}, TypeError, "dirpath must be a path (str or os.PathLike) or None, got 5"),
         ({"analyze": "yes"}, TypeError, "analyze must be False, True"),
-        ({"class_names": "cat"}, TypeError, "class_names must be a list of str"),
-        ({"unpack_batch": "x"}, TypeError, "unpack_batch must be a callable"),
-        ({"verbose": 1}, TypeError, "verbose must be True or False"),
+        ({"analyze": "yes"}, TypeError, "like an `lrp-analyze --config` file, got 'yes'"),
+        ({"class_names": "cat"}, TypeError, "class_names must be a list of str, one per class, or None, got 'cat'"),
+        ({"unpack_batch": "x"}, TypeError, "must be a callable batch -> (inputs, labels) or None, got 'x'"),
+        ({"verbose": 1}, TypeError, "LRPCallback: verbose must be True or False, got 1"),
     ],
 )
 def test_constructor_rejects_bad_arguments_and_says_what_to_pass(kwargs, error, message):
@@ -475,16 +494,18 @@ def test_model_without_forward_is_named(tmp_path):
 # ------------------------------------------------------------------------------------ analysis hook
 
 
-def test_analyze_needs_the_analysis_module(monkeypatch):
+def test_analyze_takes_a_bool_a_pipeline_or_a_dict_of_settings():
+    from lrp_lightning.analysis import SpRAy, analyze_epoch
+
     with pytest.raises(TypeError, match="analyze must be False, True"):
         LRPCallback(analyze="yes")
-    monkeypatch.setitem(sys.modules, "lrp_lightning.analysis", None)
-    with pytest.raises(ImportError, match="pass analyze=False") as info:
-        LRPCallback(analyze={"random_state": 0})
-    assert "lrp-analyze" in str(info.value)
-    monkeypatch.setitem(sys.modules, "lrp_lightning.analysis", types.ModuleType("lrp_lightning.analysis"))
-    with pytest.raises(ImportError, match="analyze_epoch and SpRAy.from_config"):
-        LRPCallback(analyze=True)
+    assert LRPCallback(analyze=False)._analysis is None
+    default = LRPCallback(analyze=True)._analysis.run
+    assert default.func is analyze_epoch and default.keywords == {"spray": SpRAy()}
+    pipeline = SpRAy(random_state=4)
+    assert LRPCallback(analyze=pipeline)._analysis.run.keywords["spray"] is pipeline
+    configured = LRPCallback(analyze={"random_state": 2, "category_by": "label", "nonfinite": "drop"})._analysis.run
+    assert configured.keywords == {"spray": SpRAy(random_state=2), "category_by": "label", "nonfinite": "drop"}
 
 
 class FakeSpRAy:
@@ -507,9 +528,10 @@ def test_analyze_runs_each_epoch_off_the_training_thread(tmp_path, monkeypatch):
             raise RuntimeError("no clusters")
         return types.SimpleNamespace(scalars={"lrp/eigengap": 0.5 + epoch}, messages=["k clamped"])
 
-    module = types.ModuleType("lrp_lightning.analysis")
-    module.analyze_epoch, module.SpRAy = analyze_epoch, FakeSpRAy
-    monkeypatch.setitem(sys.modules, "lrp_lightning.analysis", module)
+    from lrp_lightning import analysis
+
+    monkeypatch.setattr(analysis, "analyze_epoch", analyze_epoch)
+    monkeypatch.setattr(analysis, "SpRAy", FakeSpRAy)
     with pytest.raises(ValueError, match="LRPCallback: analyze: unknown analysis config key"):
         LRPCallback(analyze={"bogus": 1})
     config = {"random_state": 3, "clusterings": {"k_range": [2, 4]}, "category_by": "label"}
@@ -527,11 +549,6 @@ def test_analyze_runs_each_epoch_off_the_training_thread(tmp_path, monkeypatch):
 
 
 def test_analyze_with_the_analysis_module_writes_its_tables(tmp_path):
-    pytest.importorskip("lrp_lightning.analysis", reason="the SpRAy analysis is not part of this checkout")
-    from lrp_lightning.analysis import SpRAy
-
-    if not hasattr(SpRAy, "from_config"):
-        pytest.skip("this version of the analysis has no SpRAy.from_config")
     config = {"random_state": 0, "embeddings": {"methods": ["pca"]}, "clusterings": {"k_range": [2, 3]}}
     run, _ = fit(tmp_path, callback(analyze=config, num_samples=24))
     store = RunStore(run.log_dir)
@@ -555,7 +572,7 @@ def test_package_import_stays_light():
 
 
 def test_a_rank_without_probe_samples_writes_an_empty_part(tmp_path):
-    from lrp_lightning.callbacks._explain import Explained
+    from lrp_lightning.callbacks._explainer import Explained
 
     store = RunStore.create(tmp_path, heatmap_shape=(4, 4))
     table = callback()._table(Explained.empty((4, 4)), 0, 3)
@@ -566,7 +583,7 @@ def test_a_rank_without_probe_samples_writes_an_empty_part(tmp_path):
 
 
 def test_callable_target_must_return_class_indices(tmp_path):
-    from lrp_lightning.callbacks._explain import BatchExplainer
+    from lrp_lightning.callbacks._explainer import BatchExplainer
 
     model = TinyNet()
     x, y = images(4)

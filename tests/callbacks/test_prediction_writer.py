@@ -208,5 +208,7 @@ def test_a_rerun_replaces_the_epoch_and_an_interrupted_one_leaves_it_readable(tm
 
 
 def test_flush_every_must_be_positive():
-    with pytest.raises(ValueError, match="flush_every must be an int >= 1"):
+    with pytest.raises(ValueError, match="LRPPredictionWriter: flush_every must be an int >= 1, got 0"):
         LRPPredictionWriter(flush_every=0)
+    with pytest.raises(ValueError, match=r"flush_every must be an int >= 1, got 4096\.0"):
+        LRPPredictionWriter(flush_every=4096.0)

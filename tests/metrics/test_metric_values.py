@@ -362,10 +362,19 @@ def test_faithfulness_rejects_bad_inputs():
         PixelFlipping().per_sample(x, model=model, inputs=x)
     with pytest.raises(ValueError, match="holds 2 samples, but relevance holds 1"):
         PixelFlipping().per_sample(x, model=model, inputs=x.expand(2, 1, 2, 2), targets=0)
-    with pytest.raises(ValueError, match="baseline must be"):
+    callable_baseline = r"must be 'zero', 'mean', a number or a callable inputs -> tensor"
+    with pytest.raises(ValueError, match=rf"PixelFlipping: baseline {callable_baseline}, got 'blur'"):
         PixelFlipping(baseline="blur")
-    with pytest.raises(ValueError, match="steps must be a positive int"):
+    with pytest.raises(TypeError, match=rf"RegionPerturbation: baseline {callable_baseline}, got list \[0\]"):
+        RegionPerturbation(baseline=[0])
+    with pytest.raises(ValueError, match="RegionPerturbation: steps must be an int >= 1, got 0"):
         RegionPerturbation(steps=0)
+    with pytest.raises(ValueError, match=r"patches_per_step must be an int >= 1, got 2\.0"):
+        RegionPerturbation(patches_per_step=2.0)
+    with pytest.raises(TypeError, match="RegionPerturbation: seed must be an int or a torch.Generator, got True"):
+        RegionPerturbation(seed=True)
+    with pytest.raises(ValueError, match=r"PointingGame: tolerance must be an int >= 0 \(in pixels\), got -1"):
+        PointingGame(tolerance=-1)
 
 
 # ---------------------------------------------------------------------------------------------------- registry

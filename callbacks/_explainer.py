@@ -1,47 +1,39 @@
-"""What :class:`LRPCallback` and :class:`LRPPredictionWriter` share: explaining batches of a model
-during training without changing anything the training depends on.
+"""Explaining batches: relevance of the explained class, turned into the rows of the run store.
 
-* :func:`untouched_training_state` puts every submodule in eval mode and restores each one's flag,
-  each parameter's ``.grad`` and the torch (CPU and CUDA), NumPy and Python RNG streams afterwards.
-* :class:`ExplainedModel` presents a LightningModule to the LRP engine without its metrics and loss
-  modules (they are never called in ``forward``, but a strict composite would ask for their rule).
 * :class:`BatchExplainer` runs an attributor over batches and turns the relevance into the rows of
   the store: channel-summed maps (optionally sum-pooled to ``heatmap_size``), prediction, target,
-  score, probability and relevance sum, plus the sums behind the logged scalars.
+  score, probability and relevance sum, plus the sums behind the logged scalars (:func:`scalars`).
+* :class:`Explained` holds those rows (numpy, on the CPU) and makes the store's attribution table.
 * :class:`ProbeMetrics` computes the explanation-quality metrics of :mod:`lrp_lightning.metrics` per
   sample of each explained batch (the values go into extra ``metric_<name>`` columns of the rows).
 """
 
 from __future__ import annotations
 
-import contextlib
-import random
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor, nn
 
+from lrp_lightning._validation import argument_error
 from lrp_lightning.attribution import Gradient
-from lrp_lightning.composites import get_composite
 from lrp_lightning.core import Composite, MissingRuleError
 from lrp_lightning.metrics import ExplanationMetric, check_requirements, get_metric
 from lrp_lightning.store import make_attribution_table
 
-TargetSpec = str | Callable[[Tensor, Tensor | None], Tensor]
-UnpackBatch = Callable[[Any], tuple[Tensor, Tensor | None] | tuple[Tensor, Tensor | None, Tensor | None]]
+from ._config import TargetSpec, qualified_name
+from ._training_state import ExplainedModel
+
 PreviousMaps = Callable[[np.ndarray], Tensor | None]
+"""``sample_ids -> `` the previous explained epoch's stored maps of those samples, or None."""
 
 NO_LABEL = -1
 """Label stored for samples whose batches hold no labels."""
 
-INPUT_KEYS = ("input", "inputs", "x", "image", "images", "img", "pixel_values", "data")
-LABEL_KEYS = ("label", "labels", "y", "target", "targets", "class", "cls")
-MASK_KEYS = ("mask", "masks")
 METRIC_PREFIX = "metric_"
 """Extra attribution columns (``metric_<name>``) and scalars (``lrp/metric_<name>``) of the metrics."""
 
@@ -56,282 +48,6 @@ STAT_FIELDS = (
     "labelled",  # samples with a label
     "samples",
 )
-
-
-def sync_errors(trainer: Any, device: torch.device, error: BaseException | None, what: str, owner: str) -> None:
-    """Collective on all ranks: raise everywhere when any rank failed, instead of leaving others waiting."""
-    flag = torch.tensor([float(error is not None)], dtype=torch.float64, device=device)
-    failures = float(trainer.strategy.reduce(flag, reduce_op="sum")[0])
-    if error is not None:
-        raise error
-    if failures:
-        raise RuntimeError(f"{owner}: {int(failures)} rank(s) failed while {what}; see their error messages")
-
-
-def qualified_name(obj: Any) -> str:
-    """``module.QualName`` of a class, function or of an object's class."""
-    kind = obj if isinstance(obj, type) or callable(obj) and hasattr(obj, "__qualname__") else type(obj)
-    return f"{getattr(kind, '__module__', '?')}.{getattr(kind, '__qualname__', type(kind).__name__)}"
-
-
-def jsonable(value: Any) -> Any:
-    """A JSON value describing ``value`` that is the same in every process (no memory addresses)."""
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, float):
-        return value if np.isfinite(value) else str(value)
-    if isinstance(value, np.generic):
-        return jsonable(value.item())
-    if isinstance(value, (Tensor, np.ndarray)):
-        array = value.detach().cpu().numpy() if isinstance(value, Tensor) else value
-        return jsonable(array.tolist()) if array.size <= 16 else f"array{list(array.shape)}"
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    return qualified_name(value)
-
-
-# --------------------------------------------------------------------------------------------------
-# Configuration shared by both callbacks
-# --------------------------------------------------------------------------------------------------
-
-
-def resolve_composite(
-    composite: Any, canonizers: Any, composite_kwargs: Mapping[str, Any] | None, owner: str
-) -> tuple[Composite, dict[str, Any], Any]:
-    """Build the composite once; return it with its manifest description and the canonizer config."""
-    if composite_kwargs is not None and not isinstance(composite_kwargs, Mapping):
-        raise TypeError(
-            f"{owner}: composite_kwargs must be a dict of composite arguments, e.g. "
-            f"{{'low': 0.0, 'high': 1.0}}, not {type(composite_kwargs).__name__}"
-        )
-    kwargs = dict(composite_kwargs or {})
-    if not (canonizers is None or isinstance(canonizers, (str, list, tuple)) or hasattr(canonizers, "apply")):
-        raise TypeError(
-            f"{owner}: canonizers must be 'auto', None, or a list of canonizers or canonizer names, "
-            f"not {type(canonizers).__name__}"
-        )
-    if isinstance(composite, Composite):
-        if kwargs:
-            raise ValueError(
-                f"{owner}: composite_kwargs {sorted(kwargs)} only apply to a composite given by name; "
-                "configure the composite object itself (e.g. EpsilonGammaBox(low=0.0, high=1.0)) or pass "
-                "composite='epsilon_gamma_box'"
-            )
-        if canonizers != "auto":
-            raise ValueError(
-                f"{owner}: canonizers only apply to a composite given by name; pass them to the composite "
-                "object itself, e.g. EpsilonGammaBox(canonizers=[SequentialMergeBatchNorm()])"
-            )
-        name = composite.name or qualified_name(composite)
-        return composite, {"name": name, "kwargs": {}}, jsonable(composite.canonizers)
-    if not (isinstance(composite, str) or isinstance(composite, type) and issubclass(composite, Composite)):
-        raise TypeError(
-            f"{owner}: composite must be a registered name such as 'epsilon_gamma_box', a Composite class "
-            f"or a Composite object, not {type(composite).__name__}"
-        )
-    try:
-        built = get_composite(composite, canonizers=canonizers, **kwargs)
-    except TypeError as exc:
-        raise TypeError(
-            f"{owner}: composite_kwargs {sorted(kwargs)} do not fit composite {composite!r} ({exc}); "
-            "see the composite's docstring for its arguments"
-        ) from exc
-    except ValueError as exc:
-        raise ValueError(f"{owner}: {exc}") from exc
-    name = composite if isinstance(composite, str) else (composite.name or qualified_name(composite))
-    return built, {"name": name, "kwargs": jsonable(kwargs)}, jsonable(canonizers)
-
-
-def check_target(target: Any, owner: str) -> TargetSpec:
-    if isinstance(target, str) and target in ("label", "prediction"):
-        return target
-    if callable(target) and not isinstance(target, str):
-        return target
-    raise ValueError(
-        f"{owner}: target must be 'label' (explain the true class), 'prediction' (the predicted class) or a "
-        f"callable (output, labels) -> class indices, not {target!r}"
-    )
-
-
-def target_mode(target: TargetSpec) -> str:
-    return target if isinstance(target, str) else f"callable:{qualified_name(target)}"
-
-
-def check_heatmap_size(size: Any, owner: str) -> tuple[int, int] | None:
-    if size is None:
-        return None
-    values = (size, size) if isinstance(size, int) and not isinstance(size, bool) else size
-    try:
-        height, width = (int(v) for v in values)
-        valid = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values)
-    except (TypeError, ValueError):
-        valid = False
-    if not valid or min(height, width) < 1:
-        raise ValueError(
-            f"{owner}: heatmap_size must be None (the input's size), a positive int (square maps) or "
-            f"(height, width), not {size!r}"
-        )
-    return height, width
-
-
-def check_int(value: Any, name: str, owner: str, minimum: int, hint: str = "") -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{owner}: {name} must be an int >= {minimum}, not {value!r}{hint}")
-    return int(value)
-
-
-def check_class_names(class_names: Any, owner: str) -> list[str] | None:
-    if class_names is None:
-        return None
-    if isinstance(class_names, str) or not isinstance(class_names, Sequence) or not class_names:
-        raise TypeError(f"{owner}: class_names must be a list of str, one per class, not {class_names!r}")
-    return [str(name) for name in class_names]
-
-
-# --------------------------------------------------------------------------------------------------
-# Leaving training untouched
-# --------------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def untouched_training_state(module: nn.Module) -> Iterator[None]:
-    """Run the body in eval mode; afterwards every mode flag, ``.grad`` and RNG stream is as before.
-
-    Eval mode keeps batch-norm statistics fixed and dropout off. The RNG streams (torch CPU, CUDA of
-    the module's devices, NumPy's global and Python's ``random``) are restored because fetching probe
-    samples may run random augmentations, and training must draw the same numbers with or without
-    the callback.
-    """
-    modes = [(child, child.training) for child in module.modules()]
-    grads = [(param, param.grad) for param in module.parameters()]
-    cuda_devices = sorted({p.device.index for p in module.parameters() if p.device.type == "cuda"})
-    numpy_state = np.random.get_state()  # noqa: NPY002 - the legacy global stream is what user code draws from
-    python_state = random.getstate()
-    with torch.random.fork_rng(devices=cuda_devices):
-        module.eval()
-        try:
-            yield
-        finally:
-            for child, training in modes:
-                child.training = training
-            for param, grad in grads:
-                if param.grad is not grad:
-                    param.grad = grad
-            np.random.set_state(numpy_state)  # noqa: NPY002
-            random.setstate(python_state)
-
-
-def _is_auxiliary(module: nn.Module) -> bool:
-    """Loss and metric modules: attributes of a LightningModule that ``forward`` does not call."""
-    if isinstance(module, nn.modules.loss._Loss):
-        return True
-    metrics = __import__("sys").modules.get("torchmetrics")
-    return metrics is not None and isinstance(module, (metrics.Metric, metrics.MetricCollection))
-
-
-class ExplainedModel(nn.Module):
-    """A view of ``module`` for the LRP engine: the same layers and ``forward``, minus losses and metrics.
-
-    The children are the module's own (rules attach to them); the view owns no parameters of its own.
-    """
-
-    def __init__(self, module: nn.Module) -> None:
-        super().__init__()
-        object.__setattr__(self, "_lrp_explained", module)  # not registered: its metrics would need rules
-        for name, child in module.named_children():
-            if not _is_auxiliary(child):
-                self.add_module(name, child)
-
-    def forward(self, input: Tensor) -> Any:
-        return self._lrp_explained(input)
-
-
-# --------------------------------------------------------------------------------------------------
-# Batches
-# --------------------------------------------------------------------------------------------------
-
-
-def default_unpack_batch(batch: Any) -> tuple[Any, Any]:
-    """``(input, labels)`` of a collated batch: a tensor, ``(x, y, ...)`` or a dict with common keys."""
-    if isinstance(batch, Tensor):
-        return batch, None
-    if isinstance(batch, (tuple, list)) and batch:
-        return batch[0], batch[1] if len(batch) > 1 else None
-    if isinstance(batch, Mapping):
-        x = next((batch[k] for k in INPUT_KEYS if k in batch), None)
-        y = next((batch[k] for k in LABEL_KEYS if k in batch), None)
-        if x is None:
-            raise ValueError(
-                f"cannot find the model input in a batch with keys {sorted(batch)} (looked for {list(INPUT_KEYS)}); "
-                "pass unpack_batch=lambda batch: (batch['<input key>'], batch['<label key>'])"
-            )
-        return x, y
-    raise ValueError(
-        f"cannot unpack a batch of type {type(batch).__name__}; batches must be a tensor, a tuple (x, y) or "
-        "a dict, or pass unpack_batch=lambda batch: (inputs, labels)"
-    )
-
-
-def unpack(
-    batch: Any, unpack_batch: UnpackBatch | None, size: int, need_labels: bool, owner: str, with_masks: bool = False
-):
-    """Checked ``(x, labels or None)`` of a batch of ``size`` samples; ``(x, labels, masks or None)`` with masks.
-
-    Masks are a dict batch's ``"mask"`` (or ``"masks"``) entry, or the optional third element that
-    ``unpack_batch`` returns.
-    """
-    parts = (unpack_batch or default_unpack_batch)(batch)
-    if not isinstance(parts, (tuple, list)) or len(parts) not in (2, 3):
-        raise ValueError(
-            f"{owner}: unpack_batch must return (inputs, labels) or (inputs, labels, masks), got "
-            f"{type(parts).__name__}{f' of {len(parts)} items' if isinstance(parts, (tuple, list)) else ''}"
-        )
-    x, y = parts[0], parts[1]
-    masks = parts[2] if len(parts) == 3 else None
-    if masks is None and unpack_batch is None and isinstance(batch, Mapping):
-        masks = next((batch[k] for k in MASK_KEYS if k in batch), None)
-    if masks is not None and not isinstance(masks, Tensor):
-        masks = torch.as_tensor(masks)
-    if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim < 2 or x.shape[0] != size:
-        described = f"{x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(
-            f"{owner}: the model input of a batch of {size} samples must be a floating point tensor of shape "
-            f"({size}, ...), got {described}; pass unpack_batch=lambda batch: (inputs, labels)"
-        )
-    if y is not None and not isinstance(y, Tensor):
-        try:
-            y = torch.as_tensor(y)
-        except (TypeError, ValueError, RuntimeError):
-            y = None
-    if y is not None and (y.is_floating_point() or y.dtype == torch.bool or y.shape != (size,)):
-        if need_labels:
-            raise ValueError(
-                f"{owner}: target='label' needs one class index per sample, but the batch's labels are a "
-                f"{y.dtype} tensor of shape {tuple(y.shape)}; pass unpack_batch=lambda batch: (inputs, "
-                "class_indices), or target='prediction'"
-            )
-        y = None
-    if y is None and need_labels:
-        raise ValueError(
-            f"{owner}: target='label' needs labels, but the batches hold none (the model input alone); "
-            "pass target='prediction', or return (inputs, labels) from the dataset, or pass "
-            "unpack_batch=lambda batch: (inputs, labels)"
-        )
-    if with_masks:
-        if masks is not None and (masks.ndim < 2 or masks.shape[0] != size):
-            raise ValueError(
-                f"{owner}: the masks of a batch of {size} samples must be a tensor of shape ({size}, H, W), got "
-                f"shape {tuple(masks.shape)}"
-            )
-        return x, y, masks
-    return x, y
-
-
-# --------------------------------------------------------------------------------------------------
-# Explaining
-# --------------------------------------------------------------------------------------------------
 
 
 def _with_context(exc: BaseException, message: str) -> BaseException:
@@ -454,9 +170,12 @@ class ProbeMetrics:
         elif isinstance(metrics, (str, ExplanationMetric)) or isinstance(metrics, type):
             metrics = (metrics,)
         elif not isinstance(metrics, Iterable):
-            raise TypeError(
-                f"{owner}: metrics must be a list of metric names or ExplanationMetric objects (e.g. "
-                f"['sparseness', 'pixel_flipping']), not {type(metrics).__name__}"
+            raise argument_error(
+                owner,
+                "metrics",
+                "a list of metric names or ExplanationMetric objects, or None",
+                metrics,
+                note="e.g. ['sparseness', 'pixel_flipping']",
             )
         resolved: list[ExplanationMetric] = []
         for metric in metrics:
@@ -801,54 +520,3 @@ def scalars(stats: np.ndarray) -> dict[str, float]:
     if values["labelled"]:
         result["lrp/probe_accuracy"] = values["correct"] / values["labelled"]
     return result
-
-
-# --------------------------------------------------------------------------------------------------
-# Pictures
-# --------------------------------------------------------------------------------------------------
-
-
-def thumbnail_png(sample: Tensor | np.ndarray, max_side: int) -> bytes:
-    """PNG of one model input, min-max scaled; images keep 1 or 3 channels, others are averaged to gray."""
-    from lrp_lightning.image import to_png_bytes
-
-    array = sample.detach().float().cpu().numpy() if isinstance(sample, Tensor) else np.asarray(sample, np.float32)
-    if array.ndim == 1:
-        array = array[None, None]
-    elif array.ndim == 2:
-        array = array.mean(axis=0, keepdims=True)[None]  # (C, L) -> (1, 1, L)
-    elif array.ndim != 3:
-        array = array.reshape(-1, *array.shape[-2:])
-    if array.shape[0] not in (1, 3):
-        array = array.mean(axis=0, keepdims=True)
-    array = np.nan_to_num(array, nan=0.0, posinf=0.0, neginf=0.0)
-    low, high = float(array.min()), float(array.max())
-    scaled = (array - low) / (high - low) if high > low else np.zeros_like(array)
-    pixels = np.round(scaled * 255).astype(np.uint8).transpose(1, 2, 0)
-    image = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
-    if max(image.size) > max_side:
-        image.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
-    return to_png_bytes(image)
-
-
-def heatmap_grid(maps: np.ndarray, thumbnails: Sequence[bytes | None], cell: int = 64) -> Image.Image:
-    """One image: per sample, its input next to its heatmap (``bwr``: red for the class, blue against)."""
-    import io
-
-    from lrp_lightning.image import grid, heatmap
-
-    pairs = []
-    for relevance, png in zip(maps, thumbnails):
-        height, width = relevance.shape
-        scale = max(1, -(-cell // max(height, width)))
-        size = (width * scale, height * scale)
-        picture = heatmap(np.nan_to_num(relevance, nan=0.0, posinf=0.0, neginf=0.0), cmap="bwr").resize(
-            size, Image.Resampling.NEAREST
-        )
-        pair = Image.new("RGB", (size[0] * 2 + 1, size[1]), (255, 255, 255))
-        if png is not None:
-            pair.paste(Image.open(io.BytesIO(png)).convert("RGB").resize(size, Image.Resampling.NEAREST), (0, 0))
-        pair.paste(picture, (size[0] + 1, 0))
-        pairs.append(pair)
-    columns = max(1, min(len(pairs), round(np.sqrt(len(pairs) / 2)) or 1))
-    return grid(pairs, nrow=columns, padding=3, fill=(255, 255, 255))
