@@ -40,10 +40,11 @@ def test_good_and_corrupt_runs_exit_1_naming_the_failed_item(tmp_path, fast_conf
     # everything else was analysed
     assert current_analysis_key(good, 0) and current_analysis_key(good, 1) and current_analysis_key(bad, 0)
     assert current_analysis_key(bad, 1) is None
-    assert "flagged: " in out and "top-left corner" in out
+    assert "finding: good/version_0: class 1 (one): top-left corner, 15 samples, since epoch 0" in out
+    assert "flagged cluster" not in out  # per-clustering flags only with --verbose
     lines = out.strip().splitlines()
-    assert lines[-1].split() == ["total", "(2", "runs)", "3", "0", "1", "4"]  # analysed, current, failed, flagged
-    assert any(line.split()[:5] == ["good/version_0", "2", "0", "0", "4"] for line in lines)
+    assert lines[-1].split() == ["total", "(2", "runs)", "3", "0", "1", "1"]  # analysed, current, failed, findings
+    assert any(line.split()[:5] == ["good/version_0", "2", "0", "0", "1"] for line in lines)
     # nothing half-written for the failed epoch
     assert not bad.analysis_dir(1).exists() or not list(bad.analysis_dir(1).glob("*.parquet"))
 
