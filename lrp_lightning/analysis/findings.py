@@ -302,7 +302,9 @@ def region_set(
                 out.append(Region(f"features {low}-{high}", f"feature indices {low}-{high}", mask))
         return out
     seen = set()
-    for width in sorted({max(1, w // 16), max(1, w // 8), max(1, w // 4)}):
+    # windows no finer than 1/8 of the signal: a finer window splits a class's own (jittered) feature into
+    # position groups whose inputs agree there by construction of the clustering
+    for width in sorted({max(1, w // 8), max(1, w // 4)}):
         stride = max(1, width // 2)
         for start in range(0, w - width + 1, stride):
             if (start, width) in seen:
@@ -438,7 +440,7 @@ class Findings(Step):
         Evidence (a): least share of the members' absolute relevance in the region.
     contrast : float, default 3.0
         Evidence (a): least ratio of that share to the rest of the category's share there.
-    max_input_spread : float, default 0.25
+    max_input_spread : float, default 0.05
         Evidence (b): most input spread (members' deviation from their mean pattern in the region over
         the rest's deviation from it) of "nearly the same inputs".
     n_permutations : int, default 999
@@ -457,7 +459,7 @@ class Findings(Step):
         min_fraction: float = 0.02,
         min_share: float = 0.3,
         contrast: float = 3.0,
-        max_input_spread: float = 0.25,
+        max_input_spread: float = 0.05,
         n_permutations: int = 999,
         min_overlap: float = 0.5,
         random_state: int = 0,
@@ -479,7 +481,9 @@ class Findings(Step):
 
     # ---------------------------------------------------------------------------------- testing
 
-    def _test_category(self, category: str, data: CategoryInput, region_list: list[Region]) -> list[_Tested]:
+    def _test_category(
+        self, category: str, data: CategoryInput, region_list: list[Region], modality: str = "image"
+    ) -> list[_Tested]:
         n = len(data.sample_ids)
         least = self.min_cluster_size(n)
         if n < 2 * least or not region_list:
@@ -524,6 +528,11 @@ class Findings(Step):
                     weights = weights / weights.sum() if weights.sum() > 0 else np.full(cells.sum(), 1 / cells.sum())
                     xs, x2s = x[:, cells], x2[:, cells]
                     spread = float(_spread(member[None], xs, x2s, weights)[0])
+                    if modality == "tabular" and np.mean((xs[member] <= 1 / 255) | (xs[member] >= 254 / 255)) >= 0.5:
+                        # thumbnails are scaled per sample to its minimum and maximum: a feature that is
+                        # the sample's extreme shows as 0 or 1 whatever its value, so equal values there
+                        # say nothing (an image's pattern has a shape over several cells; a feature not)
+                        spread = 1.0
                     null_spread = _spread(subsets, xs, x2s, weights)
                     p = max(p, permutation_pvalue(spread, null_spread, greater=False))
                 seen[key] = _Tested(
@@ -562,7 +571,11 @@ class Findings(Step):
         -------
         Detection
         """
-        tested = [t for category, data in categories.items() for t in self._test_category(category, data, region_list)]
+        # within a class: a class's own signal is where all of the class looks, so the subgroup that
+        # looks elsewhere stands out; in "all samples" every class is such a subgroup, so it is tested
+        # only when no class is analysed on its own
+        classes = [c for c in categories if c != "all"] or list(categories)
+        tested = [t for c in classes for t in self._test_category(c, categories[c], region_list, modality)]
         q = benjamini_hochberg([t.p_value for t in tested])
         for t, value in zip(tested, q):
             t.q_value = float(value)
