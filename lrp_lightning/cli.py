@@ -204,8 +204,10 @@ def _print_notes(reports: list[_RunReport], root: Path, verbose: bool) -> None:
         for message in report.messages + report.skipped:
             kinds.setdefault(_note_kind(message), []).append(f"{_run_name(report.run, root)}: {message}")
     for examples in kinds.values():
-        more = f" (and {len(examples) - 1} more like it; --verbose lists them)" if len(examples) > 1 else ""
-        print(f"lrp-analyze: note: {examples[0]}{more}", file=sys.stderr)
+        if len(examples) == 1:
+            print(f"lrp-analyze: note: {examples[0]}", file=sys.stderr)
+        else:
+            print(f"lrp-analyze: note ({len(examples)} like it; --verbose lists them): {examples[0]}", file=sys.stderr)
 
 
 def _selection_error(runs: list[Path], epochs: Sequence[int] | None, classes: Sequence[int] | None) -> str | None:
