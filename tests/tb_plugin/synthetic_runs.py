@@ -3,9 +3,11 @@
 A run holds ``classes`` classes of ``size x size`` images whose class is a bright quadrant; a fifth
 of class 0 also carries a watermark in the top-left corner (a Clever-Hans feature). Relevance maps
 follow the quadrant, or the watermark for those samples, and sharpen over the epochs while the
-predictions get better. Analysis tables (``points``, ``clusters``, ``lineage``, ``spectrum``) are
-written with :meth:`RunStore.write_analysis_table` in the schemas that :mod:`lrp_lightning.store`
-defines, so the plugin is tested against the contract, not against one analysis implementation.
+predictions get better. Analysis tables (``points``, ``clusters``, ``lineage``, ``spectrum`` and,
+unless ``findings=False``, ``findings``: see :func:`synthetic_findings`) are written with
+:meth:`RunStore.write_analysis_table` in the schemas that :mod:`lrp_lightning.store` defines (the
+findings table with the analysis's own :func:`~lrp_lightning.analysis.findings.findings_table`), so
+the plugin is tested against the contract, not against one analysis implementation.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
+from lrp_lightning.analysis.findings import FINDINGS_TABLE, KIND_ARTIFACT, Finding, findings_table
 from lrp_lightning.store import (
     CATEGORY_ALL,
     CLUSTERS_SCHEMA,
@@ -70,6 +73,7 @@ def build_run(
     thumbnails: bool = True,
     seed: int = 0,
     metadata: bool = False,
+    findings: bool = True,
 ) -> RunStore:
     """Write a complete synthetic run and return its store.
 
@@ -87,6 +91,9 @@ def build_run(
         Random seed.
     metadata : bool
         Store probe metadata columns (default False), see :func:`probe_metadata`.
+    findings : bool
+        Write a ``findings`` table with each analysis (default True; False: an analysis that
+        predates findings), see :func:`synthetic_findings`.
     """
     rng = np.random.default_rng(seed)
     store = RunStore.create(
@@ -116,6 +123,7 @@ def build_run(
         )
     )
     analysed = set(range(epochs) if analysed is None else analysed)
+    lineage = synthetic_findings(ids, labels, watermark, sorted(analysed), epochs) if findings else {}
     for epoch in range(epochs):
         progress = (epoch + 1) / epochs
         maps = rng.normal(0.0, 0.3 * (1.1 - progress), (samples, size, size)).astype(np.float32)
@@ -143,8 +151,89 @@ def build_run(
             ),
         )
         if epoch in analysed:
-            write_analysis(store, epoch, ids, labels, predictions, watermark, maps, classes, rng)
+            write_analysis(store, epoch, ids, labels, predictions, watermark, maps, classes, rng, lineage.get(epoch))
     return store
+
+
+WATERMARK_FINDING = "class_0/top-left-corner@{first}"
+"""Id of the watermark's finding (``first``: the first analysed epoch)."""
+STRAY_FINDING = "class_1/bottom-right-corner@{last}"
+"""Id of a second finding, seen in the last analysed epoch only (when there are two or more classes)."""
+STRAY_MEMBERS = 4
+
+
+def synthetic_findings(
+    ids: np.ndarray, labels: np.ndarray, watermark: np.ndarray, analysed: list[int], epochs: int
+) -> dict[int, pa.Table]:
+    """The ``findings`` table of each analysed epoch, written with the analysis's own :func:`findings_table`.
+
+    The watermark is one finding, seen in every analysed epoch (id kept from the first, members the
+    watermarked samples, strength growing with training); a second finding of a few class 1 samples
+    appears in the last analysed epoch only.
+    """
+    tables: dict[int, pa.Table] = {}
+    if not analysed:
+        return tables
+    first, last = analysed[0], analysed[-1]
+    marked = ids[watermark]
+    class_0 = int((labels == 0).sum())
+    for epoch in analysed:
+        progress = (epoch + 1) / epochs
+        seen = [e for e in analysed if e <= epoch]
+        share, rest = 0.2 + 0.6 * progress, 0.05
+        found = [
+            Finding(
+                finding_id=WATERMARK_FINDING.format(first=first),
+                category="class_0",
+                kind=KIND_ARTIFACT,
+                region="top-left corner",
+                region_detail="rows 0-1, columns 0-1",
+                region_cells=np.array([0], dtype=np.int32),
+                first_epoch=first,
+                epochs_seen=seen,
+                member_ids=np.sort(marked),
+                share=share,
+                rest_share=rest,
+                input_spread=0.01,
+                p_value=1e-6 / progress,
+                q_value=4e-6 / progress,
+                clusters=["class_0/kmeans/1", "all/kmeans/3"],
+                reason=(
+                    f"{marked.size} of {class_0} samples of digit 0 put {share:.0%} of their absolute relevance in "
+                    f"the top-left corner (rows 0-1, columns 0-1), where the rest of digit 0 puts {rest:.0%}; their "
+                    "inputs there are nearly the same (spread 0.01 of the rest's); permutation test q = "
+                    f"{4e-6 / progress:.2g} over 2 cluster(s)"
+                ),
+            )
+        ]
+        stray = ids[labels == 1][:STRAY_MEMBERS]
+        if epoch == last and stray.size:
+            found.append(
+                Finding(
+                    finding_id=STRAY_FINDING.format(last=last),
+                    category="class_1",
+                    kind=KIND_ARTIFACT,
+                    region="bottom-right corner",
+                    region_detail="rows 2-3, columns 2-3",
+                    region_cells=np.array([15], dtype=np.int32),
+                    first_epoch=last,
+                    epochs_seen=[last],
+                    member_ids=np.sort(stray),
+                    share=0.3,
+                    rest_share=0.1,
+                    input_spread=0.2,
+                    p_value=0.001,
+                    q_value=0.02,
+                    clusters=["class_1/kmeans/0"],
+                    reason=(
+                        f"{stray.size} samples of digit 1 put 30% of their absolute relevance in the bottom-right "
+                        "corner (rows 2-3, columns 2-3), where the rest of digit 1 puts 10%; permutation test "
+                        "q = 0.02 over 1 cluster(s)"
+                    ),
+                )
+            )
+        tables[epoch] = findings_table(found)
+    return tables
 
 
 def probe_metadata(ids: np.ndarray, watermark: np.ndarray) -> dict[str, list]:
@@ -177,8 +266,9 @@ def write_analysis(
     maps: np.ndarray,
     classes: int,
     rng: np.random.Generator,
+    findings: pa.Table | None = None,
 ) -> None:
-    """Write the four analysis tables of one epoch in the store's schemas."""
+    """Write the four analysis tables of one epoch in the store's schemas (and its findings table, if given)."""
     size = maps.shape[-1]
     grid = (size // 2, size // 2)
     pooled = maps.reshape(len(maps), grid[0], 2, grid[1], 2).sum(axis=(2, 4))
@@ -282,4 +372,6 @@ def write_analysis(
     clusters_table = clusters_table.replace_schema_metadata({META_GRID_SHAPE: json.dumps(list(grid)).encode()})
     store.write_analysis_table(epoch, "clusters", clusters_table, CONFIG_HASH)
     store.write_analysis_table(epoch, "lineage", pa.Table.from_pylist(lineage, schema=LINEAGE_SCHEMA), CONFIG_HASH)
+    if findings is not None:
+        store.write_analysis_table(epoch, FINDINGS_TABLE, findings, CONFIG_HASH)
     store.write_analysis_table(epoch, "spectrum", pa.Table.from_pylist(spectrum, schema=SPECTRUM_SCHEMA), CONFIG_HASH)
