@@ -22,7 +22,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from synthetic_runs import build_run
+from synthetic_runs import STRAY_FINDING, WATERMARK_FINDING, build_run
 
 from lrp_lightning.store import RunStore, decode_relevance, make_attribution_table
 
@@ -162,7 +162,7 @@ def test_the_lrp_tab_in_tensorboard(tensorboard, browser, screenshots):
 
     # Every registered view (static/views/index.js) is built and placed once, in the registry's order.
     views = tab.js("Object.keys(lrp.views)")
-    assert views == ["embedding", "clusters", "timeline", "gallery"]
+    assert views == ["findings", "embedding", "clusters", "timeline", "gallery"]
     assert tab.js("[...document.querySelectorAll('#lrp-app [data-view]')].map((e) => e.dataset.view)") == views
 
     # Opens at the latest epoch with its embedding drawn on the canvas.
@@ -396,5 +396,81 @@ def test_a_new_epoch_of_a_running_training_appears_without_reloading(tensorboard
     assert tab.frame.get_attribute("#epoch", "max") == "1"
     assert "has no analysis yet" in tab.frame.inner_text(".scatter-panel")  # epoch 1 is not analysed
     assert tab.frame.locator("#gallery .card").count() == 12
+    assert problems == []
+    context.close()
+
+
+def test_the_findings_panel_opens_a_finding_and_a_shared_link_reopens_it(tensorboard, browser, screenshots):
+    base, logdir = tensorboard
+    probe = RunStore(logdir / RUN).probe_table().to_pylist()
+    marked = sorted(row["sample_id"] for row in probe if row["watermarked"])
+    watermark = WATERMARK_FINDING.format(first=0)
+    stray = STRAY_FINDING.format(last=EPOCHS - 1)
+    # Opened elsewhere: another epoch and category than the finding's.
+    context, page, problems = _open(browser, f"{base}/#lrp&p.lrp.run=mnist%2Fversion_0&p.lrp.epoch=2&p.lrp.cat=class_1")
+    tab = Tab(page).attach()
+    assert tab.js("[lrp.state.epoch, lrp.state.cat]") == [2, "class_1"]
+
+    # The list comes first on the page: the watermark (seen in every analysed epoch), then the stray one.
+    assert tab.js("document.querySelector('#lrp-app [data-view]').dataset.view") == "findings"
+    tab.frame.wait_for_selector("#findings .finding")
+    items = tab.frame.locator("#findings .finding")
+    assert [items.nth(i).get_attribute("data-finding") for i in range(items.count())] == [watermark, stray]
+    first = items.nth(0)
+    assert first.locator(".finding-title").inner_text() == "digit 0: top-left corner"
+    facts = first.locator(".finding-facts").inner_text()
+    assert f"{len(marked)} samples in epoch {EPOCHS - 1}" in facts and "since epoch 0" in facts
+    assert "seen in 0–2, 4–5" in facts  # epoch 3 is not analysed
+    # A strip of the members' mean heatmap per epoch seen, and the strength over those epochs.
+    assert first.locator(".finding-strip img").count() == 5
+    assert first.locator("svg.sparkline circle").count() == 5
+    tab.images_loaded("#findings .finding-strip img")
+
+    # A click: the finding's category, its last epoch, exactly its members selected.
+    first.locator("button.finding-open").click()
+    tab.frame.wait_for_selector(f"#lrp-app[data-epoch='{EPOCHS - 1}']")
+    tab.frame.wait_for_selector(f"#gallery-title:text-is('Selection ({len(marked)})')")
+    tab.idle()
+    assert tab.js("lrp.state.cat") == "class_0" and tab.frame.input_value("#category") == "class_0"
+    assert tab.js("[...lrp.selectedIds()].sort((a, b) => a - b)") == marked
+    assert f"{len(marked)} selected" in tab.frame.inner_text("#scatter-info")
+    shown = tab.js("[...document.querySelectorAll('#gallery .card')].map((c) => Number(c.dataset.sample))")
+    assert sorted(shown) == marked
+    assert first.get_attribute("class") == "finding open"
+    assert "top-left corner" in tab.frame.inner_text(".finding.open .finding-reason")
+    tab.images_loaded("#findings .finding-strip img")
+    tab.frame.locator(".findings-panel").screenshot(path=str(screenshots / "plugin_findings.png"))
+    shared = page.url
+    assert "p.lrp.finding=" in shared and "p.lrp.cat=class_0" in shared
+
+    # The other finding: its own category and members.
+    items.nth(1).locator("button.finding-open").click()
+    tab.frame.wait_for_selector("#gallery-title:text-is('Selection (4)')")
+    tab.idle()
+    assert tab.js("lrp.state.cat") == "class_1" and tab.js("lrp.state.finding") == stray
+    class_1 = sorted(row["sample_id"] for row in probe if row["label"] == 1)[:4]
+    assert tab.js("[...lrp.selectedIds()].sort((a, b) => a - b)") == class_1
+    # Another selection closes the finding, in the list and in the link.
+    tab.js("lrp.clearSelection()")
+    tab.frame.wait_for_function("document.querySelectorAll('#findings .finding.open').length === 0")
+    assert tab.js("lrp.state.finding") is None and "p.lrp.finding=" not in page.url
+    assert problems == []
+    context.close()
+
+    # The shared link reopens the watermark's finding.
+    context, page, problems = _open(browser, shared)
+    tab = Tab(page).attach()
+    tab.frame.wait_for_selector(f".finding.open[data-finding='{watermark}']")
+    assert tab.js("[lrp.state.finding, lrp.state.epoch, lrp.state.cat]") == [watermark, EPOCHS - 1, "class_0"]
+    assert tab.js("[...lrp.selectedIds()].sort((a, b) => a - b)") == marked
+    tab.frame.wait_for_selector(f"#gallery-title:text-is('Selection ({len(marked)})')")
+    assert problems == []
+    context.close()
+
+    # A run without analysis says why it has no findings.
+    context, page, problems = _open(browser, f"{base}/data/plugin/lrp/index.html#run=mnist%2Fversion_1")
+    page.wait_for_selector("#lrp-app[data-ready=true][data-loading=false]")
+    page.wait_for_selector("#findings .finding-empty")
+    assert "No analysed epoch yet" in page.inner_text("#findings")
     assert problems == []
     context.close()
