@@ -853,8 +853,24 @@ class PluginData:
             "embeddings": self._embeddings(points) + ([SPECTRAL_EMBEDDING] if dims else []),
             "clusterings": all_clusterings,
             "grid_shape": self._grid_shape(clusters),
+            "embedding_config": self._embedding_config(points),
             "categories": categories,
         }
+
+    @staticmethod
+    def _embedding_config(points: pa.Table) -> dict[str, Any] | None:
+        """Parameters of the analysis's embeddings step (perplexity, UMAP neighbours ...), from the table's config.
+
+        The frontend names them under the scatter; None when the analysis did not record its config.
+        """
+        raw = (points.schema.metadata or {}).get(lrp_store.META_ANALYSIS_CONFIG)
+        try:
+            params = json.loads(raw)["pipeline"]["embeddings"]["params"] if raw else None
+        except (ValueError, KeyError, TypeError):
+            return None
+        if not isinstance(params, dict):
+            return None
+        return {str(k): v for k, v in params.items() if v is None or isinstance(v, (bool, int, float, str))}
 
     @staticmethod
     def _spectral_dims(points: pa.Table) -> dict[str, int]:

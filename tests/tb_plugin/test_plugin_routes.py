@@ -21,7 +21,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from plugin_testing import BROKEN, DAMAGED, FUTURE, GOOD, ODD, PLAIN, PREFIX, make_app, route
-from synthetic_runs import CLUSTERING, CONFIG_HASH, SPECTRAL_DIMS, STRAY_FINDING, WATERMARK_FINDING, build_run
+from synthetic_runs import (
+    CLUSTERING,
+    CONFIG_HASH,
+    EMBEDDING_CONFIG,
+    SPECTRAL_DIMS,
+    STRAY_FINDING,
+    WATERMARK_FINDING,
+    build_run,
+)
 
 from lrp_lightning import image as lrp_image
 from lrp_lightning.store import (
@@ -326,6 +334,7 @@ def test_analysis_summary_lists_categories_spectra_embeddings_and_clusterings(cl
     assert summary["embeddings"] == ["tsne", "umap", "spectral"]
     assert summary["clusterings"] == [CLUSTERING]
     assert summary["grid_shape"] == [4, 4]
+    assert summary["embedding_config"] == EMBEDDING_CONFIG  # from the points table's analysis config
     categories = {c["category"]: c for c in summary["categories"]}
     assert sorted(categories) == ["all", "class_0", "class_1", "class_2"]
     assert categories["all"]["eigengap_k"] == 4 and categories["class_1"]["eigengap_k"] == 1
@@ -750,6 +759,20 @@ def test_binary_columns_round_trip_and_pick_compact_integers():
     assert compact_int(np.array([0, 2**40])).dtype == np.float64
     with pytest.raises(ValueError, match="one length"):
         encode_columns({"a": np.zeros(2, np.int16), "b": np.zeros(3, np.int16)})
+
+
+def test_embedding_config_is_none_when_the_analysis_did_not_record_it():
+    from lrp_lightning.store import META_ANALYSIS_CONFIG
+    from lrp_lightning.tb_plugin.data import PluginData
+
+    table = pa.table({"a": [1]})
+    assert PluginData._embedding_config(table) is None
+    for raw in (b"not json", b"[]", b'{"pipeline": {}}', b'{"pipeline": {"embeddings": {"params": 3}}}'):
+        assert PluginData._embedding_config(table.replace_schema_metadata({META_ANALYSIS_CONFIG: raw})) is None
+    nested = b'{"pipeline": {"embeddings": {"params": {"perplexity": 5.0, "methods": ["tsne"]}}}}'
+    assert PluginData._embedding_config(table.replace_schema_metadata({META_ANALYSIS_CONFIG: nested})) == {
+        "perplexity": 5.0
+    }
 
 
 def test_byte_lru_evicts_the_least_recently_used_values():

@@ -66,7 +66,8 @@ class Findings {
   }
 
   update(topic, changes = {}) {
-    if (topic === "selection" && this.app.state.finding && !("finding" in changes)) {
+    const selected = topic === "selection" || (topic === "points" && "sel" in changes);
+    if (selected && this.app.state.finding && !("finding" in changes)) {
       // Another selection closes the finding (the key is this view's own), so a shared link does not
       // reopen a finding next to samples that are not its members.
       this.app.state.finding = null;
@@ -180,7 +181,7 @@ class Findings {
     }
     const ids = new Set(finding.member_ids);
     if (app.state.cat !== finding.category) {
-      await app.update({ cat: finding.category, finding: finding.finding_id, sel: ids, selc: new Set() }, "points");
+      await app.update({ ...app.categoryChanges(finding.category), finding: finding.finding_id, sel: ids }, "points");
     }
     await app.update({ finding: finding.finding_id, sel: ids, selc: new Set() }, "selection");
   }
