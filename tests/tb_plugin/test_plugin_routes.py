@@ -743,6 +743,30 @@ def test_finding_map_is_the_mean_of_its_members_normalised_heatmaps(client, logd
     assert "complete epochs" in error(client, route("finding_map", run=GOOD, finding=finding, epoch=9), 404)
 
 
+def test_findings_of_a_run_that_the_real_pipeline_analysed(tmp_path, monkeypatch):
+    # The contract between the analysis and the plugin: the pipeline's own findings table, read back.
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "analysis"))
+    from spray_helpers import SHAPE, fast_spray, make_run
+
+    from lrp_lightning.analysis import analyze_run
+
+    store = make_run(tmp_path / "run", epochs=(0, 1), artifact=15)  # class 1's first 15 samples: ids 60-74
+    analyze_run(store, fast_spray(), log_scalars=False)
+    client, _ = make_app(tmp_path)
+    data = json.loads(ok(client, route("findings", run="run")).data)
+    assert data["epochs"] == [0, 1] and data["without_findings"] == [] and data["unreadable"] == []
+    (finding,) = data["findings"]
+    assert finding["finding_id"] == "class_1/top-left-corner@0" and finding["category_name"] == "one"
+    assert finding["member_ids"] == list(range(60, 75)) and finding["epochs_seen"] == [0, 1]
+    assert [entry["epoch"] for entry in finding["history"]] == [0, 1]
+    assert finding["q_value"] < 0.05 and finding["strength"] > 0.3
+    assert "top-left corner" in finding["reason"] and "inputs were not stored" in finding["reason"]
+    picture = png(ok(client, route("finding_map", run="run", finding=finding["finding_id"], epoch=1)))
+    assert picture.shape == (*SHAPE, 3)
+    corner = picture[:2, :2].astype(int)
+    assert (corner[..., 0] - corner[..., 2] > 100).all()  # bwr: the artifact's corner is red
+
+
 # ------------------------------------------------------------------------------------------ data layer units
 
 
