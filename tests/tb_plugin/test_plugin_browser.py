@@ -528,13 +528,17 @@ def test_a_pasted_share_link_switches_run_and_epoch_without_a_reload(tensorboard
     # The plugin's own page: only the hash changes.
     context, page, problems = _plugin_page(browser, base, "run=mnist%2Fversion_0")
     page.evaluate("window.lrpLoaded = true")  # gone if the page reloaded
-    page.evaluate("location.hash = '#run=variants%2Fversion_0&epoch=0&cat=class_2'")
+    page.evaluate("location.hash = '#run=variants%2Fversion_0&epoch=0&cat=class_2&view=overlay&size=64&px=0'")
     page.wait_for_function("lrp.state.run === 'variants/version_0'", timeout=10000)
     page.wait_for_selector("#lrp-app[data-epoch='0'][data-loading=false]")
     assert page.evaluate("[window.lrpLoaded, lrp.state.epoch, lrp.state.cat, lrp.points.meta.category]") == [
         True, 0, "class_2", "class_2",
     ]
     assert page.input_value("#run") == VARIANTS and page.input_value("#category") == "class_2"
+    # The gallery's own keys too: its controls show them, its images follow them.
+    assert page.is_checked("#view-overlay") and not page.is_checked("#pixelated")
+    assert page.input_value("#image-size") == "64"
+    page.wait_for_function("document.querySelector('#gallery img').src.includes('kind=overlay')")
     assert problems == []
     context.close()
 
