@@ -147,6 +147,9 @@ class Findings {
     const title = `${finding.category_name}: ${finding.region}${kind}`;
     const seen = finding.epochs_seen.length ? epochRanges(finding.epochs_seen) : String(finding.last_epoch);
     const facts = `${finding.n_members} samples in epoch ${finding.last_epoch} · since epoch ${finding.first_epoch} · seen in ${seen} · strength ${percent(finding.strength)} · ${significance(finding.q_value)}`;
+    // A 1-D signal's or a table's map is one row: a wide, low picture instead of a square.
+    const [rows, columns] = app.info.heatmap_shape || [1, 1];
+    const [width, height] = columns >= 3 * Math.max(rows, 1) ? [96, 16] : [44, 44];
     const strip = h("div", { class: "finding-strip" + (s.px ? " pixelated" : "") });
     for (const epoch of this.stripEpochs(finding)) {
       const entry = finding.history.find((e) => e.epoch === epoch);
@@ -155,7 +158,7 @@ class Findings {
         h("img", { src: url("finding_map", { run: s.run, finding: finding.finding_id, epoch, cmap: s.cmap, v: version }),
           alt: `mean heatmap of the finding's ${entry.n_members} samples in epoch ${epoch}`,
           title: `epoch ${epoch}: ${entry.n_members} samples, strength ${percent(entry.strength)}`,
-          width: 44, height: 44, loading: "lazy" }),
+          width, height, loading: "lazy" }),
         h("figcaption", { text: `ep ${epoch}` })));
     }
     const epochs = finding.history.map((e) => e.epoch);
