@@ -1,13 +1,19 @@
 """Command line interface: ``lrp-analyze``, the offline SpRAy analysis of every run below a folder.
 
+It prints the *findings* of each run (one line per artifact or strategy, merged over clusterings,
+categories and epochs; see :mod:`lrp_lightning.analysis.findings`), a one-line count per kind of note,
+and a summary table. ``--verbose`` adds the flags of every clustering and every note.
+
 Exit status: 0 when every item was analysed (or already current), 1 when some item failed (each is
-named on stderr), 2 for bad arguments (unknown option, unreadable config, no runs found).
+named on stderr), 2 for bad arguments (unknown option, unreadable config, no runs found, an
+``--epochs`` or ``--classes`` selection that matches nothing).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -76,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--jobs", type=_positive, default=1, help="runs analysed in parallel (default: 1)")
     parser.add_argument("--no-scalars", action="store_true", help="do not write TensorBoard scalars")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--verbose", action="store_true", help="also print every clustering's flagged clusters and every note"
+    )
     return parser
 
 
@@ -84,7 +93,8 @@ class _RunReport:
     run: str
     analysed: int = 0
     current: int = 0
-    findings: list[tuple[int, str, str, str]] = field(default_factory=list)  # epoch, category, region, reason
+    flags: list[tuple[int, str, str, str]] = field(default_factory=list)  # epoch, category, region, reason
+    findings: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (summary, reason), latest epoch
     skipped: list[str] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)
@@ -120,8 +130,10 @@ def _analyze_one(run: str, settings: dict[str, Any], queue: Any = None) -> _RunR
                 report.analysed += 1
             else:
                 report.current += 1
-            for category, region, reason in outcome.findings:
-                report.findings.append((outcome.epoch, category, region, reason))
+            for category, region, reason in outcome.flags:
+                report.flags.append((outcome.epoch, category, region, reason))
+            for finding in outcome.findings:
+                report.findings[finding.finding_id] = (finding.summary(), finding.reason)
             for category, reason in outcome.skipped.items():
                 report.skipped.append(f"epoch {outcome.epoch}, {category}: {reason}")
             report.messages.extend(outcome.messages)
@@ -156,13 +168,91 @@ def _count_epochs(run: Path, epochs: Sequence[int] | None) -> int:
     return len(found) if epochs is None else len(set(found) & set(epochs))
 
 
+def _run_name(run: str, root: Path) -> str:
+    """A run's name below ``root``; the run given itself is named by its folder (``digits/version_0``)."""
+    path = Path(run)
+    try:
+        name = path.relative_to(root).as_posix()
+    except ValueError:
+        return run
+    if name in ("", "."):
+        name = path.resolve().name
+        if re.fullmatch(r"version_\d+", name) and path.resolve().parent.name:
+            name = f"{path.resolve().parent.name}/{name}"
+    return name
+
+
+_NOTE_PREFIX = re.compile(r"^(epoch \d+: )?((class \d+( \([^)]*\))?|all samples): )?")
+
+
+def _note_kind(message: str) -> str:
+    """What a note says, without its epoch, category and numbers: notes of one kind are counted together."""
+    text = _NOTE_PREFIX.sub("", message)
+    text = re.sub(r"\[[^\]]*\]", "[...]", text)
+    text = re.sub(r"kmeans_\d+(, kmeans_\d+)*", "kmeans_k", text)
+    return re.sub(r"\d+(\.\d+)?", "N", text)
+
+
+def _print_notes(reports: list[_RunReport], root: Path, verbose: bool) -> None:
+    if verbose:
+        for report in reports:
+            for message in report.messages + report.skipped:
+                print(f"lrp-analyze: note: {_run_name(report.run, root)}: {message}", file=sys.stderr)
+        return
+    kinds: dict[str, list[str]] = {}
+    for report in reports:
+        for message in report.messages + report.skipped:
+            kinds.setdefault(_note_kind(message), []).append(f"{_run_name(report.run, root)}: {message}")
+    for examples in kinds.values():
+        if len(examples) == 1:
+            print(f"lrp-analyze: note: {examples[0]}", file=sys.stderr)
+        else:
+            print(f"lrp-analyze: note ({len(examples)} like it; --verbose lists them): {examples[0]}", file=sys.stderr)
+
+
+def _selection_error(runs: list[Path], epochs: Sequence[int] | None, classes: Sequence[int] | None) -> str | None:
+    """Why an ``--epochs``/``--classes`` selection matches nothing in any run (naming what exists), or None."""
+    from lrp_lightning.store import RunStore, StoreError
+
+    found_epochs: set[int] = set()
+    found_classes: set[int] = set()
+    for run in runs:
+        try:
+            store = RunStore(run)
+            found_epochs.update(info.epoch for info in store.epochs())
+            if classes is not None:
+                names = store.manifest.get("class_names") or []
+                found_classes.update(range(len(names)))
+                try:
+                    found_classes.update(int(v) for v in store.probe_table(["label"]).column(0).to_pylist())
+                except (StoreError, OSError):
+                    pass
+        except (StoreError, OSError, ValueError):
+            continue  # an unreadable run fails later, with its own message
+
+    def spans(values: set[int]) -> str:
+        ordered, parts = sorted(values), []
+        start = prev = None
+        for v in ordered + [None]:
+            if start is not None and (v is None or v != prev + 1):
+                parts.append(str(start) if start == prev else f"{start}-{prev}")
+                start = None
+            if v is not None and start is None:
+                start = v
+            prev = v
+        return ",".join(parts) or "none"
+
+    if epochs is not None and found_epochs and not set(epochs) & found_epochs:
+        return f"--epochs {spans(set(epochs))} matches no complete epoch; the runs hold epochs {spans(found_epochs)}"
+    if classes is not None and found_classes and not set(classes) & found_classes:
+        return f"--classes {spans(set(classes))} matches no class; the runs hold classes {spans(found_classes)}"
+    return None
+
+
 def _summary(reports: list[_RunReport], root: Path) -> str:
     rows = []
     for report in reports:
-        try:
-            name = str(Path(report.run).relative_to(root)) or "."
-        except ValueError:
-            name = report.run
+        name = _run_name(report.run, root)
         rows.append(
             (
                 name,
@@ -172,7 +262,7 @@ def _summary(reports: list[_RunReport], root: Path) -> str:
                 str(len(report.findings)),
             )
         )
-    header = ("run", "analysed", "up to date", "failed", "flagged")
+    header = ("run", "analysed", "up to date", "failed", "findings")
     rows.append(
         (
             f"total ({len(reports)} runs)",
@@ -228,6 +318,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    problem = _selection_error(runs, args.epochs, args.classes)
+    if problem is not None:
+        print(f"lrp-analyze: error: {problem}", file=sys.stderr)
+        return 2
     jobs = min(args.jobs, len(runs))
     settings = {
         "config": args.config,
@@ -273,11 +367,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 except Exception as exc:  # noqa: BLE001 - a crashed worker fails its run only
                     reports.append(_RunReport(str(run), failures=[(str(run), f"{type(exc).__name__}: {exc}")]))
     bar.close()
+    _print_notes(reports, args.path, args.verbose)
     for report in reports:
-        for message in report.messages + report.skipped:
-            print(f"lrp-analyze: note: {report.run}: {message}", file=sys.stderr)
-        for epoch, category, _region, reason in report.findings:
-            print(f"lrp-analyze: flagged: {report.run} epoch {epoch}, {category}: {reason}")
+        name = _run_name(report.run, args.path)
+        if args.verbose:
+            for epoch, category, _region, reason in report.flags:
+                print(f"lrp-analyze: flagged cluster: {name} epoch {epoch}, {category}: {reason}")
+        for summary, reason in report.findings.values():
+            print(f"lrp-analyze: finding: {name}: {summary}")
+            if args.verbose:
+                print(f"    {reason}")
     print(_summary(reports, args.path))
     failures = [failure for report in reports for failure in report.failures]
     for item, message in failures:

@@ -25,6 +25,9 @@ route               parameters                                  response
 ``/prototype``      run, epoch, category, clustering,           PNG: a cluster's mean heatmap
                     cluster, cmap
 ``/lineage``        run, category, clustering                   JSON: clusters over epochs
+``/findings``       run                                         JSON: findings with their lineage
+``/finding_map``    run, finding, epoch, cmap                   PNG: mean heatmap of a finding's
+                                                                members in one epoch
 ``/index.js`` ...                                               the static frontend: ``static/*``
 ``/views/*.js``                                                 and ``static/views/*.js``
 ==================  ==========================================  ====================================
@@ -61,6 +64,7 @@ MAX_DIMENSION = 1023
 MAX_CLUSTER = 2**31 - 1
 SAMPLE_RANGE = (-(2**63), 2**63 - 1)
 MAX_TEXT = 256
+MAX_FINDING_ID = 200
 _INTEGER = re.compile(r"[+-]?[0-9]{1,40}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+-]{0,127}")
 IMAGE_MAX_AGE = 600
@@ -357,3 +361,18 @@ class LRPPlugin(base_plugin.TBPlugin):
         run = self._run(request)
         category, clustering = _name(request, "category"), _name(request, "clustering")
         return self._data.lineage(run, category, clustering)
+
+    @route("/findings", "json")
+    def _serve_findings(self, request: wrappers.Request) -> dict[str, Any]:
+        """The run's findings over its analysed epochs; empty for a run analysed before findings existed."""
+        return self._data.findings(self._run(request))
+
+    @route("/finding_map", "png")
+    def _serve_finding_map(self, request: wrappers.Request) -> bytes:
+        run, epoch = self._run(request), self._epoch(request)
+        finding = _text(request, "finding")
+        if not finding or len(finding) > MAX_FINDING_ID:
+            raise errors.InvalidArgumentError(
+                f"parameter 'finding' must be a finding id of 1 to {MAX_FINDING_ID} characters (see /findings)"
+            )
+        return self._data.finding_prototype_png(run, finding, epoch, self._cmap(request))

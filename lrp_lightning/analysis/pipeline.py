@@ -12,6 +12,11 @@ An epoch's analysis is cached on disk under one key, the config hash of its tabl
 returns at once. The tables (points, clusters, lineage, spectrum; :data:`~lrp_lightning.store.ANALYSIS_TABLES`)
 are each written atomically; they count as one analysis only when all carry the same key, so a crash
 between two writes leaves an analysis that is seen as stale, never a mix.
+
+Findings (:mod:`~lrp_lightning.analysis.findings`) are made over all categories of an epoch after
+SpRAy: flagged clusters are tested (permutation test, Benjamini-Hochberg), merged into findings and
+linked to the previous epoch's findings; they are written as the ``findings`` table, first, under the
+same key.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import pyarrow as pa
 from lrp_lightning import store as S
 from lrp_lightning._validation import check_choice
 
+from . import findings as F
 from .base import AnalysisError, cache_key, library_versions
 from .spray import CategoryResult, PreparedMaps, SpRAy, prepare_batch
 from .tracking import heatmap_stability
@@ -60,8 +66,11 @@ class EpochOutcome:
         Results per category (empty when ``computed`` is False).
     skipped : dict of str to str
         Categories that could not be analysed, with the reason (e.g. one sample).
-    findings : list of (str, str, str)
-        ``(category, region, reason)`` per distinct flagged region.
+    findings : list of Finding
+        The epoch's findings (one per artifact or strategy, see :mod:`.findings`).
+    flags : list of (str, str, str)
+        ``(category, region, reason)`` of the flagged clusters per category (of the selected
+        clustering, or the nearest one that flags some): the per-clustering flags behind findings.
     scalars : dict of str to float
         Indicator scalars (TensorBoard tags to values).
     messages : list of str
@@ -74,7 +83,8 @@ class EpochOutcome:
     computed: bool
     categories: dict[str, CategoryResult] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
-    findings: list[tuple[str, str, str]] = field(default_factory=list)
+    findings: list[F.Finding] = field(default_factory=list)
+    flags: list[tuple[str, str, str]] = field(default_factory=list)
     scalars: dict[str, float] = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)
 
@@ -97,9 +107,13 @@ class RunOutcome:
     failures: list[tuple[str, str]] = field(default_factory=list)
 
     @property
-    def findings(self) -> int:
-        """Number of flagged regions over all epochs."""
-        return sum(len(e.findings) for e in self.epochs)
+    def findings(self) -> list[F.Finding]:
+        """Distinct findings over all epochs, each as seen in its last epoch, in order of first epoch."""
+        latest: dict[str, F.Finding] = {}
+        for epoch in self.epochs:
+            for finding in epoch.findings:
+                latest[finding.finding_id] = finding
+        return sorted(latest.values(), key=lambda f: (f.first_epoch, f.finding_id))
 
 
 # ------------------------------------------------------------------------------------------------ keys
@@ -119,10 +133,15 @@ def _previous_epoch(store: S.RunStore, epoch: int) -> S.EpochInfo | None:
     return earlier[-1] if earlier else None
 
 
+# the findings table is written first, so a crash before the others leaves a stale analysis
+# (TO MOVE into lrp_lightning.store.ANALYSIS_TABLES at merge, with FINDINGS_TABLE and its schema)
+TABLES: tuple[str, ...] = (F.FINDINGS_TABLE, *S.ANALYSIS_TABLES)
+
+
 def current_analysis_key(store: S.RunStore, epoch: int) -> str | None:
     """The key of the epoch's complete, current analysis, or None (missing, stale or half-written)."""
     tables = store.analysis_tables(epoch)
-    hashes = {tables.get(name) for name in S.ANALYSIS_TABLES}
+    hashes = {tables.get(name) for name in TABLES}
     if len(hashes) == 1 and None not in hashes:
         return hashes.pop()
     return None
@@ -238,7 +257,7 @@ def load_analysis(store: S.RunStore, epoch: int) -> dict[str, pa.Table]:
     Returns
     -------
     dict of str to pyarrow.Table
-        ``points``, ``clusters``, ``lineage`` and ``spectrum``.
+        ``findings``, ``points``, ``clusters``, ``lineage`` and ``spectrum``.
 
     Raises
     ------
@@ -250,7 +269,7 @@ def load_analysis(store: S.RunStore, epoch: int) -> dict[str, pa.Table]:
         raise S.AnalysisNotFoundError(
             f"epoch {epoch} of {store.run_dir} has no complete current analysis; run lrp-analyze {store.run_dir}"
         )
-    return {name: store.read_analysis_table(epoch, name, config_hash=key) for name in S.ANALYSIS_TABLES}
+    return {name: store.read_analysis_table(epoch, name, config_hash=key) for name in TABLES}
 
 
 def _previous_state(
@@ -489,7 +508,7 @@ def _with_metadata(table: pa.Table, config: dict, grid: tuple[int, int]) -> pa.T
 def _write_tables(store: S.RunStore, epoch: int, tables: dict[str, pa.Table], key: str, commit: str) -> None:
     written = []
     try:
-        for name in S.ANALYSIS_TABLES:
+        for name in TABLES:
             written.append(store.write_analysis_table(epoch, name, tables[name], key, source_commit=commit))
     except BaseException:
         for path in written:  # leave no partial analysis behind (it would read as stale anyway)
@@ -504,19 +523,25 @@ def _category_label(category: str, class_names: list | None) -> str:
     if category == S.CATEGORY_ALL:
         return "all samples"
     index = int(category.split("_", 1)[1])
-    if class_names and 0 <= index < len(class_names):
+    if class_names and 0 <= index < len(class_names) and str(class_names[index]) != str(index):
         return f"class {index} ({class_names[index]})"
     return f"class {index}"
 
 
-def _scalars(results: dict[str, CategoryResult], findings: list[tuple[str, str, str]], stability: np.ndarray) -> dict:
+def _scalars(
+    results: dict[str, CategoryResult],
+    flags: list[tuple[str, str, str]],
+    findings: list[F.Finding],
+    stability: np.ndarray,
+) -> dict:
     scalars: dict[str, float] = {}
     for category, result in results.items():
         selected = result.summaries.get(result.selected, [])
         prefix = f"lrp/{category}/"
         scalars[prefix + "eigengap"] = result.clustering.eigengap
         scalars[prefix + "eigengap_k"] = float(result.clustering.eigengap_k)
-        scalars[prefix + "flagged_clusters"] = float(sum(1 for c, _, _ in findings if c == category))
+        scalars[prefix + "flagged_clusters"] = float(sum(1 for c, _, _ in flags if c == category))
+        scalars[prefix + "findings"] = float(sum(1 for f in findings if f.category == category))
         if selected:
             scalars[prefix + "max_concentration"] = max(s.concentration for s in selected)
             scalars[prefix + "max_border_share"] = max(s.border_share for s in selected)
@@ -528,7 +553,7 @@ def _scalars(results: dict[str, CategoryResult], findings: list[tuple[str, str, 
     return scalars
 
 
-def _findings(results: dict[str, CategoryResult]) -> list[tuple[str, str, str]]:
+def _flags(results: dict[str, CategoryResult]) -> list[tuple[str, str, str]]:
     """Flagged clusters worth reporting: per category, those of the selected clustering or, where it
     flags none, of the nearest clustering of the sweep (then the others) that flags some; so one
     artifact seen by several clusterings is reported once."""
@@ -548,8 +573,8 @@ def _findings(results: dict[str, CategoryResult]) -> list[tuple[str, str, str]]:
     return found
 
 
-def _stored_findings(clusters: pa.Table, spectrum: pa.Table) -> list[tuple[str, str, str]]:
-    """:func:`_findings` of stored tables."""
+def _stored_flags(clusters: pa.Table, spectrum: pa.Table) -> list[tuple[str, str, str]]:
+    """:func:`_flags` of stored tables."""
     selected = dict(zip(spectrum.column(S.CATEGORY).to_pylist(), spectrum.column(S.SELECTED_CLUSTERING).to_pylist()))
     flagged = clusters.filter(clusters.column(S.FLAGGED)).to_pylist()
     found = []
@@ -577,10 +602,12 @@ def _stored_outcome(store: S.RunStore, info: S.EpochInfo, key: str) -> EpochOutc
     try:
         clusters = store.read_analysis_table(info.epoch, S.CLUSTERS_TABLE, config_hash=key)
         spectrum = store.read_analysis_table(info.epoch, S.SPECTRUM_TABLE, config_hash=key)
+        findings = store.read_analysis_table(info.epoch, F.FINDINGS_TABLE, config_hash=key)
     except S.StoreError:
         return outcome
-    findings = _stored_findings(clusters, spectrum)
-    outcome.findings.extend(findings)
+    outcome.flags.extend(_stored_flags(clusters, spectrum))
+    labels = {c: _category_label(c, store.manifest.get("class_names")) for c in spectrum.column(S.CATEGORY).to_pylist()}
+    outcome.findings.extend(F.findings_from_table(findings, labels))
     for c, status, message in zip(
         spectrum.column(S.CATEGORY).to_pylist(),
         spectrum.column(S.STATUS).to_pylist(),
@@ -589,6 +616,77 @@ def _stored_outcome(store: S.RunStore, info: S.EpochInfo, key: str) -> EpochOutc
         if status != "ok":
             outcome.skipped[c] = message or status
     return outcome
+
+
+# ------------------------------------------------------------------------------------------------ findings
+
+
+def _read_inputs(store: S.RunStore, sample_ids: np.ndarray, grid: tuple[int, int]) -> np.ndarray | None:
+    """The probe inputs (thumbnails) of ``sample_ids`` on the analysis grid, or None when not stored."""
+    try:
+        probe = store.probe_table([S.SAMPLE_ID, S.THUMBNAIL])
+    except (S.StoreError, OSError, KeyError):
+        return None
+    position = {int(i): k for k, i in enumerate(probe.column(S.SAMPLE_ID).to_pylist())}
+    thumbnails = probe.column(S.THUMBNAIL).to_pylist()
+    if any(int(i) not in position for i in sample_ids):
+        return None
+    try:
+        return F.input_grid([thumbnails[position[int(i)]] for i in sample_ids], grid)
+    except (OSError, ValueError):  # an unreadable PNG: evidence (b) is not available
+        return None
+
+
+def _previous_findings(store: S.RunStore, previous: S.EpochInfo | None) -> list[F.Finding]:
+    if previous is None:
+        return []
+    key = current_analysis_key(store, previous.epoch)
+    if key is None:
+        return []
+    try:
+        return F.findings_from_table(store.read_analysis_table(previous.epoch, F.FINDINGS_TABLE, config_hash=key))
+    except (S.StoreError, OSError):
+        return []
+
+
+def _detect_findings(
+    store: S.RunStore,
+    spray: SpRAy,
+    data: _EpochData,
+    results: dict[str, CategoryResult],
+    members: dict[str, np.ndarray],
+    previous: S.EpochInfo | None,
+    class_names: list | None,
+    epoch: int,
+) -> list[F.Finding]:
+    grid = data.prepared.grid
+    manifest = store.manifest
+    modality = F.modality_of(manifest)
+    ind = spray.indicators
+    region_list = F.region_set(
+        modality,
+        grid,
+        store.heatmap_shape,
+        feature_names=F.feature_names_of(manifest),
+        border_width=ind.border_width,
+        corner_size=ind.corner_size,
+        patch_size=ind.patch_size,
+    )
+    inputs = _read_inputs(store, data.sample_ids, grid)
+    categories = {}
+    for category, result in results.items():
+        index = members[category]
+        categories[category] = F.CategoryInput(
+            label=_category_label(category, class_names),
+            sample_ids=data.sample_ids[index],
+            absolute=data.prepared.absolute[index],
+            labelings=result.clustering.labelings,
+            inputs=None if inputs is None else inputs[index],
+        )
+    detection = spray.findings.detect(
+        epoch, categories, region_list, modality=modality, previous=_previous_findings(store, previous)
+    )
+    return detection.findings
 
 
 # ------------------------------------------------------------------------------------------------ API
@@ -702,8 +800,9 @@ def analyze_epoch(
             continue
         outcome.messages.extend(f"epoch {epoch}: {m}" for m in results[category].warnings)
     outcome.categories = results
-    outcome.findings = _findings(results)
-    outcome.scalars = _scalars(results, outcome.findings, stability)
+    outcome.flags = _flags(results)
+    outcome.findings = _detect_findings(store, spray, data, results, members, previous, class_names, epoch)
+    outcome.scalars = _scalars(results, outcome.flags, outcome.findings, stability)
     config = {
         "pipeline": spray.get_config(),
         "categories": _categories_spec(classes, include_all, category_by, nonfinite),
@@ -712,6 +811,7 @@ def analyze_epoch(
     grid = data.prepared.grid
     clusters, lineage = _clusters_tables(results)
     tables = {
+        F.FINDINGS_TABLE: F.findings_table(outcome.findings),
         S.POINTS_TABLE: _points_table(results, data, stability),
         S.CLUSTERS_TABLE: clusters,
         S.LINEAGE_TABLE: lineage,

@@ -25,6 +25,7 @@ from .affinity import KNNGraph, Neighbors
 from .base import AnalysisError, Step, cache_key, fingerprint
 from .clustering import ClusteringResult, Clusterings, spectral_coordinates
 from .embedding import Embeddings
+from .findings import Findings
 from .indicators import ClusterSummary, Indicators
 from .preprocessing import Preprocess, normalize_rows
 from .spectral import SpectralEmbedding, Spectrum
@@ -32,7 +33,7 @@ from .tracking import Lineage, Tracking
 
 __all__ = ["CategoryResult", "PreparedMaps", "SpRAy", "cache_info", "clear_cache"]
 
-STEPS = ("preprocess", "affinity", "spectral", "clusterings", "embeddings", "indicators", "tracking")
+STEPS = ("preprocess", "affinity", "spectral", "clusterings", "embeddings", "indicators", "tracking", "findings")
 SINGLE_THREAD_MAX_SAMPLES = 2000
 """Categories up to this size are analysed with one thread (BLAS and OpenMP)."""
 _STEP_TYPES: dict[str, type[Step]] = {
@@ -43,6 +44,7 @@ _STEP_TYPES: dict[str, type[Step]] = {
     "embeddings": Embeddings,
     "indicators": Indicators,
     "tracking": Tracking,
+    "findings": Findings,
 }
 
 
@@ -191,6 +193,9 @@ class SpRAy(Step):
         Default ``Indicators()``.
     tracking : Tracking, optional
         Default ``Tracking()``.
+    findings : Findings, optional
+        Default ``Findings()``: how flagged clusters become findings (tests, FDR ``alpha``, minimum
+        size); applied over all categories of an epoch by :func:`~lrp_lightning.analysis.analyze_epoch`.
     min_category_size : int, default 3
         Categories with fewer samples are skipped with a message.
     random_state : int, optional
@@ -214,6 +219,7 @@ class SpRAy(Step):
         embeddings: Embeddings | None = None,
         indicators: Indicators | None = None,
         tracking: Tracking | None = None,
+        findings: Findings | None = None,
         min_category_size: int = 3,
         random_state: int | None = None,
     ) -> None:
@@ -225,6 +231,7 @@ class SpRAy(Step):
             "embeddings": embeddings,
             "indicators": indicators,
             "tracking": tracking,
+            "findings": findings,
         }
         for name, step in given.items():
             if step is None:

@@ -9,7 +9,9 @@
 import { RequestError, getColumns, getJSON, url } from "./api.js";
 import { h, replace } from "./dom.js";
 import { META_PREFIX } from "./format.js";
-import { encodeIds, listenToHost, param, pick, readState, resetPerRun, writeState } from "./state.js";
+import {
+  encodeIds, listenToHashChanges, listenToHost, param, pick, readChangedState, readState, resetPerRun, stateTexts, writeState,
+} from "./state.js";
 import { COLOR_BY, Toolbar } from "./toolbar.js";
 
 const REFRESH_MS = 15000;
@@ -150,6 +152,7 @@ export class App {
   /** @param {Promise} [style] the style sheet loading; waited for together with the run list. */
   async start(style = Promise.resolve()) {
     listenToHost(() => this.refresh());
+    listenToHashChanges((fromHost) => this.followLink(fromHost));
     setInterval(() => this.refresh(), REFRESH_MS);
     try {
       // A run named in the URL is asked for at once, alongside the run list.
@@ -169,6 +172,16 @@ export class App {
       this.fail(error);
       this.root.dataset.ready = "true";
     }
+  }
+
+  /** A share link pasted into the open tab (only the hash changed): open what it names, as a reload would. */
+  async followLink(fromHost) {
+    const next = readChangedState(this.params, fromHost);
+    if (stateTexts(this.params, next) === stateTexts(this.params, this.state)) return; // our own URL
+    const usable = this.runs.filter((run) => !run.error).map((run) => run.run);
+    const run = usable.includes(next.run) ? next.run : this.state.run;
+    Object.assign(this.state, next, { run: this.state.run });
+    await this.setRun(run, true);
   }
 
   renderRuns(runs) {
@@ -390,6 +403,17 @@ export class App {
 
   saveState() {
     writeState(this.params, this.state);
+  }
+
+  /**
+   * The changes that open category `cat`: its own default clustering (the one its analysis selected),
+   * and no selection, since cluster numbers and sample ids of another category mean nothing here.
+   */
+  categoryChanges(cat) {
+    const info = this.analysis ? this.analysis.categories.find((c) => c.category === cat) : null;
+    const clusterings = info ? info.clusterings : [];
+    const clu = info && clusterings.includes(info.selected_clustering) ? info.selected_clustering : clusterings[0] ?? this.state.clu;
+    return { cat, clu, sel: new Set(), selc: new Set() };
   }
 
   /** Select samples by id, or whole clusters (of the current clustering). */

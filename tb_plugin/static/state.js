@@ -89,10 +89,8 @@ function formatHostHash(tab, entries) {
   return (tab || "") + (items.length ? "&" + items.join("&") : "");
 }
 
-/** The hash's texts of `keys` to start with: the plugin's own hash, else the host's `p.lrp.*` entries. */
-function initialTexts(keys) {
-  const own = parseOwnHash(keys);
-  if (Object.keys(own).length) return own;
+/** The host's `p.lrp.*` entries of `keys` (empty outside TensorBoard). */
+function hostTexts(keys) {
   const host = hostWindow();
   if (!host) return {};
   const state = {};
@@ -102,12 +100,43 @@ function initialTexts(keys) {
   return state;
 }
 
-/** The state to start with, from the URL: each param's `read` of its key's text. */
-export function readState(params) {
-  const texts = initialTexts(Object.keys(params));
+/** The hash's texts of `keys` to start with: the plugin's own hash, else the host's `p.lrp.*` entries. */
+function initialTexts(keys) {
+  const own = parseOwnHash(keys);
+  return Object.keys(own).length ? own : hostTexts(keys);
+}
+
+function readTexts(params, texts) {
   const state = {};
   for (const [key, spec] of Object.entries(params)) state[key] = spec.read(texts[key]);
   return state;
+}
+
+/** The state to start with, from the URL: each param's `read` of its key's text. */
+export function readState(params) {
+  return readTexts(params, initialTexts(Object.keys(params)));
+}
+
+/** The state a changed URL holds: the plugin's own hash, or the host's entries when `fromHost`. */
+export function readChangedState(params, fromHost) {
+  const keys = Object.keys(params);
+  return readTexts(params, fromHost ? hostTexts(keys) : parseOwnHash(keys));
+}
+
+/** The URL texts of a state (what writeState writes), to compare two states. */
+export function stateTexts(params, state) {
+  return JSON.stringify(clean(params, state));
+}
+
+/**
+ * Call `onChange(fromHost)` when a link is pasted into an open tab: the plugin's own hash changed, or
+ * (inside TensorBoard) the host page's. writeState changes the URL with replaceState, which fires no
+ * hashchange, so only changes from outside arrive here.
+ */
+export function listenToHashChanges(onChange) {
+  window.addEventListener("hashchange", () => onChange(false));
+  const host = hostWindow();
+  if (host) host.addEventListener("hashchange", () => onChange(true));
 }
 
 /** Reset the per-run params (`perRun: true`) to their value when absent from the URL. */

@@ -26,7 +26,7 @@ export class Toolbar {
       play: h("button", { id: "play", type: "button", text: "▶ Play", title: "play through the epochs",
         onclick: () => this.togglePlay() }),
       epochLabel: h("output", { id: "epoch-label", class: "epoch-label", "aria-live": "polite" }),
-      category: select([], s.cat, { id: "category", onchange: (event) => update({ cat: event.target.value }, "points") }),
+      category: select([], s.cat, { id: "category", onchange: (event) => update(app.categoryChanges(event.target.value), "points") }),
       embedding: select([], s.emb, { id: "embedding", onchange: (event) => update({ emb: event.target.value }, "points") }),
       ex: select([], s.ex, { id: "dim-x", onchange: (event) => update({ ex: Number(event.target.value) }, "points") }),
       ey: select([], s.ey, { id: "dim-y", onchange: (event) => update({ ey: Number(event.target.value) }, "points") }),

@@ -40,10 +40,11 @@ def test_good_and_corrupt_runs_exit_1_naming_the_failed_item(tmp_path, fast_conf
     # everything else was analysed
     assert current_analysis_key(good, 0) and current_analysis_key(good, 1) and current_analysis_key(bad, 0)
     assert current_analysis_key(bad, 1) is None
-    assert "flagged: " in out and "top-left corner" in out
+    assert "finding: good/version_0: class 1 (one): top-left corner, 15 samples, since epoch 0" in out
+    assert "flagged cluster" not in out  # per-clustering flags only with --verbose
     lines = out.strip().splitlines()
-    assert lines[-1].split() == ["total", "(2", "runs)", "3", "0", "1", "4"]  # analysed, current, failed, flagged
-    assert any(line.split()[:5] == ["good/version_0", "2", "0", "0", "4"] for line in lines)
+    assert lines[-1].split() == ["total", "(2", "runs)", "3", "0", "1", "1"]  # analysed, current, failed, findings
+    assert any(line.split()[:5] == ["good/version_0", "2", "0", "0", "1"] for line in lines)
     # nothing half-written for the failed epoch
     assert not bad.analysis_dir(1).exists() or not list(bad.analysis_dir(1).glob("*.parquet"))
 
@@ -148,3 +149,48 @@ def test_console_script_with_parallel_jobs(tmp_path, fast_config):
     assert result.stdout.strip().splitlines()[-1].split()[3:6] == ["2", "0", "0"]
     assert "2/2" in result.stderr  # the progress bar reached both epochs
     assert list((tmp_path / "runs" / "a").glob("events.out.tfevents.*.lrp-analyze"))
+
+
+def test_selections_that_match_nothing_exit_2_naming_what_exists(tmp_path, fast_config, capsys):
+    store = make_run(tmp_path / "runs" / "a", epochs=(0, 1))
+    assert main([str(tmp_path / "runs"), "--config", str(fast_config), "--quiet", "--epochs", "5-9"]) == 2
+    err = capsys.readouterr().err
+    assert "--epochs 5-9 matches no complete epoch; the runs hold epochs 0-1" in err
+    assert main([str(tmp_path / "runs"), "--config", str(fast_config), "--quiet", "--classes", "42"]) == 2
+    err = capsys.readouterr().err
+    assert "--classes 42 matches no class; the runs hold classes 0-1" in err
+    assert current_analysis_key(store, 0) is None  # nothing was analysed
+    # a selection that matches part of what exists is analysed
+    assert main([str(tmp_path / "runs"), "--config", str(fast_config), "--quiet", "--epochs", "1-9"]) == 0
+    assert current_analysis_key(store, 1) is not None and current_analysis_key(store, 0) is None
+
+
+def test_notes_are_summarised_per_kind_and_listed_with_verbose(tmp_path, fast_config, capsys):
+    make_run(tmp_path / "exp" / "version_0", epochs=(0, 1, 2), extra_class_samples=2)  # class 2 too small
+    assert main([str(tmp_path / "exp" / "version_0"), "--config", str(fast_config), "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    notes = [line for line in err.splitlines() if line.startswith("lrp-analyze: note")]
+    assert notes == [
+        "lrp-analyze: note (3 like it; --verbose lists them): exp/version_0: epoch 0, class_2: class 2 has 2 "
+        "samples; SpRAy needs at least 3 (min_category_size): skipped"
+    ]
+    # a single run given as the path is named by its folder, not "."
+    assert out.strip().splitlines()[2].split()[0] == "exp/version_0"
+    run = str(tmp_path / "exp" / "version_0")
+    assert main([run, "--config", str(fast_config), "--quiet", "--verbose", "--force"]) == 0
+    err = capsys.readouterr().err
+    notes = [line for line in err.splitlines() if line.startswith("lrp-analyze: note")]
+    assert [line.split(": ")[3] for line in notes] == ["epoch 0, class_2", "epoch 1, class_2", "epoch 2, class_2"]
+
+
+def test_flags_per_clustering_only_with_verbose(tmp_path, fast_config, capsys):
+    make_run(tmp_path / "mine", epochs=(0,), artifact=15)
+    assert main([str(tmp_path / "mine"), "--config", str(fast_config), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert [line for line in out.splitlines() if line.startswith("lrp-analyze:")] == [
+        "lrp-analyze: finding: mine: class 1 (one): top-left corner, 15 samples, since epoch 0"
+    ]
+    assert main([str(tmp_path / "mine"), "--config", str(fast_config), "--quiet", "--verbose"]) == 0
+    out = capsys.readouterr().out
+    assert "lrp-analyze: flagged cluster: mine epoch 0, class_1: " in out
+    assert "finding: mine: class 1 (one): top-left corner" in out and "permutation test q = " in out

@@ -55,11 +55,20 @@ def test_tables_hold_every_category_and_flag_the_corner_artifact(tmp_path):
     ids = points.column(S.SAMPLE_ID).to_numpy()
     members = set(ids[in_class_1 & (label_column == selected[0]["cluster"])].tolist())
     assert members == artifact_ids
+    flags = outcome.epochs[0].flags
+    assert [f[:2] for f in flags] == [("all", "top-left corner"), ("class_1", "top-left corner")]
+    assert "kmeans_4" in flags[1][2]  # class 1's flag comes from its selected clustering
+    # the flags of both categories and all clusterings are one finding, of class 1
     findings = outcome.epochs[0].findings
-    assert [f[:2] for f in findings] == [("all", "top-left corner"), ("class_1", "top-left corner")]
-    assert "kmeans_4" in findings[1][2]  # class 1's finding comes from its selected clustering
-    # read back without recomputing: the same findings
-    assert analyze_run(store, fast_spray(), log_scalars=False).epochs[0].findings == findings
+    assert [(f.category, f.region, f.n_members) for f in findings] == [("class_1", "top-left corner", 15)]
+    assert set(findings[0].member_ids.tolist()) == artifact_ids
+    assert findings[0].finding_id == "class_1/top-left-corner@0"
+    # read back without recomputing: the same flags and findings
+    again = analyze_run(store, fast_spray(), log_scalars=False).epochs[0]
+    assert again.computed is False and again.flags == flags
+    assert [(f.finding_id, f.reason, f.member_ids.tolist()) for f in again.findings] == [
+        (f.finding_id, f.reason, f.member_ids.tolist()) for f in findings
+    ]
 
 
 def test_same_config_is_cached_and_any_parameter_change_recomputes(tmp_path):

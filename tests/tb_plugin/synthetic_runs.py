@@ -3,9 +3,11 @@
 A run holds ``classes`` classes of ``size x size`` images whose class is a bright quadrant; a fifth
 of class 0 also carries a watermark in the top-left corner (a Clever-Hans feature). Relevance maps
 follow the quadrant, or the watermark for those samples, and sharpen over the epochs while the
-predictions get better. Analysis tables (``points``, ``clusters``, ``lineage``, ``spectrum``) are
-written with :meth:`RunStore.write_analysis_table` in the schemas that :mod:`lrp_lightning.store`
-defines, so the plugin is tested against the contract, not against one analysis implementation.
+predictions get better. Analysis tables (``points``, ``clusters``, ``lineage``, ``spectrum`` and,
+unless ``findings=False``, ``findings``: see :func:`synthetic_findings`) are written with
+:meth:`RunStore.write_analysis_table` in the schemas that :mod:`lrp_lightning.store` defines (the
+findings table with the analysis's own :func:`~lrp_lightning.analysis.findings.findings_table`), so
+the plugin is tested against the contract, not against one analysis implementation.
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
+from lrp_lightning.analysis.findings import FINDINGS_TABLE, KIND_ARTIFACT, Finding, findings_table
 from lrp_lightning.store import (
     CATEGORY_ALL,
     CLUSTERS_SCHEMA,
     LINEAGE_SCHEMA,
+    META_ANALYSIS_CONFIG,
     META_GRID_SHAPE,
     POINTS_SCHEMA,
     SPECTRUM_SCHEMA,
@@ -36,6 +40,9 @@ from lrp_lightning.store import (
 
 CONFIG_HASH = "synthetic-analysis-v1"
 CLUSTERING = "kmeans"
+EXTRA_CLUSTERING = "halves"
+EMBEDDING_CONFIG = {"perplexity": 30.0, "umap_n_neighbors": 15, "umap_min_dist": 0.1}
+"""Parameters of the embeddings step that the points table's analysis config names (as the pipeline writes it)."""
 EMBEDDINGS = ("tsne", "umap")
 SPECTRAL_DIMS = 4
 
@@ -70,6 +77,8 @@ def build_run(
     thumbnails: bool = True,
     seed: int = 0,
     metadata: bool = False,
+    findings: bool = True,
+    extra_clustering: bool = False,
 ) -> RunStore:
     """Write a complete synthetic run and return its store.
 
@@ -87,6 +96,11 @@ def build_run(
         Random seed.
     metadata : bool
         Store probe metadata columns (default False), see :func:`probe_metadata`.
+    findings : bool
+        Write a ``findings`` table with each analysis (default True; False: an analysis that
+        predates findings), see :func:`synthetic_findings`.
+    extra_clustering : bool
+        A second clustering, the classes' default (default False), see :func:`write_analysis`.
     """
     rng = np.random.default_rng(seed)
     store = RunStore.create(
@@ -116,6 +130,7 @@ def build_run(
         )
     )
     analysed = set(range(epochs) if analysed is None else analysed)
+    lineage = synthetic_findings(ids, labels, watermark, sorted(analysed), epochs) if findings else {}
     for epoch in range(epochs):
         progress = (epoch + 1) / epochs
         maps = rng.normal(0.0, 0.3 * (1.1 - progress), (samples, size, size)).astype(np.float32)
@@ -143,8 +158,92 @@ def build_run(
             ),
         )
         if epoch in analysed:
-            write_analysis(store, epoch, ids, labels, predictions, watermark, maps, classes, rng)
+            found, extra = lineage.get(epoch), extra_clustering
+            write_analysis(store, epoch, ids, labels, predictions, watermark, maps, classes, rng, found, extra)
     return store
+
+
+WATERMARK_FINDING = "class_0/top-left-corner@{first}"
+"""Id of the watermark's finding (``first``: the first analysed epoch)."""
+STRAY_FINDING = "class_1/bottom-right-corner@{last}"
+"""Id of a second finding, seen in the last analysed epoch only (when there are two or more classes)."""
+STRAY_MEMBERS = 4
+
+
+def synthetic_findings(
+    ids: np.ndarray, labels: np.ndarray, watermark: np.ndarray, analysed: list[int], epochs: int
+) -> dict[int, pa.Table]:
+    """The ``findings`` table of each analysed epoch, written with the analysis's own :func:`findings_table`.
+
+    The watermark is one finding, seen in every analysed epoch (id kept from the first, members the
+    watermarked samples, strength growing with training); a second finding of a few class 1 samples
+    appears in the last analysed epoch only.
+    """
+    tables: dict[int, pa.Table] = {}
+    if not analysed:
+        return tables
+    first, last = analysed[0], analysed[-1]
+    marked = ids[watermark]
+    class_0 = int((labels == 0).sum())
+    for epoch in analysed:
+        progress = (epoch + 1) / epochs
+        seen = [e for e in analysed if e <= epoch]
+        share, rest = 0.2 + 0.6 * progress, 0.05
+        found = []
+        if marked.size:  # a run whose random draw marked no sample has no watermark to find
+            found.append(
+                Finding(
+                    finding_id=WATERMARK_FINDING.format(first=first),
+                    category="class_0",
+                    kind=KIND_ARTIFACT,
+                    region="top-left corner",
+                    region_detail="rows 0-1, columns 0-1",
+                    region_cells=np.array([0], dtype=np.int32),
+                    first_epoch=first,
+                    epochs_seen=seen,
+                    member_ids=np.sort(marked),
+                    share=share,
+                    rest_share=rest,
+                    input_spread=0.01,
+                    p_value=1e-6 / progress,
+                    q_value=4e-6 / progress,
+                    clusters=["class_0/kmeans/1", "all/kmeans/3"],
+                    reason=(
+                        f"{marked.size} of {class_0} samples of digit 0 put {share:.0%} of their absolute relevance "
+                        f"in the top-left corner (rows 0-1, columns 0-1), where the rest of digit 0 puts {rest:.0%}; "
+                        "their inputs there are nearly the same (spread 0.01 of the rest's); permutation test q = "
+                        f"{4e-6 / progress:.2g} over 2 cluster(s)"
+                    ),
+                )
+            )
+        stray = ids[labels == 1][:STRAY_MEMBERS]
+        if epoch == last and stray.size:
+            found.append(
+                Finding(
+                    finding_id=STRAY_FINDING.format(last=last),
+                    category="class_1",
+                    kind=KIND_ARTIFACT,
+                    region="bottom-right corner",
+                    region_detail="rows 2-3, columns 2-3",
+                    region_cells=np.array([15], dtype=np.int32),
+                    first_epoch=last,
+                    epochs_seen=[last],
+                    member_ids=np.sort(stray),
+                    share=0.3,
+                    rest_share=0.1,
+                    input_spread=0.2,
+                    p_value=0.001,
+                    q_value=0.02,
+                    clusters=["class_1/kmeans/0"],
+                    reason=(
+                        f"{stray.size} samples of digit 1 put 30% of their absolute relevance in the bottom-right "
+                        "corner (rows 2-3, columns 2-3), where the rest of digit 1 puts 10%; permutation test "
+                        "q = 0.02 over 1 cluster(s)"
+                    ),
+                )
+            )
+        tables[epoch] = findings_table(found)
+    return tables
 
 
 def probe_metadata(ids: np.ndarray, watermark: np.ndarray) -> dict[str, list]:
@@ -177,8 +276,14 @@ def write_analysis(
     maps: np.ndarray,
     classes: int,
     rng: np.random.Generator,
+    findings: pa.Table | None = None,
+    extra_clustering: bool = False,
 ) -> None:
-    """Write the four analysis tables of one epoch in the store's schemas."""
+    """Write the four analysis tables of one epoch in the store's schemas (and its findings table, if given).
+
+    ``extra_clustering``: every category also gets the clustering :data:`EXTRA_CLUSTERING`, which the
+    classes select by default (the "all samples" category keeps :data:`CLUSTERING`).
+    """
     size = maps.shape[-1]
     grid = (size // 2, size // 2)
     pooled = maps.reshape(len(maps), grid[0], 2, grid[1], 2).sum(axis=(2, 4))
@@ -205,56 +310,62 @@ def write_analysis(
         }
         table = {f.name: row[f.name] for f in POINTS_SCHEMA if row[f.name] is not None}
         table["stability"] = pa.nulls(count, pa.float32()) if row["stability"] is None else row["stability"]
-        table[cluster_column(CLUSTERING)] = cluster
+        labelings = {CLUSTERING: cluster}
+        if extra_clustering:  # two halves by position: a second clustering, the classes' default
+            labelings[EXTRA_CLUSTERING] = (np.arange(count) % 2).astype(np.int32)
+        for name, assigned in labelings.items():
+            table[cluster_column(name)] = assigned
         for method in EMBEDDINGS:
             xy = centres[cluster] + rng.normal(0, 0.6, (count, 2))
             x_name, y_name = embedding_columns(method)
             table[x_name] = xy[:, 0].astype(np.float32)
             table[y_name] = xy[:, 1].astype(np.float32)
         points.append(pa.table(table))
-        for c in np.unique(cluster):
-            inside = index[cluster == c]
-            flagged = bool(watermark[inside].mean() > 0.5)
-            purity = float(np.bincount(labels[inside]).max() / inside.size)
-            clusters.append(
-                {
-                    "category": category,
-                    "clustering": CLUSTERING,
-                    "cluster": int(c),
-                    "size": int(inside.size),
-                    "purity": purity,
-                    "majority_label": int(np.bincount(labels[inside]).argmax()),
-                    "accuracy": float((predictions[inside] == labels[inside]).mean()),
-                    "prototype": pooled[inside].mean(axis=0).ravel().astype(np.float32).tolist(),
-                    "typical": ids[inside][:5].tolist(),
-                    "atypical": ids[inside][-3:].tolist(),
-                    "concentration": 0.8 if flagged else 0.3,
-                    "border_share": 0.2,
-                    "corner_share": 0.75 if flagged else 0.05,
-                    "compactness": 0.5,
-                    "eigengap": 0.3,
-                    "flagged": flagged,
-                    "flag_region": "top-left corner" if flagged else None,
-                    "flag_reason": "75% of the relevance lies in the top-left corner" if flagged else None,
-                    "track": f"0:{int(c)}",
-                    "previous_cluster": None if epoch == 0 else int(c),
-                    "match_jaccard": None if epoch == 0 else 0.9,
-                    "event": "born" if epoch == 0 else "continued",
-                }
-            )
-            lineage.append(
-                {
-                    "category": category,
-                    "clustering": CLUSTERING,
-                    "cluster": int(c),
-                    "track": f"0:{int(c)}",
-                    "event": "born" if epoch == 0 else "continued",
-                    "previous_cluster": None if epoch == 0 else int(c),
-                    "sources": [] if epoch == 0 else [int(c)],
-                    "match_jaccard": None if epoch == 0 else 0.9,
-                }
-            )
+        for name, assigned in labelings.items():
+            for c in np.unique(assigned):
+                inside = index[assigned == c]
+                flagged = bool(watermark[inside].mean() > 0.5)
+                purity = float(np.bincount(labels[inside]).max() / inside.size)
+                clusters.append(
+                    {
+                        "category": category,
+                        "clustering": name,
+                        "cluster": int(c),
+                        "size": int(inside.size),
+                        "purity": purity,
+                        "majority_label": int(np.bincount(labels[inside]).argmax()),
+                        "accuracy": float((predictions[inside] == labels[inside]).mean()),
+                        "prototype": pooled[inside].mean(axis=0).ravel().astype(np.float32).tolist(),
+                        "typical": ids[inside][:5].tolist(),
+                        "atypical": ids[inside][-3:].tolist(),
+                        "concentration": 0.8 if flagged else 0.3,
+                        "border_share": 0.2,
+                        "corner_share": 0.75 if flagged else 0.05,
+                        "compactness": 0.5,
+                        "eigengap": 0.3,
+                        "flagged": flagged,
+                        "flag_region": "top-left corner" if flagged else None,
+                        "flag_reason": "75% of the relevance lies in the top-left corner" if flagged else None,
+                        "track": f"0:{int(c)}",
+                        "previous_cluster": None if epoch == 0 else int(c),
+                        "match_jaccard": None if epoch == 0 else 0.9,
+                        "event": "born" if epoch == 0 else "continued",
+                    }
+                )
+                lineage.append(
+                    {
+                        "category": category,
+                        "clustering": name,
+                        "cluster": int(c),
+                        "track": f"0:{int(c)}",
+                        "event": "born" if epoch == 0 else "continued",
+                        "previous_cluster": None if epoch == 0 else int(c),
+                        "sources": [] if epoch == 0 else [int(c)],
+                        "match_jaccard": None if epoch == 0 else 0.9,
+                    }
+                )
         k = int(cluster.max()) + 1
+        default = EXTRA_CLUSTERING if extra_clustering and category != CATEGORY_ALL else CLUSTERING
         eigenvalues = np.concatenate([np.linspace(0, 0.02, k), np.linspace(0.4, 0.9, 6)])
         spectrum.append(
             {
@@ -268,7 +379,7 @@ def write_analysis(
                 "eigenvalues": eigenvalues.tolist(),
                 "eigengap_k": k,
                 "eigengap": float(eigenvalues[k] - eigenvalues[k - 1]),
-                "selected_clustering": CLUSTERING,
+                "selected_clustering": default,
             }
         )
     points_table = pa.concat_tables(points, promote_options="permissive")
@@ -277,9 +388,13 @@ def write_analysis(
     )
     for name in points_table.column_names[len(POINTS_SCHEMA) :]:
         leading = leading.append_column(name, points_table.column(name))
+    config = {"pipeline": {"embeddings": {"step": "Embeddings", "params": EMBEDDING_CONFIG}}}
+    leading = leading.replace_schema_metadata({META_ANALYSIS_CONFIG: json.dumps(config).encode()})
     store.write_analysis_table(epoch, "points", leading, CONFIG_HASH)
     clusters_table = pa.Table.from_pylist(clusters, schema=CLUSTERS_SCHEMA)
     clusters_table = clusters_table.replace_schema_metadata({META_GRID_SHAPE: json.dumps(list(grid)).encode()})
     store.write_analysis_table(epoch, "clusters", clusters_table, CONFIG_HASH)
     store.write_analysis_table(epoch, "lineage", pa.Table.from_pylist(lineage, schema=LINEAGE_SCHEMA), CONFIG_HASH)
+    if findings is not None:
+        store.write_analysis_table(epoch, FINDINGS_TABLE, findings, CONFIG_HASH)
     store.write_analysis_table(epoch, "spectrum", pa.Table.from_pylist(spectrum, schema=SPECTRUM_SCHEMA), CONFIG_HASH)

@@ -22,7 +22,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from synthetic_runs import build_run
+from synthetic_runs import CLUSTERING, EXTRA_CLUSTERING, STRAY_FINDING, WATERMARK_FINDING, build_run
 
 from lrp_lightning.store import RunStore, decode_relevance, make_attribution_table
 
@@ -32,6 +32,7 @@ ARGS = [
 ]
 RUN = "mnist/version_0"
 LIVE = "training/version_0"  # sorts after RUN, so the tab opens RUN
+VARIANTS = "variants/version_0"  # two clusterings: the classes default to another one than "all samples"
 EPOCHS = 6
 SAMPLES = 120
 IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
@@ -62,6 +63,7 @@ def tensorboard(tmp_path_factory: pytest.TempPathFactory):
     build_run(logdir / RUN, epochs=EPOCHS, samples=SAMPLES, size=16, analysed=[0, 1, 2, 4, 5], metadata=True)
     build_run(logdir / "mnist" / "version_1", epochs=2, samples=24, analysed=[], thumbnails=False, seed=3)
     build_run(logdir / LIVE, epochs=1, samples=12, analysed=[0], seed=4)
+    build_run(logdir / VARIANTS, epochs=2, samples=30, seed=5, extra_clustering=True)
     port = _free_port()
     log = (logdir.parent / "tensorboard.log").open("w")
     process = subprocess.Popen(
@@ -147,7 +149,7 @@ def _open(browser, url: str):
     context = browser.new_context(viewport={"width": 1360, "height": 1000}, accept_downloads=True)
     page = context.new_page()
     problems: list[str] = []
-    page.on("console", lambda message: problems.append(f"console {message.type}: {message.text}")
+    page.on("console", lambda message: problems.append(f"console {message.type}: {message.text} {message.location}")
             if message.type == "error" else None)
     page.on("pageerror", lambda exception: problems.append(f"page error: {exception}"))
     page.goto(url)
@@ -162,7 +164,7 @@ def test_the_lrp_tab_in_tensorboard(tensorboard, browser, screenshots):
 
     # Every registered view (static/views/index.js) is built and placed once, in the registry's order.
     views = tab.js("Object.keys(lrp.views)")
-    assert views == ["embedding", "clusters", "timeline", "gallery"]
+    assert views == ["findings", "embedding", "clusters", "timeline", "gallery"]
     assert tab.js("[...document.querySelectorAll('#lrp-app [data-view]')].map((e) => e.dataset.view)") == views
 
     # Opens at the latest epoch with its embedding drawn on the canvas.
@@ -396,5 +398,177 @@ def test_a_new_epoch_of_a_running_training_appears_without_reloading(tensorboard
     assert tab.frame.get_attribute("#epoch", "max") == "1"
     assert "has no analysis yet" in tab.frame.inner_text(".scatter-panel")  # epoch 1 is not analysed
     assert tab.frame.locator("#gallery .card").count() == 12
+    assert problems == []
+    context.close()
+
+
+def test_the_findings_panel_opens_a_finding_and_a_shared_link_reopens_it(tensorboard, browser, screenshots):
+    base, logdir = tensorboard
+    probe = RunStore(logdir / RUN).probe_table().to_pylist()
+    marked = sorted(row["sample_id"] for row in probe if row["watermarked"])
+    watermark = WATERMARK_FINDING.format(first=0)
+    stray = STRAY_FINDING.format(last=EPOCHS - 1)
+    # Opened elsewhere: another epoch and category than the finding's.
+    context, page, problems = _open(browser, f"{base}/#lrp&p.lrp.run=mnist%2Fversion_0&p.lrp.epoch=2&p.lrp.cat=class_1")
+    tab = Tab(page).attach()
+    assert tab.js("[lrp.state.epoch, lrp.state.cat]") == [2, "class_1"]
+
+    # The list comes first on the page: the watermark (seen in every analysed epoch), then the stray one.
+    assert tab.js("document.querySelector('#lrp-app [data-view]').dataset.view") == "findings"
+    tab.frame.wait_for_selector("#findings .finding")
+    items = tab.frame.locator("#findings .finding")
+    assert [items.nth(i).get_attribute("data-finding") for i in range(items.count())] == [watermark, stray]
+    first = items.nth(0)
+    assert first.locator(".finding-title").inner_text() == "digit 0: top-left corner"
+    facts = first.locator(".finding-facts").inner_text()
+    assert f"{len(marked)} samples in epoch {EPOCHS - 1}" in facts and "since epoch 0" in facts
+    assert "seen in 0–2, 4–5" in facts  # epoch 3 is not analysed
+    # A strip of the members' mean heatmap per epoch seen, and the strength over those epochs.
+    assert first.locator(".finding-strip img").count() == 5
+    assert first.locator("svg.sparkline circle").count() == 5
+    tab.images_loaded("#findings .finding-strip img")
+
+    # A click: the finding's category, its last epoch, exactly its members selected.
+    first.locator("button.finding-open").click()
+    tab.frame.wait_for_selector(f"#lrp-app[data-epoch='{EPOCHS - 1}']")
+    tab.frame.wait_for_selector(f"#gallery-title:text-is('Selection ({len(marked)})')")
+    tab.idle()
+    assert tab.js("lrp.state.cat") == "class_0" and tab.frame.input_value("#category") == "class_0"
+    assert tab.js("[...lrp.selectedIds()].sort((a, b) => a - b)") == marked
+    assert f"{len(marked)} selected" in tab.frame.inner_text("#scatter-info")
+    shown = tab.js("[...document.querySelectorAll('#gallery .card')].map((c) => Number(c.dataset.sample))")
+    assert sorted(shown) == marked
+    assert first.get_attribute("class") == "finding open"
+    assert "top-left corner" in tab.frame.inner_text(".finding.open .finding-reason")
+    tab.images_loaded("#findings .finding-strip img")
+    tab.frame.locator(".findings-panel").screenshot(path=str(screenshots / "plugin_findings.png"))
+    shared = page.url
+    assert "p.lrp.finding=" in shared and "p.lrp.cat=class_0" in shared
+
+    # The other finding: its own category and members.
+    items.nth(1).locator("button.finding-open").click()
+    tab.frame.wait_for_selector("#gallery-title:text-is('Selection (4)')")
+    tab.idle()
+    assert tab.js("lrp.state.cat") == "class_1" and tab.js("lrp.state.finding") == stray
+    class_1 = sorted(row["sample_id"] for row in probe if row["label"] == 1)[:4]
+    assert tab.js("[...lrp.selectedIds()].sort((a, b) => a - b)") == class_1
+    # Another selection closes the finding, in the list and in the link.
+    tab.js("lrp.clearSelection()")
+    tab.frame.wait_for_function("document.querySelectorAll('#findings .finding.open').length === 0")
+    assert tab.js("lrp.state.finding") is None and "p.lrp.finding=" not in page.url
+    assert problems == []
+    context.close()
+
+    # The shared link reopens the watermark's finding.
+    context, page, problems = _open(browser, shared)
+    tab = Tab(page).attach()
+    tab.frame.wait_for_selector(f".finding.open[data-finding='{watermark}']")
+    assert tab.js("[lrp.state.finding, lrp.state.epoch, lrp.state.cat]") == [watermark, EPOCHS - 1, "class_0"]
+    assert tab.js("[...lrp.selectedIds()].sort((a, b) => a - b)") == marked
+    tab.frame.wait_for_selector(f"#gallery-title:text-is('Selection ({len(marked)})')")
+    assert problems == []
+    context.close()
+
+    # A run without analysis says why it has no findings.
+    context, page, problems = _open(browser, f"{base}/data/plugin/lrp/index.html#run=mnist%2Fversion_1")
+    page.wait_for_selector("#lrp-app[data-ready=true][data-loading=false]")
+    page.wait_for_selector("#findings .finding-empty")
+    assert "No analysed epoch yet" in page.inner_text("#findings")
+    assert problems == []
+    context.close()
+
+
+# ------------------------------------------------------------------------------------------ friction (issue 19)
+
+
+def _plugin_page(browser, base: str, hash_: str):
+    context, page, problems = _open(browser, f"{base}/data/plugin/lrp/index.html#{hash_}")
+    page.wait_for_selector("#lrp-app[data-ready=true][data-loading=false]")
+    return context, page, problems
+
+
+def test_a_category_change_picks_its_own_default_clustering_and_clears_the_selection(tensorboard, browser):
+    base, _ = tensorboard
+    context, page, problems = _plugin_page(browser, base, "run=variants%2Fversion_0")
+    assert page.input_value("#clustering") == CLUSTERING  # "all samples" selects kmeans
+    page.click("#legend .chip[data-cluster='0']")
+    page.wait_for_selector("#gallery-title:text-matches('Selection')")
+    assert "selc=0" in page.url
+    page.select_option("#category", "class_1")
+    page.wait_for_function("lrp.points && lrp.points.meta.category === 'class_1'")
+    page.wait_for_selector("#lrp-app[data-loading=false]")
+    # class_1's own default, not the clustering that "all samples" had; no cluster of another category selected.
+    assert page.input_value("#clustering") == EXTRA_CLUSTERING
+    assert page.evaluate("[lrp.state.clu, lrp.selectedIds().size, lrp.state.selc.size]") == [EXTRA_CLUSTERING, 0, 0]
+    page.wait_for_selector("#gallery-title:text-is('Samples (10)')")
+    assert "selc=" not in page.url and f"clu={EXTRA_CLUSTERING}" in page.url
+    assert problems == []
+    context.close()
+
+
+def test_the_tooltip_hides_when_the_embedding_is_switched(tensorboard, browser):
+    base, _ = tensorboard
+    context, page, problems = _plugin_page(browser, base, "run=mnist%2Fversion_0&emb=tsne")
+    x, y, expected = page.evaluate(
+        """() => { const [x, y] = lrp.scatter.toScreen(5); const r = lrp.scatter.overlay.getBoundingClientRect();
+             return [r.left + x, r.top + y, Number(lrp.points.columns.sample_id[lrp.scatter.nearest(x, y)])]; }"""
+    )
+    page.mouse.move(x, y)
+    page.wait_for_selector(f"#tooltip:not(.hidden)[data-sample='{expected}']")
+    page.select_option("#embedding", "umap")
+    page.wait_for_function("lrp.points && lrp.points.meta.embedding === 'umap'")
+    page.wait_for_selector("#lrp-app[data-loading=false]")
+    assert "hidden" in page.get_attribute("#tooltip", "class").split()
+    assert problems == []
+    context.close()
+
+
+def test_a_pasted_share_link_switches_run_and_epoch_without_a_reload(tensorboard, browser):
+    base, _ = tensorboard
+    # The plugin's own page: only the hash changes.
+    context, page, problems = _plugin_page(browser, base, "run=mnist%2Fversion_0")
+    page.evaluate("window.lrpLoaded = true")  # gone if the page reloaded
+    page.evaluate("location.hash = '#run=variants%2Fversion_0&epoch=0&cat=class_2&view=overlay&size=64&px=0'")
+    page.wait_for_function("lrp.state.run === 'variants/version_0'", timeout=10000)
+    page.wait_for_selector("#lrp-app[data-epoch='0'][data-loading=false]")
+    assert page.evaluate("[window.lrpLoaded, lrp.state.epoch, lrp.state.cat, lrp.points.meta.category]") == [
+        True, 0, "class_2", "class_2",
+    ]
+    assert page.input_value("#run") == VARIANTS and page.input_value("#category") == "class_2"
+    # The gallery's own keys too: its controls show them, its images follow them.
+    assert page.is_checked("#view-overlay") and not page.is_checked("#pixelated")
+    assert page.input_value("#image-size") == "64"
+    page.wait_for_function("document.querySelector('#gallery img').src.includes('kind=overlay')")
+    assert problems == []
+    context.close()
+
+    # Inside TensorBoard: a link pasted into the address bar changes the host's hash.
+    context, page, problems = _open(browser, f"{base}/#lrp&p.lrp.run=mnist%2Fversion_0")
+    tab = Tab(page).attach()
+    tab.js("window.lrpLoaded = true")
+    page.evaluate("location.hash = '#lrp&p.lrp.run=variants%2Fversion_0&p.lrp.epoch=0'")
+    tab.frame.wait_for_function("lrp.state.run === 'variants/version_0'", timeout=10000)
+    tab.frame.wait_for_selector("#lrp-app[data-epoch='0'][data-loading=false]")
+    assert tab.js("[window.lrpLoaded, lrp.state.epoch]") == [True, 0]
+    assert problems == []
+    context.close()
+
+
+def test_the_scatter_says_which_embedding_and_parameters_produced_it(tensorboard, browser):
+    base, _ = tensorboard
+    context, page, problems = _plugin_page(browser, base, "run=mnist%2Fversion_0&emb=tsne")
+    caption = page.inner_text("#scatter-caption")
+    assert caption.startswith(f"t-SNE (perplexity 30) of the relevance maps of {SAMPLES} samples (all samples)")
+    assert f"epoch {EPOCHS - 1}" in caption and "no unit" in caption
+    page.select_option("#embedding", "umap")
+    page.wait_for_function("document.querySelector('#scatter-caption').textContent.startsWith('UMAP')")
+    assert page.inner_text("#scatter-caption").startswith("UMAP (15 neighbours, minimum distance 0.1) of the relevance")
+    page.select_option("#embedding", "spectral")
+    page.wait_for_function("document.querySelector('#scatter-caption').textContent.startsWith('Spectral')")
+    caption = page.inner_text("#scatter-caption")
+    assert caption.startswith("Spectral embedding: eigenvectors 2 and 3 of the Laplacian of the 10-nearest-neighbour")
+    page.select_option("#category", "class_1")
+    page.wait_for_function("document.querySelector('#scatter-caption').textContent.includes('digit 1')")
+    assert f"{SAMPLES // 3} samples (digit 1)" in page.inner_text("#scatter-caption")
     assert problems == []
     context.close()

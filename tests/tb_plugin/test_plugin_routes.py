@@ -21,7 +21,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from plugin_testing import BROKEN, DAMAGED, FUTURE, GOOD, ODD, PLAIN, PREFIX, make_app, route
-from synthetic_runs import CLUSTERING, CONFIG_HASH, SPECTRAL_DIMS, build_run
+from synthetic_runs import (
+    CLUSTERING,
+    CONFIG_HASH,
+    EMBEDDING_CONFIG,
+    SPECTRAL_DIMS,
+    STRAY_FINDING,
+    WATERMARK_FINDING,
+    build_run,
+)
 
 from lrp_lightning import image as lrp_image
 from lrp_lightning.store import (
@@ -326,6 +334,7 @@ def test_analysis_summary_lists_categories_spectra_embeddings_and_clusterings(cl
     assert summary["embeddings"] == ["tsne", "umap", "spectral"]
     assert summary["clusterings"] == [CLUSTERING]
     assert summary["grid_shape"] == [4, 4]
+    assert summary["embedding_config"] == EMBEDDING_CONFIG  # from the points table's analysis config
     categories = {c["category"]: c for c in summary["categories"]}
     assert sorted(categories) == ["all", "class_0", "class_1", "class_2"]
     assert categories["all"]["eigengap_k"] == 4 and categories["class_1"]["eigengap_k"] == 1
@@ -518,7 +527,7 @@ def test_every_route_is_registered_once_and_listed_in_the_module_docstring(serve
     apps = plugin.get_plugin_apps()
     routes = [path for path in apps if "." not in path]
     assert routes == ["/runs", "/run", "/samples", "/input", "/heatmap", "/timeline", "/analysis", "/embedding",
-                      "/clusters", "/prototype", "/lineage"]
+                      "/clusters", "/prototype", "/lineage", "/findings", "/finding_map"]
     table = re.findall(r"^``(/[a-z_]+)``", plugin_module.__doc__, flags=re.M)
     assert table == routes
     assert sorted(path for path in apps if "." in path) == sorted(
@@ -607,6 +616,13 @@ MALFORMED = [
     ("clusters", {**ALL, "clustering": "x y"}, "must be a name"),
     ("prototype", {**ALL, "clustering": CLUSTERING, "cluster": "a"}, "integer"),
     ("prototype", {**ALL, "clustering": CLUSTERING, "cluster": "-2"}, "must be in"),
+    ("findings", {}, "missing parameter 'run'"),
+    ("finding_map", {"run": GOOD, "epoch": 0}, "missing parameter 'finding'"),
+    ("finding_map", {"run": GOOD, "epoch": 0, "finding": ""}, "must be a finding id of 1 to 200"),
+    ("finding_map", {"run": GOOD, "epoch": 0, "finding": "x" * 220}, "must be a finding id of 1 to 200"),
+    ("finding_map", {"run": GOOD, "epoch": 0, "finding": "a\x07"}, "printable"),
+    ("finding_map", {"run": GOOD, "epoch": "x", "finding": "a"}, "must be an integer"),
+    ("finding_map", {"run": GOOD, "epoch": 0, "finding": "a", "cmap": "jet"}, "parameter 'cmap' must be one of"),
 ]
 
 
@@ -615,10 +631,13 @@ def test_malformed_parameters_are_400_with_a_message(client, name, params, messa
     assert message in error(client, route(name, **params), 400)
 
 
-ROUTES = ["run", "samples", "input", "heatmap", "timeline", "analysis", "embedding", "clusters", "prototype", "lineage"]
-PARAMETERS = ["run", "epoch", "sample", "cmap", "kind", "category", "embedding", "x", "y", "clustering", "cluster"]
+ROUTES = ["run", "samples", "input", "heatmap", "timeline", "analysis", "embedding", "clusters", "prototype", "lineage",
+          "findings", "finding_map"]  # fmt: skip
+PARAMETERS = ["run", "epoch", "sample", "cmap", "kind", "category", "embedding", "x", "y", "clustering", "cluster",
+              "finding"]  # fmt: skip
 VALUES = st.one_of(
-    st.sampled_from([GOOD, DAMAGED, ODD, "all", "class_0", CLUSTERING, "tsne", "spectral", "0", "3", "7", "-1", ""]),
+    st.sampled_from([GOOD, DAMAGED, ODD, "all", "class_0", CLUSTERING, "tsne", "spectral", "0", "3", "7", "-1", "",
+                     WATERMARK_FINDING.format(first=0)]),  # fmt: skip
     st.text(max_size=40),
     st.integers(-(2**70), 2**70).map(str),
 )
@@ -643,6 +662,111 @@ def test_missing_items_are_404_with_what_exists(client):
     assert "no analysed epoch" in error(client, lineage, 404)
 
 
+# ------------------------------------------------------------------------------------------ findings
+
+
+def _watermarked(logdir: Path, run: str) -> list[int]:
+    """Ids of the probe samples whose input carries the watermark (a white top-left 2x2 patch)."""
+    probe = RunStore(logdir / run).probe_table().to_pylist()
+    marked = []
+    for row in probe:
+        pixels = np.asarray(Image.open(io.BytesIO(row["thumbnail"])))
+        if (pixels[:2, :2] == 255).all():
+            marked.append(row["sample_id"])
+    return sorted(marked)
+
+
+def test_findings_lists_each_finding_with_its_lineage_members_and_reason(client, logdir):
+    data = json.loads(ok(client, route("findings", run=GOOD)).data)
+    assert data["run"] == GOOD and data["epochs"] == [0, 1, 3]  # epoch 2 is not analysed
+    assert data["without_findings"] == [] and data["unreadable"] == [] and data["ids_exact"] is True
+    watermark, stray = data["findings"]  # both seen last in epoch 3; the more significant first
+    assert watermark["finding_id"] == WATERMARK_FINDING.format(first=0)
+    assert stray["finding_id"] == STRAY_FINDING.format(last=3)
+    assert watermark["member_ids"] == _watermarked(logdir, GOOD) and watermark["n_members"] >= 1
+    assert (watermark["category"], watermark["category_name"], watermark["kind"]) == ("class_0", "digit 0", "artifact")
+    assert (watermark["region"], watermark["first_epoch"], watermark["last_epoch"]) == ("top-left corner", 0, 3)
+    assert watermark["epochs_seen"] == [0, 1, 3]
+    history = watermark["history"]
+    assert [entry["epoch"] for entry in history] == [0, 1, 3]
+    # strength = share - rest_share, share growing with training: 0.2 + 0.6 * (epoch + 1) / 4, rest 0.05
+    assert [entry["strength"] for entry in history] == pytest.approx([0.3, 0.45, 0.75])
+    assert [entry["n_members"] for entry in history] == [watermark["n_members"]] * 3
+    assert watermark["q_value"] == pytest.approx(4e-6) and watermark["strength"] == pytest.approx(0.75)
+    assert watermark["reason"].startswith(f"{watermark['n_members']} of 15 samples of digit 0 put 80%")
+    assert [entry["epoch"] for entry in stray["history"]] == [3] and stray["category_name"] == "digit 1"
+    assert stray["n_members"] == 4 and stray["q_value"] == pytest.approx(0.02)
+
+
+def test_findings_of_runs_without_them_are_an_empty_list_that_says_why(client, tmp_path):
+    plain = json.loads(ok(client, route("findings", run=PLAIN)).data)  # no analysis at all
+    assert (plain["findings"], plain["epochs"], plain["without_findings"]) == ([], [], [])
+    damaged = json.loads(ok(client, route("findings", run=DAMAGED)).data)  # epoch 2's spectrum is garbage
+    assert damaged["epochs"] == [0] and [f["last_epoch"] for f in damaged["findings"]] == [0]
+    assert "no run 'nope'" in error(client, route("findings", run="nope"), 404)
+
+    build_run(tmp_path / "old", epochs=2, samples=12, findings=False)  # analysed before findings existed
+    store = build_run(tmp_path / "new", epochs=2, samples=12)
+    (store.analysis_dir(1) / "findings.parquet").write_bytes(b"garbage")
+    fresh, _ = make_app(tmp_path)
+    old = json.loads(ok(fresh, route("findings", run="old")).data)
+    assert (old["findings"], old["epochs"], old["without_findings"]) == ([], [], [0, 1])
+    assert "no findings table" in error(fresh, route("finding_map", run="old", epoch=0, finding="a"), 404)
+    new = json.loads(ok(fresh, route("findings", run="new")).data)
+    assert new["epochs"] == [0] and [u["epoch"] for u in new["unreadable"]] == [1]
+    assert "findings of epoch 1" in new["unreadable"][0]["error"]
+    assert [f["last_epoch"] for f in new["findings"]] == [0]
+
+
+def test_finding_map_is_the_mean_of_its_members_normalised_heatmaps(client, logdir):
+    finding = WATERMARK_FINDING.format(first=0)
+    members = _watermarked(logdir, GOOD)
+    store = RunStore(logdir / GOOD)
+    for epoch in (0, 3):
+        _, maps = store.heatmaps(epoch, members)
+        maps = maps.astype(np.float64)
+        mean = (maps / np.abs(maps).sum(axis=(1, 2), keepdims=True)).mean(axis=0)
+        for cmap in ("bwr", "coldnhot"):
+            expected = np.asarray(lrp_image.heatmap(mean, cmap=cmap))
+            picture = png(ok(client, route("finding_map", run=GOOD, finding=finding, epoch=epoch, cmap=cmap)))
+            assert picture.shape == expected.shape == (8, 8, 3)
+            np.testing.assert_array_equal(picture, expected)
+    # The watermark's corner is where the mean map is red (bwr: relevance for the class).
+    corner = png(ok(client, route("finding_map", run=GOOD, finding=finding, epoch=3)))[:2, :2].astype(int)
+    assert (corner[..., 0] - corner[..., 2] > 100).all()
+    assert "no finding 'nope' in epoch 3" in error(client, route("finding_map", run=GOOD, finding="nope", epoch=3), 404)
+    stray = STRAY_FINDING.format(last=3)
+    assert WATERMARK_FINDING.format(first=0) in error(
+        client, route("finding_map", run=GOOD, finding=stray, epoch=0), 404
+    )  # not seen in epoch 0: the message lists the epoch's findings
+    assert "no findings table" in error(client, route("finding_map", run=GOOD, finding=finding, epoch=2), 404)
+    assert "complete epochs" in error(client, route("finding_map", run=GOOD, finding=finding, epoch=9), 404)
+
+
+def test_findings_of_a_run_that_the_real_pipeline_analysed(tmp_path, monkeypatch):
+    # The contract between the analysis and the plugin: the pipeline's own findings table, read back.
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "analysis"))
+    from spray_helpers import SHAPE, fast_spray, make_run
+
+    from lrp_lightning.analysis import analyze_run
+
+    store = make_run(tmp_path / "run", epochs=(0, 1), artifact=15)  # class 1's first 15 samples: ids 60-74
+    analyze_run(store, fast_spray(), log_scalars=False)
+    client, _ = make_app(tmp_path)
+    data = json.loads(ok(client, route("findings", run="run")).data)
+    assert data["epochs"] == [0, 1] and data["without_findings"] == [] and data["unreadable"] == []
+    (finding,) = data["findings"]
+    assert finding["finding_id"] == "class_1/top-left-corner@0" and finding["category_name"] == "one"
+    assert finding["member_ids"] == list(range(60, 75)) and finding["epochs_seen"] == [0, 1]
+    assert [entry["epoch"] for entry in finding["history"]] == [0, 1]
+    assert finding["q_value"] < 0.05 and finding["strength"] > 0.3
+    assert "top-left corner" in finding["reason"] and "inputs were not stored" in finding["reason"]
+    picture = png(ok(client, route("finding_map", run="run", finding=finding["finding_id"], epoch=1)))
+    assert picture.shape == (*SHAPE, 3)
+    corner = picture[:2, :2].astype(int)
+    assert (corner[..., 0] - corner[..., 2] > 100).all()  # bwr: the artifact's corner is red
+
+
 # ------------------------------------------------------------------------------------------ data layer units
 
 
@@ -659,6 +783,20 @@ def test_binary_columns_round_trip_and_pick_compact_integers():
     assert compact_int(np.array([0, 2**40])).dtype == np.float64
     with pytest.raises(ValueError, match="one length"):
         encode_columns({"a": np.zeros(2, np.int16), "b": np.zeros(3, np.int16)})
+
+
+def test_embedding_config_is_none_when_the_analysis_did_not_record_it():
+    from lrp_lightning.store import META_ANALYSIS_CONFIG
+    from lrp_lightning.tb_plugin.data import PluginData
+
+    table = pa.table({"a": [1]})
+    assert PluginData._embedding_config(table) is None
+    for raw in (b"not json", b"[]", b'{"pipeline": {}}', b'{"pipeline": {"embeddings": {"params": 3}}}'):
+        assert PluginData._embedding_config(table.replace_schema_metadata({META_ANALYSIS_CONFIG: raw})) is None
+    nested = b'{"pipeline": {"embeddings": {"params": {"perplexity": 5.0, "methods": ["tsne"]}}}}'
+    assert PluginData._embedding_config(table.replace_schema_metadata({META_ANALYSIS_CONFIG: nested})) == {
+        "perplexity": 5.0
+    }
 
 
 def test_byte_lru_evicts_the_least_recently_used_values():

@@ -22,18 +22,21 @@ class Embedding {
     this.info = h("span", { id: "scatter-info", class: "muted" });
     this.message = h("div", { class: "message hidden" });
     this.legend = h("div", { id: "legend", class: "legend", role: "group", "aria-label": "clusters and colours" });
+    this.caption = h("p", { id: "scatter-caption", class: "muted caption" });
     this.element = h("section", { class: "panel scatter-panel", "aria-label": "embedding" },
       h("div", { class: "panel-head" },
         h("h2", { text: "Embedding" }), this.info,
         h("span", { class: "spacer" }),
         h("button", { type: "button", text: "Reset zoom", onclick: () => this.scatter.resetView() }),
         h("button", { id: "clear-selection", type: "button", text: "Clear selection", onclick: () => app.clearSelection() })),
-      this.message, this.scatter.element, this.legend);
+      this.message, this.scatter.element, this.caption, this.legend);
     this.tooltip = h("div", { id: "tooltip", class: "tooltip hidden", role: "tooltip" });
     this.floating = this.tooltip;
   }
 
   update(topic) {
+    // Other points (another run, epoch, category or embedding): the hovered point is gone.
+    if (topic === "run" || topic === "epoch" || topic === "points") this.hideTooltip();
     if (topic === "epoch") {
       this.render(true);
     } else if (topic === "points") {
@@ -94,6 +97,42 @@ class Embedding {
     return { colors, palette: PALETTE };
   }
 
+  hideTooltip() {
+    clearTimeout(this.hoverTimer);
+    this.tooltip.classList.add("hidden");
+  }
+
+  /** What the scatter shows: which embedding of which samples, with the parameters that produced it. */
+  captionText() {
+    const app = this.app;
+    const meta = app.points.meta;
+    const info = app.categoryInfo();
+    const config = (app.analysis && app.analysis.embedding_config) || {};
+    const known = (value) => value !== null && value !== undefined;
+    const category = meta.category === "all" ? "all samples" : (info && info.class_name) || meta.category;
+    const samples = `the relevance maps of ${app.points.count.toLocaleString()} samples (${category}), epoch ${meta.epoch}`;
+    let text;
+    if (meta.embedding === "spectral") {
+      const graph = info && known(info.n_neighbors) ? `the ${info.n_neighbors}-nearest-neighbour graph` : "the nearest-neighbour graph";
+      text = `Spectral embedding: eigenvectors ${meta.x_dim + 1} and ${meta.y_dim + 1} of the Laplacian of ${graph} of ${samples}. ` +
+        "The axes are the samples' coordinates in those eigenvectors.";
+    } else if (meta.embedding === "tsne") {
+      const params = known(config.perplexity) ? ` (perplexity ${config.perplexity})` : "";
+      text = `t-SNE${params} of ${samples}. The axes have no unit: nearby points have similar relevance maps; distances between groups mean little.`;
+    } else if (meta.embedding === "umap") {
+      const parts = [];
+      if (known(config.umap_n_neighbors)) parts.push(`${config.umap_n_neighbors} neighbours`);
+      if (known(config.umap_min_dist)) parts.push(`minimum distance ${config.umap_min_dist}`);
+      const params = parts.length ? ` (${parts.join(", ")})` : "";
+      text = `UMAP${params} of ${samples}. The axes have no unit: nearby points have similar relevance maps.`;
+    } else if (meta.embedding === "pca") {
+      text = `PCA of ${samples}: the first two principal components (the axes are the samples' scores on them).`;
+    } else {
+      text = `${meta.embedding} of ${samples}.`;
+    }
+    return app.state.clu ? `${text} Clusters: ${app.state.clu}.` : text;
+  }
+
   render(newData = true) {
     const app = this.app;
     const p = app.points;
@@ -101,12 +140,14 @@ class Embedding {
       this.message.textContent = app.pointsMessage();
       this.message.classList.remove("hidden");
       this.scatter.element.classList.add("hidden");
+      this.caption.textContent = "";
       this.info.textContent = "";
       replace(this.legend);
       return;
     }
     this.message.classList.add("hidden");
     this.scatter.element.classList.remove("hidden");
+    this.caption.textContent = this.captionText();
     const { colors, palette } = this.colorsFor();
     if (newData) {
       this.scatter.setData({ x: p.columns.x, y: p.columns.y, colors, palette, bounds: p.meta.bounds });
@@ -262,11 +303,11 @@ class Embedding {
 
   showTooltip(index, clientX, clientY) {
     const app = this.app;
-    clearTimeout(this.hoverTimer);
     if (index === null || !app.points) {
-      this.tooltip.classList.add("hidden");
+      this.hideTooltip();
       return;
     }
+    clearTimeout(this.hoverTimer);
     const p = app.points;
     const id = Number(p.columns.sample_id[index]);
     const label = p.columns.label[index];

@@ -32,6 +32,7 @@ class Gallery {
       onchange: (event) => app.update({ wrong: event.target.checked, page: 0 }, "gallery") });
     const pageSize = select(PAGE_SIZES.map((v) => ({ value: v, label: String(v) })), s.psize,
       { id: "page-size", onchange: (event) => app.update({ psize: Number(event.target.value), page: 0 }, "gallery") });
+    this.controls = { pixelated, size, wrongOnly, pageSize };
     this.pageLabel = h("span", { id: "page-label", class: "muted" });
     this.prevPage = h("button", { id: "prev-page", type: "button", text: "◀ Prev", onclick: () => this.turnPage(-1) });
     this.nextPage = h("button", { id: "next-page", type: "button", text: "Next ▶", onclick: () => this.turnPage(1) });
@@ -53,6 +54,14 @@ class Gallery {
 
   update(topic, changes) {
     if (topic === "run") {
+      // The controls show the state, which a pasted share link may have changed (App.followLink).
+      const s = this.app.state;
+      const c = this.controls;
+      c.pixelated.checked = s.px;
+      c.size.value = String(s.size);
+      c.wrongOnly.checked = s.wrong;
+      c.pageSize.value = String(s.psize);
+      this.setKind(s.view);
       // A run without thumbnails has heatmaps only.
       const thumbnails = this.app.info.thumbnails;
       this.kindInputs.forEach((input) => {
