@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
-from ..store import _fsync_dir, _fsync_file
+from ..store.fileio import fsync_dir, fsync_file
 
 __all__ = ["write_scalars"]
 
@@ -170,8 +170,8 @@ def write_scalars(run_dir: str | os.PathLike[str], scalars: Mapping[int, Mapping
             written.unlink()
         raise
     with contextlib.suppress(OSError):  # best effort: make the merged file durable before deleting
-        _fsync_file(written)
-    _fsync_dir(run_dir)
+        fsync_file(written)
+    fsync_dir(run_dir)
 
     for path in superseded:
         if path == written:
