@@ -512,7 +512,7 @@ def _scalars(results: dict[str, CategoryResult], findings: list[tuple[str, str, 
     scalars: dict[str, float] = {}
     for category, result in results.items():
         selected = result.summaries.get(result.selected, [])
-        prefix = f"lrp/{category}/"
+        prefix = S.category_tag(category, "")
         scalars[prefix + "eigengap"] = result.clustering.eigengap
         scalars[prefix + "eigengap_k"] = float(result.clustering.eigengap_k)
         scalars[prefix + "flagged_clusters"] = float(sum(1 for c, _, _ in findings if c == category))
@@ -523,7 +523,7 @@ def _scalars(results: dict[str, CategoryResult], findings: list[tuple[str, str, 
             scalars[prefix + "min_compactness"] = min(s.compactness for s in selected)
     finite = stability[np.isfinite(stability)]
     if finite.size:
-        scalars["lrp/all/mean_stability"] = float(finite.mean())
+        scalars[S.MEAN_STABILITY_TAG] = float(finite.mean())
     return scalars
 
 
@@ -660,7 +660,7 @@ def analyze_epoch(
         )
     if len(data.sample_ids) == 0:
         raise AnalysisError(f"epoch {epoch} of {store.run_dir} holds no (finite) relevance maps to analyse")
-    class_names = store.manifest.get("class_names")
+    class_names = store.manifest.get(S.CLASS_NAMES_KEY)
     groups = data.targets if category_by == "target" else data.labels
     present = np.unique(groups)
     wanted = present if classes is None else np.intersect1d(present, np.asarray(list(classes), dtype=np.int64))
