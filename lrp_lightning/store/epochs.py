@@ -144,7 +144,7 @@ class EpochInfo:
 
 def _read_marker(directory: Path) -> dict[str, Any] | None:
     try:
-        data = json.loads((directory / COMMIT_MARKER).read_text(encoding="utf-8"))
+        data = json.loads(fileio.read_regular(directory / COMMIT_MARKER).decode("utf-8"))
         _entry_from_json(data, directory / COMMIT_MARKER)
     except (OSError, ValueError, StoreError):
         return None
@@ -177,7 +177,7 @@ def _entry_from_json(data: Any, source: Path) -> EpochInfo:
 
 def _store_dir_for_create(path: Path) -> Path:
     """The ``plugins/lrp`` directory of a store to create at ``path`` (a run directory or that directory)."""
-    if (path / MANIFEST_FILE).is_file() or path.parts[-2:] == STORE_SUBDIR.parts:
+    if (path / MANIFEST_FILE).exists() or path.parts[-2:] == STORE_SUBDIR.parts:
         return path
     return path / STORE_SUBDIR
 

@@ -17,6 +17,7 @@ __all__ = [
     "CorruptFileError",
     "EpochNotFoundError",
     "IncompatibleRunError",
+    "NotRegularFileError",
     "SampleNotFoundError",
     "SchemaError",
     "StoreError",
@@ -43,6 +44,14 @@ class IncompatibleRunError(StoreError):
 
 class CorruptFileError(StoreError):
     """A file of the store cannot be parsed."""
+
+
+class NotRegularFileError(CorruptFileError, OSError):
+    """A named pipe, directory, device or socket is where the store keeps a file.
+
+    The store only ever opens regular files: opening a named pipe would block until something writes
+    to it, so a pipe planted in a store would hang every reader.
+    """
 
 
 class SchemaError(StoreError, ValueError):

@@ -6,15 +6,21 @@ starting with ``.``, which readers ignore), ``fsync``, ``os.replace`` onto the f
 created complete and moved into place with :func:`move_dir`. Other writers of run files (the
 TensorBoard scalars of ``lrp-analyze``) use the same functions.
 
+Reading opens regular files only (:func:`open_regular`, :func:`read_regular`, :func:`open_input_file`):
+a named pipe in place of a store file would otherwise block its reader forever, and a directory or
+device there would give a confusing error.
+
 The other modules of the store call these functions through this module (``fileio.move_dir``), so a
 test can make one of them fail everywhere by patching it here.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
+import stat
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -24,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .contract import COMPRESSION
-from .errors import StoreError
+from .errors import NotRegularFileError, StoreError
 
 __all__ = [
     "atomic_write",
@@ -33,6 +39,9 @@ __all__ = [
     "fsync_dir",
     "fsync_file",
     "move_dir",
+    "open_input_file",
+    "open_regular",
+    "read_regular",
     "remove_tree",
     "temp_path",
 ]
@@ -104,3 +113,79 @@ def move_dir(src: Path, dst: Path) -> None:
 def remove_tree(path: Path) -> None:
     """Delete a directory tree, ignoring what is already gone."""
     shutil.rmtree(path, ignore_errors=True)
+
+
+_KINDS = (
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+_DEV_FD = Path("/dev/fd")
+_HAS_DEV_FD = os.name == "posix" and _DEV_FD.is_dir()
+
+
+def _not_regular(path: Path, mode: int) -> NotRegularFileError:
+    kind = next((name for test, name in _KINDS if test(mode)), "not a file")
+    return NotRegularFileError(
+        f"{path} is {kind}, not a regular file. lrp-lightning writes only regular files there, so "
+        "something else replaced it; remove it, and re-run what wrote it (the attribution of its epoch, "
+        "or lrp-analyze for an analysis table).",
+    )
+
+
+def open_regular(path: Path) -> int:
+    """Open an existing file for reading and return its descriptor, refusing anything but a regular file.
+
+    Never blocks: the file is opened non-blocking and checked with ``fstat`` before anything reads it.
+
+    Raises
+    ------
+    FileNotFoundError
+        If nothing is at ``path``.
+    NotRegularFileError
+        If a named pipe, directory, socket or device is at ``path``.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno in (errno.ENXIO, errno.EISDIR, errno.EACCES):  # a socket; a directory (Windows)
+            try:
+                mode = os.stat(path).st_mode
+            except OSError:
+                raise exc from None
+            if not stat.S_ISREG(mode):
+                raise _not_regular(path, mode) from None
+        raise
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise _not_regular(path, mode)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_regular(path: Path) -> bytes:
+    """Read a whole regular file (see :func:`open_regular`)."""
+    with os.fdopen(open_regular(path), "rb") as handle:
+        return handle.read()
+
+
+def open_input_file(path: Path) -> pa.NativeFile:
+    """Open a regular file as an Arrow input file (see :func:`open_regular`).
+
+    The file opened is the one checked: on POSIX systems it is opened again through ``/dev/fd``, which
+    keeps Arrow's fast native reads; elsewhere Arrow reads through the checked Python file object.
+    Like any open file, it stays readable after a concurrent rename or delete (POSIX).
+    """
+    fd = open_regular(path)
+    if _HAS_DEV_FD:
+        try:
+            return pa.OSFile(str(_DEV_FD / str(fd)), "r")
+        finally:
+            os.close(fd)
+    return pa.PythonFile(os.fdopen(fd, "rb"), mode="r")  # pragma: no cover - platforms without /dev/fd

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from . import fileio
 from .contract import (
     EPOCHS_KEY,
     FORMAT_VERSION,
@@ -80,9 +81,9 @@ def _normalise_json(value: Any, name: str) -> Any:
 
 
 def _resolve_store_dir(path: Path) -> Path:
-    if (path / MANIFEST_FILE).is_file():
+    if (path / MANIFEST_FILE).exists():  # a manifest that is not a regular file fails when read
         return path
-    if (path / STORE_SUBDIR / MANIFEST_FILE).is_file():
+    if (path / STORE_SUBDIR / MANIFEST_FILE).exists():
         return path / STORE_SUBDIR
     raise StoreNotFoundError(
         f"no lrp-lightning store at {path}: neither {path / MANIFEST_FILE} nor "
@@ -128,7 +129,7 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         If its major format version is not this library's.
     """
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(fileio.read_regular(path).decode("utf-8"))
     except ValueError as exc:
         raise CorruptFileError(f"{path} is not valid JSON ({exc}); it was edited by hand or damaged.") from exc
     if not isinstance(data, dict):

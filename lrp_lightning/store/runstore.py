@@ -176,7 +176,7 @@ class RunStore:
         }
         run = {key: _normalise_json(value, key) for key, value in run.items()}
         manifest_path = store_dir / MANIFEST_FILE
-        if manifest_path.is_file():
+        if manifest_path.exists():  # never written over, even if it is not a regular file
             store = cls(store_dir)
             existing = store._manifest_data()
             _check_writable(existing, manifest_path)

@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from . import fileio
 from .contract import (
     ATTRIBUTION_COLUMNS,
     ATTRIBUTION_SCHEMA,
@@ -70,7 +71,8 @@ class _Parquet:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._source = pa.OSFile(str(path), "r")  # FileNotFoundError propagates: a concurrent commit
+        # FileNotFoundError propagates (a concurrent commit); NotRegularFileError is a CorruptFileError
+        self._source = fileio.open_input_file(path)
         try:
             self.file = pq.ParquetFile(self._source)
         except (pa.ArrowException, OSError) as exc:

@@ -217,9 +217,7 @@ def test_find_runs_finds_nested_runs(tmp_path):
         RunStore.create(tmp_path / run, **RUN_META)
     (tmp_path / "c" / "version_0" / "plugins" / "lrp").mkdir(parents=True)  # no manifest: not a run
     RunStore.create(tmp_path / "a" / "version_0" / "nested", **RUN_META)
-    expected = [
-        tmp_path / p for p in ["a/version_0", "a/version_0/nested", "a/version_1", "b/deep/er/version_0"]
-    ]
+    expected = [tmp_path / p for p in ["a/version_0", "a/version_0/nested", "a/version_1", "b/deep/er/version_0"]]
     assert find_runs(tmp_path) == expected
     assert [s.run_dir for s in RunStore.find(tmp_path / "b")] == [tmp_path / "b/deep/er/version_0"]
     assert find_runs(tmp_path / "a" / "version_1") == [tmp_path / "a" / "version_1"]
@@ -306,13 +304,9 @@ def test_resume_keeps_epochs_and_incompatible_runs_are_refused(tmp_path):
     write_ranks(store, 0, 10, [[0, 1]], 10.0)
     resumed = RunStore.create(tmp_path / "run", **RUN_META)
     assert [e.epoch for e in resumed.epochs()] == [0]
-    with pytest.raises(
-        IncompatibleRunError, match=r"heatmap_shape is \[4, 5\] there but \[8, 8\] now.*another"
-    ):
+    with pytest.raises(IncompatibleRunError, match=r"heatmap_shape is \[4, 5\] there but \[8, 8\] now.*another"):
         RunStore.create(tmp_path / "run", **{**RUN_META, "heatmap_shape": (8, 8)})
-    with pytest.raises(
-        IncompatibleRunError, match="composite is 'epsilon_gamma_box' there but 'epsilon' now"
-    ):
+    with pytest.raises(IncompatibleRunError, match="composite is 'epsilon_gamma_box' there but 'epsilon' now"):
         RunStore.create(tmp_path / "run" / "plugins" / "lrp", **{**RUN_META, "composite": "epsilon"})
     assert assert_consistent(RunStore(tmp_path / "run")) == {0: 10}  # nothing was deleted
 
@@ -355,5 +349,3 @@ def test_analysis_tables_round_trip_with_config_hash(tmp_path):
     assert store.analysis_tables(0) == {}
     with pytest.raises(AnalysisNotFoundError, match="replaced version"):
         store.read_analysis_table(0, "points")
-
-
