@@ -110,6 +110,9 @@ __all__ = [
     "METRIC_PREFIX",
     "N_NEIGHBORS",
     "N_SAMPLES",
+    "PART_HASHES_KEY",
+    "PART_HASH_BYTES",
+    "PART_SIZES_KEY",
     "POINTS_SCHEMA",
     "POINTS_TABLE",
     "POSITIVE_SHARE_TAG",
@@ -165,8 +168,9 @@ __all__ = [
 # Paths and file names
 # --------------------------------------------------------------------------------------------------
 
-FORMAT_VERSION = "1.0"
-"""Store format written by this library, ``"major.minor"``."""
+FORMAT_VERSION = "1.1"
+"""Store format written by this library, ``"major.minor"``. 1.1 added each part's size and hash to the
+manifest's epoch entries (:data:`PART_SIZES_KEY`, :data:`PART_HASHES_KEY`) and Parquet page checksums."""
 
 STORE_SUBDIR = Path("plugins", "lrp")
 """Where our files live inside a run directory (TensorBoard's convention for plugin files)."""
@@ -233,6 +237,12 @@ LIBRARY_VERSION_KEY = "library_version"
 EPOCHS_KEY = "epochs"
 """The list of complete epochs, one entry each (:class:`~lrp_lightning.store.EpochInfo`)."""
 HEATMAP_SHAPE_KEY = "heatmap_shape"
+PART_SIZES_KEY = "sizes"
+"""Epoch entry key (format 1.1): the size in bytes of each committed part, in the order of ``files``."""
+PART_HASHES_KEY = "blake2b"
+"""Epoch entry key (format 1.1): the BLAKE2b digest (:data:`PART_HASH_BYTES` bytes, hex) of each part."""
+PART_HASH_BYTES = 32
+"""Digest size of :data:`PART_HASHES_KEY`."""
 CLASS_NAMES_KEY = "class_names"
 
 RUN_METADATA_KEYS = (

@@ -74,7 +74,12 @@ from .contract import (
     ATTRIBUTIONS_DIR,
     COMMIT_MARKER,
     COMPRESSION,
+    EPOCH,
+    GLOBAL_STEP,
     MANIFEST_FILE,
+    PART_HASH_BYTES,
+    PART_HASHES_KEY,
+    PART_SIZES_KEY,
     RELEVANCE,
     REPLACED_PREFIX,
     SAMPLE_ID,
@@ -118,6 +123,10 @@ class EpochInfo:
         Part files, relative to the store directory, in rank order.
     commit : str
         Identity of this version of the epoch; changes when the epoch is written again.
+    sizes : tuple of int or None
+        Size in bytes of each part, in the order of ``files``; None in stores of format 1.0.
+    hashes : tuple of str or None
+        BLAKE2b digest (hex) of each part, in the order of ``files``; None in stores of format 1.0.
     """
 
     epoch: int
@@ -125,16 +134,23 @@ class EpochInfo:
     rows: int
     files: tuple[str, ...]
     commit: str
+    sizes: tuple[int, ...] | None = None
+    hashes: tuple[str, ...] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Return the manifest entry of this epoch."""
-        return {
+        entry: dict[str, Any] = {
             "epoch": self.epoch,
             "global_step": self.global_step,
             "rows": self.rows,
             "files": list(self.files),
             "commit": self.commit,
         }
+        if self.sizes is not None:
+            entry[PART_SIZES_KEY] = list(self.sizes)
+        if self.hashes is not None:
+            entry[PART_HASHES_KEY] = list(self.hashes)
+        return entry
 
 
 # --------------------------------------------------------------------------------------------------
@@ -156,12 +172,23 @@ def _entry_from_json(data: Any, source: Path) -> EpochInfo:
         files = data["files"]
         if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
             raise TypeError("files must be a list of str")
+        sizes, hashes = data.get(PART_SIZES_KEY), data.get(PART_HASHES_KEY)
+        if sizes is not None:
+            if not isinstance(sizes, list) or len(sizes) != len(files):
+                raise TypeError(f"{PART_SIZES_KEY} must be a list of one size per file")
+            sizes = tuple(_check_index(size, PART_SIZES_KEY) for size in sizes)
+        if hashes is not None:
+            if not isinstance(hashes, list) or len(hashes) != len(files) or not all(isinstance(h, str) for h in hashes):
+                raise TypeError(f"{PART_HASHES_KEY} must be a list of one hex digest per file")
+            hashes = tuple(hashes)
         info = EpochInfo(
             epoch=_check_index(data["epoch"], "epoch"),
             global_step=_check_index(data["global_step"], "global_step"),
             rows=_check_index(data["rows"], "rows"),
             files=tuple(files),
             commit=str(data["commit"]),
+            sizes=sizes,
+            hashes=hashes,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise CorruptFileError(
@@ -265,6 +292,7 @@ class PartWriter:
                 compression=COMPRESSION,
                 use_dictionary=small,
                 write_statistics=small,
+                write_page_checksum=True,
             )
         elif not table.schema.equals(self._writer.schema, check_metadata=False):
             raise SchemaError(
@@ -342,6 +370,8 @@ def _commit(
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             raise SchemaError(f"the parts in {staging} have conflicting column types: {exc}") from exc
         ids = np.concatenate([part.read([SAMPLE_ID]).column(0).to_numpy() for part in parts])
+        sizes = tuple(part.nbytes for part in parts)
+        hashes = tuple(part.blake2b(PART_HASH_BYTES) for part in parts)  # one read of each part, just written
     finally:
         for part in parts:
             part.close()
@@ -352,6 +382,8 @@ def _commit(
         rows=int(np.unique(ids).size),
         files=tuple(str(relative / name) for name in names),
         commit=uuid.uuid4().hex,
+        sizes=sizes,
+        hashes=hashes,
     )
     fileio.atomic_write_json(staging / COMMIT_MARKER, info.to_json())
     final = _epoch_dir(store_dir, epoch)
@@ -433,6 +465,42 @@ class _EpochSnapshot:
         for part in self.parts:
             part.close()
 
+    def check_committed(self) -> None:
+        """Check, without reading data pages, that the parts are the ones the manifest committed.
+
+        Each part's size must be the committed one (format 1.1), and its rows must say this epoch and
+        global step (from the Parquet column statistics, or the two small columns where there are
+        none), so a part of another epoch copied over this one is an error, in stores of any version.
+        """
+        info = self.info
+        for index, part in enumerate(self.parts):
+            if info.sizes is not None and part.nbytes != info.sizes[index]:
+                raise CorruptFileError(
+                    f"{part.path} holds {part.nbytes} bytes, but epoch {info.epoch} was committed with "
+                    f"{info.sizes[index]} bytes in it: the file was changed or replaced after the commit "
+                    "(lrp-lightning never modifies a committed file). Re-run the attribution of this epoch."
+                )
+            for name, expected in ((EPOCH, info.epoch), (GLOBAL_STEP, info.global_step)):
+                found = _column_values(part, name)
+                if found and found != {expected}:
+                    raise CorruptFileError(
+                        f"{part.path} holds rows of {name} {sorted(found)[:5]}, but the manifest lists it "
+                        f"as {name} {expected}: a file of another epoch or run was copied over it. Re-run "
+                        "the attribution of this epoch."
+                    )
+
+    def verify_hashes(self) -> None:
+        """Check every part's BLAKE2b digest against the committed one (reads each part once)."""
+        if self.info.hashes is None:
+            return
+        for part, expected in zip(self.parts, self.info.hashes):
+            if part.blake2b(PART_HASH_BYTES) != expected:
+                raise CorruptFileError(
+                    f"{part.path} does not match the BLAKE2b digest committed for it: its content changed "
+                    f"after epoch {self.info.epoch} was committed (a damaged disk or an edit). Re-run the "
+                    "attribution of this epoch."
+                )
+
     @property
     def names(self) -> list[str]:
         names: list[str] = []
@@ -497,6 +565,26 @@ class _EpochSnapshot:
         return np.concatenate(found_ids), np.concatenate(found_maps)
 
 
+def _column_values(part: _Parquet, name: str) -> set[int]:
+    """The distinct values of an integer column of a part: from the row groups' statistics if they all
+    have them (no data read), else from the column itself."""
+    metadata = part.file.metadata
+    names = [metadata.schema.column(i).name for i in range(metadata.num_columns)]
+    if name not in names:
+        return set()
+    column = names.index(name)
+    values: set[int] = set()
+    for index in range(metadata.num_row_groups):
+        group = metadata.row_group(index)
+        if group.num_rows == 0:
+            continue
+        stats = group.column(column).statistics
+        if stats is None or not stats.has_min_max:
+            return {int(v) for v in np.unique(part.read([name]).column(0).to_numpy())}
+        values.update((int(stats.min), int(stats.max)))
+    return values
+
+
 def _open_epoch(
     store_dir: Path, epoch: int, entry: Callable[[int], EpochInfo], heatmap_shape: tuple[int, int]
 ) -> _EpochSnapshot:
@@ -527,7 +615,13 @@ def _open_epoch(
                 raise
             marker = _read_marker(directory)
             if marker is not None and marker["commit"] == info.commit:
-                return _EpochSnapshot(info, parts, heatmap_shape)
+                snapshot = _EpochSnapshot(info, parts, heatmap_shape)
+                try:
+                    snapshot.check_committed()
+                except BaseException:
+                    snapshot.__exit__()
+                    raise
+                return snapshot
             for part in parts:
                 part.close()
         looked = [_epoch_dir(store_dir, epoch), _aside_dir(store_dir, epoch, info.commit)]

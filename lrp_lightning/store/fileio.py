@@ -98,8 +98,12 @@ def atomic_write_json(path: Path, data: Mapping[str, Any]) -> None:
 
 
 def atomic_write_parquet(table: pa.Table, path: Path, **options: Any) -> None:
-    """Write ``table`` to ``path`` atomically, compressed as the store's files are; ``options`` go to pyarrow."""
-    atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression=COMPRESSION, **options))
+    """Write ``table`` to ``path`` atomically, compressed and checksummed as the store's files are.
+
+    Every page carries a CRC-32 (``write_page_checksum``), which readers verify. ``options`` go to pyarrow.
+    """
+    options = {"compression": COMPRESSION, "write_page_checksum": True, **options}
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp, **options))
 
 
 def move_dir(src: Path, dst: Path) -> None:

@@ -106,6 +106,7 @@ class RunStore:
         self._store_dir = _resolve_store_dir(Path(path))
         self._manifest: dict[str, Any] | None = None
         self._manifest_signature: tuple[int, int, int] | None = None
+        self._verified: set[str] = set()  # commits whose parts matched their committed digests
         self._manifest_data()
 
     # ---------------------------------------------------------------------------------- creation
@@ -462,9 +463,41 @@ class RunStore:
 
     # ---------------------------------------------------------------------------------- reading
 
-    def _open_epoch(self, epoch: int) -> _EpochSnapshot:
+    def _open_epoch(self, epoch: int, *, verify: bool = False) -> _EpochSnapshot:
+        """Open the committed version of an epoch (sizes and rows checked); with ``verify``, also its
+        parts' digests, once per version and store object."""
         epoch = _check_index(epoch, "epoch")
-        return _epochs._open_epoch(self._store_dir, epoch, self.epoch_info, self.heatmap_shape)
+        snapshot = _epochs._open_epoch(self._store_dir, epoch, self.epoch_info, self.heatmap_shape)
+        if verify and snapshot.info.commit not in self._verified:
+            try:
+                snapshot.verify_hashes()
+            except BaseException:
+                snapshot.__exit__()
+                raise
+            self._verified.add(snapshot.info.commit)
+        return snapshot
+
+    def verify(self, epoch: int) -> EpochInfo:
+        """Check that a complete epoch's parts are byte for byte the ones committed.
+
+        Every read checks each part's size, that its rows belong to the epoch, and the checksum of
+        every page it reads. This also reads every part whole and compares its BLAKE2b digest with the
+        one in the manifest (format 1.1; parts of format 1.0 stores have none), which
+        :meth:`iter_batches` and :meth:`iter_heatmaps` do on their first read of each version.
+
+        Returns
+        -------
+        EpochInfo
+            The verified epoch's entry.
+
+        Raises
+        ------
+        CorruptFileError
+            If a part differs from the committed one; the message names the file.
+        """
+        self._verified.discard(self.epoch_info(epoch).commit)
+        with self._open_epoch(epoch, verify=True) as snapshot:
+            return snapshot.info
 
     def _check_columns(self, snapshot: _EpochSnapshot, columns: Sequence[str] | None) -> list[str] | None:
         if columns is None:
@@ -518,7 +551,8 @@ class RunStore:
         """Stream a complete epoch by row groups, duplicates removed, for memory-bounded analysis.
 
         The epoch's files are opened when iteration starts; a concurrent commit of the same epoch
-        does not affect a running iteration.
+        does not affect a running iteration. The first streaming read of each version of an epoch
+        also verifies its parts' digests (see :meth:`verify`): a whole-epoch read can afford it.
 
         Parameters
         ----------
@@ -534,7 +568,7 @@ class RunStore:
         pyarrow.RecordBatch
             Batches with identical schemas; together they hold the rows of :meth:`attributions`.
         """
-        snapshot = self._open_epoch(epoch)  # errors (missing epoch, bad columns) surface here, not at next()
+        snapshot = self._open_epoch(epoch, verify=True)  # errors surface here, not at next()
         try:
             columns = self._check_columns(snapshot, columns)
         except BaseException:

@@ -13,6 +13,7 @@ The schemas themselves are in :mod:`lrp_lightning.store.contract`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 from collections.abc import Mapping, Sequence
@@ -74,7 +75,8 @@ class _Parquet:
         # FileNotFoundError propagates (a concurrent commit); NotRegularFileError is a CorruptFileError
         self._source = fileio.open_input_file(path)
         try:
-            self.file = pq.ParquetFile(self._source)
+            # pages written with a checksum (format 1.1) are verified when read: a flipped bit is an error
+            self.file = pq.ParquetFile(self._source, page_checksum_verification=True)
         except (pa.ArrowException, OSError) as exc:
             self._source.close()
             raise _corrupt(path, exc) from exc
@@ -98,6 +100,26 @@ class _Parquet:
             return self.file.read_row_group(index, columns=None if columns is None else list(columns))
         except (pa.ArrowException, OSError) as exc:
             raise _corrupt(self.path, exc) from exc
+
+    @property
+    def nbytes(self) -> int:
+        """Size of the open file in bytes."""
+        return self._source.size()
+
+    def blake2b(self, digest_size: int) -> str:
+        """BLAKE2b digest (hex) of the whole open file; reads it once, in 8 MiB blocks."""
+        digest = hashlib.blake2b(digest_size=digest_size)
+        size, offset, block = self.nbytes, 0, 8 * 2**20
+        try:
+            while offset < size:
+                chunk = self._source.read_at(min(block, size - offset), offset)
+                if not chunk:
+                    break
+                digest.update(chunk)
+                offset += len(chunk)
+        except (pa.ArrowException, OSError) as exc:
+            raise _corrupt(self.path, exc) from exc
+        return digest.hexdigest()
 
     def close(self) -> None:
         self.file.close()

@@ -6,11 +6,14 @@ nothing hangs (reads run under a timeout), and that every other epoch is still r
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sys
 import threading
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from store_testing import RUN_META, assert_consistent, new_store, write_ranks
@@ -20,6 +23,7 @@ from lrp_lightning.store import (
     RunStore,
     StoreError,
     find_runs,
+    make_attribution_table,
     make_probe_table,
 )
 
@@ -208,3 +212,128 @@ def test_plugin_routes_answer_every_request_with_named_pipes_planted(tmp_path):
     for table in ("points", "clusters", "spectrum"):
         assert status[table, "heatmap 0"] == status[table, "samples"] == 200
         assert status[table, "clusters"] == 404
+
+
+# ------------------------------------------------------------------------------------------ silent corruption
+
+
+def flip_bit(path: Path, position: int, bit: int = 0) -> None:
+    data = bytearray(path.read_bytes())
+    data[position] ^= 1 << bit
+    path.write_bytes(bytes(data))
+
+
+def noise_rows(epoch: int) -> pa.Table:
+    """64 samples with 16x16 maps of noise (so a part is mostly map bytes), at global step 10 * epoch."""
+    ids = np.arange(64)
+    maps = np.random.default_rng(epoch).normal(size=(64, 16, 16)).astype(np.float32)
+    return make_attribution_table(
+        epoch=epoch, global_step=10 * epoch, sample_id=ids, label=ids % 3, prediction=ids % 3,
+        target=ids % 3, score=np.ones(64), probability=np.full(64, 0.5), relevance=maps,
+    )  # fmt: skip
+
+
+def big_store(tmp_path: Path) -> RunStore:
+    store = RunStore.create(tmp_path / "run", heatmap_shape=(16, 16))
+    for epoch in range(3):
+        store.write_epoch(epoch, 10 * epoch, noise_rows(epoch))
+    return store
+
+
+def test_a_flipped_bit_in_a_map_is_an_error_on_every_read(tmp_path):
+    store = big_store(tmp_path)
+    part = store.epoch_dir(1) / "part-00000.parquet"
+    flip_bit(part, part.stat().st_size // 2)  # the middle of the file: relevance pages
+    reader = RunStore(store.run_dir)
+    for read in (
+        lambda: reader.attributions(1),
+        lambda: reader.heatmaps(1),
+        lambda: reader.heatmaps(1, list(range(64))),
+        lambda: list(reader.iter_heatmaps(1)),
+        lambda: reader.verify(1),
+    ):
+        with pytest.raises(CorruptFileError, match=r"part-00000\.parquet"):
+            read()
+    for epoch in (0, 2):
+        assert reader.verify(epoch).epoch == epoch
+        assert reader.heatmaps(epoch)[1].shape == (64, 16, 16)
+
+
+def test_random_bit_flips_in_a_part_are_never_read_back_silently(tmp_path):
+    store = big_store(tmp_path)
+    part = store.epoch_dir(2) / "part-00000.parquet"
+    original = part.read_bytes()
+    expected = store.attributions(2)
+    rng = np.random.default_rng(1)
+    silent = []
+    for _ in range(40):
+        position, bit = int(rng.integers(len(original))), int(rng.integers(8))
+        part.write_bytes(original)
+        flip_bit(part, position, bit)
+        reader = RunStore(store.run_dir)
+        try:
+            reader.verify(2)
+            table = reader.attributions(2)
+        except (CorruptFileError, StoreError):
+            continue
+        if not table.equals(expected):
+            silent.append((position, bit))
+    assert silent == []
+
+
+def test_a_part_of_another_epoch_copied_over_is_refused(tmp_path):
+    store = big_store(tmp_path)
+    source, target = store.epoch_dir(1) / "part-00000.parquet", store.epoch_dir(2) / "part-00000.parquet"
+    target.write_bytes(source.read_bytes())
+    with pytest.raises(CorruptFileError, match="part-00000.parquet"):
+        store.heatmaps(2, [3])
+
+    # a store of format 1.0 records no sizes or digests: the rows themselves must say the epoch
+    old = strip_to_format_1_0(store)
+    with pytest.raises(CorruptFileError, match=r"rows of epoch \[1\], but the manifest lists it as epoch 2"):
+        old.heatmaps(2, [3])
+    assert old.heatmaps(1, [3])[1].shape == (1, 16, 16)
+
+
+def strip_to_format_1_0(store: RunStore) -> RunStore:
+    """Rewrite a store as lrp-lightning wrote format 1.0: no part sizes or digests, no page checksums."""
+    import pyarrow.parquet as pq
+
+    manifest_path = store.store_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["format_version"] = "1.0"
+    for entry in manifest["epochs"]:
+        for key in ("sizes", "blake2b"):
+            entry.pop(key)
+        marker = store.epoch_dir(entry["epoch"]) / "_commit.json"
+        marker.write_text(json.dumps({k: v for k, v in json.loads(marker.read_text()).items() if k in entry}))
+        for name in entry["files"]:
+            path = store.store_dir / name
+            pq.write_table(pq.read_table(path), path, compression="zstd", write_page_checksum=False)
+    manifest_path.write_text(json.dumps(manifest))
+    return RunStore(store.run_dir)
+
+
+def test_stores_of_format_1_0_stay_readable_and_writable(tmp_path):
+    store = big_store(tmp_path)
+    before = {epoch: store.heatmaps(epoch) for epoch in range(3)}
+    old = strip_to_format_1_0(store)
+    assert old.format_version == "1.0" and all(e.sizes is None and e.hashes is None for e in old.epochs())
+    for epoch in range(3):
+        assert old.verify(epoch).hashes is None
+        np.testing.assert_array_equal(old.heatmaps(epoch)[1], before[epoch][1])
+        assert sum(len(ids) for ids, _ in old.iter_heatmaps(epoch)) == 64
+    resumed = RunStore.create(store.run_dir, heatmap_shape=(16, 16))  # a newer lrp-lightning resumes it
+    new = resumed.write_epoch(3, 30, noise_rows(3))
+    assert new.sizes is not None and resumed.verify(3).hashes == new.hashes
+    assert [e.hashes is None for e in resumed.epochs()] == [True, True, True, False]
+
+
+def test_manifest_records_each_parts_size_and_digest(tmp_path):
+    store = new_store(tmp_path)
+    info = write_ranks(store, 0, 10, [[0, 1], [2, 3, 4]], 10.0)
+    entry = json.loads((store.store_dir / "manifest.json").read_text())["epochs"][0]
+    paths = [store.store_dir / name for name in info.files]
+    assert entry["sizes"] == [p.stat().st_size for p in paths] == list(info.sizes)
+    assert entry["blake2b"] == [hashlib.blake2b(p.read_bytes(), digest_size=32).hexdigest() for p in paths]
+    assert store.epochs()[0] == info

@@ -293,7 +293,7 @@ def test_unknown_major_version_is_refused_and_newer_minor_read(tmp_path):
     assert [e.epoch for e in newer.epochs()] == [0]
     assert newer.manifest["new_key"] == {"x": 1}
     np.testing.assert_array_equal(newer.heatmaps(0)[1], maps_for([0, 1], 10.0))
-    with pytest.raises(UnsupportedFormatError, match="format 1.7, newer than format 1.0.*Upgrade"):
+    with pytest.raises(UnsupportedFormatError, match=f"format 1.7, newer than format {S.FORMAT_VERSION}.*Upgrade"):
         RunStore.create(store.run_dir, **RUN_META)
     with pytest.raises(UnsupportedFormatError, match="newer"):
         newer.write_part(1, 20, table_for(1, 20, [0], 20.0))
