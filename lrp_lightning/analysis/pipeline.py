@@ -751,7 +751,8 @@ def analyze_run(
     classes, include_all, category_by, nonfinite, force
         As in :func:`analyze_epoch`.
     log_scalars : bool, default True
-        Write the indicator scalars of newly analysed epochs into the run's TensorBoard events.
+        Write the indicator scalars of each newly analysed epoch into the run's TensorBoard events, as
+        soon as that epoch's analysis is written.
     on_epoch : callable, optional
         Called after each epoch with ``(outcome, None)`` or ``(None, error message)``.
 
@@ -771,7 +772,6 @@ def analyze_run(
     spray = SpRAy() if spray is None else spray
     outcome = RunOutcome(str(store.run_dir))
     wanted = None if epochs is None else {int(e) for e in epochs}
-    scalars: dict[int, dict[str, float]] = {}
     for info in store.epochs():
         if wanted is not None and info.epoch not in wanted:
             continue
@@ -793,15 +793,14 @@ def analyze_run(
                 on_epoch(None, message)
             continue
         outcome.epochs.append(result)
-        if result.computed and result.scalars:
-            scalars[result.global_step] = result.scalars
+        if log_scalars and result.computed and result.scalars:
+            # right after the epoch's tables are committed: a run killed later keeps this epoch's scalars
+            from .scalars import write_scalars
+
+            try:
+                write_scalars(store.run_dir, {result.global_step: result.scalars})
+            except OSError as exc:
+                outcome.failures.append((f"{store.run_dir} epoch {info.epoch} (TensorBoard scalars)", str(exc)))
         if on_epoch is not None:
             on_epoch(result, None)
-    if log_scalars and scalars:
-        from .scalars import write_scalars
-
-        try:
-            write_scalars(store.run_dir, scalars)
-        except OSError as exc:
-            outcome.failures.append((f"{store.run_dir} (TensorBoard scalars)", str(exc)))
     return outcome

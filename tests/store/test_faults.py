@@ -337,3 +337,37 @@ def test_manifest_records_each_parts_size_and_digest(tmp_path):
     assert entry["sizes"] == [p.stat().st_size for p in paths] == list(info.sizes)
     assert entry["blake2b"] == [hashlib.blake2b(p.read_bytes(), digest_size=32).hexdigest() for p in paths]
     assert store.epochs()[0] == info
+
+
+# ------------------------------------------------------------------------------------------ derived data
+
+
+class Killed(BaseException):
+    """Stands in for SIGKILL of lrp-analyze: nothing after it runs, no handler catches it."""
+
+
+def test_scalars_of_the_epochs_analysed_before_a_kill_are_written(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "analysis"))
+    from spray_helpers import fast_spray, make_run
+    from test_scalars import lrp_files, read_points
+
+    from lrp_lightning.analysis import analyze_run
+
+    store = make_run(tmp_path / "run", epochs=(0, 1, 2))
+    analysed = []
+
+    def kill_after_two(outcome, error):
+        analysed.append(outcome.global_step)
+        if len(analysed) == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        analyze_run(store, fast_spray(), on_epoch=kill_after_two)
+    steps = {step for tag, step, _, _ in read_points(lrp_files(store.run_dir)) if tag.startswith("lrp/")}
+    assert steps == set(analysed) == {100, 200}
+
+    rerun = analyze_run(store, fast_spray())  # epochs 0 and 1 are up to date; 2 is analysed and logged
+    assert [e.computed for e in rerun.epochs] == [False, False, True]
+    points = read_points(lrp_files(store.run_dir))
+    assert {step for _, step, _, _ in points} == {100, 200, 300}
+    assert len(points) == len({(tag, step) for tag, step, _, _ in points})  # one value per tag and step
