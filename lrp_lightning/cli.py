@@ -308,12 +308,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     from tqdm import tqdm
 
-    from lrp_lightning.store import find_runs
+    from lrp_lightning.store import MANIFEST_FILE, STORE_SUBDIR, find_runs
 
     runs = find_runs(args.path)
     if not runs:
         print(
-            f"lrp-analyze: error: no lrp-lightning runs below {args.path} (a run holds plugins/lrp/manifest.json; "
+            f"lrp-analyze: error: no lrp-lightning runs below {args.path} "
+            f"(a run holds {(STORE_SUBDIR / MANIFEST_FILE).as_posix()}; "
             "train with LRPCallback first)",
             file=sys.stderr,
         )

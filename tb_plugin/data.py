@@ -72,6 +72,7 @@ from lrp_lightning.store import (
     MAJORITY_LABEL,
     MATCH_JACCARD,
     MESSAGE,
+    META_CONFIG_HASH,
     N_NEIGHBORS,
     N_SAMPLES,
     POINTS_TABLE,
@@ -79,10 +80,10 @@ from lrp_lightning.store import (
     PREVIOUS_CLUSTER,
     PROBABILITY,
     PROBE_COLUMNS,
-    PROBE_FILE,
     PROTOTYPE,
     PURITY,
     RELEVANCE_SUM,
+    RUN_INFO_KEYS,
     SAMPLE_ID,
     SCORE,
     SELECTED_CLUSTERING,
@@ -137,7 +138,6 @@ SAMPLE_METADATA = "metadata"
 _MAGIC = b"LRPB"
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _SAFE_INTEGER = 2**53
-_META_CONFIG_HASH = b"lrp.config_hash"  # documented in RunStore.read_analysis_table
 _FLOAT_INDICATORS = (PURITY, ACCURACY, CONCENTRATION, BORDER_SHARE, CORNER_SHARE, COMPACTNESS, EIGENGAP, MATCH_JACCARD)
 
 
@@ -516,15 +516,7 @@ class PluginData:
             thumbnails = False
         return {
             "run": run,
-            "format_version": manifest.get("format_version"),
-            "library_version": manifest.get("library_version"),
-            "model_class": manifest.get("model_class"),
-            "composite": manifest.get("composite"),
-            "canonizers": manifest.get("canonizers"),
-            "target_mode": manifest.get("target_mode"),
-            "input_shape": manifest.get("input_shape"),
-            "heatmap_shape": manifest.get("heatmap_shape"),
-            "class_names": manifest.get("class_names"),
+            **{key: manifest.get(key) for key in RUN_INFO_KEYS},
             "thumbnails": thumbnails,
             "epochs": epochs,
             "colormaps": sorted(lrp_image.COLOR_MAPS),
@@ -614,7 +606,7 @@ class PluginData:
         return self.cache.get_or_make(("map", run, info.epoch, info.commit, sample_id), make_one)
 
     def _probe(self, run: str, store: RunStore) -> _Probe:
-        path = store.store_dir / PROBE_FILE
+        path = store.probe_path
         try:
             stat = path.stat()
         except OSError:
@@ -741,7 +733,7 @@ class PluginData:
                 return None, None  # made from a replaced version of the epoch
             except (StoreError, OSError, pa.ArrowException) as exc:
                 return None, self.index.redact(str(exc))
-            return (table.schema.metadata or {}).get(_META_CONFIG_HASH, b"").decode() or None, None
+            return (table.schema.metadata or {}).get(META_CONFIG_HASH, b"").decode() or None, None
 
         key = ("analysis-state", str(store.store_dir), info.epoch, info.commit, entries)
         return self.cache.get_or_make(key, make)

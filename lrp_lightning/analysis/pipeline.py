@@ -537,7 +537,7 @@ def _scalars(
     scalars: dict[str, float] = {}
     for category, result in results.items():
         selected = result.summaries.get(result.selected, [])
-        prefix = f"lrp/{category}/"
+        prefix = S.category_tag(category, "")
         scalars[prefix + "eigengap"] = result.clustering.eigengap
         scalars[prefix + "eigengap_k"] = float(result.clustering.eigengap_k)
         scalars[prefix + "flagged_clusters"] = float(sum(1 for c, _, _ in flags if c == category))
@@ -549,7 +549,7 @@ def _scalars(
             scalars[prefix + "min_compactness"] = min(s.compactness for s in selected)
     finite = stability[np.isfinite(stability)]
     if finite.size:
-        scalars["lrp/all/mean_stability"] = float(finite.mean())
+        scalars[S.MEAN_STABILITY_TAG] = float(finite.mean())
     return scalars
 
 
@@ -757,7 +757,7 @@ def analyze_epoch(
         )
     if len(data.sample_ids) == 0:
         raise AnalysisError(f"epoch {epoch} of {store.run_dir} holds no (finite) relevance maps to analyse")
-    class_names = store.manifest.get("class_names")
+    class_names = store.manifest.get(S.CLASS_NAMES_KEY)
     groups = data.targets if category_by == "target" else data.labels
     present = np.unique(groups)
     wanted = present if classes is None else np.intersect1d(present, np.asarray(list(classes), dtype=np.int64))
@@ -850,7 +850,8 @@ def analyze_run(
     classes, include_all, category_by, nonfinite, force
         As in :func:`analyze_epoch`.
     log_scalars : bool, default True
-        Write the indicator scalars of newly analysed epochs into the run's TensorBoard events.
+        Write the indicator scalars of each newly analysed epoch into the run's TensorBoard events, as
+        soon as that epoch's analysis is written.
     on_epoch : callable, optional
         Called after each epoch with ``(outcome, None)`` or ``(None, error message)``.
 
@@ -870,7 +871,6 @@ def analyze_run(
     spray = SpRAy() if spray is None else spray
     outcome = RunOutcome(str(store.run_dir))
     wanted = None if epochs is None else {int(e) for e in epochs}
-    scalars: dict[int, dict[str, float]] = {}
     for info in store.epochs():
         if wanted is not None and info.epoch not in wanted:
             continue
@@ -892,15 +892,14 @@ def analyze_run(
                 on_epoch(None, message)
             continue
         outcome.epochs.append(result)
-        if result.computed and result.scalars:
-            scalars[result.global_step] = result.scalars
+        if log_scalars and result.computed and result.scalars:
+            # right after the epoch's tables are committed: a run killed later keeps this epoch's scalars
+            from .scalars import write_scalars
+
+            try:
+                write_scalars(store.run_dir, {result.global_step: result.scalars})
+            except OSError as exc:
+                outcome.failures.append((f"{store.run_dir} epoch {info.epoch} (TensorBoard scalars)", str(exc)))
         if on_epoch is not None:
             on_epoch(result, None)
-    if log_scalars and scalars:
-        from .scalars import write_scalars
-
-        try:
-            write_scalars(store.run_dir, scalars)
-        except OSError as exc:
-            outcome.failures.append((f"{store.run_dir} (TensorBoard scalars)", str(exc)))
     return outcome

@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
-from ..store import _fsync_dir, _fsync_file
+from ..store.fileio import fsync_dir, fsync_file, read_regular
 
 __all__ = ["write_scalars"]
 
@@ -69,7 +69,7 @@ def _read_points(path: Path) -> dict[tuple[str, int], tuple[float, object]]:
     from tensorboard.compat.proto import event_pb2
 
     try:
-        data = path.read_bytes()
+        data = read_regular(path)  # never blocks on a named pipe
     except OSError as exc:
         raise _UnreadableEventFile(str(exc)) from exc
     points: dict[tuple[str, int], tuple[float, object]] = {}
@@ -170,8 +170,8 @@ def write_scalars(run_dir: str | os.PathLike[str], scalars: Mapping[int, Mapping
             written.unlink()
         raise
     with contextlib.suppress(OSError):  # best effort: make the merged file durable before deleting
-        _fsync_file(written)
-    _fsync_dir(run_dir)
+        fsync_file(written)
+    fsync_dir(run_dir)
 
     for path in superseded:
         if path == written:

@@ -15,14 +15,15 @@ from pathlib import Path
 from callback_testing import ImageData, TinyNet, loader, trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-import lrp_lightning.store as store_module
+import lrp_lightning.store.fileio as store_io
 from lrp_lightning import LRPCallback
+from lrp_lightning.store import MANIFEST_FILE
 
 BOX = {"low": 0.0, "high": 1.5}
 
 
 def crash_while_writing_part() -> None:
-    write_table = store_module.pq.write_table
+    write_table = store_io.pq.write_table
 
     def dying_write_table(table, where, **kwargs):
         if "epoch=000002" in str(where):
@@ -32,18 +33,18 @@ def crash_while_writing_part() -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         return write_table(table, where, **kwargs)
 
-    store_module.pq.write_table = dying_write_table
+    store_io.pq.write_table = dying_write_table
 
 
 def crash_before_manifest() -> None:
-    atomic_write_json = store_module._atomic_write_json
+    atomic_write_json = store_io.atomic_write_json
 
     def dying_write_json(path, data):
-        if path.name == store_module.MANIFEST_FILE and any(e["epoch"] == 2 for e in data.get("epochs", [])):
+        if path.name == MANIFEST_FILE and any(e["epoch"] == 2 for e in data.get("epochs", [])):
             os._exit(3)
         return atomic_write_json(path, data)
 
-    store_module._atomic_write_json = dying_write_json
+    store_io.atomic_write_json = dying_write_json
 
 
 def main(out: Path, mode: str) -> None:

@@ -1,0 +1,142 @@
+"""Locating stores and reading their manifests: format versions, ``manifest.json``, :func:`find_runs`.
+
+``manifest.json`` names the run (the metadata in :data:`~lrp_lightning.store.RUN_METADATA_KEYS`), the
+format version that wrote it, and the list of complete epochs. Reading checks the version (see
+"Versioning" in :mod:`lrp_lightning.store.contract`) and parses every epoch entry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from . import fileio
+from .contract import (
+    EPOCHS_KEY,
+    FORMAT_VERSION,
+    FORMAT_VERSION_KEY,
+    LIBRARY_VERSION_KEY,
+    MANIFEST_FILE,
+    STORE_SUBDIR,
+)
+from .epochs import _entry_from_json
+from .errors import CorruptFileError, SchemaError, StoreNotFoundError, UnsupportedFormatError
+
+__all__ = ["find_runs"]
+
+
+def _library_version() -> str:
+    try:
+        from lrp_lightning import __version__
+    except ImportError:  # pragma: no cover - only when the module is used outside the package
+        return "unknown"
+    return str(__version__)
+
+
+def _parse_version(value: Any, source: Path) -> tuple[int, int]:
+    if not isinstance(value, str) or not re.fullmatch(r"\d+\.\d+", value):
+        raise UnsupportedFormatError(
+            f"{source} has format_version {value!r}, expected 'major.minor' such as {FORMAT_VERSION!r}; "
+            "the file was not written by lrp-lightning or is damaged."
+        )
+    major, minor = value.split(".")
+    return int(major), int(minor)
+
+
+_OWN_VERSION = tuple(int(part) for part in FORMAT_VERSION.split("."))
+
+
+def _check_readable(manifest: Mapping[str, Any], source: Path) -> None:
+    major, _ = _parse_version(manifest.get(FORMAT_VERSION_KEY), source)
+    if major != _OWN_VERSION[0]:
+        raise UnsupportedFormatError(
+            f"{source} uses store format {manifest[FORMAT_VERSION_KEY]} (written by lrp-lightning "
+            f"{manifest.get(LIBRARY_VERSION_KEY, 'unknown')}), but this lrp-lightning "
+            f"({_library_version()}) reads format {_OWN_VERSION[0]}.x only (up to {FORMAT_VERSION}). "
+            "Upgrade lrp-lightning (pip install --upgrade lrp-lightning) to read this run."
+        )
+
+
+def _check_writable(manifest: Mapping[str, Any], source: Path) -> None:
+    _check_readable(manifest, source)
+    version = _parse_version(manifest[FORMAT_VERSION_KEY], source)
+    if version > _OWN_VERSION:
+        raise UnsupportedFormatError(
+            f"{source} uses store format {manifest[FORMAT_VERSION_KEY]}, newer than format "
+            f"{FORMAT_VERSION} written by this lrp-lightning ({_library_version()}); writing into it "
+            "could lose what the newer version stores. Upgrade lrp-lightning to resume this run, or "
+            "write to another directory."
+        )
+
+
+def _normalise_json(value: Any, name: str) -> Any:
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError) as exc:
+        raise SchemaError(f"{name} must be JSON-serialisable (str, numbers, lists, dicts): {exc}") from exc
+
+
+def _resolve_store_dir(path: Path) -> Path:
+    if (path / MANIFEST_FILE).exists():  # a manifest that is not a regular file fails when read
+        return path
+    if (path / STORE_SUBDIR / MANIFEST_FILE).exists():
+        return path / STORE_SUBDIR
+    raise StoreNotFoundError(
+        f"no lrp-lightning store at {path}: neither {path / MANIFEST_FILE} nor "
+        f"{path / STORE_SUBDIR / MANIFEST_FILE} exists. Pass the directory of a run trained with "
+        "LRPCallback (the logger's log_dir) or its plugins/lrp directory; find_runs(root) lists the runs "
+        "below a folder."
+    )
+
+
+def find_runs(root: str | os.PathLike[str]) -> list[Path]:
+    """Find every run directory below ``root`` (``root`` included) that holds an lrp-lightning store.
+
+    Parameters
+    ----------
+    root : path
+        Folder to search, e.g. TensorBoard's ``--logdir``.
+
+    Returns
+    -------
+    list of pathlib.Path
+        Sorted run directories (the parent of ``plugins/lrp``). Hidden directories are skipped.
+    """
+    root = Path(root)
+    runs: set[Path] = set()
+    for directory, subdirs, files in os.walk(root):
+        here = Path(directory)
+        if MANIFEST_FILE in files and here.parts[-2:] == STORE_SUBDIR.parts:
+            runs.add(here.parent.parent)
+            subdirs[:] = []  # attributions/ and analysis/ hold no runs
+            continue
+        subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
+    return sorted(runs)
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    """Read and check ``manifest.json``; its parsed epoch entries are under ``"_parsed_epochs"``.
+
+    Raises
+    ------
+    CorruptFileError
+        If the file is not a JSON object or an epoch entry is malformed.
+    UnsupportedFormatError
+        If its major format version is not this library's.
+    """
+    try:
+        data = json.loads(fileio.read_regular(path).decode("utf-8"))
+    except ValueError as exc:
+        raise CorruptFileError(f"{path} is not valid JSON ({exc}); it was edited by hand or damaged.") from exc
+    if not isinstance(data, dict):
+        raise CorruptFileError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    _check_readable(data, path)
+    epochs = data.get(EPOCHS_KEY, [])
+    if not isinstance(epochs, list):
+        raise CorruptFileError(f"{path}: 'epochs' must be a list, got {type(epochs).__name__}")
+    data["_parsed_epochs"] = {info.epoch: info for info in (_entry_from_json(e, path) for e in epochs)}
+    return data
