@@ -23,7 +23,16 @@ from lrp_lightning._validation import argument_error
 from lrp_lightning.attribution import Gradient
 from lrp_lightning.core import Composite, MissingRuleError
 from lrp_lightning.metrics import ExplanationMetric, check_requirements, get_metric
-from lrp_lightning.store import make_attribution_table
+from lrp_lightning.store import (
+    METRIC_PREFIX,
+    POSITIVE_SHARE_TAG,
+    PROBE_ACCURACY_TAG,
+    RELEVANCE_ABS_MEAN_TAG,
+    RELEVANCE_SUM_MEAN_TAG,
+    make_attribution_table,
+    metric_column,
+    metric_tag,
+)
 
 from ._config import TargetSpec, qualified_name
 from ._training_state import ExplainedModel
@@ -34,7 +43,6 @@ PreviousMaps = Callable[[np.ndarray], Tensor | None]
 NO_LABEL = -1
 """Label stored for samples whose batches hold no labels."""
 
-METRIC_PREFIX = "metric_"
 """Extra attribution columns (``metric_<name>``) and scalars (``lrp/metric_<name>``) of the metrics."""
 
 # Sums behind the logged scalars, in this order; summed over ranks with one all-reduce.
@@ -207,7 +215,7 @@ class ProbeMetrics:
 
     @property
     def columns(self) -> list[str]:
-        return [METRIC_PREFIX + name for name in self.names]
+        return [metric_column(name) for name in self.names]
 
     def check_masks(self, has_masks: bool) -> None:
         """The error of :func:`~lrp_lightning.metrics.check_requirements`, naming the callback and the fixes."""
@@ -266,7 +274,7 @@ class ProbeMetrics:
     def scalars(self, sums: np.ndarray) -> dict[str, float]:
         """``lrp/metric_<name>``: the mean of the finite values over all ranks; none where there were none."""
         return {
-            f"lrp/{METRIC_PREFIX}{name}": float(sums[2 * i] / sums[2 * i + 1])
+            metric_tag(name): float(sums[2 * i] / sums[2 * i + 1])
             for i, name in enumerate(self.names)
             if sums[2 * i + 1] > 0
         }
@@ -509,14 +517,14 @@ def scalars(stats: np.ndarray) -> dict[str, float]:
     """The logged scalars from summed :data:`STAT_FIELDS`."""
     values = dict(zip(STAT_FIELDS, (float(v) for v in stats)))
     result = {
-        "lrp/relevance_abs_mean": values["abs_sum"] / values["pixels"] if values["pixels"] else float("nan"),
-        "lrp/positive_share": values["positive_sum"] / values["abs_sum"] if values["abs_sum"] else float("nan"),
+        RELEVANCE_ABS_MEAN_TAG: values["abs_sum"] / values["pixels"] if values["pixels"] else float("nan"),
+        POSITIVE_SHARE_TAG: values["positive_sum"] / values["abs_sum"] if values["abs_sum"] else float("nan"),
         # conservation: the explained class gets relevance 1 at the output, so a conserving explanation sums
         # to about 1 per sample (biases and stabilizers absorb the rest; a missing canonizer shows up here)
-        "lrp/relevance_sum_mean": (
+        RELEVANCE_SUM_MEAN_TAG: (
             values["relevance_sum_total"] / values["samples"] if values["samples"] else float("nan")
         ),
     }
     if values["labelled"]:
-        result["lrp/probe_accuracy"] = values["correct"] / values["labelled"]
+        result[PROBE_ACCURACY_TAG] = values["correct"] / values["labelled"]
     return result

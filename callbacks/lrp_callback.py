@@ -26,7 +26,14 @@ from tqdm import tqdm
 from lrp_lightning._validation import argument_error, check_bool, check_callable, check_int, check_path
 from lrp_lightning.core import Composite
 from lrp_lightning.metrics import ExplanationMetric
-from lrp_lightning.store import PROBE_FILE, SAMPLE_ID, THUMBNAIL, RunStore, make_probe_table
+from lrp_lightning.store import (
+    HEATMAPS_IMAGE_TAG,
+    SAMPLE_ID,
+    THUMBNAIL,
+    RunStore,
+    make_probe_table,
+    metric_column,
+)
 
 from ._batches import UnpackBatch, unpack
 from ._config import (
@@ -40,7 +47,6 @@ from ._config import (
     target_mode,
 )
 from ._explainer import (
-    METRIC_PREFIX,
     NO_LABEL,
     STAT_FIELDS,
     BatchExplainer,
@@ -747,7 +753,7 @@ class LRPCallback(Callback):
             probe=self._probe_config,
             metadata={"writer": OWNER},
         )
-        if not (store.store_dir / PROBE_FILE).exists():
+        if not store.probe_path.exists():
             thumbnails: list[bytes | None] = []
             for _, x, _ in self._fetch(trainer, dataset, collate, self._probe_ids, need_labels=False):
                 thumbnails.extend(thumbnail_png(sample, THUMBNAIL_SIZE) for sample in x)
@@ -787,7 +793,7 @@ class LRPCallback(Callback):
 
     def _table(self, rows: Explained, epoch: int, step: int):
         metric_columns = {
-            METRIC_PREFIX + name: np.asarray(rows.metrics.get(name, np.full(len(rows), np.nan)), np.float32)
+            metric_column(name): np.asarray(rows.metrics.get(name, np.full(len(rows), np.nan)), np.float32)
             for name in self._metrics.names
         }
         return rows.to_table(epoch, step, extra=metric_columns)
@@ -822,4 +828,4 @@ class LRPCallback(Callback):
             _, maps = self._store.heatmaps(epoch, sample_ids=ids)
         image = np.asarray(heatmap_grid(maps, [self._thumbnails[i] for i in ids]))
         for logger in loggers:
-            logger.experiment.add_image("lrp/heatmaps", image, global_step=step, dataformats="HWC")
+            logger.experiment.add_image(HEATMAPS_IMAGE_TAG, image, global_step=step, dataformats="HWC")

@@ -3,14 +3,14 @@
 Every error the store raises for a problem with a run is a :class:`StoreError`; the subclasses say
 which problem, and those that match a built-in category also derive from it (a missing store is a
 ``FileNotFoundError``, an unknown epoch a ``LookupError``), so callers can catch either. This module
-imports nothing from the package, so every other module of the store can import it.
+imports nothing else from the package but its validation, so every other module of the store can import it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
+from .._validation import check_int
 
 __all__ = [
     "AnalysisNotFoundError",
@@ -71,15 +71,8 @@ class AnalysisNotFoundError(StoreError, LookupError):
 
 
 def _check_index(value: Any, name: str, minimum: int = 0) -> int:
-    try:
-        number = int(value) if isinstance(value, np.integer) else value
-        if isinstance(number, bool) or not isinstance(number, int):
-            raise TypeError
-    except TypeError:
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}") from None
-    if number < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {number}")
-    return number
+    """An epoch, step or rank: the package's one integer check (:func:`lrp_lightning._validation.check_int`)."""
+    return check_int(value, name, None, minimum)
 
 
 def _check_heatmap_shape(shape: Any) -> tuple[int, int]:
