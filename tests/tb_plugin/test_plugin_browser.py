@@ -26,6 +26,8 @@ from synthetic_runs import build_run
 
 from lrp_lightning.store import RunStore, decode_relevance, make_attribution_table
 
+pytestmark = pytest.mark.browser
+
 CHROMIUM = os.environ.get("LRP_CHROMIUM", "/usr/bin/chromium")
 ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync",
