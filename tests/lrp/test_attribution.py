@@ -71,6 +71,7 @@ def test_smoothgrad_is_deterministic_with_a_generator_and_averages_gradients():
     assert torch.equal(SmoothGrad(model, n_iter=1)(x, [0, 1]).relevance, plain)
 
 
+@pytest.mark.slow  # captum as the oracle, every occlusion window
 def test_integrated_gradients_and_occlusion_equal_captum():
     captum = pytest.importorskip("captum.attr")
     model = small_cnn().double().eval()

@@ -209,6 +209,7 @@ def _live_tensors():
         return sum(1 for obj in gc.get_objects() if isinstance(obj, torch.Tensor))
 
 
+@pytest.mark.slow  # 100 attributions and a garbage-collector walk
 def test_no_growth_over_100_repeated_attributions():
     from lrp_lightning import core
 
