@@ -26,8 +26,6 @@ from synthetic_runs import build_run
 
 from lrp_lightning.store import RunStore, decode_relevance, make_attribution_table
 
-pytestmark = pytest.mark.browser
-
 CHROMIUM = os.environ.get("LRP_CHROMIUM", "/usr/bin/chromium")
 ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -44,6 +42,7 @@ except ImportError:  # pragma: no cover - the test extra installs it
     sync_playwright = None
 
 pytestmark = [
+    pytest.mark.browser,
     pytest.mark.skipif(sync_playwright is None, reason="playwright is not installed (pip install -e '.[test]')"),
     pytest.mark.skipif(
         not shutil.which(CHROMIUM), reason=f"no chromium at {CHROMIUM} (apt-get install chromium; .ci/run does)"
