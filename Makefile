@@ -6,7 +6,7 @@ PYTHON ?= python3
 # The exact torch build that lies on this machine's disk (CPU/CUDA wheel from the local index).
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo explain test lint install clean
+.PHONY: demo explain test test-fast lint install clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,13 @@ explain: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .
 
+# Everything, the slow, browser, DDP and GPU tests included (GPU tests skip without CUDA).
 test: $(VENV)/.installed lint
 	$(PY) -m pytest -q -n 2 tests
+
+# The quick loop while editing: leaves out the tests marked slow, browser, ddp and gpu (pyproject's markers).
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q -n 2 -m "not slow and not browser and not ddp and not gpu" tests
 
 clean:
 	rm -rf $(VENV) out runs/clever_hans

@@ -1,19 +1,33 @@
 """Canonizers: rewrite a model into an equivalent form that LRP rules can explain.
 
+This module holds the generic mechanism; model families live at the edge (torchvision's VGG and ResNet in
+:mod:`lrp_lightning.torchvision`, as in Zennit).
+
 * Batch-norm merging (:class:`SequentialMergeBatchNorm`, :class:`NamedMergeBatchNorm`): a batch norm after
   an affine layer is folded into that layer's weight and bias. The model's parameters are not touched:
   the merged ones are computed as new tensors, registered as overrides that the rules see, and used by a
   temporary ``forward`` of the affine layer; the batch norm's temporary ``forward`` is the identity.
   Merging uses the running statistics (evaluation-mode semantics), as LRP always does.
-* Residual blocks (:class:`ResNetCanonizer`): the addition ``out + identity`` of torchvision's
-  ``BasicBlock`` / ``Bottleneck`` becomes a :class:`~lrp_lightning.layer.Sum` module that carries the
-  Norm rule. This temporarily sets ``forward`` and ``canonizer_sum`` on the block instances; both are
-  removed again when the composite is removed.
-* :func:`auto_canonizers` picks canonizers for torchvision VGG / VGG-BN / ResNet models and plain
-  sequential CNNs, and says clearly when a model needs one it cannot pick.
+* :class:`AttributeCanonizer` sets instance attributes (a ``forward``, a module) for the duration of an
+  attribution; :class:`CompositeCanonizer` chains canonizers.
+* The registry: :func:`register_canonizer` names a canonizer class, so configs can say
+  ``canonizers=["merge_batchnorm"]``, and :func:`auto_canonizers` (``canonizers="auto"``) asks every
+  registered class whether it :meth:`~Canonizer.applies` to a model. :func:`register_unsupported` adds a
+  check that makes ``"auto"`` refuse a model no canonizer handles, and :func:`warn_uncanonized` reports
+  what a registered canonizer would have rewritten but nothing did.
 
 Writing a canonizer: subclass :class:`Canonizer`, implement ``apply(root_module)`` returning a list of
-objects with a ``remove()`` method that undoes what was done.
+objects with a ``remove()`` method that undoes what was done. To let ``"auto"`` pick it, decorate the class
+with ``@register_canonizer("name")`` and override the classmethod :meth:`~Canonizer.applies`::
+
+    @register_canonizer("my_block")
+    class MyBlockCanonizer(AttributeCanonizer):
+        def __init__(self):
+            super().__init__(lambda name, module: {...} if isinstance(module, MyBlock) else None)
+
+        @classmethod
+        def applies(cls, model):
+            return any(isinstance(module, MyBlock) for module in model.modules())
 """
 
 from __future__ import annotations
@@ -23,28 +37,29 @@ import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.nn as nn
 
 from . import types as ltypes
 from .core import affine_forward, module_params, override_params
-from .layer import Sum
 
 __all__ = [
+    "CANONIZERS",
     "AttributeCanonizer",
     "Canonizer",
     "CompositeCanonizer",
     "MergeBatchNorm",
     "NamedMergeBatchNorm",
-    "ResNetBasicBlockCanonizer",
-    "ResNetBottleneckCanonizer",
-    "ResNetCanonizer",
     "SequentialMergeBatchNorm",
-    "VGGCanonizer",
     "auto_canonizers",
+    "collect_leaves",
+    "override_forward",
+    "register_canonizer",
+    "register_unsupported",
     "resolve_canonizers",
+    "warn_uncanonized",
 ]
 
 
@@ -64,6 +79,23 @@ class Canonizer(ABC):
     def copy(self) -> Canonizer:
         """A fresh, unregistered instance with the same configuration."""
         return type(self)()
+
+    @classmethod
+    def applies(cls, model: nn.Module) -> bool:
+        """Whether ``canonizers="auto"`` picks this (registered) canonizer for ``model``.
+
+        False by default: the canonizer is then used only when it is named or passed.
+        """
+        return False
+
+    @classmethod
+    def uncanonized(cls, model: nn.Module) -> str | None:
+        """After a composite's canonizers were applied: what in ``model`` still needs this canonizer, or None.
+
+        Called for every registered canonizer when an LRP (strict) composite is registered; the text
+        becomes a warning (see :func:`warn_uncanonized`). None by default.
+        """
+        return None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -95,6 +127,122 @@ def override_forward(module: nn.Module, forward: Callable[..., torch.Tensor]):
 
 def _identity_forward(input: torch.Tensor) -> torch.Tensor:
     return input
+
+
+# --------------------------------------------------------------------------------------------------------
+# Registry
+# --------------------------------------------------------------------------------------------------------
+
+#: registered canonizer classes by name (constructed without arguments when named in a config)
+CANONIZERS: dict[str, type[Canonizer]] = {}
+
+#: checks that make ``canonizers="auto"`` refuse a model: ``(model) -> error message or None``
+_UNSUPPORTED: list[Callable[[nn.Module], str | None]] = []
+
+CanonizerType = TypeVar("CanonizerType", bound=type[Canonizer])
+
+
+def register_canonizer(name: str) -> Callable[[CanonizerType], CanonizerType]:
+    """Class decorator: register a canonizer class under ``name``.
+
+    The class must be constructible without arguments. A registered class can be named in a config
+    (``canonizers=["name"]``), and ``canonizers="auto"`` picks it for the models its classmethod
+    :meth:`Canonizer.applies` accepts. A class may be registered under several names.
+    """
+
+    def register(cls: CanonizerType) -> CanonizerType:
+        if name in CANONIZERS and CANONIZERS[name] is not cls:
+            raise ValueError(f"a canonizer named {name!r} is already registered ({CANONIZERS[name].__name__})")
+        CANONIZERS[name] = cls
+        return cls
+
+    return register
+
+
+def register_unsupported(check: Callable[[nn.Module], str | None]) -> Callable[[nn.Module], str | None]:
+    """Decorator: ``canonizers="auto"`` raises ``ValueError(check(model))`` when ``check`` returns a message.
+
+    For model structures that need a canonizer none of the registered ones provides: refusing is better
+    than explaining them wrongly. The message should name the layer and the fix.
+    """
+    _UNSUPPORTED.append(check)
+    return check
+
+
+def _registered_classes() -> list[type[Canonizer]]:
+    return list(dict.fromkeys(CANONIZERS.values()))  # registration order, each class once
+
+
+def _contains(canonizer: Canonizer, other: Canonizer) -> bool:
+    """Whether ``canonizer`` already does ``other``'s job: it is of ``other``'s class, or holds one."""
+    if canonizer is not other and isinstance(canonizer, type(other)):
+        return True
+    if isinstance(canonizer, CompositeCanonizer):
+        return any(part is not other and (isinstance(part, type(other)) or _contains(part, other))
+                   for part in canonizer.canonizers)
+    return False
+
+
+def auto_canonizers(model: nn.Module) -> list[Canonizer]:
+    """Pick canonizers for ``model``: every registered canonizer that applies to it.
+
+    A picked canonizer that another picked one already contains (the batch-norm merge of
+    ``ResNetCanonizer``) is left out. Plain sequential models get :class:`SequentialMergeBatchNorm`;
+    torchvision's VGG and ResNet are handled by :mod:`lrp_lightning.torchvision` once it is imported
+    (:mod:`lrp_lightning.composites` imports it). Raises ``ValueError`` naming the problem when a registered
+    check refuses the model (a torchvision architecture no canonizer handles) or when the model holds a
+    batch norm that follows no affine layer.
+    """
+    for check in _UNSUPPORTED:
+        message = check(model)
+        if message is not None:
+            raise ValueError(message)
+    picked = [cls() for cls in _registered_classes() if cls.applies(model)]
+    chosen = [c for c in picked if not any(_contains(other, c) for other in picked)]
+    leaves = list(collect_leaves(model))
+    names = {id(module): name for name, module in model.named_modules()}
+    for previous, leaf in zip([None, *leaves[:-1]], leaves):
+        if isinstance(leaf, ltypes.BatchNorm) and not isinstance(previous, ltypes.Linear):
+            raise ValueError(
+                f"batch norm layer {names.get(id(leaf), '?')} ({type(leaf).__name__}) does not follow an affine "
+                "layer, so canonizers='auto' cannot merge it; pass canonizers=[NamedMergeBatchNorm("
+                "[(['<layer before it>'], '<its name>')])] or canonizers=[] to let relevance pass through it"
+            )
+    return chosen
+
+
+def resolve_canonizers(spec: Any, model: nn.Module) -> list[Canonizer]:
+    """Canonizers for ``model`` from ``"auto"``, ``None``, a registered name, or a list of names / canonizers."""
+    if spec is None:
+        return []
+    if isinstance(spec, str):
+        if spec == "auto":
+            return auto_canonizers(model)
+        spec = [spec]
+    if isinstance(spec, Canonizer):
+        spec = [spec]
+    result = []
+    for item in spec:
+        if isinstance(item, str):
+            if item not in CANONIZERS:
+                raise ValueError(f"unknown canonizer {item!r}; choose 'auto' or one of {sorted(CANONIZERS)}")
+            result.append(CANONIZERS[item]())
+        elif hasattr(item, "apply"):
+            result.append(item)
+        else:
+            raise TypeError(f"{item!r} is not a canonizer (an object with apply(model))")
+    return result
+
+
+def warn_uncanonized(model: nn.Module, label: str, stacklevel: int = 2) -> None:
+    """Warn for each registered canonizer that reports parts of ``model`` it should have rewritten.
+
+    Called by LRP (strict) composites after their canonizers were applied; ``label`` names the composite.
+    """
+    for cls in _registered_classes():
+        message = cls.uncanonized(model)
+        if message is not None:
+            warnings.warn(f"composite {label}: {message}", UserWarning, stacklevel=stacklevel + 1)
 
 
 class MergeBatchNorm(Canonizer):
@@ -162,8 +310,15 @@ class MergeBatchNorm(Canonizer):
         raise NotImplementedError("use SequentialMergeBatchNorm or NamedMergeBatchNorm")
 
 
+@register_canonizer("merge_batchnorm")
+@register_canonizer("sequential_merge_batchnorm")
 class SequentialMergeBatchNorm(MergeBatchNorm):
     """Merge every batch norm that directly follows an affine layer in definition order of the leaves."""
+
+    @classmethod
+    def applies(cls, model: nn.Module) -> bool:
+        """Always: a model without batch norms is left as it is."""
+        return True
 
     def apply(self, root_module: nn.Module) -> list[Any]:
         instances = []
@@ -292,150 +447,3 @@ class CompositeCanonizer(Canonizer):
         return f"{type(self).__name__}({self.canonizers!r})"
 
 
-class VGGCanonizer(SequentialMergeBatchNorm):
-    """Canonizer for torchvision VGG and VGG-BN models (merges the batch norms)."""
-
-
-def _residual_forward(with_third_conv: bool) -> Callable:
-    def forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        identity = x
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        if with_third_conv:
-            out = self.bn3(self.conv3(self.relu(out)))
-        if self.downsample is not None:
-            identity = self.downsample(x)
-        out = self.canonizer_sum(torch.stack([identity, out], dim=-1))
-        return self.relu(out)
-
-    return forward
-
-
-def _block_canonizer(block_type_name: str, with_third_conv: bool) -> Callable:
-    forward = _residual_forward(with_third_conv)
-
-    def attribute_map(name: str, module: nn.Module) -> dict[str, Any] | None:
-        from torchvision.models import resnet
-
-        if isinstance(module, getattr(resnet, block_type_name)):
-            return {"forward": forward.__get__(module), "canonizer_sum": Sum()}
-        return None
-
-    return attribute_map
-
-
-class ResNetBottleneckCanonizer(AttributeCanonizer):
-    """Make the residual addition of torchvision ``Bottleneck`` blocks a :class:`Sum` module."""
-
-    def __init__(self) -> None:
-        super().__init__(_block_canonizer("Bottleneck", with_third_conv=True))
-
-    def copy(self) -> AttributeCanonizer:
-        return AttributeCanonizer(self.attribute_map)
-
-
-class ResNetBasicBlockCanonizer(AttributeCanonizer):
-    """Make the residual addition of torchvision ``BasicBlock`` blocks a :class:`Sum` module."""
-
-    def __init__(self) -> None:
-        super().__init__(_block_canonizer("BasicBlock", with_third_conv=False))
-
-    def copy(self) -> AttributeCanonizer:
-        return AttributeCanonizer(self.attribute_map)
-
-
-class ResNetCanonizer(CompositeCanonizer):
-    """Canonizer for torchvision ResNets: merge batch norms, residual additions as Sum modules."""
-
-    def __init__(self) -> None:
-        super().__init__([SequentialMergeBatchNorm(), ResNetBottleneckCanonizer(), ResNetBasicBlockCanonizer()])
-
-    def copy(self) -> ResNetCanonizer:
-        return type(self)()
-
-    def __repr__(self) -> str:
-        return "ResNetCanonizer()"
-
-
-# torchvision families whose structure (concatenations, residuals, squeeze-excitation) no canonizer here
-# rewrites; ``auto`` refuses them instead of explaining them wrongly.
-_UNSUPPORTED_TORCHVISION = (
-    "DenseNet",
-    "MobileNetV2",
-    "MobileNetV3",
-    "EfficientNet",
-    "Inception3",
-    "GoogLeNet",
-    "ConvNeXt",
-    "RegNet",
-    "ShuffleNetV2",
-    "SqueezeNet",
-    "SwinTransformer",
-    "VisionTransformer",
-    "MNASNet",
-    "MaxVit",
-)
-
-
-def auto_canonizers(model: nn.Module) -> list[Canonizer]:
-    """Pick canonizers for ``model``.
-
-    torchvision ResNets get :class:`ResNetCanonizer`; VGG / VGG-BN and plain sequential models get
-    :class:`SequentialMergeBatchNorm`. Raises ``ValueError`` naming the problem when the model holds a
-    batch norm that follows no affine layer, or a torchvision architecture no canonizer here handles.
-    """
-    from torchvision.models import resnet
-
-    for name, module in model.named_modules():
-        module_type = type(module)
-        if module_type.__module__.startswith("torchvision.models") and module_type.__name__ in (
-            _UNSUPPORTED_TORCHVISION
-        ):
-            raise ValueError(
-                f"canonizers='auto' cannot pick canonizers for torchvision {module_type.__name__} "
-                f"({name or 'the model'}); pass canonizers=[...] yourself (see lrp_lightning.canonizers), "
-                "or canonizers=[] to explain it without (relevance may then not be conserved)"
-            )
-    has_blocks = any(isinstance(m, (resnet.BasicBlock, resnet.Bottleneck)) for m in model.modules())
-    chosen: list[Canonizer] = [ResNetCanonizer()] if has_blocks else [SequentialMergeBatchNorm()]
-    leaves = list(collect_leaves(model))
-    names = {id(module): name for name, module in model.named_modules()}
-    for previous, leaf in zip([None, *leaves[:-1]], leaves):
-        if isinstance(leaf, ltypes.BatchNorm) and not isinstance(previous, ltypes.Linear):
-            raise ValueError(
-                f"batch norm layer {names.get(id(leaf), '?')} ({type(leaf).__name__}) does not follow an affine "
-                "layer, so canonizers='auto' cannot merge it; pass canonizers=[NamedMergeBatchNorm("
-                "[(['<layer before it>'], '<its name>')])] or canonizers=[] to let relevance pass through it"
-            )
-    return chosen
-
-
-_NAMED_CANONIZERS: dict[str, Callable[[], Canonizer]] = {
-    "merge_batchnorm": SequentialMergeBatchNorm,
-    "sequential_merge_batchnorm": SequentialMergeBatchNorm,
-    "vgg": VGGCanonizer,
-    "resnet": ResNetCanonizer,
-}
-
-
-def resolve_canonizers(spec: Any, model: nn.Module) -> list[Canonizer]:
-    """Canonizers for ``model`` from ``"auto"``, ``None``, a name, or a list of names / canonizers."""
-    if spec is None:
-        return []
-    if isinstance(spec, str):
-        if spec == "auto":
-            return auto_canonizers(model)
-        spec = [spec]
-    if isinstance(spec, Canonizer):
-        spec = [spec]
-    result = []
-    for item in spec:
-        if isinstance(item, str):
-            if item not in _NAMED_CANONIZERS:
-                raise ValueError(f"unknown canonizer {item!r}; choose 'auto' or one of {sorted(_NAMED_CANONIZERS)}")
-            result.append(_NAMED_CANONIZERS[item]())
-        elif hasattr(item, "apply"):
-            result.append(item)
-        else:
-            raise TypeError(f"{item!r} is not a canonizer (an object with apply(model))")
-    return result

@@ -8,7 +8,12 @@ and "the first layer" is the first module in ``model.named_modules()`` order tha
 
 LRP composites are *strict*: a leaf layer that mixes values but has no rule (an ``Upsample``, a custom
 layer) raises :class:`~lrp_lightning.core.MissingRuleError` naming it, instead of silently treating it
-as a gradient. Pass ``strict=False`` to allow that.
+as a gradient. Pass ``strict=False`` to allow that. A strict composite also warns about parts of the model
+that a registered canonizer should have rewritten (torchvision residual blocks without ResNetCanonizer).
+
+Canonizers may be given by registered name or as ``"auto"``: the composites here resolve them through the
+registry of :mod:`lrp_lightning.canonizers` when they are registered on a model. This module imports
+:mod:`lrp_lightning.torchvision`, so that the torchvision canonizers are registered.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from . import torchvision as _torchvision  # noqa: F401 - registers the VGG and ResNet canonizers
 from . import types as ltypes
+from .canonizers import resolve_canonizers, warn_uncanonized
 from .core import Composite, Hook
 from .layer import Sum
 from .rules import (
@@ -51,6 +58,7 @@ __all__ = [
     "MixedComposite",
     "NameLayerMapComposite",
     "NameMapComposite",
+    "RegistryComposite",
     "SpecialFirstLayerMapComposite",
     "get_composite",
     "layer_map_base",
@@ -62,7 +70,25 @@ NameMap = Sequence[tuple[Sequence[str], Hook]]
 Canonizers = Sequence[Any] | str | None
 
 
-class LayerMapComposite(Composite):
+class RegistryComposite(Composite):
+    """A composite whose canonizers may also be registered names or ``"auto"``.
+
+    The base class of the composites here: :meth:`resolved_canonizers` resolves the names through the
+    canonizer registry, and a strict composite warns after registering when a registered canonizer reports
+    parts of the model it should have rewritten (:func:`~lrp_lightning.canonizers.warn_uncanonized`).
+    """
+
+    def resolved_canonizers(self, module: nn.Module) -> list[Any]:
+        """The canonizers this composite applies to ``module`` (names and ``"auto"`` resolved)."""
+        return resolve_canonizers(self.canonizers, module)
+
+    def register(self, module: nn.Module) -> None:
+        super().register(module)
+        if self.strict:
+            warn_uncanonized(module, self.name or type(self).__name__, stacklevel=2)
+
+
+class LayerMapComposite(RegistryComposite):
     """Give each layer the rule of the first ``(types, rule)`` entry it is an instance of.
 
     Parameters
@@ -106,7 +132,7 @@ class SpecialFirstLayerMapComposite(LayerMapComposite):
         return super().mapping(ctx, name, module)
 
 
-class NameMapComposite(Composite):
+class NameMapComposite(RegistryComposite):
     """Give layers rules by their names in ``model.named_modules()``.
 
     Parameters
@@ -124,7 +150,7 @@ class NameMapComposite(Composite):
         return next((rule for names, rule in self.name_map if name in names), None)
 
 
-class MixedComposite(Composite):
+class MixedComposite(RegistryComposite):
     """Ask several composites in order; the first that has a rule for a layer wins.
 
     Parameters

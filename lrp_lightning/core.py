@@ -274,16 +274,9 @@ class ParamMod:
                 result[key] = self.modifier(value, key)
         return result
 
-    def is_identity(self) -> bool:
-        """True when this modifier returns the parameters unchanged."""
-        return getattr(self.modifier, "_lrp_identity", False) and not self.zero_params
-
 
 def _identity(obj: Any, name: str | None = None) -> Any:
     return obj
-
-
-_identity._lrp_identity = True  # type: ignore[attr-defined]
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -645,9 +638,10 @@ class Composite:
     ----------
     module_map : callable, optional
         ``(ctx: dict, name: str, module: nn.Module) -> Hook or None``; ``ctx`` is one dict per registration.
-    canonizers : list of Canonizer or "auto", optional
-        Applied before the rules are attached and reverted on :meth:`remove`. ``"auto"`` picks canonizers
-        for the model (see :func:`lrp_lightning.canonizers.auto_canonizers`).
+    canonizers : list of Canonizer, optional
+        Objects with ``apply(model)``, applied before the rules are attached and reverted on :meth:`remove`.
+        Canonizer names and ``"auto"`` are resolved by the composites of :mod:`lrp_lightning.composites`
+        (through the registry of :mod:`lrp_lightning.canonizers`); the engine itself knows no canonizer.
     strict : bool, default False
         Raise :class:`MissingRuleError` when the attributed forward pass runs a leaf layer that mixes
         values (anything but pooling by max, reshapes, dropout, activations and batch norm) and has no
@@ -688,8 +682,6 @@ class Composite:
         except BaseException:
             self.remove()
             raise
-        if self.strict:
-            _warn_uncanonized_residuals(self, module)
 
     def _missing_rule_hook(self, name: str) -> Callable[[nn.Module, tuple], None]:
         def check(module: nn.Module, args: tuple) -> None:
@@ -701,10 +693,20 @@ class Composite:
         return check
 
     def resolved_canonizers(self, module: nn.Module) -> list[Any]:
-        """The canonizers this composite applies to ``module`` (``"auto"`` resolved)."""
-        from .canonizers import resolve_canonizers
+        """The canonizers this composite applies to ``module``.
 
-        return resolve_canonizers(self.canonizers, module)
+        Here the canonizer objects as given; the composites of :mod:`lrp_lightning.composites` also resolve
+        registered names and ``"auto"``.
+        """
+        spec = self.canonizers
+        names = [spec] if isinstance(spec, str) else [item for item in spec if isinstance(item, str)]
+        if names:
+            raise TypeError(
+                f"composite {self.name or type(self).__name__}: canonizers {names!r} are given by name, which only "
+                "the composites of lrp_lightning.composites resolve (e.g. LayerMapComposite); pass canonizer "
+                "objects here, e.g. canonizers=lrp_lightning.canonizers.resolve_canonizers('auto', model)"
+            )
+        return list(spec)
 
     def remove(self) -> None:
         """Detach all rules and revert all canonizers."""
@@ -723,30 +725,6 @@ class Composite:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(canonizers={self.canonizers!r})"
-
-
-def _warn_uncanonized_residuals(composite: Composite, module: nn.Module) -> None:
-    """Warn when torchvision residual blocks keep their own forward: their additions get no LRP rule."""
-    import sys
-    import warnings
-
-    resnet = sys.modules.get("torchvision.models.resnet")  # only a model built with torchvision can have them
-    if resnet is None:
-        return
-    blocks = [
-        name
-        for name, child in module.named_modules()
-        if isinstance(child, (resnet.BasicBlock, resnet.Bottleneck)) and "forward" not in child.__dict__
-    ]
-    if blocks:
-        label = composite.name or type(composite).__name__
-        warnings.warn(
-            f"composite {label}: {len(blocks)} torchvision ResNet blocks (first: {blocks[0]}) keep their "
-            "residual addition `out += identity`, which no LRP rule sees: relevance flows into both summands "
-            "in full and doubles at every block. Pass canonizers='auto' (or ResNetCanonizer()) to the composite",
-            UserWarning,
-            stacklevel=3,
-        )
 
 
 def _needs_rule(module: nn.Module) -> bool:

@@ -629,10 +629,6 @@ def _two_forwards(module: nn.Module, input: Tensor, first: Tensor, second: Tenso
     return affine_forward(module, input, first, None), affine_forward(module, input, second, None)
 
 
-_FAST_RULES: tuple[type, ...] = ()
-_MIXED_SIGN_RULES: tuple[type, ...] = ()
-
-
 class Pass(Hook):
     """Pass the relevance through unchanged (element-wise layers: activations, batch norm after merging)."""
 
@@ -676,5 +672,6 @@ class ReLUBetaSmooth(Hook):
         return f"ReLUBetaSmooth(beta_smooth={self.beta_smooth})"
 
 
-_FAST_RULES = (ZPlus, AlphaBeta, Gamma)
-_MIXED_SIGN_RULES = (ZPlus, AlphaBeta)
+# rules with the fast paths above (looked up when a rule runs, so they may be defined after the functions)
+_FAST_RULES: tuple[type, ...] = (ZPlus, AlphaBeta, Gamma)
+_MIXED_SIGN_RULES: tuple[type, ...] = (ZPlus, AlphaBeta)

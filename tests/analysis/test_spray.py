@@ -139,6 +139,7 @@ def test_small_categories_clamp_or_skip_with_messages():
         fast_spray().fit(bad)
 
 
+@pytest.mark.slow  # the whole pipeline twice
 def test_two_runs_give_identical_results_and_steps_are_memoised():
     maps, _ = planted_maps(n_samples=60, n_groups=3, shape=(8, 8), random_state=5)
     spray = SpRAy(

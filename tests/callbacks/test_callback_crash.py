@@ -21,6 +21,7 @@ HERE = Path(__file__).resolve().parent
 BOX = {"low": 0.0, "high": 1.5}
 
 
+@pytest.mark.slow  # a training subprocess killed mid-write, then resumed
 @pytest.mark.parametrize(("mode", "returncode"), [("part", -signal.SIGKILL), ("manifest", 3)])
 def test_crash_while_writing_leaves_earlier_epochs_and_resume_completes(tmp_path, mode, returncode):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 import torch
 from callback_testing import ImageData, TinyNet
 from torch import nn
@@ -18,6 +19,8 @@ from lrp_lightning.store import RunStore
 
 HERE = Path(__file__).resolve().parent
 BOX = {"low": 0.0, "high": 1.5}
+
+pytestmark = pytest.mark.ddp
 
 
 def expected_maps(model: TinyNet, dataset: ImageData, ids) -> np.ndarray:

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 import lrp_lightning
 from lrp_lightning import LRPPredictionWriter
 from lrp_lightning.attribution import explain
-from lrp_lightning.store import RunStore
+from lrp_lightning.store import RunStore, StoreNotFoundError
 
 BOX = {"low": 0.0, "high": 1.5}
 
@@ -154,7 +154,7 @@ class _Watched(LRPPredictionWriter):
         self.batches += 1
         try:
             self.visible.append([info.epoch for info in RunStore(self._run_dir).epochs()])
-        except Exception:  # no manifest yet: nothing is visible
+        except StoreNotFoundError:  # no manifest yet: nothing is visible
             self.visible.append([])
 
 

@@ -55,6 +55,7 @@ def _flagged_members(run_dir: Path, epoch: int) -> list[tuple[str, str, int, set
     return out
 
 
+@pytest.mark.slow  # the demo trains and analyses in full
 def test_clever_hans_demo_finds_the_watermark(tmp_path, capsys):
     demo = _load_demo()
     out = tmp_path / "runs"
@@ -103,6 +104,7 @@ def test_clever_hans_demo_finds_the_watermark(tmp_path, capsys):
     assert "flagged" in analyzed.stdout
 
 
+@pytest.mark.slow  # the demo trains and analyses in full
 def test_clever_hans_control_flags_nothing(tmp_path, capsys):
     """The same watermark on half of every class predicts nothing: no shortcut, so nothing is found."""
     demo = _load_demo()

@@ -6,6 +6,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
+
 from lrp_lightning.store import RunStore, find_runs
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -44,6 +46,7 @@ def test_dataset_wide(tmp_path, capsys):
     assert "FOUND" in printed
 
 
+@pytest.mark.ddp
 def test_ddp_example_two_cpu_processes(tmp_path):
     import subprocess
 

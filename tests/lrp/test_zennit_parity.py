@@ -66,6 +66,7 @@ def test_every_registered_composite_is_compared():
     assert set(NAMES) == set(COMPOSITES)
 
 
+@pytest.mark.slow  # float64 and float32 on full VGG16, VGG16-BN, ResNet-18 and ResNet-50
 @pytest.mark.parametrize("composite_name", NAMES)
 def test_equal_to_zennit(model_and_input, composite_name):
     """In float64 both libraries compute the same numbers (to 1e-10); in float32 ours is about as close to the
@@ -131,6 +132,7 @@ def test_beta_smooth_on_shared_relus_matches_oracle(monkeypatch):
     assert torch.allclose(relevance, expected, rtol=1e-10, atol=1e-12 * expected.abs().max().item())
 
 
+@pytest.mark.slow  # full VGG16 in float64
 @pytest.mark.parametrize(
     ("model_name", "composite_name", "kwargs"),
     [

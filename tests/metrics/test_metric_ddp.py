@@ -4,6 +4,7 @@ import datetime
 import json
 import socket
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -12,6 +13,8 @@ import torch.nn as nn
 from lrp_lightning.metrics import METRICS, get_metric
 
 SHARDS = (slice(0, 3), slice(3, 8))  # uneven on purpose: 3 samples on rank 0, 5 on rank 1
+
+pytestmark = pytest.mark.ddp
 
 
 def make_batch():

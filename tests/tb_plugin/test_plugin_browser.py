@@ -43,6 +43,7 @@ except ImportError:  # pragma: no cover - the test extra installs it
     sync_playwright = None
 
 pytestmark = [
+    pytest.mark.browser,
     pytest.mark.skipif(sync_playwright is None, reason="playwright is not installed (pip install -e '.[test]')"),
     pytest.mark.skipif(
         not shutil.which(CHROMIUM), reason=f"no chromium at {CHROMIUM} (apt-get install chromium; .ci/run does)"

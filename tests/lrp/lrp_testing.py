@@ -1,0 +1,42 @@
+"""Models and checks shared by the LRP engine tests."""
+
+import torch
+import torch.nn as nn
+
+
+def small_cnn():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+        nn.Conv2d(4, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32, 5),
+    )
+
+
+def snapshot(model):
+    return {
+        "params": [id(p) for p in model.parameters()],
+        "state": {k: v.clone() for k, v in model.state_dict().items()},
+        "modules": [(name, type(m)) for name, m in model.named_modules()],
+        "dicts": [sorted(m.__dict__) for m in model.modules()],
+        "training": [m.training for m in model.modules()],
+    }
+
+
+def assert_restored(model, before):
+    after = snapshot(model)
+    assert after["params"] == before["params"]
+    assert after["modules"] == before["modules"]
+    assert after["dicts"] == before["dicts"]
+    assert after["training"] == before["training"]
+    for key, value in before["state"].items():
+        assert torch.equal(after["state"][key], value), key
+    for module in model.modules():
+        assert not module._forward_hooks and not module._forward_pre_hooks
+        assert not module._backward_hooks
