@@ -30,8 +30,7 @@ _UMAP_JITTED = {
     # umap-learn does not cache them on disk itself (pynndescent does)
     "umap.umap_": ("smooth_knn_dist", "compute_membership_strengths"),
     "umap.layouts": ("clip", "_nb_optimize_layout_euclidean_single_epoch"),
-    "umap.utils": ("tau_rand_int", "tau_rand"),
-}
+}  # (umap.utils' tau_rand functions have explicit signatures: numba compiles them at import, quickly)
 _numba_cache_enabled = False
 
 
