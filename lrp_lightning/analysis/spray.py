@@ -389,7 +389,11 @@ class SpRAy(Step):
             )
         # small categories run single-threaded: thread start-up costs more than it saves there
         limits = threadpool_limits(1) if n <= SINGLE_THREAD_MAX_SAMPLES else contextlib.nullcontext()
-        with limits:
+        # scikit-learn re-validates its inputs and parameters in every call (a hundred k-means fits per
+        # category); ours are validated once and finite, and skipping that changes no result
+        from sklearn import config_context
+
+        with limits, config_context(assume_finite=True, skip_parameter_validation=True):
             return self._analyze(prepared, sample_ids, labels, predictions, category, epoch, init, previous, overview)
 
     def _analyze(
