@@ -114,7 +114,8 @@ class Embeddings(Step):
         UMAP's ``min_dist``.
     umap_n_epochs : int, default 200
         UMAP's optimisation epochs (umap-learn uses 500 below 10,000 samples; measured on 1000 maps,
-        200 keep the trustworthiness, 0.921, at 40% of the time).
+        200 keep the trustworthiness, 0.921, at 40% of the time). A cold start begins at the PCA
+        layout when PCA or t-SNE is computed as well, else at UMAP's spectral initialisation.
     warm_start : bool, default True
         Initialise t-SNE and UMAP from the previous epoch's layout when one is given: faster, and
         points stay where they were unless their maps changed.
@@ -224,7 +225,7 @@ class Embeddings(Step):
         if "tsne" in self.methods and n >= 4:
             out["tsne"] = self._tsne(reduced, init.get("tsne"))
         if "umap" in self.methods and n >= 4:
-            out["umap"] = self._umap(data, neighbors, init.get("umap"))
+            out["umap"] = self._umap(data, neighbors, init.get("umap"), reduced)
         return {method: out[method] for method in self.methods if method in out}
 
     def _tsne(self, reduced: np.ndarray, previous: np.ndarray | None) -> np.ndarray:
@@ -241,7 +242,9 @@ class Embeddings(Step):
         model = TSNE(n_components=2, perplexity=perplexity, init=init, random_state=self.random_state, **options)
         return model.fit_transform(reduced).astype(np.float32)
 
-    def _umap(self, data: np.ndarray, neighbors: Neighbors | None, previous: np.ndarray | None) -> np.ndarray:
+    def _umap(
+        self, data: np.ndarray, neighbors: Neighbors | None, previous: np.ndarray | None, reduced: np.ndarray | None
+    ) -> np.ndarray:
         import umap  # deferred: numba compiles on first use
 
         enable_numba_cache()
@@ -255,9 +258,16 @@ class Embeddings(Step):
             indices = np.hstack([own, neighbors.indices[:, : k - 1]])
             distances = np.hstack([np.zeros((n, 1), np.float32), neighbors.distances[:, : k - 1]])
             options["precomputed_knn"] = (indices, distances, None)
-        init = "spectral" if previous is None else _scaled_init(previous, 1.0)
-        if n <= k + 2 and previous is None:
+        if previous is not None:
+            init = _scaled_init(previous, 1.0)
+        elif reduced is not None and np.ptp(reduced[:, :2], axis=0).min() > 0:
+            # the PCA layout computed anyway: as trustworthy a start as UMAP's spectral one (0.919 against
+            # 0.921 on 1000 maps), which costs 0.3 s when the kNN graph has many components
+            init = np.asarray(reduced[:, :2], dtype=np.float64)
+        elif n <= k + 2:
             init = "random"  # spectral initialisation needs a few more samples than neighbours
+        else:
+            init = "spectral"
         model = umap.UMAP(
             n_neighbors=k,
             min_dist=self.umap_min_dist,
