@@ -1,5 +1,28 @@
 """SpRAy speed: lrp-lightning's analysis against CoRelAy 1.0.0's spectral pipeline, in one process.
 
+**An epoch** (the default section; issue 15's budget: <= 3 s for 1,000 samples in 10 classes on 2 cores,
+numba compilation excluded): a run with two epochs of 1,000 maps of 32x32 in 10 classes (planted
+groups per class, a corner artifact on a quarter of class 3; the second epoch's maps changed a little)
+is written through the store, then, interleaved, ``--epoch-repeats`` times each:
+
+* ours: ``analyze_epoch(store, epoch, force=True)`` with the default ``SpRAy()``, on epoch 0 (cold
+  t-SNE) and on epoch 1 (warm-started from epoch 0): reading the Parquet epoch, SpRAy on all samples
+  and on each class (kNN graph, eigendecomposition, k-means 2..10, DBSCAN, HDBSCAN, agglomerative,
+  components, indicators, tracking, t-SNE and UMAP of all samples and of the flagged classes, PCA of
+  the others) and writing the four tables. The step memo is cleared before each run.
+* CoRelAy (the oracle), on the same preprocessed maps of epoch 0, per category: ``SciPyPDist`` ->
+  ``SparseKNN(n_neighbors=10)`` -> ``SymmetricNormalLaplacian`` -> ``EigenDecomposition(n_eigval=32)``
+  -> ``KMeans(k)`` for k = 2..10, ``DBSCAN`` and ``AgglomerativeClustering`` on the eigenvectors
+  (``HDBSCAN`` needs the ``hdbscan`` package, not installed: left out), and ``TSNEEmbedding`` plus
+  ``UMAPEmbedding`` of the eigenvectors for the categories where ours computes them, ``PCAEmbedding``
+  for the others. No file I/O, no indicators.
+
+Reported per side: the median wall time with its spread (min-max) and the median CPU seconds of the
+process (``time.process_time``: all its threads; less sensitive to other load on the machine than
+wall time). Before timing, one untimed run of each side compiles numba (UMAP) and warms caches. Then
+a fresh Python process analyses epoch 0 of the same run (numba's disk cache warm): its wall time from
+start to finish, imports included (the first epoch of a new process, budget 15 s).
+
 Both get the same preprocessed maps (N maps of 32x32, planted groups plus noise, unit L2 norm) and
 the same task: a 32-nearest-neighbour graph, the 32 smallest eigenpairs of its normalised Laplacian,
 k-means for k = 2..10, and a 2-D t-SNE.
@@ -24,9 +47,12 @@ in the preprocessed-map space, the same for both).
 preprocessing in batches, and reports the time of spectral embedding + k-means sweep + UMAP and the
 child's peak resident memory.
 
+**Parts** (``--parts``): the spectral part and t-SNE alone, on N maps (below).
+
 Usage::
 
-    python benchmarks/spray_speed.py                   # N=4000, CoRelAy vs ours
+    python benchmarks/spray_speed.py                   # an epoch of 1000 maps in 10 classes, CoRelAy vs ours
+    python benchmarks/spray_speed.py --parts           # + the parts on N=4000 maps
     python benchmarks/spray_speed.py --large 100000    # + the large run (ours only)
 """
 
@@ -195,6 +221,169 @@ def compare(n: int, repeats: int = 3, tsne_repeats: int = 2) -> dict[str, Any]:
     return report
 
 
+# ---------------------------------------------------------------------------------------------- an epoch
+
+EPOCH_CLASSES = 10
+ARTIFACT_CLASS = 3
+
+
+def write_epoch_run(path: str, n: int, seed: int = 0) -> None:
+    """A run of two epochs of ``n`` maps in 10 classes (a corner artifact on a quarter of class 3)."""
+    from lrp_lightning.analysis import add_corner_artifact, planted_maps
+    from lrp_lightning.store import RunStore, make_attribution_table
+
+    store = RunStore.create(path, heatmap_shape=SHAPE, class_names=[f"c{i}" for i in range(EPOCH_CLASSES)])
+    per_class = n // EPOCH_CLASSES
+    maps, labels = [], []
+    for label in range(EPOCH_CLASSES):
+        class_maps, _ = planted_maps(per_class, 4, SHAPE, noise=1.0, random_state=100 * label + seed)
+        if label == ARTIFACT_CLASS:
+            class_maps = add_corner_artifact(class_maps, np.arange(per_class // 4), "top-left", share=0.5)
+        maps.append(class_maps)
+        labels.append(np.full(per_class, label))
+    maps, labels = np.concatenate(maps), np.concatenate(labels)
+    rng = np.random.default_rng(seed + 1)
+    for epoch in (0, 1):
+        if epoch:  # the next epoch: the same samples, their maps changed a little
+            maps = maps + 0.2 * maps.std() * rng.standard_normal(maps.shape).astype(np.float32)
+        rows = len(maps)
+        table = make_attribution_table(
+            epoch=epoch,
+            global_step=100 * (epoch + 1),
+            sample_id=np.arange(rows),
+            label=labels,
+            prediction=labels,
+            target=labels,
+            score=np.ones(rows),
+            probability=np.full(rows, 0.9),
+            relevance=maps,
+        )
+        store.write_epoch(epoch, 100 * (epoch + 1), table)
+
+
+def corelay_epoch(features: np.ndarray, labels: np.ndarray, embedded: set[str]) -> Callable[[], None]:
+    """CoRelAy's processors over the same categories as ours (see the module docstring)."""
+    try:
+        from corelay.processor.affinity import SparseKNN
+        from corelay.processor.clustering import DBSCAN, AgglomerativeClustering, KMeans
+        from corelay.processor.distance import SciPyPDist
+        from corelay.processor.embedding import EigenDecomposition, PCAEmbedding, TSNEEmbedding, UMAPEmbedding
+        from corelay.processor.laplacian import SymmetricNormalLaplacian
+    except ImportError as error:
+        raise SystemExit(
+            "benchmarks/spray_speed.py compares against corelay 1.0.0, which is not installed: "
+            "pip install -e '.[test,bench]'"
+        ) from error
+    from lrp_lightning.analysis.spectral import eigengap
+
+    categories = {"all": np.arange(len(labels))}
+    categories.update({f"class_{c}": np.flatnonzero(labels == c) for c in np.unique(labels)})
+
+    def run() -> None:
+        for name, rows in categories.items():
+            data = features[rows]
+            distances = SciPyPDist(metric="euclidean")(data)
+            affinity = SparseKNN(n_neighbors=10, symmetric=True)(distances)
+            laplacian = SymmetricNormalLaplacian()(affinity)
+            values, vectors = EigenDecomposition(n_eigval=32)(laplacian)
+            for k in range(2, 11):
+                KMeans(n_clusters=k)(vectors)
+            DBSCAN()(vectors)
+            k = int(np.clip(eigengap(np.sort(np.asarray(values)))[0], 2, 10))
+            AgglomerativeClustering(n_clusters=k)(vectors)
+            if name in embedded:
+                TSNEEmbedding()(vectors)
+                UMAPEmbedding(metric="euclidean")(vectors)
+            else:
+                PCAEmbedding(n_components=2)(data)
+
+    return run
+
+
+def first_epoch_in_new_process(path: str) -> float:
+    """Wall seconds of a fresh interpreter that imports the analysis and analyses epoch 0 (forced)."""
+    script = (
+        "from lrp_lightning.analysis import analyze_epoch\n"
+        f"analyze_epoch({path!r}, 0, force=True)\n"
+    )
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def compare_epoch(n: int, repeats: int) -> dict[str, Any]:
+    import tempfile
+
+    from lrp_lightning import store as S
+    from lrp_lightning.analysis import SpRAy, analyze_epoch, clear_cache, load_analysis
+    from lrp_lightning.store import RunStore
+
+    def timed_cpu(function: Callable[[], Any]) -> tuple[Any, float, float]:
+        start, cpu = time.perf_counter(), time.process_time()
+        result = function()
+        return result, time.perf_counter() - start, time.process_time() - cpu
+
+    report: dict[str, Any] = {"n": n, "repeats": repeats}
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "run")
+        write_epoch_run(path, n)
+        store = RunStore(path)
+        spray = SpRAy()
+
+        def ours(epoch: int) -> Callable[[], Any]:
+            def run() -> Any:
+                clear_cache()  # no step results carried over from the previous repeat
+                return analyze_epoch(store, epoch, spray, force=True)
+
+            return run
+
+        ours(0)()  # untimed: compiles numba (UMAP), warms the caches; epoch 1 then warm-starts from it
+        ours(1)()
+        points = load_analysis(store, 0)["points"]
+        x_tsne = points.column(S.embedding_columns("tsne")[0])
+        embedded = set(points.filter(x_tsne.is_valid()).column(S.CATEGORY).to_pylist())
+        report["embedded"] = sorted(embedded)
+        labels, features = [], []
+        for batch in store.iter_batches(0, [S.TARGET, S.RELEVANCE], batch_size=4096):
+            labels.append(batch.column(0).to_numpy())
+            features.append(spray.preprocess.transform(S.decode_relevance(batch.column(1), store.heatmap_shape)))
+        labels, features = np.concatenate(labels), np.concatenate(features)
+        theirs = corelay_epoch(features, labels, embedded)
+        theirs()  # untimed: CoRelAy's UMAP compiles too
+        times: dict[str, list[tuple[float, float]]] = {"ours_cold": [], "ours_warm": [], "corelay": []}
+        for _ in range(repeats):  # interleaved: the machine's load hits every side alike
+            for key, function in (("ours_cold", ours(0)), ("ours_warm", ours(1)), ("corelay", theirs)):
+                _, wall, cpu = timed_cpu(function)
+                times[key].append((wall, cpu))
+        for key, values in times.items():
+            walls, cpus = np.array(values).T
+            report[key] = {
+                "wall_median": float(np.median(walls)),
+                "wall_min": float(walls.min()),
+                "wall_max": float(walls.max()),
+                "cpu_median": float(np.median(cpus)),
+            }
+        report["first_epoch_new_process_s"] = first_epoch_in_new_process(path)
+    return report
+
+
+def print_epoch(r: dict[str, Any], threads: int) -> None:
+    print(
+        f"An epoch: {r['n']} maps of 32x32 in {EPOCH_CLASSES} classes, {threads} thread(s), {r['repeats']} interleaved "
+        f"runs each; t-SNE and UMAP of: {', '.join(r['embedded'])} (PCA for the other classes)"
+    )
+    print(f"{'':<40}{'wall median':>12}{'wall min-max':>16}{'CPU median':>12}")
+    rows = [
+        ("ours, epoch 0 (cold t-SNE)", r["ours_cold"]),
+        ("ours, epoch 1 (warm-started)", r["ours_warm"]),
+        ("CoRelAy 1.0.0 processors, epoch 0", r["corelay"]),
+    ]
+    for label, t in rows:
+        spread = f"{t['wall_min']:.2f}-{t['wall_max']:.2f} s"
+        print(f"{label:<40}{t['wall_median']:>10.2f} s{spread:>16}{t['cpu_median']:>10.2f} s")
+    print(f"first epoch of a new process (imports included, numba cache warm): {r['first_epoch_new_process_s']:.1f} s")
+
+
 # ---------------------------------------------------------------------------------------------- large
 
 
@@ -247,14 +436,19 @@ def large(n: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=4000, help="maps in the comparison (default 4000)")
+    parser.add_argument("--n", type=int, default=4000, help="maps in the parts' comparison (default 4000)")
     parser.add_argument("--large", type=int, default=0, help="also run ours alone on this many maps, e.g. 100000")
     parser.add_argument(
         "--threads", type=int, default=1, help="BLAS/OpenMP threads in the comparison, both sides (default 1)"
     )
     parser.add_argument("--repeats", type=int, default=3, help="runs of the spectral part, median (default 3)")
     parser.add_argument("--tsne-repeats", type=int, default=2, help="runs of each t-SNE, median (default 2)")
-    parser.add_argument("--large-only", action="store_true", help="skip the comparison")
+    parser.add_argument("--large-only", action="store_true", help="skip the comparisons")
+    parser.add_argument("--epoch-samples", type=int, default=1000, help="maps of the epoch (default 1000)")
+    parser.add_argument(
+        "--epoch-repeats", type=int, default=5, help="interleaved runs of each side on the epoch (default 5)"
+    )
+    parser.add_argument("--parts", action="store_true", help="also compare the spectral part and t-SNE on --n maps")
     parser.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -268,6 +462,11 @@ def main() -> None:
         import sklearn.cluster  # noqa: F401 - load OpenMP and BLAS before limiting their threads
         from threadpoolctl import threadpool_limits
 
+        with threadpool_limits(args.threads):
+            r = compare_epoch(args.epoch_samples, args.epoch_repeats)
+        print_epoch(r, args.threads)
+        print(f"load average at the end: {os.getloadavg()[0]:.1f}")
+    if args.parts and not args.large_only:
         with threadpool_limits(args.threads):
             r = compare(args.n, args.repeats, args.tsne_repeats)
         print(

@@ -6,6 +6,7 @@ import concurrent.futures
 import functools
 import logging
 import os
+import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -106,26 +107,86 @@ def _load_analysis(config: Any) -> Callable[[RunStore, int], Any] | None:
 
 
 class _BackgroundAnalysis:
-    """Runs the analysis of committed epochs in one worker thread of rank 0, off the training loop."""
+    """Runs the analysis of committed epochs in one worker thread of rank 0, off the training loop.
+
+    :meth:`submit` never waits. One analysis runs at a time and at most one more waits for it; when an
+    epoch is ready while another still waits (the analysis is slower than training), the waiting one
+    is skipped with a note (``lrp-analyze`` analyses it later) and the newer one waits instead, so the
+    analysis keeps up with the latest epochs and its backlog stays bounded.
+    """
 
     def __init__(self, run: Callable[[RunStore, int], Any]) -> None:
         self.run = run
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._pending: list[tuple[int, int, concurrent.futures.Future]] = []
+        self._lock = threading.RLock()  # a future done before add_done_callback runs _next inside _start
+        self._running: tuple[int, int, concurrent.futures.Future] | None = None
+        self._waiting: tuple[Path, int, int] | None = None
+        self._finished: list[tuple[int, int, concurrent.futures.Future]] = []
+        self.started: list[int] = []  # epochs whose analysis began, in order
+        self.skipped: list[int] = []  # epochs left out because a newer one was ready before their turn
+        self._noted = 0
 
     def submit(self, store_dir: Path, epoch: int, global_step: int) -> None:
-        if self._executor is None:
-            self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="lrp-analysis")
+        """Start the epoch's analysis, or queue it behind the running one (never blocks)."""
+        with self._lock:
+            if self._executor is None:
+                self._executor = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=1, thread_name_prefix="lrp-analysis"
+                )
+            if self._running is None:
+                self._start(store_dir, epoch, global_step)
+                return
+            if self._waiting is not None:
+                self.skipped.append(self._waiting[1])
+            self._waiting = (store_dir, epoch, global_step)
+
+    def _start(self, store_dir: Path, epoch: int, global_step: int) -> None:
+        # called with the lock held
+        assert self._executor is not None
+        self.started.append(epoch)
         future = self._executor.submit(lambda: self.run(RunStore(store_dir), epoch))
-        self._pending.append((epoch, global_step, future))
+        self._running = (epoch, global_step, future)
+        future.add_done_callback(self._next)
+
+    def _next(self, future: concurrent.futures.Future) -> None:
+        """Runs when an analysis ends (in the worker, or at once if it already ended): start the waiting one."""
+        with self._lock:
+            if self._running is None or self._running[2] is not future:
+                return
+            self._finished.append(self._running)
+            self._running = None
+            if self._waiting is not None and self._executor is not None:
+                waiting, self._waiting = self._waiting, None
+                self._start(*waiting)
+
+    def _note_skipped(self) -> None:
+        with self._lock:
+            new = self.skipped[self._noted :]
+            self._noted = len(self.skipped)
+        if new:
+            log.warning(
+                "%s: the analysis is slower than training: skipped the analysis of epoch(s) %s (a newer epoch was "
+                "ready before their turn); training was not held up. Run `lrp-analyze <run dir>` to analyse them.",
+                OWNER,
+                ", ".join(str(e) for e in new),
+            )
 
     def collect(self, loggers: Sequence[Any], wait: bool = False) -> None:
-        """Log the indicator scalars of finished analyses; warn (never raise) about failed ones."""
-        still = []
-        for epoch, step, future in self._pending:
-            if not (wait or future.done()):
-                still.append((epoch, step, future))
-                continue
+        """Log the indicator scalars of finished analyses; warn (never raise) about failed ones.
+
+        With ``wait``, first wait for the running analysis and the one waiting behind it.
+        """
+        while wait:
+            with self._lock:
+                running = self._running
+            if running is None:
+                break
+            concurrent.futures.wait([running[2]])
+            self._next(running[2])  # its done-callback may not have run yet: start the waiting one now
+        self._note_skipped()
+        with self._lock:
+            finished, self._finished = self._finished, []
+        for epoch, step, future in finished:
             try:
                 outcome = future.result()
             except Exception as exc:  # the analysis must not stop training
@@ -143,7 +204,6 @@ class _BackgroundAnalysis:
             if metrics:
                 for logger in loggers:
                     logger.log_metrics(metrics, step=step)
-        self._pending = still
 
     def close(self, loggers: Sequence[Any]) -> None:
         self.collect(loggers, wait=True)
@@ -235,7 +295,9 @@ class LRPCallback(Callback):
         background thread of rank 0 and log its indicator scalars: True for the default pipeline, a
         ``SpRAy`` object, or a dict laid out like an ``lrp-analyze --config`` file (e.g.
         ``{"random_state": 0, "clusterings": {"k_range": [2, 6]}}``). A failed analysis warns and
-        training goes on.
+        training goes on. The analysis never holds training up: when it is slower than an epoch, the
+        next epoch waits for it and an older waiting one is skipped with a logged note
+        (``lrp-analyze`` analyses skipped epochs afterwards).
     batch_size : int, default 64
         Samples explained at once.
     composite_kwargs : dict, optional

@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--classes", type=_int_list, help="only these classes, e.g. 3,7 (default: all)")
     parser.add_argument("--force", action="store_true", help="recompute even current analyses")
     parser.add_argument("--config", type=Path, help="analysis config, JSON (.json) or TOML (.toml)")
+    parser.add_argument(
+        "--embeddings",
+        choices=("flagged", "all"),
+        help="which categories get t-SNE and UMAP layouts: 'flagged' (all samples and the classes with a flagged "
+        "cluster; the others get PCA) or 'all' (slower); default: the config's embeddings.scope, else 'flagged'",
+    )
     parser.add_argument("--jobs", type=_positive, default=1, help="runs analysed in parallel (default: 1)")
     parser.add_argument("--no-scalars", action="store_true", help="do not write TensorBoard scalars")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -117,6 +123,8 @@ def _analyze_one(run: str, settings: dict[str, Any], queue: Any = None) -> _RunR
             spray, options = load_config(settings["config"])
         else:
             spray, options = SpRAy(), {}
+        if settings.get("embeddings"):
+            spray = spray.set_params(embeddings=spray.embeddings.set_params(scope=settings["embeddings"]))
         store = RunStore(run)
     except (StoreError, OSError, ValueError) as exc:
         report.failures.append((run, str(exc)))
@@ -329,6 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "epochs": args.epochs,
         "classes": args.classes,
         "force": args.force,
+        "embeddings": args.embeddings,
         "scalars": not args.no_scalars,
         "threads": max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None,
     }

@@ -14,7 +14,7 @@ from .._validation import argument_error, check_float, check_int, check_int_pair
 from .base import Step
 from .spectral import Spectrum, eigengap
 
-__all__ = ["Clusterings", "ClusteringResult", "kmeans_name", "spectral_coordinates"]
+__all__ = ["Clusterings", "ClusteringResult", "connect_components", "kmeans_name", "spectral_coordinates"]
 
 METHODS = ("kmeans", "dbscan", "hdbscan", "agglomerative", "components")
 KMEANS_SINGLE_THREAD_MAX_SAMPLES = 50_000
@@ -159,7 +159,8 @@ class Clusterings(Step):
             else:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # "the number of connected components ..." is expected
-                    model = AgglomerativeClustering(n_clusters=dimensions, linkage="ward", connectivity=graph)
+                    connectivity = connect_components(coordinates, graph)
+                    model = AgglomerativeClustering(n_clusters=dimensions, linkage="ward", connectivity=connectivity)
                     labelings["agglomerative"] = _relabel_by_size(model.fit_predict(coordinates))
         if "components" in self.methods:
             _, labels = connected_components(graph, directed=False)
@@ -195,6 +196,38 @@ class Clusterings(Step):
                     warnings.simplefilter("ignore")  # fewer distinct points than k: labels still valid
                     labels = model.fit_predict(spectral_coordinates(vectors, k))
                 labelings[kmeans_name(k)] = _relabel_by_size(labels)
+
+
+def connect_components(coordinates: np.ndarray, graph: sp.spmatrix) -> sp.csr_matrix:
+    """The symmetrised graph plus, for every two connected components, an edge between their closest points.
+
+    This is exactly how scikit-learn's Ward clustering completes a connectivity graph of several
+    components (``sklearn.utils.graph._fix_connected_components``: the same components, visited in
+    the same order, the same distance arithmetic, the same first minimum), so the clustering is
+    unchanged; it only skips scikit-learn's input validation of each of the O(components²) distance
+    blocks, which cost a third of an epoch's clusterings on a kNN graph with a dozen components.
+    """
+    graph = sp.csr_matrix(graph)
+    connectivity = (graph + graph.T).tolil()
+    n_components, labels = connected_components(connectivity)
+    if n_components == 1:
+        return connectivity.tocsr()
+    data = np.asarray(coordinates)
+    squared = np.einsum("ij,ij->i", data, data)  # scikit-learn's row_norms(X, squared=True)
+    members = [np.flatnonzero(labels == i) for i in range(n_components)]
+    for i in range(n_components):
+        rows = members[i]
+        for j in range(i):
+            cols = members[j]
+            distances = -2 * (data[rows] @ data[cols].T)  # scikit-learn's _euclidean_distances
+            distances += squared[rows][:, None]
+            distances += squared[cols][None, :]
+            np.maximum(distances, 0, out=distances)
+            np.sqrt(distances, out=distances)
+            ii, jj = np.unravel_index(distances.argmin(axis=None), distances.shape)
+            connectivity[rows[ii], cols[jj]] = 1
+            connectivity[cols[jj], rows[ii]] = 1
+    return connectivity.tocsr()
 
 
 def _auto_eps(coordinates: np.ndarray, min_samples: int) -> float:

@@ -28,6 +28,9 @@ def load_config(path: str | os.PathLike[str]) -> tuple[Any, dict[str, Any]]:
         methods = ["kmeans", "components"]
         [embeddings]
         methods = ["tsne", "pca"]
+        scope = "all"      # t-SNE for every category; default "flagged": all samples and flagged classes
+
+    ``lrp-analyze --embeddings all`` sets ``embeddings.scope`` without a file.
 
     Returns
     -------

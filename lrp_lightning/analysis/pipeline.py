@@ -794,6 +794,7 @@ def analyze_epoch(
                     epoch=epoch,
                     init=_aligned_init(layouts.get(category), data.sample_ids[index], data.prepared.features[index]),
                     previous=labellings.get(category),
+                    overview=category == S.CATEGORY_ALL,
                 )
         except AnalysisError as exc:
             outcome.skipped[category] = str(exc)

@@ -188,7 +188,8 @@ class SpRAy(Step):
     clusterings : Clusterings, optional
         Default ``Clusterings()``: k-means for k = 2..10, DBSCAN, HDBSCAN, agglomerative, components.
     embeddings : Embeddings, optional
-        Default ``Embeddings()``: t-SNE, UMAP and PCA.
+        Default ``Embeddings()``: t-SNE, UMAP and PCA of the overview (all samples) and of the
+        categories with a flagged cluster, PCA of the others.
     indicators : Indicators, optional
         Default ``Indicators()``.
     tracking : Tracking, optional
@@ -321,7 +322,7 @@ class SpRAy(Step):
         predictions: Any = None,
         category: str = "all",
     ) -> CategoryResult:
-        """Analyse one category of relevance maps.
+        """Analyse one category of relevance maps (an overview: it gets every embedding method).
 
         Parameters
         ----------
@@ -343,7 +344,10 @@ class SpRAy(Step):
         ids = np.arange(n, dtype=np.int64) if sample_ids is None else np.asarray(sample_ids, dtype=np.int64)
         true = np.zeros(n, np.int64) if labels is None else np.asarray(labels, dtype=np.int64)
         predicted = true if predictions is None else np.asarray(predictions, dtype=np.int64)
-        return self.analyze(prepared, sample_ids=ids, labels=true, predictions=predicted, category=category)
+        # maps given on their own are an overview: they get every embedding method
+        return self.analyze(
+            prepared, sample_ids=ids, labels=true, predictions=predicted, category=category, overview=True
+        )
 
     def analyze(
         self,
@@ -356,6 +360,7 @@ class SpRAy(Step):
         epoch: int = 0,
         init: Mapping[str, np.ndarray] | None = None,
         previous: Mapping[str, tuple[np.ndarray, np.ndarray, dict[int, str]]] | None = None,
+        overview: bool = False,
     ) -> CategoryResult:
         """Analyse prepared maps of one category (the steps after preprocessing).
 
@@ -373,6 +378,9 @@ class SpRAy(Step):
             Previous epoch's layouts, aligned with ``sample_ids`` (warm start).
         previous : mapping of str to (sample_ids, labels, tracks), optional
             Previous epoch's labelling per clustering name (tracking).
+        overview : bool, default False
+            The category holds all samples: it gets every embedding method whatever the
+            embeddings' ``scope`` (see :meth:`Embeddings.for_category`).
 
         Raises
         ------
@@ -387,8 +395,12 @@ class SpRAy(Step):
             )
         # small categories run single-threaded: thread start-up costs more than it saves there
         limits = threadpool_limits(1) if n <= SINGLE_THREAD_MAX_SAMPLES else contextlib.nullcontext()
-        with limits:
-            return self._analyze(prepared, sample_ids, labels, predictions, category, epoch, init, previous)
+        # scikit-learn re-validates its inputs and parameters in every call (a hundred k-means fits per
+        # category); ours are validated once and finite, and skipping that changes no result
+        from sklearn import config_context
+
+        with limits, config_context(assume_finite=True, skip_parameter_validation=True):
+            return self._analyze(prepared, sample_ids, labels, predictions, category, epoch, init, previous, overview)
 
     def _analyze(
         self,
@@ -400,6 +412,7 @@ class SpRAy(Step):
         epoch: int,
         init: Mapping[str, np.ndarray] | None,
         previous: Mapping[str, tuple[np.ndarray, np.ndarray, dict[int, str]]] | None,
+        overview: bool,
     ) -> CategoryResult:
         n = len(prepared)
         messages: list[str] = []
@@ -420,15 +433,6 @@ class SpRAy(Step):
         clustering: ClusteringResult = _MEMO.get(
             "clusterings", clustering_key, lambda: self.clusterings.fit(spectrum, graph)
         )
-        init = {m: v for m, v in (init or {}).items() if v is not None and len(v) == n}
-        embed_key = self.embeddings.cache_key(
-            cache_key(prepared.key, knn_key, {m: fingerprint(v) for m, v in init.items()})
-        )
-        embeddings: dict[str, np.ndarray] = _MEMO.get(
-            "embeddings",
-            embed_key,
-            lambda: self.embeddings.fit_transform(prepared.features, neighbors=neighbors, init=init),
-        )
         summaries: dict[str, list[ClusterSummary]] = {}
         lineage: dict[str, Lineage] = {}
         for name, labelling in clustering.labelings.items():
@@ -446,6 +450,17 @@ class SpRAy(Step):
                 clustering=name,
             )
             lineage[name] = self.tracking.match(epoch, sample_ids, labelling, (previous or {}).get(name))
+        # the layouts come last: which methods a category gets depends on whether it has a flagged cluster
+        embedder = self.embeddings.for_category(
+            overview=overview, flagged=any(s.flagged for group in summaries.values() for s in group)
+        )
+        init = {m: v for m, v in (init or {}).items() if v is not None and len(v) == n and m in embedder.methods}
+        embed_key = embedder.cache_key(cache_key(prepared.key, knn_key, {m: fingerprint(v) for m, v in init.items()}))
+        embeddings: dict[str, np.ndarray] = _MEMO.get(
+            "embeddings",
+            embed_key,
+            lambda: embedder.fit_transform(prepared.features, neighbors=neighbors, init=init),
+        )
         skipped_k = [name for name in clustering.skipped if name.startswith("kmeans_")]
         if skipped_k:
             messages.append(

@@ -127,6 +127,28 @@ def test_epochs_classes_and_json_config(tmp_path, capsys):
     assert not list(store.run_dir.glob("events.out.tfevents.*"))
 
 
+def test_embeddings_all_lays_out_every_category(tmp_path, capsys):
+    store = make_run(tmp_path / "run", epochs=(0,), artifact=15)
+    config = tmp_path / "c.toml"
+    config.write_text('[clusterings]\nk_range = [2, 3]\n[embeddings]\nmethods = ["tsne", "pca"]\ntsne_max_iter = 250\n')
+    args = [str(tmp_path / "run"), "--config", str(config), "--quiet", "--no-scalars"]
+
+    def tsne_categories() -> set[str]:
+        points = load_analysis(store, 0)["points"]
+        laid_out = points.filter(points.column(S.embedding_columns("tsne")[0]).is_valid())
+        return set(laid_out.column(S.CATEGORY).to_pylist())
+
+    assert main(args) == 0  # the default: t-SNE of all samples and of the classes with a flagged cluster
+    clusters = load_analysis(store, 0)["clusters"]
+    flagged = {c for c, f in zip(clusters.column(S.CATEGORY).to_pylist(), clusters.column(S.FLAGGED).to_pylist()) if f}
+    assert tsne_categories() == {"all"} | flagged
+    assert flagged == {"all", "class_1"}  # the planted corner artifact; class_0 is clean
+    assert main([*args, "--embeddings", "all"]) == 0  # another scope: recomputed, every category laid out
+    assert tsne_categories() == {"all", "class_0", "class_1"}
+    assert main([*args, "--embeddings", "sideways"]) == 2
+    assert "invalid choice: 'sideways'" in capsys.readouterr().err
+
+
 def test_console_script_with_parallel_jobs(tmp_path, fast_config):
     make_run(tmp_path / "runs" / "a", epochs=(0,))
     make_run(tmp_path / "runs" / "b", epochs=(0,))

@@ -108,7 +108,9 @@ def test_rewritten_epoch_makes_its_analysis_stale(tmp_path):
 
 def test_epochs_are_linked_tracks_stability_and_warm_start(tmp_path):
     store = make_run(tmp_path / "run", epochs=(0, 1), artifact=15)
-    spray = fast_spray(embeddings=Embeddings(methods=("tsne", "pca"), tsne_max_iter=500, warm_max_iter=250))
+    # scope="all": every category gets a t-SNE layout to warm-start from, not only the flagged ones
+    embeddings = Embeddings(methods=("tsne", "pca"), scope="all", tsne_max_iter=500, warm_max_iter=250)
+    spray = fast_spray(embeddings=embeddings)
     outcome = analyze_run(store, spray, log_scalars=False)
     assert [e.computed for e in outcome.epochs] == [True, True]
     first, second = load_analysis(store, 0), load_analysis(store, 1)
@@ -133,6 +135,44 @@ def test_epochs_are_linked_tracks_stability_and_warm_start(tmp_path):
     analyze_epoch(store, 0, spray.set_params(embeddings=Embeddings(methods=("pca",))))
     assert current_analysis_key(store, 1) == key_1  # tables untouched ...
     assert analyze_epoch(store, 1, spray).computed is True  # ... but no longer what the chain gives
+
+
+def _laid_out(points, method: str) -> dict[str, bool]:
+    """Per category: whether every sample has a ``method`` layout (False: none has)."""
+    out = {}
+    for category in dict.fromkeys(points.column(S.CATEGORY).to_pylist()):
+        rows = points.filter(points.column(S.CATEGORY).to_numpy(zero_copy_only=False) == category)
+        nulls = {rows.column(c).null_count for c in S.embedding_columns(method)}
+        assert nulls in ({0}, {rows.num_rows}), (category, method, nulls)
+        out[category] = nulls == {0}
+    return out
+
+
+def test_t_sne_and_umap_only_for_all_samples_and_flagged_categories_unless_asked(tmp_path):
+    store = make_run(tmp_path / "run", epochs=(0,), artifact=15)
+    spray = fast_spray(embeddings=Embeddings(methods=("tsne", "umap", "pca"), tsne_max_iter=250, umap_n_epochs=50))
+    analyze_epoch(store, 0, spray)
+    tables = load_analysis(store, 0)
+    clusters = tables["clusters"]
+    flagged = {
+        c for c, f in zip(clusters.column(S.CATEGORY).to_pylist(), clusters.column(S.FLAGGED).to_pylist()) if f
+    }
+    assert "class_1" in flagged and "class_0" not in flagged  # the planted corner, and a clean class
+    for method in ("tsne", "umap"):
+        assert _laid_out(tables["points"], method) == {"all": True, "class_0": False, "class_1": True}
+    assert _laid_out(tables["points"], "pca") == {"all": True, "class_0": True, "class_1": True}
+    # every other result is the same as with every layout everywhere; only the layouts and the key differ
+    everywhere = spray.set_params(embeddings=spray.embeddings.set_params(scope="all"))
+    key = current_analysis_key(store, 0)
+    analyze_epoch(store, 0, everywhere)
+    again = load_analysis(store, 0)
+    assert current_analysis_key(store, 0) != key
+    assert _laid_out(again["points"], "tsne") == {"all": True, "class_0": True, "class_1": True}
+    for table in ("clusters", "spectrum", "lineage"):
+        assert again[table].equals(tables[table]), table
+    layout = S.embedding_columns("tsne")
+    same = [c for c in tables["points"].column_names if c not in (*layout, *S.embedding_columns("umap"))]
+    assert again["points"].select(same).equals(tables["points"].select(same))
 
 
 def test_class_with_one_sample_is_skipped_with_a_message_and_the_rest_analysed(tmp_path):

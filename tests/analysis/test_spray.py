@@ -169,7 +169,8 @@ def test_two_runs_give_identical_results_and_steps_are_memoised():
 
 def test_warm_start_keeps_the_previous_layout():
     maps, _ = planted_maps(n_samples=80, n_groups=3, shape=(8, 8), random_state=6)
-    embeddings = Embeddings(methods=("tsne",), tsne_max_iter=500, warm_max_iter=250)
+    # scope="all": a category without a flagged cluster gets its t-SNE layout too
+    embeddings = Embeddings(methods=("tsne",), scope="all", tsne_max_iter=500, warm_max_iter=250)
     spray = fast_spray(embeddings=embeddings)
     prepared = spray.prepare(maps)
     ids = np.arange(80)
@@ -208,7 +209,8 @@ def test_replacing_a_step_keeps_the_other_seeds():
 
 def test_identical_maps_give_a_collapsed_layout_not_a_crash():
     maps = np.zeros((30, 8, 8), np.float32)  # e.g. a dead model early in training
-    spray = SpRAy(clusterings=Clusterings(k_range=(2, 3)), embeddings=Embeddings(methods=("tsne", "pca")))
+    embeddings = Embeddings(methods=("tsne", "pca"), scope="all")  # analyze() below lays out a plain category
+    spray = SpRAy(clusterings=Clusterings(k_range=(2, 3)), embeddings=embeddings)
     result = spray.fit(maps)
     np.testing.assert_array_equal(result.embeddings["tsne"], 0.0)
     assert result.flagged() == [] and set(result.clustering.labelings) >= {"kmeans_2", "components"}

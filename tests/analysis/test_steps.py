@@ -21,7 +21,7 @@ from lrp_lightning.analysis import (
     fingerprint,
     nearest_neighbors,
 )
-from lrp_lightning.analysis.clustering import _relabel_by_size
+from lrp_lightning.analysis.clustering import _relabel_by_size, connect_components, spectral_coordinates
 from lrp_lightning.analysis.preprocessing import sum_pool
 
 
@@ -220,3 +220,26 @@ def test_the_checks_importable_from_analysis_base_keep_their_earlier_signatures(
     with pytest.raises(ValueError, match="Owner: n must be an int >= 0, got -1"):  # minimum=0 by default
         base.check_int(-1, "n", "Owner")
     assert base.check_float(0.5, "share", "Owner", 0.0, 1.0) == 0.5
+
+def test_connecting_components_gives_scikit_learn_s_own_ward_clustering():
+    from scipy.sparse.csgraph import connected_components
+    from sklearn.cluster import AgglomerativeClustering
+
+    from lrp_lightning.analysis import planted_maps
+
+    maps, _ = planted_maps(n_samples=150, n_groups=5, shape=(8, 8), noise=0.3, random_state=4)
+    maps[:30] = 0.0  # identical maps: exact ties between candidate edges
+    features = Preprocess(pool_size=(8, 8)).transform(maps)
+    graph = KNNGraph(n_neighbors=3).graph(nearest_neighbors(features, 3))
+    assert connected_components(graph)[0] > 3  # the case being tested: a graph of several components
+    coordinates = spectral_coordinates(SpectralEmbedding(n_eigval=16).fit(graph).eigenvectors, 5)
+    connected = connect_components(coordinates, graph)
+    assert connected_components(connected)[0] == 1
+    assert (abs(connected - connected.T) > 0).nnz == 0  # symmetric
+    assert (graph.astype(bool) > connected.astype(bool)).nnz == 0  # every edge of the graph is kept
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scikit-learn warns that it completes the graph
+        for k in (2, 5, 9):
+            theirs = AgglomerativeClustering(n_clusters=k, linkage="ward", connectivity=graph)
+            ours = AgglomerativeClustering(n_clusters=k, linkage="ward", connectivity=connected)
+            np.testing.assert_array_equal(ours.fit_predict(coordinates), theirs.fit_predict(coordinates))
