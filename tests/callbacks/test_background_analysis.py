@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import types
 
@@ -105,9 +104,10 @@ def test_training_proceeds_while_an_analysis_slower_than_an_epoch_runs(tmp_path,
         def from_config(cls, config):
             return cls()
 
-    module = types.ModuleType("lrp_lightning.analysis")
-    module.analyze_epoch, module.SpRAy = analyze_epoch, FakeSpRAy
-    monkeypatch.setitem(sys.modules, "lrp_lightning.analysis", module)
+    import lrp_lightning.analysis
+
+    monkeypatch.setattr(lrp_lightning.analysis, "analyze_epoch", analyze_epoch)
+    monkeypatch.setattr(lrp_lightning.analysis, "SpRAy", FakeSpRAy)
     lrp = LRPCallback(num_samples=12, composite_kwargs=BOX, batch_size=5, analyze=True)
     run = trainer(tmp_path, callbacks=[lrp, counter], max_epochs=4)
     run.fit(TinyNet(), loader(ImageData(48, seed=1), shuffle=True), loader(ImageData(30)))
