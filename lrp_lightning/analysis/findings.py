@@ -7,6 +7,10 @@ epoch. A *finding* is what a person wants instead: one artifact, with a stable i
 
 Evidence
 --------
+Clusters are tested within each class's category: a class's own signal is where the whole class
+looks, so the subgroup that looks elsewhere is what stands out. In "all samples" every class would be
+such a subgroup, so that category is tested only when no class is analysed on its own.
+
 A cluster of a category (``n`` samples) is *tested* when it has at least
 ``max(min_size, ceil(min_fraction * n))`` members and a region (an image's corner, border band or
 patch; a signal's window of time steps; a tabular feature) where
@@ -17,9 +21,13 @@ patch; a signal's window of time steps; a tabular feature) where
 (b) the members' *inputs* are nearly the same: their mean squared deviation from the members' mean
     pattern in the region (weighted by where their relevance lies) is at most ``max_input_spread``
     times the rest of the category's mean squared deviation from that pattern. A watermark, tag or
-    ruler gives about 0; a cluster of similar strokes or of one predictive feature's range gives
-    much more, since their inputs vary. The inputs are the probe thumbnails of ``probe.parquet``
-    (PNG, grayscale, resized to the analysis grid). When a run holds no thumbnails (a
+    ruler gives about 0 (0.004 for the digits demo's watermark, 0.002 for a planted pulse in a
+    signal); a cluster of similar strokes, of a jittered signal feature or of one predictive
+    feature's range gives 0.05 to 0.25 and more, since their inputs vary. The inputs are the probe
+    thumbnails of ``probe.parquet`` (PNG, grayscale, resized to the analysis grid). Thumbnails are
+    scaled per sample to its minimum and maximum, so for tabular data a feature that is most of the
+    members' extreme value (shown as 0 or 1 whatever it is) does not count as "the same".
+    When a run holds no thumbnails (a
     prediction-writer run without them, a store written by hand) evidence (b) cannot be measured:
     the finding then rests on (a) and (c), its ``input_spread`` is null and its reason says the
     inputs were not checked.
@@ -39,9 +47,13 @@ Significant clusters whose regions overlap and whose members overlap (at least `
 the smaller one) form one finding; its members are the samples in at least half of its clusters.
 A finding continues a finding of the previous epoch with overlapping region and members (same
 overlap rule), keeping its id; otherwise its id is new: ``<category>/<region>@<epoch>``, from its
-category, region and first epoch, so analysing the same run again gives the same ids.
+category, region and first epoch, so analysing the same run again gives the same ids. Only the
+previous epoch's findings are matched: a finding that vanishes for an epoch and comes back gets a
+new id.
 
-Words follow the modality: images name corners, border bands and patches; signals "time steps a-b";
+Words follow the modality: images name corners, border bands and patches; signals "time steps a-b"
+(windows of 1/8 and 1/4 of the length: finer ones split a class's jittered feature into position
+groups whose inputs agree by construction);
 tabular data "feature <name>" and the finding's kind is "feature concentration", never an artifact
 or shortcut: a model that reads one feature for a group of samples may be right to.
 """
@@ -660,7 +672,11 @@ class Findings(Step):
             text += f"; their values of it are nearly the same (spread {best.spread:.2f} of the rest's)"
         else:
             text += f"; their inputs there are nearly the same (spread {best.spread:.2f} of the rest's)"
-        text += f"; permutation test q = {finding.q_value:.2g} over {len(finding.clusters)} cluster(s)"
+        clusterings = len({c.split("/")[1] for c in finding.clusters})
+        text += (
+            f"; not chance: permutation test against random same-size subsets, FDR-adjusted q = {finding.q_value:.2g}; "
+            f"merged from {len(finding.clusters)} flagged cluster(s) of {clusterings} clustering(s)"
+        )
         if modality == "tabular":
             text += "; a feature concentration, which may be legitimate: check that the feature may be used"
         return text

@@ -201,3 +201,13 @@ def test_findings_table_round_trips():
     )
     assert back[0].summary() == findings[0].summary() and back[0].reason == findings[0].reason
     assert table.column(F.STRENGTH)[0].as_py() == pytest.approx(findings[0].strength)
+
+
+def test_alpha_and_min_size_are_options_of_the_config_and_enter_the_cache_key():
+    from lrp_lightning.analysis import SpRAy
+
+    spray = SpRAy.from_config({"findings": {"alpha": 0.01, "min_size": 8}})
+    assert (spray.findings.alpha, spray.findings.min_size) == (0.01, 8)
+    assert spray.get_config() != SpRAy().get_config()
+    with pytest.raises(ValueError, match="alpha"):
+        SpRAy.from_config({"findings": {"alpha": 2.0}})
