@@ -25,7 +25,7 @@ import json
 import os
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
@@ -620,6 +620,17 @@ def _stored_outcome(store: S.RunStore, info: S.EpochInfo, key: str) -> EpochOutc
 # ------------------------------------------------------------------------------------------------ findings
 
 
+def _drop_small_flags(results: dict[str, CategoryResult], findings: F.Findings) -> None:
+    """Clusters below the findings' minimum size are not flagged (a 1-sample cluster is no evidence)."""
+    for result in results.values():
+        least = findings.min_cluster_size(len(result.sample_ids))
+        for name, summaries in result.summaries.items():
+            result.summaries[name] = [
+                replace(s, flagged=False, flag_region=None, flag_reason=None) if s.flagged and s.size < least else s
+                for s in summaries
+            ]
+
+
 def _read_inputs(store: S.RunStore, sample_ids: np.ndarray, grid: tuple[int, int]) -> np.ndarray | None:
     """The probe inputs (thumbnails) of ``sample_ids`` on the analysis grid, or None when not stored."""
     try:
@@ -800,6 +811,7 @@ def analyze_epoch(
             outcome.skipped[category] = str(exc)
             continue
         outcome.messages.extend(f"epoch {epoch}: {m}" for m in results[category].warnings)
+    _drop_small_flags(results, spray.findings)
     outcome.categories = results
     outcome.flags = _flags(results)
     outcome.findings = _detect_findings(store, spray, data, results, members, previous, class_names, epoch)

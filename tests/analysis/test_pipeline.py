@@ -209,3 +209,15 @@ def test_analysis_imports_neither_torch_nor_corelay(tmp_path):
 def test_package_is_listed_for_regular_installs():
     text = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
     assert '"lrp_lightning.analysis"' in text
+
+
+def test_clusters_below_the_minimum_size_are_not_flagged(tmp_path):
+    store = make_run(tmp_path / "run", epochs=(0,), artifact=3)  # 3 class-1 samples carry the artifact
+    ids, maps = store.heatmaps(0)
+    alone = fast_spray().fit(maps[(ids >= 60) & (ids < 120)])
+    assert any(s.size == 3 for _, s in alone.flagged())  # the indicators alone flag the 3 samples
+    outcome = analyze_epoch(store, 0, fast_spray())
+    assert outcome.flags == [] and outcome.findings == []
+    clusters = load_analysis(store, 0)[S.CLUSTERS_TABLE]
+    assert not any(clusters.column(S.FLAGGED).to_pylist())
+    assert load_analysis(store, 0)["findings"].num_rows == 0
