@@ -17,13 +17,15 @@ patch; a signal's window of time steps; a tabular feature) where
 
 (a) the members put at least ``min_share`` of their absolute relevance, and at least ``contrast``
     times the share the rest of the category puts there (the region differs from where the rest of
-    the category puts relevance);
+    the category puts relevance; 0.2 rather than the indicators' 0.3, since (b) and (c) guard
+    against chance: a watermark on 10% of a class held 24% of its samples' relevance);
 (b) the members' *inputs* are nearly the same: their mean squared deviation from the members' mean
     pattern in the region (weighted by where their relevance lies) is at most ``max_input_spread``
     times the rest of the category's mean squared deviation from that pattern. A watermark, tag or
-    ruler gives about 0 (0.004 for the digits demo's watermark, 0.002 for a planted pulse in a
-    signal); a cluster of similar strokes, of a jittered signal feature or of one predictive
-    feature's range gives 0.05 to 0.25 and more, since their inputs vary. The inputs are the probe
+    ruler gives about 0 (0.004 to 0.012 for the digits watermark on 10% to 50% of a class, 0.002 for
+    a planted pulse in a signal, in ``benchmarks/findings_quality.py``); clusters of similar strokes,
+    of a jittered signal feature or of one predictive feature's range gave 0.03 to 0.25, since their
+    inputs vary. The inputs are the probe
     thumbnails of ``probe.parquet`` (PNG, grayscale, resized to the analysis grid). Thumbnails are
     scaled per sample to its minimum and maximum, so for tabular data a feature that is most of the
     members' extreme value (shown as 0 or 1 whatever it is) does not count as "the same".
@@ -448,11 +450,11 @@ class Findings(Step):
         category.
     min_fraction : float, default 0.02
         See ``min_size``.
-    min_share : float, default 0.3
+    min_share : float, default 0.2
         Evidence (a): least share of the members' absolute relevance in the region.
     contrast : float, default 3.0
         Evidence (a): least ratio of that share to the rest of the category's share there.
-    max_input_spread : float, default 0.05
+    max_input_spread : float, default 0.025
         Evidence (b): most input spread (members' deviation from their mean pattern in the region over
         the rest's deviation from it) of "nearly the same inputs".
     n_permutations : int, default 999
@@ -469,9 +471,9 @@ class Findings(Step):
         alpha: float = 0.05,
         min_size: int = 5,
         min_fraction: float = 0.02,
-        min_share: float = 0.3,
+        min_share: float = 0.2,
         contrast: float = 3.0,
-        max_input_spread: float = 0.05,
+        max_input_spread: float = 0.025,
         n_permutations: int = 999,
         min_overlap: float = 0.5,
         random_state: int = 0,
