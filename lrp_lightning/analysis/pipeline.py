@@ -45,6 +45,7 @@ __all__ = [
     "analyze_run",
     "current_analysis_key",
     "load_analysis",
+    "load_findings",
 ]
 
 NONFINITE = ("error", "drop")
@@ -269,6 +270,31 @@ def load_analysis(store: S.RunStore, epoch: int) -> dict[str, pa.Table]:
             f"epoch {epoch} of {store.run_dir} has no complete current analysis; run lrp-analyze {store.run_dir}"
         )
     return {name: store.read_analysis_table(epoch, name, config_hash=key) for name in TABLES}
+
+
+def load_findings(store: S.RunStore | str | os.PathLike[str]) -> pa.Table:
+    """The findings of a run over all epochs with a current analysis: the lineage of every finding.
+
+    Returns
+    -------
+    pyarrow.Table
+        The epochs' ``findings`` tables (:data:`~lrp_lightning.analysis.findings.FINDINGS_SCHEMA`)
+        one after the other, with the epoch in front (column ``epoch``); rows of one finding share
+        its ``finding_id``. Epochs without a current analysis are left out.
+    """
+    store = store if isinstance(store, S.RunStore) else S.RunStore(store)
+    parts = []
+    for info in store.epochs():
+        key = current_analysis_key(store, info.epoch)
+        if key is None:
+            continue
+        table = store.read_analysis_table(info.epoch, F.FINDINGS_TABLE, config_hash=key)
+        table = table.select(F.FINDINGS_SCHEMA.names).cast(F.FINDINGS_SCHEMA)
+        parts.append(table.add_column(0, S.EPOCH, pa.array([info.epoch] * table.num_rows, pa.int64())))
+    if not parts:
+        empty = F.FINDINGS_SCHEMA.empty_table()
+        return empty.add_column(0, S.EPOCH, pa.array([], pa.int64()))
+    return pa.concat_tables(parts)
 
 
 def _previous_state(

@@ -221,3 +221,16 @@ def test_clusters_below_the_minimum_size_are_not_flagged(tmp_path):
     clusters = load_analysis(store, 0)[S.CLUSTERS_TABLE]
     assert not any(clusters.column(S.FLAGGED).to_pylist())
     assert load_analysis(store, 0)["findings"].num_rows == 0
+
+
+def test_load_findings_gives_the_lineage_of_each_finding_over_epochs(tmp_path):
+    from lrp_lightning.analysis import load_findings
+
+    store = make_run(tmp_path / "run", epochs=(0, 1, 2), artifact=15)
+    analyze_run(store, fast_spray(), log_scalars=False)
+    table = load_findings(store)
+    rows = table.to_pylist()
+    assert [r["epoch"] for r in rows] == [0, 1, 2]
+    assert {r["finding_id"] for r in rows} == {"class_1/top-left-corner@0"}
+    assert [r["epochs_seen"] for r in rows] == [[0], [0, 1], [0, 1, 2]]
+    assert all(r["first_epoch"] == 0 and r["n_members"] == 15 and r["kind"] == "artifact" for r in rows)
