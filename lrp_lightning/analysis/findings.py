@@ -396,7 +396,7 @@ class Finding:
 @dataclass
 class _Tested:
     category: str
-    clustering: str
+    clustering: str  # "name/cluster" of every clustering that made this cluster, comma-separated
     cluster: int
     members: np.ndarray  # sample ids
     region: Region
@@ -527,7 +527,7 @@ class Findings(Step):
                 best = candidates[np.lexsort((-(share[candidates] - rest[candidates]), ranks))][0]
                 key = (tuple(np.flatnonzero(member)), int(best))
                 if key in seen:  # the same cluster from another clustering: tested once
-                    seen[key].clustering += f",{clustering}"
+                    seen[key].clustering += f",{clustering}/{cluster}"
                     continue
                 subsets = subsets_by_size.get(m)
                 if subsets is None:
@@ -550,7 +550,7 @@ class Findings(Step):
                     null_spread = _spread(subsets, xs, x2s, weights)
                     p = max(p, permutation_pvalue(spread, null_spread, greater=False))
                 seen[key] = _Tested(
-                    category, clustering, int(cluster), data.sample_ids[member], region_list[best],
+                    category, f"{clustering}/{cluster}", int(cluster), data.sample_ids[member], region_list[best],
                     float(share[best]), float(rest[best]), spread, p, category_size=n,
                 )  # fmt: skip
         return list(seen.values())
@@ -637,8 +637,8 @@ class Findings(Step):
         votes: dict[int, set[str]] = {}
         for c in own:
             for sample in c.members.tolist():
-                votes.setdefault(sample, set()).update(c.clustering.split(","))
-        voters = {name for c in own for name in c.clustering.split(",")}
+                votes.setdefault(sample, set()).update(n.split("/")[0] for n in c.clustering.split(","))
+        voters = {name.split("/")[0] for c in own for name in c.clustering.split(",")}
         members = np.array([s for s, names in votes.items() if 2 * len(names) >= len(voters)], dtype=np.int64)
         kind = KIND_FEATURE if modality == "tabular" else KIND_ARTIFACT
         finding = Finding(
@@ -656,7 +656,7 @@ class Findings(Step):
             input_spread=best.spread,
             p_value=min(c.p_value for c in group),
             q_value=min(c.q_value for c in group),
-            clusters=sorted(f"{c.category}/{name}/{c.cluster}" for c in group for name in c.clustering.split(",")),
+            clusters=sorted(f"{c.category}/{name}" for c in group for name in c.clustering.split(",")),
             category_label=labels.get(category, category),
         )
         finding.reason = self._reason(finding, best, labels.get(best.category, best.category), modality)

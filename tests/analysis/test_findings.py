@@ -107,14 +107,19 @@ def test_clusterings_and_epochs_merge_into_one_finding_with_a_stable_id():
     absolute, inputs = _category(planted=30)
     whole = (np.arange(100) < 30).astype(np.int64)
     split = np.where(np.arange(100) < 15, 1, np.where(np.arange(100) < 30, 2, 0))  # the group split in two
-    labelings = {"kmeans_2": whole, "kmeans_3": split, "agglomerative": whole}
+    labelings = {"kmeans_2": whole, "kmeans_3": split, "agglomerative": 1 - whole}  # same group, another id
     categories = {"class_0": _input(absolute, inputs, labelings)}
     step = F.Findings()
     first = step.detect(0, categories, _regions()).findings
     assert len(first) == 1
     assert first[0].finding_id == "class_0/top-left-corner@0"
     assert first[0].member_ids.tolist() == list(range(100, 130))
-    assert {c.split("/")[1] for c in first[0].clusters} == {"kmeans_2", "kmeans_3", "agglomerative"}
+    assert first[0].clusters == [
+        "class_0/agglomerative/0",
+        "class_0/kmeans_2/1",
+        "class_0/kmeans_3/1",
+        "class_0/kmeans_3/2",
+    ]
     # the next epoch: a different clustering finds most of the same samples; same id, first epoch kept
     absolute2, inputs2 = _category(planted=30, seed=1)
     nearly = (np.arange(100) < 27).astype(np.int64)
