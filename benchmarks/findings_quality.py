@@ -11,7 +11,9 @@ generated data), analyses every epoch with the default findings settings and pri
   the last epoch, the number of findings and the recall and purity of the finding that matches the
   planted samples (target: exactly 1 finding per artifact, recall and purity >= 0.9).
 
-The last four cases were held out while the defaults of ``Findings`` were chosen.
+The defaults of ``Findings`` were chosen on the first 14 cases; the last four were held out.
+``--reuse`` re-analyses runs already below ``--out`` (training is deterministic, so only the
+analysis is repeated).
 
     python benchmarks/findings_quality.py [--out DIR] [--only NAME ...]
 
@@ -167,7 +169,14 @@ class Row:
     ok: bool = False
 
 
+REUSE = False
+"""Set by ``--reuse``: a case whose run exists below ``--out`` is analysed again, not trained again."""
+
+
 def _train(out: Path, name: str, module, train, val, *, epochs: int, seed: int, composite_kwargs=None) -> Path:
+    existing = out / name / "version_0"
+    if REUSE and (existing / "plugins" / "lrp" / "manifest.json").exists():
+        return existing
     import lightning as L
     import torch
     from lightning.pytorch.loggers import TensorBoardLogger
@@ -242,10 +251,10 @@ def run_case(case: Case, out: Path) -> tuple[Path, np.ndarray]:
     raise ValueError(case.data_set)
 
 
-def evaluate(case: Case, run_dir: Path, planted: np.ndarray, seconds: float) -> Row:
+def evaluate(case: Case, run_dir: Path, planted: np.ndarray, seconds: float, force: bool = False) -> Row:
     from lrp_lightning.analysis import SpRAy, analyze_run
 
-    outcome = analyze_run(run_dir, SpRAy.from_config(ANALYSIS), log_scalars=False)
+    outcome = analyze_run(run_dir, SpRAy.from_config(ANALYSIS), log_scalars=False, force=force)
     for item, message in outcome.failures:
         print(f"analysis failed: {item}: {message}", file=sys.stderr)
     last = outcome.epochs[-1].findings if outcome.epochs else []
@@ -274,11 +283,15 @@ CASES = [
     Case("digits-25%-watermark", "digits", True),
     Case("digits-10%-watermark", "digits", True),
     Case("signal-50%-pulse", "signal", True),
-    # held out: not looked at while the defaults of Findings were chosen
     Case("digits-clean-seed2", "digits", False),
     Case("signal-clean-seed1", "signal", False),
     Case("digits-10%-watermark-seed1", "digits", True),
     Case("signal-50%-pulse-seed1", "signal", True),
+    # held out: not looked at while the defaults of Findings were chosen
+    Case("digits-clean-seed3", "digits", False),
+    Case("signal-clean-seed2", "signal", False),
+    Case("tabular-clean-seed2", "tabular", False),
+    Case("digits-10%-watermark-seed2", "digits", True),
 ]
 
 
@@ -305,7 +318,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=None, help="where the runs go (default: a temporary folder)")
     parser.add_argument("--only", nargs="*", default=None, help="run only these cases (names as in the table)")
+    parser.add_argument(
+        "--reuse", action="store_true", help="re-analyse the runs already below --out instead of training them again"
+    )
     args = parser.parse_args(argv)
+    global REUSE
+    REUSE = args.reuse
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
@@ -316,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         for case in cases:
             start = time.perf_counter()
             run_dir, planted = run_case(case, out)
-            row = evaluate(case, run_dir, planted, 0.0)
+            row = evaluate(case, run_dir, planted, 0.0, force=args.reuse)
             row.seconds = time.perf_counter() - start
             rows.append(row)
             print(f"{case.name}: {row.findings_total} finding(s) over {row.epochs} epochs; {row.matched}", flush=True)

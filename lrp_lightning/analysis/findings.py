@@ -22,10 +22,10 @@ patch; a signal's window of time steps; a tabular feature) where
 (b) the members' *inputs* are nearly the same: their mean squared deviation from the members' mean
     pattern in the region (weighted by where their relevance lies) is at most ``max_input_spread``
     times the rest of the category's mean squared deviation from that pattern. A watermark, tag or
-    ruler gives about 0 (0.004 to 0.012 for the digits watermark on 10% to 50% of a class, 0.002 for
-    a planted pulse in a signal, in ``benchmarks/findings_quality.py``); clusters of similar strokes,
-    of a jittered signal feature or of one predictive feature's range gave 0.03 to 0.25, since their
-    inputs vary. The inputs are the probe
+    ruler gives about 0 (at most 0.009 for the digits watermark on 10% to 50% of a class and 0.003
+    for a planted pulse in a signal, in ``benchmarks/findings_quality.py``); clusters of similar
+    strokes, of a jittered signal feature or of one predictive feature's range gave 0.02 and more
+    (0.02 to 0.25), since their inputs vary. The default 0.015 lies between. The inputs are the probe
     thumbnails of ``probe.parquet`` (PNG, grayscale, resized to the analysis grid). Thumbnails are
     scaled per sample to its minimum and maximum, so for tabular data a feature that is most of the
     members' extreme value (shown as 0 or 1 whatever it is) does not count as "the same".
@@ -405,6 +405,7 @@ class _Tested:
     spread: float | None
     p_value: float
     q_value: float = 1.0
+    input_std: float | None = None
     category_size: int = 0
 
 
@@ -454,7 +455,7 @@ class Findings(Step):
         Evidence (a): least share of the members' absolute relevance in the region.
     contrast : float, default 3.0
         Evidence (a): least ratio of that share to the rest of the category's share there.
-    max_input_spread : float, default 0.025
+    max_input_spread : float, default 0.015
         Evidence (b): most input spread (members' deviation from their mean pattern in the region over
         the rest's deviation from it) of "nearly the same inputs".
     n_permutations : int, default 999
@@ -473,7 +474,7 @@ class Findings(Step):
         min_fraction: float = 0.02,
         min_share: float = 0.2,
         contrast: float = 3.0,
-        max_input_spread: float = 0.025,
+        max_input_spread: float = 0.015,
         n_permutations: int = 999,
         min_overlap: float = 0.5,
         random_state: int = 0,
@@ -535,13 +536,15 @@ class Findings(Step):
                     subsets_by_size[m] = subsets
                 null_share = (subsets.astype(np.float64) @ shares[:, best]) / m
                 p = permutation_pvalue(float(share[best]), null_share)
-                spread = None
+                spread = input_std = None
                 if x is not None:
                     cells = region_list[best].cells
                     weights = np.asarray(data.absolute, dtype=np.float64)[member][:, cells].mean(axis=0)
                     weights = weights / weights.sum() if weights.sum() > 0 else np.full(cells.sum(), 1 / cells.sum())
                     xs, x2s = x[:, cells], x2[:, cells]
                     spread = float(_spread(member[None], xs, x2s, weights)[0])
+                    within = np.clip(x2s[member].mean(axis=0) - xs[member].mean(axis=0) ** 2, 0, None)
+                    input_std = float(np.sqrt(within @ weights))
                     if modality == "tabular" and np.mean((xs[member] <= 1 / 255) | (xs[member] >= 254 / 255)) >= 0.5:
                         # thumbnails are scaled per sample to its minimum and maximum: a feature that is
                         # the sample's extreme shows as 0 or 1 whatever its value, so equal values there
@@ -551,7 +554,7 @@ class Findings(Step):
                     p = max(p, permutation_pvalue(spread, null_spread, greater=False))
                 seen[key] = _Tested(
                     category, f"{clustering}/{cluster}", int(cluster), data.sample_ids[member], region_list[best],
-                    float(share[best]), float(rest[best]), spread, p, category_size=n,
+                    float(share[best]), float(rest[best]), spread, p, category_size=n, input_std=input_std,
                 )  # fmt: skip
         return list(seen.values())
 
