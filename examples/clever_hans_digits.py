@@ -6,15 +6,15 @@ corner, in the training data and in the validation data alike, so the watermark 
 and the network learns to look at it. A small CNN trains for a few epochs with ``LRPCallback``: after
 every epoch the callback explains every validation sample with LRP, stores the heatmaps next to the
 TensorBoard logs and runs the SpRAy analysis in the background. The script then reads the analysis
-and prints the flagged cluster, how well it matches the watermarked samples, and the epoch where it
-first appeared.
+and prints the finding (the flagged clusters of every clustering, category and epoch merged into one
+artifact), how well its samples match the watermarked ones, and the epoch where it first appeared.
 
     python examples/clever_hans_digits.py                 # about 30-60 s on 2 CPU cores
     python examples/clever_hans_digits.py --fast          # reduced (the test runs this)
     tensorboard --logdir runs/clever_hans                 # the tab "LRP"
 
-Success means: a flagged cluster of the watermarked class holds at least 90% of that class's
-watermarked probe samples, and at least 90% of its members are watermarked. Exit status 0 on
+Success means: in the last epoch there is exactly one finding, it holds at least 90% of the
+watermarked probe samples of the class, and at least 90% of its samples are watermarked. Exit status 0 on
 success, 1 if the shortcut was not found.
 """
 
@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 
 MIN_RECALL = 0.9
-"""Least share of the watermarked probe samples of the class that the flagged cluster must hold."""
+"""Least share of the watermarked probe samples of the class that the finding must hold."""
 MIN_PURITY = 0.9
-"""Least share of the flagged cluster's members that must be watermarked."""
+"""Least share of the finding's samples that must be watermarked."""
 
 SIZE = 24
 WATERMARK = (slice(1, 4), slice(1, 4))  # a 3x3 square, one pixel in from the top-left corner
@@ -69,9 +69,9 @@ class Result:
     epochs: list[int] = field(default_factory=list)
     found: bool = False
     first_epoch: int | None = None
+    finding_id: str | None = None
+    summary: str | None = None
     category: str | None = None
-    clustering: str | None = None
-    cluster: int | None = None
     reason: str | None = None
     cluster_size: int = 0
     overlap: int = 0
@@ -188,56 +188,41 @@ def make_module(lr: float = 2e-3):
 # ------------------------------------------------------------------------------------------------ evaluation
 
 
-def _flagged_clusters(store, epoch: int, findings: list[tuple[str, str, str]], watermarked: set[int]) -> list[dict]:
-    """The epoch's reported flagged clusters, with their overlap with ``watermarked``, best match first."""
-    from lrp_lightning import store as S
-    from lrp_lightning.analysis import load_analysis
-
-    reported = {(category, reason) for category, _, reason in findings}
-    if not reported:
-        return []
-    tables = load_analysis(store, epoch)
-    points = tables[S.POINTS_TABLE]
-    categories = np.asarray(points.column(S.CATEGORY).to_pylist())
-    ids = points.column(S.SAMPLE_ID).to_numpy()
+def _scored(findings: list, watermarked: set[int]) -> list[dict]:
+    """An epoch's findings with their overlap with ``watermarked``, best match first."""
     out = []
-    for row in tables[S.CLUSTERS_TABLE].to_pylist():
-        if not row[S.FLAGGED] or (row[S.CATEGORY], row[S.FLAG_REASON]) not in reported:
-            continue
-        rows = categories == row[S.CATEGORY]
-        labels = points.column(S.cluster_column(row[S.CLUSTERING])).to_numpy(zero_copy_only=False)[rows]
-        members = {int(i) for i in ids[rows][labels == row[S.CLUSTER]]}
+    for finding in findings:
+        members = {int(i) for i in finding.member_ids}
         overlap = len(members & watermarked)
         out.append(
             {
-                "epoch": epoch,
-                "category": row[S.CATEGORY],
-                "clustering": row[S.CLUSTERING],
-                "cluster": int(row[S.CLUSTER]),
+                "finding_id": finding.finding_id,
+                "summary": finding.summary(),
+                "category": finding.category,
+                "region": finding.region,
+                "reason": finding.reason,
+                "first_epoch": finding.first_epoch,
                 "size": len(members),
                 "overlap": overlap,
                 "recall": overlap / max(len(watermarked), 1),
                 "purity": overlap / max(len(members), 1),
-                "region": row[S.FLAG_REGION],
-                "reason": row[S.FLAG_REASON],
             }
         )
-    return sorted(out, key=lambda c: (-(c["recall"] * c["purity"]), c["category"] == S.CATEGORY_ALL))
+    return sorted(out, key=lambda c: -(c["recall"] * c["purity"]))
 
 
 def _hit(candidate: dict | None) -> bool:
-    if not candidate or "cluster" not in candidate:
+    if not candidate or "finding_id" not in candidate:
         return False
     return candidate["recall"] >= MIN_RECALL and candidate["purity"] >= MIN_PURITY
 
 
 def evaluate(run_dir: Path, settings: Settings, watermarked: list[int]) -> Result:
-    """Analyse the run (the callback's analyses are reused when current) and score the findings.
+    """Analyse the run (the callback's analyses are reused when current) and score its findings.
 
-    Every epoch's reported flagged clusters (of every category: the watermarked class and all samples
-    together) are compared with the watermarked probe samples of the class; the best match counts.
-    The demo succeeds when the last epoch's best match meets the criterion; ``first_epoch`` is the
-    first epoch from which on every epoch's did.
+    Every epoch's findings are compared with the watermarked probe samples of the class; the best
+    match counts. The demo succeeds when the last epoch has exactly one finding and it meets the
+    criterion; ``first_epoch`` is the finding's first epoch.
     """
     from lrp_lightning import store as S
     from lrp_lightning.analysis import SpRAy, analyze_run
@@ -253,21 +238,18 @@ def evaluate(run_dir: Path, settings: Settings, watermarked: list[int]) -> Resul
     for epoch_outcome in outcome.epochs:
         epoch = epoch_outcome.epoch
         result.epochs.append(epoch)
-        candidates = _flagged_clusters(store, epoch, epoch_outcome.findings, marked)
+        candidates = _scored(epoch_outcome.findings, marked)
         best = candidates[0] if candidates else None
-        result.per_epoch.append(best or {"epoch": epoch})
+        result.per_epoch.append({"epoch": epoch, **(best or {})})
         for other in candidates[1:]:
-            result.other_findings.append(f"epoch {epoch}, {other['category']}: {other['reason']}")
-        if not _hit(best):
-            result.first_epoch = None
-        elif result.first_epoch is None:
-            result.first_epoch = epoch
+            result.other_findings.append(f"epoch {epoch}: {other['summary']}")
     last = result.per_epoch[-1] if result.per_epoch else {}
-    if "cluster" in last:
-        result.category, result.clustering, result.cluster = last["category"], last["clustering"], last["cluster"]
+    if "finding_id" in last:
+        result.finding_id, result.summary, result.category = last["finding_id"], last["summary"], last["category"]
         result.reason, result.cluster_size, result.overlap = last["reason"], last["size"], last["overlap"]
-        result.recall, result.purity = last["recall"], last["purity"]
-    result.found = _hit(last)
+        result.recall, result.purity, result.first_epoch = last["recall"], last["purity"], last["first_epoch"]
+    alone = not any(line.startswith(f"epoch {result.epochs[-1]}:") for line in result.other_findings)
+    result.found = _hit(last) and alone
     return result
 
 
@@ -361,34 +343,28 @@ def report(result: Result, out: Path) -> None:
     c, total = result.watermark_class, len(result.watermarked_probe_ids)
     print(f"\nanalysis of {result.run_dir} ({len(result.epochs)} epochs):")
     for entry in result.per_epoch:
-        if "cluster" in entry:
-            where = f"{entry['category']} {entry['clustering']} cluster {entry['cluster']}"
+        if "finding_id" in entry:
             print(
-                f"  epoch {entry['epoch']}: flagged {where} ({entry['region']}): {entry['size']} samples, "
-                f"{entry['overlap']} of {total} watermarked "
-                f"(recall {entry['recall']:.2f}, purity {entry['purity']:.2f})"
+                f"  epoch {entry['epoch']}: finding {entry['finding_id']} ({entry['summary']}): {entry['overlap']} "
+                f"of {total} watermarked (recall {entry['recall']:.2f}, purity {entry['purity']:.2f})"
             )
         else:
-            print(f"  epoch {entry['epoch']}: nothing flagged")
-    last = f"epoch {result.epochs[-1]}," if result.epochs else None
-    others = [line for line in result.other_findings if line.startswith(f"{last} ")]
-    if others:
-        print(f"  also flagged in the last epoch ({len(result.other_findings)} over all epochs):")
-        for line in others:
+            print(f"  epoch {entry['epoch']}: no finding")
+    if result.other_findings:
+        print(f"  other findings ({len(result.other_findings)} over all epochs):")
+        for line in result.other_findings:
             print(f"    {line}")
     if result.found:
-        print(f"\nFOUND the Clever-Hans cluster of class {c}:")
-        print(f"  category {result.category}, clustering {result.clustering}, cluster {result.cluster}")
-        print(f"  reason: {result.reason}")
+        print(f"\nFOUND the Clever-Hans shortcut of class {c}: {result.summary}")
+        print(f"  finding {result.finding_id}: {result.reason}")
         print(
             f"  overlap: it holds {result.overlap} of the {total} watermarked probe samples of class {c} "
             f"({result.recall:.0%}); purity {result.purity:.2f} ({result.overlap} of its {result.cluster_size} "
-            "members are watermarked)"
+            "samples are watermarked)"
         )
-        print(f"  appeared at epoch {result.first_epoch} and was flagged in every epoch since")
     else:
         print(
-            f"\nNOT FOUND: no flagged cluster of class {c} holds >= {MIN_RECALL:.0%} of the {total} watermarked "
+            f"\nNOT FOUND: no single finding of class {c} holds >= {MIN_RECALL:.0%} of the {total} watermarked "
             f"probe samples with purity >= {MIN_PURITY} (best: recall {result.recall:.2f}, purity {result.purity:.2f})"
         )
     print(f"\ntotal {result.seconds:.1f} s. Explore it:  tensorboard --logdir {out}   (tab LRP)")

@@ -112,8 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         recall, purity = len(members & marked) / len(marked), len(members & marked) / len(members)
         if recall * purity > best[0] * best[1]:
             best = (recall, purity, row)
-    for found_category, _, reason in outcome.epochs[0].findings if outcome.epochs else []:
-        print(f"flagged: {found_category}: {reason}")
+    for finding in outcome.epochs[0].findings if outcome.epochs else []:
+        print(f"finding: {finding.summary()}: {finding.reason}")
     recall, purity, row = best
     found = recall >= demo.MIN_RECALL and purity >= demo.MIN_PURITY
     if row is not None:

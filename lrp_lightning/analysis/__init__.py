@@ -24,6 +24,7 @@ from .base import AnalysisError, Step, cache_key, fingerprint, library_versions
 from .clustering import ClusteringResult, Clusterings, spectral_coordinates
 from .config import load_config
 from .embedding import Embeddings
+from .findings import Finding, Findings
 from .indicators import ClusterSummary, Indicators
 from .pipeline import (
     EpochOutcome,
@@ -33,6 +34,7 @@ from .pipeline import (
     analyze_run,
     current_analysis_key,
     load_analysis,
+    load_findings,
 )
 from .preprocessing import Preprocess
 from .spectral import SpectralEmbedding, Spectrum, eigengap
@@ -47,6 +49,8 @@ __all__ = [
     "ClusteringResult",
     "Clusterings",
     "Embeddings",
+    "Finding",
+    "Findings",
     "EpochOutcome",
     "Indicators",
     "KNNGraph",
@@ -74,6 +78,7 @@ __all__ = [
     "library_versions",
     "load_analysis",
     "load_config",
+    "load_findings",
     "nearest_neighbors",
     "planted_maps",
     "spectral_coordinates",

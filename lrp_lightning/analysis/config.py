@@ -18,8 +18,8 @@ def load_config(path: str | os.PathLike[str]) -> tuple[Any, dict[str, Any]]:
     """Read a JSON (``.json``) or TOML (any other suffix) analysis configuration.
 
     The file holds a table per step (``preprocess``, ``affinity``, ``spectral``, ``clusterings``,
-    ``embeddings``, ``indicators``, ``tracking``) with that step's constructor keywords, optionally
-    ``random_state`` and ``min_category_size``, and the run options ``include_all``,
+    ``embeddings``, ``indicators``, ``tracking``, ``findings``) with that step's constructor keywords,
+    optionally ``random_state`` and ``min_category_size``, and the run options ``include_all``,
     ``category_by`` and ``nonfinite``. For example (TOML)::
 
         random_state = 1
@@ -29,6 +29,9 @@ def load_config(path: str | os.PathLike[str]) -> tuple[Any, dict[str, Any]]:
         [embeddings]
         methods = ["tsne", "pca"]
         scope = "all"      # t-SNE for every category; default "flagged": all samples and flagged classes
+        [findings]
+        alpha = 0.05     # false-discovery rate over every tested cluster
+        min_size = 5     # least cluster size (and min_fraction = 0.02 of the category)
 
     ``lrp-analyze --embeddings all`` sets ``embeddings.scope`` without a file.
 

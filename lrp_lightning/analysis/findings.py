@@ -7,19 +7,29 @@ epoch. A *finding* is what a person wants instead: one artifact, with a stable i
 
 Evidence
 --------
+Clusters are tested within each class's category: a class's own signal is where the whole class
+looks, so the subgroup that looks elsewhere is what stands out. In "all samples" every class would be
+such a subgroup, so that category is tested only when no class is analysed on its own.
+
 A cluster of a category (``n`` samples) is *tested* when it has at least
 ``max(min_size, ceil(min_fraction * n))`` members and a region (an image's corner, border band or
 patch; a signal's window of time steps; a tabular feature) where
 
 (a) the members put at least ``min_share`` of their absolute relevance, and at least ``contrast``
     times the share the rest of the category puts there (the region differs from where the rest of
-    the category puts relevance);
+    the category puts relevance; 0.2 rather than the indicators' 0.3, since (b) and (c) guard
+    against chance: a watermark on 10% of a class held 24% of its samples' relevance);
 (b) the members' *inputs* are nearly the same: their mean squared deviation from the members' mean
     pattern in the region (weighted by where their relevance lies) is at most ``max_input_spread``
     times the rest of the category's mean squared deviation from that pattern. A watermark, tag or
-    ruler gives about 0; a cluster of similar strokes or of one predictive feature's range gives
-    much more, since their inputs vary. The inputs are the probe thumbnails of ``probe.parquet``
-    (PNG, grayscale, resized to the analysis grid). When a run holds no thumbnails (a
+    ruler gives about 0 (at most 0.009 for the digits watermark on 10% to 50% of a class and 0.003
+    for a planted pulse in a signal, in ``benchmarks/findings_quality.py``); clusters of similar
+    strokes, of a jittered signal feature or of one predictive feature's range gave 0.02 and more
+    (0.02 to 0.25), since their inputs vary. The default 0.015 lies between. The inputs are the probe
+    thumbnails of ``probe.parquet`` (PNG, grayscale, resized to the analysis grid). Thumbnails are
+    scaled per sample to its minimum and maximum, so for tabular data a feature that is most of the
+    members' extreme value (shown as 0 or 1 whatever it is) does not count as "the same".
+    When a run holds no thumbnails (a
     prediction-writer run without them, a store written by hand) evidence (b) cannot be measured:
     the finding then rests on (a) and (c), its ``input_spread`` is null and its reason says the
     inputs were not checked.
@@ -39,9 +49,13 @@ Significant clusters whose regions overlap and whose members overlap (at least `
 the smaller one) form one finding; its members are the samples in at least half of its clusters.
 A finding continues a finding of the previous epoch with overlapping region and members (same
 overlap rule), keeping its id; otherwise its id is new: ``<category>/<region>@<epoch>``, from its
-category, region and first epoch, so analysing the same run again gives the same ids.
+category, region and first epoch, so analysing the same run again gives the same ids. Only the
+previous epoch's findings are matched: a finding that vanishes for an epoch and comes back gets a
+new id.
 
-Words follow the modality: images name corners, border bands and patches; signals "time steps a-b";
+Words follow the modality: images name corners, border bands and patches; signals "time steps a-b"
+(windows of 1/8 and 1/4 of the length: finer ones split a class's jittered feature into position
+groups whose inputs agree by construction);
 tabular data "feature <name>" and the finding's kind is "feature concentration", never an artifact
 or shortcut: a model that reads one feature for a group of samples may be right to.
 """
@@ -382,7 +396,7 @@ class Finding:
 @dataclass
 class _Tested:
     category: str
-    clustering: str
+    clustering: str  # "name/cluster" of every clustering that made this cluster, comma-separated
     cluster: int
     members: np.ndarray  # sample ids
     region: Region
@@ -391,6 +405,7 @@ class _Tested:
     spread: float | None
     p_value: float
     q_value: float = 1.0
+    input_std: float | None = None
     category_size: int = 0
 
 
@@ -436,11 +451,11 @@ class Findings(Step):
         category.
     min_fraction : float, default 0.02
         See ``min_size``.
-    min_share : float, default 0.3
+    min_share : float, default 0.2
         Evidence (a): least share of the members' absolute relevance in the region.
     contrast : float, default 3.0
         Evidence (a): least ratio of that share to the rest of the category's share there.
-    max_input_spread : float, default 0.05
+    max_input_spread : float, default 0.015
         Evidence (b): most input spread (members' deviation from their mean pattern in the region over
         the rest's deviation from it) of "nearly the same inputs".
     n_permutations : int, default 999
@@ -457,9 +472,9 @@ class Findings(Step):
         alpha: float = 0.05,
         min_size: int = 5,
         min_fraction: float = 0.02,
-        min_share: float = 0.3,
+        min_share: float = 0.2,
         contrast: float = 3.0,
-        max_input_spread: float = 0.05,
+        max_input_spread: float = 0.015,
         n_permutations: int = 999,
         min_overlap: float = 0.5,
         random_state: int = 0,
@@ -513,7 +528,7 @@ class Findings(Step):
                 best = candidates[np.lexsort((-(share[candidates] - rest[candidates]), ranks))][0]
                 key = (tuple(np.flatnonzero(member)), int(best))
                 if key in seen:  # the same cluster from another clustering: tested once
-                    seen[key].clustering += f",{clustering}"
+                    seen[key].clustering += f",{clustering}/{cluster}"
                     continue
                 subsets = subsets_by_size.get(m)
                 if subsets is None:
@@ -521,13 +536,15 @@ class Findings(Step):
                     subsets_by_size[m] = subsets
                 null_share = (subsets.astype(np.float64) @ shares[:, best]) / m
                 p = permutation_pvalue(float(share[best]), null_share)
-                spread = None
+                spread = input_std = None
                 if x is not None:
                     cells = region_list[best].cells
                     weights = np.asarray(data.absolute, dtype=np.float64)[member][:, cells].mean(axis=0)
                     weights = weights / weights.sum() if weights.sum() > 0 else np.full(cells.sum(), 1 / cells.sum())
                     xs, x2s = x[:, cells], x2[:, cells]
                     spread = float(_spread(member[None], xs, x2s, weights)[0])
+                    within = np.clip(x2s[member].mean(axis=0) - xs[member].mean(axis=0) ** 2, 0, None)
+                    input_std = float(np.sqrt(within @ weights))
                     if modality == "tabular" and np.mean((xs[member] <= 1 / 255) | (xs[member] >= 254 / 255)) >= 0.5:
                         # thumbnails are scaled per sample to its minimum and maximum: a feature that is
                         # the sample's extreme shows as 0 or 1 whatever its value, so equal values there
@@ -536,8 +553,8 @@ class Findings(Step):
                     null_spread = _spread(subsets, xs, x2s, weights)
                     p = max(p, permutation_pvalue(spread, null_spread, greater=False))
                 seen[key] = _Tested(
-                    category, clustering, int(cluster), data.sample_ids[member], region_list[best],
-                    float(share[best]), float(rest[best]), spread, p, category_size=n,
+                    category, f"{clustering}/{cluster}", int(cluster), data.sample_ids[member], region_list[best],
+                    float(share[best]), float(rest[best]), spread, p, category_size=n, input_std=input_std,
                 )  # fmt: skip
         return list(seen.values())
 
@@ -623,8 +640,8 @@ class Findings(Step):
         votes: dict[int, set[str]] = {}
         for c in own:
             for sample in c.members.tolist():
-                votes.setdefault(sample, set()).update(c.clustering.split(","))
-        voters = {name for c in own for name in c.clustering.split(",")}
+                votes.setdefault(sample, set()).update(n.split("/")[0] for n in c.clustering.split(","))
+        voters = {name.split("/")[0] for c in own for name in c.clustering.split(",")}
         members = np.array([s for s, names in votes.items() if 2 * len(names) >= len(voters)], dtype=np.int64)
         kind = KIND_FEATURE if modality == "tabular" else KIND_ARTIFACT
         finding = Finding(
@@ -642,7 +659,7 @@ class Findings(Step):
             input_spread=best.spread,
             p_value=min(c.p_value for c in group),
             q_value=min(c.q_value for c in group),
-            clusters=sorted(f"{c.category}/{name}/{c.cluster}" for c in group for name in c.clustering.split(",")),
+            clusters=sorted(f"{c.category}/{name}" for c in group for name in c.clustering.split(",")),
             category_label=labels.get(category, category),
         )
         finding.reason = self._reason(finding, best, labels.get(best.category, best.category), modality)
@@ -660,7 +677,11 @@ class Findings(Step):
             text += f"; their values of it are nearly the same (spread {best.spread:.2f} of the rest's)"
         else:
             text += f"; their inputs there are nearly the same (spread {best.spread:.2f} of the rest's)"
-        text += f"; permutation test q = {finding.q_value:.2g} over {len(finding.clusters)} cluster(s)"
+        clusterings = len({c.split("/")[1] for c in finding.clusters})
+        text += (
+            f"; not chance: permutation test against random same-size subsets, FDR-adjusted q = {finding.q_value:.2g}; "
+            f"merged from {len(finding.clusters)} flagged cluster(s) of {clusterings} clustering(s)"
+        )
         if modality == "tabular":
             text += "; a feature concentration, which may be legitimate: check that the feature may be used"
         return text

@@ -25,7 +25,7 @@ import json
 import os
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
@@ -46,6 +46,7 @@ __all__ = [
     "analyze_run",
     "current_analysis_key",
     "load_analysis",
+    "load_findings",
 ]
 
 NONFINITE = ("error", "drop")
@@ -270,6 +271,31 @@ def load_analysis(store: S.RunStore, epoch: int) -> dict[str, pa.Table]:
             f"epoch {epoch} of {store.run_dir} has no complete current analysis; run lrp-analyze {store.run_dir}"
         )
     return {name: store.read_analysis_table(epoch, name, config_hash=key) for name in TABLES}
+
+
+def load_findings(store: S.RunStore | str | os.PathLike[str]) -> pa.Table:
+    """The findings of a run over all epochs with a current analysis: the lineage of every finding.
+
+    Returns
+    -------
+    pyarrow.Table
+        The epochs' ``findings`` tables (:data:`~lrp_lightning.analysis.findings.FINDINGS_SCHEMA`)
+        one after the other, with the epoch in front (column ``epoch``); rows of one finding share
+        its ``finding_id``. Epochs without a current analysis are left out.
+    """
+    store = store if isinstance(store, S.RunStore) else S.RunStore(store)
+    parts = []
+    for info in store.epochs():
+        key = current_analysis_key(store, info.epoch)
+        if key is None:
+            continue
+        table = store.read_analysis_table(info.epoch, F.FINDINGS_TABLE, config_hash=key)
+        table = table.select(F.FINDINGS_SCHEMA.names).cast(F.FINDINGS_SCHEMA)
+        parts.append(table.add_column(0, S.EPOCH, pa.array([info.epoch] * table.num_rows, pa.int64())))
+    if not parts:
+        empty = F.FINDINGS_SCHEMA.empty_table()
+        return empty.add_column(0, S.EPOCH, pa.array([], pa.int64()))
+    return pa.concat_tables(parts)
 
 
 def _previous_state(
@@ -621,6 +647,17 @@ def _stored_outcome(store: S.RunStore, info: S.EpochInfo, key: str) -> EpochOutc
 # ------------------------------------------------------------------------------------------------ findings
 
 
+def _drop_small_flags(results: dict[str, CategoryResult], findings: F.Findings) -> None:
+    """Clusters below the findings' minimum size are not flagged (a 1-sample cluster is no evidence)."""
+    for result in results.values():
+        least = findings.min_cluster_size(len(result.sample_ids))
+        for name, summaries in result.summaries.items():
+            result.summaries[name] = [
+                replace(s, flagged=False, flag_region=None, flag_reason=None) if s.flagged and s.size < least else s
+                for s in summaries
+            ]
+
+
 def _read_inputs(store: S.RunStore, sample_ids: np.ndarray, grid: tuple[int, int]) -> np.ndarray | None:
     """The probe inputs (thumbnails) of ``sample_ids`` on the analysis grid, or None when not stored."""
     try:
@@ -800,6 +837,7 @@ def analyze_epoch(
             outcome.skipped[category] = str(exc)
             continue
         outcome.messages.extend(f"epoch {epoch}: {m}" for m in results[category].warnings)
+    _drop_small_flags(results, spray.findings)
     outcome.categories = results
     outcome.flags = _flags(results)
     outcome.findings = _detect_findings(store, spray, data, results, members, previous, class_names, epoch)

@@ -215,4 +215,4 @@ def test_flags_per_clustering_only_with_verbose(tmp_path, fast_config, capsys):
     assert main([str(tmp_path / "mine"), "--config", str(fast_config), "--quiet", "--verbose"]) == 0
     out = capsys.readouterr().out
     assert "lrp-analyze: flagged cluster: mine epoch 0, class_1: " in out
-    assert "finding: mine: class 1 (one): top-left corner" in out and "permutation test q = " in out
+    assert "finding: mine: class 1 (one): top-left corner" in out and "FDR-adjusted q = " in out

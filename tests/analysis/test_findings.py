@@ -107,14 +107,19 @@ def test_clusterings_and_epochs_merge_into_one_finding_with_a_stable_id():
     absolute, inputs = _category(planted=30)
     whole = (np.arange(100) < 30).astype(np.int64)
     split = np.where(np.arange(100) < 15, 1, np.where(np.arange(100) < 30, 2, 0))  # the group split in two
-    labelings = {"kmeans_2": whole, "kmeans_3": split, "agglomerative": whole}
+    labelings = {"kmeans_2": whole, "kmeans_3": split, "agglomerative": 1 - whole}  # same group, another id
     categories = {"class_0": _input(absolute, inputs, labelings)}
     step = F.Findings()
     first = step.detect(0, categories, _regions()).findings
     assert len(first) == 1
     assert first[0].finding_id == "class_0/top-left-corner@0"
     assert first[0].member_ids.tolist() == list(range(100, 130))
-    assert {c.split("/")[1] for c in first[0].clusters} == {"kmeans_2", "kmeans_3", "agglomerative"}
+    assert first[0].clusters == [
+        "class_0/agglomerative/0",
+        "class_0/kmeans_2/1",
+        "class_0/kmeans_3/1",
+        "class_0/kmeans_3/2",
+    ]
     # the next epoch: a different clustering finds most of the same samples; same id, first epoch kept
     absolute2, inputs2 = _category(planted=30, seed=1)
     nearly = (np.arange(100) < 27).astype(np.int64)
@@ -201,3 +206,13 @@ def test_findings_table_round_trips():
     )
     assert back[0].summary() == findings[0].summary() and back[0].reason == findings[0].reason
     assert table.column(F.STRENGTH)[0].as_py() == pytest.approx(findings[0].strength)
+
+
+def test_alpha_and_min_size_are_options_of_the_config_and_enter_the_cache_key():
+    from lrp_lightning.analysis import SpRAy
+
+    spray = SpRAy.from_config({"findings": {"alpha": 0.01, "min_size": 8}})
+    assert (spray.findings.alpha, spray.findings.min_size) == (0.01, 8)
+    assert spray.get_config() != SpRAy().get_config()
+    with pytest.raises(ValueError, match="alpha"):
+        SpRAy.from_config({"findings": {"alpha": 2.0}})

@@ -249,3 +249,28 @@ def test_analysis_imports_neither_torch_nor_corelay(tmp_path):
 def test_package_is_listed_for_regular_installs():
     text = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
     assert '"lrp_lightning.analysis"' in text
+
+
+def test_clusters_below_the_minimum_size_are_not_flagged(tmp_path):
+    store = make_run(tmp_path / "run", epochs=(0,), artifact=3)  # 3 class-1 samples carry the artifact
+    ids, maps = store.heatmaps(0)
+    alone = fast_spray().fit(maps[(ids >= 60) & (ids < 120)])
+    assert any(s.size == 3 for _, s in alone.flagged())  # the indicators alone flag the 3 samples
+    outcome = analyze_epoch(store, 0, fast_spray())
+    assert outcome.flags == [] and outcome.findings == []
+    clusters = load_analysis(store, 0)[S.CLUSTERS_TABLE]
+    assert not any(clusters.column(S.FLAGGED).to_pylist())
+    assert load_analysis(store, 0)["findings"].num_rows == 0
+
+
+def test_load_findings_gives_the_lineage_of_each_finding_over_epochs(tmp_path):
+    from lrp_lightning.analysis import load_findings
+
+    store = make_run(tmp_path / "run", epochs=(0, 1, 2), artifact=15)
+    analyze_run(store, fast_spray(), log_scalars=False)
+    table = load_findings(store)
+    rows = table.to_pylist()
+    assert [r["epoch"] for r in rows] == [0, 1, 2]
+    assert {r["finding_id"] for r in rows} == {"class_1/top-left-corner@0"}
+    assert [r["epochs_seen"] for r in rows] == [[0], [0, 1], [0, 1, 2]]
+    assert all(r["first_epoch"] == 0 and r["n_members"] == 15 and r["kind"] == "artifact" for r in rows)

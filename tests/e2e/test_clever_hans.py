@@ -67,7 +67,7 @@ def test_clever_hans_demo_finds_the_watermark(tmp_path, capsys):
     assert result["found"], printed
     assert result["recall"] >= demo.MIN_RECALL and result["purity"] >= demo.MIN_PURITY, printed
     assert result["first_epoch"] is not None and result["first_epoch"] in result["epochs"]
-    assert "FOUND the Clever-Hans cluster of class 3" in printed
+    assert "FOUND the Clever-Hans shortcut of class 3: class 3: top-left corner" in printed
     assert f"tensorboard --logdir {out}" in printed
 
     # check the claim against the store itself, not the script's arithmetic
@@ -83,6 +83,13 @@ def test_clever_hans_demo_finds_the_watermark(tmp_path, capsys):
         for _, _, _, members in _flagged_members(run_dir, last)
     )
     assert best[0] >= 0.9 and best[1] >= 0.9, best
+    # the flags of every clustering, category and epoch are one finding, stored in the findings table
+    findings = load_analysis(S.RunStore(run_dir), last)["findings"].to_pylist()
+    assert len(findings) == 1, findings
+    members = set(findings[0]["member_ids"])
+    assert len(members & watermarked) >= 0.9 * len(watermarked) and len(members & watermarked) >= 0.9 * len(members)
+    assert findings[0]["category"] == "class_3" and findings[0]["region"] == "top-left corner"
+    assert findings[0]["first_epoch"] == result["epochs"][0] == result["first_epoch"]
 
     # the run is one TensorBoard's LRP tab lists, and lrp-analyze re-reads it (cached: same config)
     assert S.find_runs(out) == [run_dir]
@@ -101,7 +108,9 @@ def test_clever_hans_demo_finds_the_watermark(tmp_path, capsys):
         env=env,
     )
     assert analyzed.returncode == 0, analyzed.stdout + analyzed.stderr
-    assert "flagged" in analyzed.stdout
+    name = run_dir.relative_to(out).as_posix()
+    lines = [line for line in analyzed.stdout.splitlines() if line.startswith("lrp-analyze:")]
+    assert lines == [f"lrp-analyze: finding: {name}: class 3: top-left corner, {len(members)} samples, since epoch 0"]
 
 
 @pytest.mark.slow  # the demo trains and analyses in full
