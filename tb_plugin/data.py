@@ -1060,9 +1060,7 @@ class PluginData:
         return {"run": run, "category": category, "clustering": clustering, "epochs": epochs, "missing": missing}
 
     # ------------------------------------------------------------------------------ findings
-    # The findings table's contract (name, columns) lives in lrp_lightning.analysis.findings until it
-    # moves into lrp_lightning.store; it is read here only, and imported on first use because the
-    # analysis package is heavy (SciPy, scikit-learn) and most requests never need it.
+    # The findings table's name and columns are the store contract's (lrp_lightning.store.FINDINGS_SCHEMA).
 
     def _epoch_findings(self, run: str, store: RunStore, info: EpochInfo) -> list[dict[str, Any]] | None:
         """The rows of an epoch's ``findings`` table as dicts, or None when the epoch has no current one.
@@ -1070,8 +1068,6 @@ class PluginData:
         None means "no analysis" or "an analysis that predates findings" (no such table for this
         configuration); an epoch whose table exists but cannot be read raises :class:`NotFound`.
         """
-        from lrp_lightning.analysis import findings as contract
-
         try:
             analysis = self._analysis(run, store, info)
         except NotFound:
@@ -1079,12 +1075,14 @@ class PluginData:
 
         def make() -> _Rows:
             try:
-                table = store.read_analysis_table(info.epoch, contract.FINDINGS_TABLE, config_hash=analysis.config_hash)
+                table = store.read_analysis_table(
+                    info.epoch, lrp_store.FINDINGS_TABLE, config_hash=analysis.config_hash
+                )
             except lrp_store.AnalysisNotFoundError:
                 return _Rows(None)
             except (StoreError, OSError, pa.ArrowException) as exc:
                 raise self._unreadable(f"the findings of epoch {info.epoch} of run {run!r}", exc) from exc
-            missing = [name for name in _required_finding_columns(contract) if name not in table.column_names]
+            missing = [name for name in _REQUIRED_FINDING_COLUMNS if name not in table.column_names]
             if missing:
                 raise NotFound(
                     f"the findings table of epoch {info.epoch} of run {run!r} lacks columns {missing}; "
@@ -1144,8 +1142,6 @@ class PluginData:
 
     def finding_prototype_png(self, run: str, finding_id: str, epoch: int, cmap: str) -> bytes:
         """Mean relevance map of a finding's members in one epoch (each map L1-normalised), colour-mapped."""
-        from lrp_lightning.analysis import findings as contract
-
         if cmap not in lrp_image.COLOR_MAPS:
             raise BadArgument(f"unknown colour map {cmap!r}; known: {sorted(lrp_image.COLOR_MAPS)}")
         store = self._store(run)
@@ -1153,11 +1149,11 @@ class PluginData:
         rows = self._epoch_findings(run, store, info)
         if rows is None:
             raise NotFound(f"epoch {epoch} of run {run!r} has no findings table; run `lrp-analyze` on the run")
-        row = next((r for r in rows if r[contract.FINDING_ID] == finding_id), None)
+        row = next((r for r in rows if r[lrp_store.FINDING_ID] == finding_id), None)
         if row is None:
-            known = [r[contract.FINDING_ID] for r in rows]
+            known = [r[lrp_store.FINDING_ID] for r in rows]
             raise NotFound(f"no finding {finding_id!r} in epoch {epoch} of run {run!r}; its findings: {known[:20]}")
-        members = [int(i) for i in row[contract.MEMBER_IDS]]
+        members = [int(i) for i in row[lrp_store.MEMBER_IDS]]
         if not members:
             raise NotFound(f"finding {finding_id!r} has no members in epoch {epoch} of run {run!r}")
 
@@ -1185,10 +1181,17 @@ class _Rows:
         return 256 * (len(self.rows) if self.rows else 1)
 
 
-def _required_finding_columns(contract: Any) -> tuple[str, ...]:
-    """Columns of the findings table that the plugin cannot do without (the others may be absent)."""
-    c = contract
-    return (c.FINDING_ID, c.CATEGORY, c.KIND, c.REGION, c.FIRST_EPOCH, c.EPOCHS_SEEN, c.MEMBER_IDS, c.REASON)
+_REQUIRED_FINDING_COLUMNS = (
+    lrp_store.FINDING_ID,
+    lrp_store.CATEGORY,
+    lrp_store.FINDING_KIND,
+    lrp_store.FINDING_REGION,
+    lrp_store.FIRST_EPOCH,
+    lrp_store.EPOCHS_SEEN,
+    lrp_store.MEMBER_IDS,
+    lrp_store.FINDING_REASON,
+)
+"""Columns of the findings table that the plugin cannot do without (the others may be absent)."""
 
 
 def findings_json(
@@ -1220,51 +1223,49 @@ def findings_json(
         ``history``: one ``{epoch, n_members, strength, share, rest_share, q_value}`` per epoch the
         finding has a row in. Ordered: seen most recently first, then by q value, then by strength.
     """
-    from lrp_lightning.analysis import findings as c
-
     history: dict[str, list[dict[str, Any]]] = {}
     last: dict[str, tuple[int, Mapping[str, Any]]] = {}
     for epoch, rows in per_epoch:
         for row in rows:
-            finding_id = row[c.FINDING_ID]
+            finding_id = row[lrp_store.FINDING_ID]
             history.setdefault(finding_id, []).append(
                 {
                     "epoch": epoch,
-                    "n_members": len(row[c.MEMBER_IDS]),
-                    "strength": _finite_or_none(row.get(c.STRENGTH)),
-                    "share": _finite_or_none(row.get(c.SHARE)),
-                    "rest_share": _finite_or_none(row.get(c.REST_SHARE)),
-                    "q_value": _finite_or_none(row.get(c.Q_VALUE)),
+                    "n_members": len(row[lrp_store.MEMBER_IDS]),
+                    "strength": _finite_or_none(row.get(lrp_store.FINDING_STRENGTH)),
+                    "share": _finite_or_none(row.get(lrp_store.FINDING_SHARE)),
+                    "rest_share": _finite_or_none(row.get(lrp_store.REST_SHARE)),
+                    "q_value": _finite_or_none(row.get(lrp_store.Q_VALUE)),
                 }
             )
             last[finding_id] = (epoch, row)
     findings = []
     exact = True
     for finding_id, (epoch, row) in last.items():
-        members = [int(i) for i in row[c.MEMBER_IDS]]
+        members = [int(i) for i in row[lrp_store.MEMBER_IDS]]
         exact = exact and all(abs(i) < _SAFE_INTEGER for i in members)
-        category = row[c.CATEGORY]
+        category = row[lrp_store.CATEGORY]
         findings.append(
             {
                 "finding_id": finding_id,
                 "category": category,
                 "category_name": category_names.get(category, category),
-                "kind": row[c.KIND],
-                "region": row[c.REGION],
-                "region_detail": row.get(c.REGION_DETAIL),
-                "first_epoch": int(row[c.FIRST_EPOCH]),
+                "kind": row[lrp_store.FINDING_KIND],
+                "region": row[lrp_store.FINDING_REGION],
+                "region_detail": row.get(lrp_store.FINDING_REGION_DETAIL),
+                "first_epoch": int(row[lrp_store.FIRST_EPOCH]),
                 "last_epoch": epoch,
-                "epochs_seen": [int(e) for e in row[c.EPOCHS_SEEN]],
+                "epochs_seen": [int(e) for e in row[lrp_store.EPOCHS_SEEN]],
                 "n_members": len(members),
                 "member_ids": members,
-                "strength": _finite_or_none(row.get(c.STRENGTH)),
-                "share": _finite_or_none(row.get(c.SHARE)),
-                "rest_share": _finite_or_none(row.get(c.REST_SHARE)),
-                "input_spread": _finite_or_none(row.get(c.INPUT_SPREAD)),
-                "p_value": _finite_or_none(row.get(c.P_VALUE)),
-                "q_value": _finite_or_none(row.get(c.Q_VALUE)),
-                "clusters": list(row.get(c.CLUSTERS) or []),
-                "reason": row[c.REASON],
+                "strength": _finite_or_none(row.get(lrp_store.FINDING_STRENGTH)),
+                "share": _finite_or_none(row.get(lrp_store.FINDING_SHARE)),
+                "rest_share": _finite_or_none(row.get(lrp_store.REST_SHARE)),
+                "input_spread": _finite_or_none(row.get(lrp_store.INPUT_SPREAD)),
+                "p_value": _finite_or_none(row.get(lrp_store.P_VALUE)),
+                "q_value": _finite_or_none(row.get(lrp_store.Q_VALUE)),
+                "clusters": list(row.get(lrp_store.FINDING_CLUSTERS) or []),
+                "reason": row[lrp_store.FINDING_REASON],
                 "history": history[finding_id],
             }
         )

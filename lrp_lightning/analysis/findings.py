@@ -73,6 +73,7 @@ import numpy as np
 import pyarrow as pa
 from scipy.stats import norm
 
+from .. import store as S
 from .base import Step, check_float, check_int
 from .indicators import regions
 
@@ -91,68 +92,29 @@ __all__ = [
     "region_set",
 ]
 
-# --------------------------------------------------------------------------------------------------
-# --- findings table: schema and column names ---
-# TO MOVE INTO THE STORE CONTRACT (lrp_lightning.store) AT MERGE. Written per epoch with
-# RunStore.write_analysis_table(epoch, FINDINGS_TABLE, ...) under the epoch's analysis key; one row per
-# finding seen in that epoch. The run's findings with their lineage are the union over the epochs'
-# tables (the folder epoch=NNNNNN gives the epoch; finding_id links the rows of one finding).
-# --------------------------------------------------------------------------------------------------
-
-FINDINGS_TABLE = "findings"
-FINDING_ID = "finding_id"
-CATEGORY = "category"  # same name and meaning as lrp_lightning.store.CATEGORY
-KIND = "kind"
-REGION = "region"
-REGION_DETAIL = "region_detail"
-REGION_CELLS = "region_cells"
-FIRST_EPOCH = "first_epoch"
-EPOCHS_SEEN = "epochs_seen"
-MEMBER_IDS = "member_ids"
-N_MEMBERS = "n_members"
-SHARE = "share"
-REST_SHARE = "rest_share"
-STRENGTH = "strength"
-INPUT_SPREAD = "input_spread"
-P_VALUE = "p_value"
-Q_VALUE = "q_value"
-CLUSTERS = "clusters"
-REASON = "reason"
-
-KIND_ARTIFACT = "artifact"
-KIND_FEATURE = "feature concentration"
-
-FINDINGS_SCHEMA = pa.schema(
-    [
-        pa.field(FINDING_ID, pa.string(), nullable=False),
-        pa.field(CATEGORY, pa.string(), nullable=False),
-        pa.field(KIND, pa.string(), nullable=False),
-        pa.field(REGION, pa.string(), nullable=False),
-        pa.field(REGION_DETAIL, pa.string()),
-        pa.field(REGION_CELLS, pa.list_(pa.int32()), nullable=False),
-        pa.field(FIRST_EPOCH, pa.int64(), nullable=False),
-        pa.field(EPOCHS_SEEN, pa.list_(pa.int64()), nullable=False),
-        pa.field(MEMBER_IDS, pa.list_(pa.int64()), nullable=False),
-        pa.field(N_MEMBERS, pa.int64(), nullable=False),
-        pa.field(SHARE, pa.float64(), nullable=False),
-        pa.field(REST_SHARE, pa.float64(), nullable=False),
-        pa.field(STRENGTH, pa.float64(), nullable=False),
-        pa.field(INPUT_SPREAD, pa.float64()),
-        pa.field(P_VALUE, pa.float64(), nullable=False),
-        pa.field(Q_VALUE, pa.float64(), nullable=False),
-        pa.field(CLUSTERS, pa.list_(pa.string()), nullable=False),
-        pa.field(REASON, pa.string(), nullable=False),
-    ]
-)
-"""Columns of the ``findings`` analysis table.
-
-``region_cells``: flat indices of the region's cells on the analysis grid (row-major);
-``epochs_seen``: the epochs up to this one in which the finding was seen; ``share`` and ``rest_share``:
-the members' and the rest of the category's share of absolute relevance in the region;
-``strength``: ``share - rest_share``; ``input_spread``: evidence (b), null without stored inputs;
-``p_value``/``q_value``: permutation p value and its Benjamini-Hochberg adjustment; ``clusters``:
-the merged clusters as ``"<category>/<clustering>/<cluster>"``.
-"""
+# The findings table's schema and column names are the store contract's (lrp_lightning.store).
+FINDINGS_TABLE = S.FINDINGS_TABLE
+FINDING_ID = S.FINDING_ID
+CATEGORY = S.CATEGORY
+KIND = S.FINDING_KIND
+REGION = S.FINDING_REGION
+REGION_DETAIL = S.FINDING_REGION_DETAIL
+REGION_CELLS = S.FINDING_REGION_CELLS
+FIRST_EPOCH = S.FIRST_EPOCH
+EPOCHS_SEEN = S.EPOCHS_SEEN
+MEMBER_IDS = S.MEMBER_IDS
+N_MEMBERS = S.N_MEMBERS
+SHARE = S.FINDING_SHARE
+REST_SHARE = S.REST_SHARE
+STRENGTH = S.FINDING_STRENGTH
+INPUT_SPREAD = S.INPUT_SPREAD
+P_VALUE = S.P_VALUE
+Q_VALUE = S.Q_VALUE
+CLUSTERS = S.FINDING_CLUSTERS
+REASON = S.FINDING_REASON
+KIND_ARTIFACT = S.FINDING_KIND_ARTIFACT
+KIND_FEATURE = S.FINDING_KIND_FEATURE
+FINDINGS_SCHEMA = S.FINDINGS_SCHEMA
 
 MODALITIES = ("image", "signal", "tabular")
 

@@ -9,9 +9,9 @@ An epoch's analysis is cached on disk under one key, the config hash of its tabl
 * the versions of lrp-lightning, NumPy, SciPy, scikit-learn, umap-learn and pynndescent.
 
 :func:`analyze_epoch` recomputes when any of these differ from the tables on disk, and otherwise
-returns at once. The tables (points, clusters, lineage, spectrum; :data:`~lrp_lightning.store.ANALYSIS_TABLES`)
-are each written atomically; they count as one analysis only when all carry the same key, so a crash
-between two writes leaves an analysis that is seen as stale, never a mix.
+returns at once. The tables (findings, points, clusters, lineage, spectrum;
+:data:`~lrp_lightning.store.ANALYSIS_TABLES`) are each written atomically; they count as one analysis
+only when all carry the same key, so a crash between two writes leaves an analysis that is seen as stale, never a mix.
 
 Findings (:mod:`~lrp_lightning.analysis.findings`) are made over all categories of an epoch after
 SpRAy: flagged clusters are tested (permutation test, Benjamini-Hochberg), merged into findings and
@@ -135,8 +135,7 @@ def _previous_epoch(store: S.RunStore, epoch: int) -> S.EpochInfo | None:
 
 
 # the findings table is written first, so a crash before the others leaves a stale analysis
-# (TO MOVE into lrp_lightning.store.ANALYSIS_TABLES at merge, with FINDINGS_TABLE and its schema)
-TABLES: tuple[str, ...] = (F.FINDINGS_TABLE, *S.ANALYSIS_TABLES)
+TABLES: tuple[str, ...] = S.ANALYSIS_TABLES
 
 
 def current_analysis_key(store: S.RunStore, epoch: int) -> str | None:

@@ -81,7 +81,22 @@ __all__ = [
     "EMBEDDING_COLUMN_PREFIX",
     "EPOCH",
     "EPOCHS_KEY",
+    "EPOCHS_SEEN",
     "EVENT",
+    "FINDINGS_SCHEMA",
+    "FINDINGS_TABLE",
+    "FINDING_CLUSTERS",
+    "FINDING_ID",
+    "FINDING_KIND",
+    "FINDING_KIND_ARTIFACT",
+    "FINDING_KIND_FEATURE",
+    "FINDING_REASON",
+    "FINDING_REGION",
+    "FINDING_REGION_CELLS",
+    "FINDING_REGION_DETAIL",
+    "FINDING_SHARE",
+    "FINDING_STRENGTH",
+    "FIRST_EPOCH",
     "FLAGGED",
     "FLAG_REASON",
     "FLAG_REGION",
@@ -90,6 +105,7 @@ __all__ = [
     "GLOBAL_STEP",
     "HEATMAPS_IMAGE_TAG",
     "HEATMAP_SHAPE_KEY",
+    "INPUT_SPREAD",
     "LABEL",
     "LIBRARY_VERSION_KEY",
     "LINEAGE_EVENTS",
@@ -100,6 +116,7 @@ __all__ = [
     "MATCH_JACCARD",
     "MAX_ROW_GROUP_ROWS",
     "MEAN_STABILITY_TAG",
+    "MEMBER_IDS",
     "MESSAGE",
     "META_ANALYSIS_CONFIG",
     "META_CONFIG_HASH",
@@ -108,6 +125,7 @@ __all__ = [
     "META_HEATMAP_SHAPE",
     "META_SOURCE_COMMIT",
     "METRIC_PREFIX",
+    "N_MEMBERS",
     "N_NEIGHBORS",
     "N_SAMPLES",
     "PART_HASHES_KEY",
@@ -125,11 +143,14 @@ __all__ = [
     "PROBE_SCHEMA",
     "PROTOTYPE",
     "PURITY",
+    "P_VALUE",
+    "Q_VALUE",
     "RELEVANCE",
     "RELEVANCE_ABS_MEAN_TAG",
     "RELEVANCE_SUM",
     "RELEVANCE_SUM_MEAN_TAG",
     "REPLACED_PREFIX",
+    "REST_SHARE",
     "ROW_GROUP_BYTES",
     "RUN_INFO_KEYS",
     "RUN_METADATA_KEYS",
@@ -402,8 +423,9 @@ POINTS_TABLE = "points"
 CLUSTERS_TABLE = "clusters"
 SPECTRUM_TABLE = "spectrum"
 LINEAGE_TABLE = "lineage"
-ANALYSIS_TABLES: tuple[str, ...] = (POINTS_TABLE, CLUSTERS_TABLE, LINEAGE_TABLE, SPECTRUM_TABLE)
-"""Tables of one analysis of an epoch, in writing order (``spectrum`` last)."""
+FINDINGS_TABLE = "findings"
+ANALYSIS_TABLES: tuple[str, ...] = (FINDINGS_TABLE, POINTS_TABLE, CLUSTERS_TABLE, LINEAGE_TABLE, SPECTRUM_TABLE)
+"""Tables of one analysis of an epoch, in writing order (``findings`` first, ``spectrum`` last)."""
 
 CATEGORY = "category"
 """Which samples were analysed together: ``"all"`` or ``"class_<index>"`` (see :func:`class_category`)."""
@@ -547,3 +569,63 @@ SPECTRUM_SCHEMA = pa.schema(
 """``spectrum``: one row per category. ``status`` is ``"ok"`` or ``"skipped"`` (``message`` says why, e.g.
 a class with too few samples); ``eigenvalues`` are the smallest eigenvalues of the normalised
 Laplacian, ascending; ``eigengap_k`` the number of clusters the largest eigengap suggests."""
+
+
+# --------------------------------------------------------------------------------------------------
+# The findings table: one row per finding seen in an epoch (lrp_lightning.analysis.findings writes it
+# under the epoch's analysis key, first of the analysis tables). A run's findings with their lineage are
+# the union over its epochs' tables; finding_id links the rows of one finding.
+# --------------------------------------------------------------------------------------------------
+
+FINDING_ID = "finding_id"
+FINDING_KIND = "kind"
+FINDING_REGION = "region"
+FINDING_REGION_DETAIL = "region_detail"
+FINDING_REGION_CELLS = "region_cells"
+FIRST_EPOCH = "first_epoch"
+EPOCHS_SEEN = "epochs_seen"
+MEMBER_IDS = "member_ids"
+N_MEMBERS = "n_members"
+FINDING_SHARE = "share"
+REST_SHARE = "rest_share"
+FINDING_STRENGTH = "strength"
+INPUT_SPREAD = "input_spread"
+P_VALUE = "p_value"
+Q_VALUE = "q_value"
+FINDING_CLUSTERS = "clusters"
+FINDING_REASON = "reason"
+
+FINDING_KIND_ARTIFACT = "artifact"
+FINDING_KIND_FEATURE = "feature concentration"
+
+FINDINGS_SCHEMA = pa.schema(
+    [
+        pa.field(FINDING_ID, pa.string(), nullable=False),
+        pa.field(CATEGORY, pa.string(), nullable=False),
+        pa.field(FINDING_KIND, pa.string(), nullable=False),
+        pa.field(FINDING_REGION, pa.string(), nullable=False),
+        pa.field(FINDING_REGION_DETAIL, pa.string()),
+        pa.field(FINDING_REGION_CELLS, pa.list_(pa.int32()), nullable=False),
+        pa.field(FIRST_EPOCH, pa.int64(), nullable=False),
+        pa.field(EPOCHS_SEEN, pa.list_(pa.int64()), nullable=False),
+        pa.field(MEMBER_IDS, pa.list_(pa.int64()), nullable=False),
+        pa.field(N_MEMBERS, pa.int64(), nullable=False),
+        pa.field(FINDING_SHARE, pa.float64(), nullable=False),
+        pa.field(REST_SHARE, pa.float64(), nullable=False),
+        pa.field(FINDING_STRENGTH, pa.float64(), nullable=False),
+        pa.field(INPUT_SPREAD, pa.float64()),
+        pa.field(P_VALUE, pa.float64(), nullable=False),
+        pa.field(Q_VALUE, pa.float64(), nullable=False),
+        pa.field(FINDING_CLUSTERS, pa.list_(pa.string()), nullable=False),
+        pa.field(FINDING_REASON, pa.string(), nullable=False),
+    ]
+)
+"""Columns of the ``findings`` analysis table.
+
+``region_cells``: flat indices of the region's cells on the analysis grid (row-major);
+``epochs_seen``: the epochs up to this one in which the finding was seen; ``share`` and ``rest_share``:
+the members' and the rest of the category's share of absolute relevance in the region;
+``strength``: ``share - rest_share``; ``input_spread``: evidence (b), null without stored inputs;
+``p_value``/``q_value``: permutation p value and its Benjamini-Hochberg adjustment; ``clusters``:
+the merged clusters as ``"<category>/<clustering>/<cluster>"``.
+"""
