@@ -99,7 +99,7 @@ def test_scalar_tags_and_metric_names():
 
 
 def test_hidden_directory_names_parse_back():
-    assert contract.staging_dirname(3, 70) == ".staging-epoch=000003-step=70"
+    assert contract.staging_dirname(3, 70) == ".staging-epoch_000003-step_70"
     assert contract.parse_epoch_dirname(contract.epoch_dirname(12)) == 12
     assert contract.parse_epoch_dirname(contract.staging_dirname(12, 1)) is None
     assert contract.parse_replaced_dirname(contract.replaced_dirname(4, "ab12")) == (4, "ab12")
