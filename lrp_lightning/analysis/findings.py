@@ -82,7 +82,7 @@ __all__ = [
 # TO MOVE INTO THE STORE CONTRACT (lrp_lightning.store) AT MERGE. Written per epoch with
 # RunStore.write_analysis_table(epoch, FINDINGS_TABLE, ...) under the epoch's analysis key; one row per
 # finding seen in that epoch. The run's findings with their lineage are the union over the epochs'
-# tables (the folder epoch=NNNNNN gives the epoch; finding_id links the rows of one finding).
+# tables (their epoch column gives the epoch; finding_id links the rows of one finding).
 # --------------------------------------------------------------------------------------------------
 
 FINDINGS_TABLE = "findings"
