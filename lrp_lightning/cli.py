@@ -126,6 +126,9 @@ def _analyze_one(run: str, settings: dict[str, Any], queue: Any = None) -> _RunR
         if settings.get("embeddings"):
             spray = spray.set_params(embeddings=spray.embeddings.set_params(scope=settings["embeddings"]))
         store = RunStore(run)
+        old_format = store.format_version
+        if store.migrate():  # a store of an older layout (format 1.x: epoch=NNNNNN folders), in place
+            report.messages.append(f"migrated the store from format {old_format} to {store.format_version}")
     except (StoreError, OSError, ValueError) as exc:
         report.failures.append((run, str(exc)))
         if queue is not None:

@@ -29,7 +29,6 @@ import gzip
 import io
 import json
 import math
-import os
 import struct
 import threading
 from collections import OrderedDict
@@ -712,18 +711,14 @@ class PluginData:
 
         ``(None, None)``: no (current) analysis; ``(None, message)``: the spectrum cannot be read.
         """
-        directory = store.analysis_dir(info.epoch)
         try:
             entries = tuple(
-                sorted(
-                    (entry.name, entry.stat().st_ino, entry.stat().st_mtime_ns, entry.stat().st_size)
-                    for entry in os.scandir(directory)
-                    if entry.name.endswith(".parquet") and not entry.name.startswith(".")
-                )
+                (name, stat.st_ino, stat.st_mtime_ns, stat.st_size)
+                for name, stat in ((name, path.stat()) for name, path in store.analysis_files(info.epoch).items())
             )
         except OSError:
             return None, None
-        if f"{SPECTRUM_TABLE}.parquet" not in (entry[0] for entry in entries):
+        if SPECTRUM_TABLE not in (entry[0] for entry in entries):
             return None, None
 
         def make() -> tuple[str | None, str | None]:

@@ -12,13 +12,27 @@ A run is the logger's ``log_dir``; everything of ours lives below ``<run>/plugin
 
     manifest.json                          format version, run metadata, the list of complete epochs
     probe.parquet                          one row per probe sample (PROBE_SCHEMA)
-    attributions/epoch=000003/part-00000.parquet    one row per (sample, epoch) (ATTRIBUTION_SCHEMA),
-    attributions/epoch=000003/part-00001.parquet    one part per rank, zstd
-    attributions/epoch=000003/_commit.json          identity of this version of the epoch
-    analysis/epoch=000003/<name>.parquet   analysis tables, tagged with the config hash that made them
+    attributions/epoch_000003/part-00000.parquet    one row per (sample, epoch) (ATTRIBUTION_SCHEMA),
+    attributions/epoch_000003/part-00001.parquet    one part per rank, zstd
+    attributions/epoch_000003/_commit.json          identity of this version of the epoch
+    analysis/<name>/epoch_000003.parquet   analysis table <name> of epoch 3 (e.g. points, clusters),
+                                           tagged with the config hash that made it
 
 Names starting with ``.`` (staging directories, moved-aside versions, temp files) are never part of
 a committed state; readers ignore them (see :mod:`lrp_lightning.store.epochs`).
+
+Interoperability: the store is plain Parquet that other tools read directly. No folder is named
+``key=value``, so no reader infers a (string or dictionary) partition column; the epoch comes from the
+``int32`` ``epoch`` column that every attribution part and every analysis table holds, and the folder
+or file name (``epoch_000003``) always agrees with it (readers check). Hence, with an integer epoch::
+
+    pandas.read_parquet("<run>/plugins/lrp/attributions")          # and ".../analysis/points"
+    pyarrow.dataset.dataset("<run>/plugins/lrp/attributions")
+    duckdb.read_parquet("<run>/plugins/lrp/attributions/epoch_*/*.parquet")
+    polars.read_parquet("<run>/plugins/lrp/attributions/epoch_*/*.parquet")   # or ".../analysis/points"
+
+The ``epoch_*`` glob leaves out the hidden directories of an epoch being written (DuckDB and Polars do
+not skip hidden names) and ``_commit.json`` (Polars refuses a folder of mixed file types).
 
 Relevance maps are stored channel-summed as float16 (little-endian, row-major), one ``binary`` value
 of ``H * W * 2`` bytes per row; ``heatmap_shape`` in the manifest gives ``(H, W)``.
@@ -26,9 +40,16 @@ of ``H * W * 2`` bytes per row; ``heatmap_shape`` in the manifest gives ``(H, W)
 Versioning
 ----------
 ``format_version`` is ``"major.minor"``. Minor versions only add (columns, manifest keys); a reader
-reads every minor version of its major version. A different major version is refused with
-:class:`~lrp_lightning.store.UnsupportedFormatError`. Writing into a store of a newer minor version is
-refused, since it could drop what the newer version added.
+reads every minor version of its major version. Another major version changes the layout: a newer
+one is refused with :class:`~lrp_lightning.store.UnsupportedFormatError`; an older one this library
+still reads (:data:`READABLE_MAJOR_VERSIONS`) but writes only after migrating the store in place
+(:meth:`RunStore.migrate <lrp_lightning.store.RunStore.migrate>`, which ``lrp-analyze`` and resuming a
+run do; the protocol is in :mod:`lrp_lightning.store.epochs`). Writing into a store of a newer minor
+version is refused, since it could drop what the newer version added.
+
+Format 1.x named folders hive-style, ``attributions/epoch=000003/`` and ``analysis/epoch=000003/<name>.parquet``
+(:func:`legacy_epoch_dirname`); 2.0 renamed them so that Parquet readers do not infer a string or
+dictionary ``epoch`` partition that clashes with the integer column.
 
 Scalars
 -------
@@ -145,6 +166,7 @@ __all__ = [
     "PURITY",
     "P_VALUE",
     "Q_VALUE",
+    "READABLE_MAJOR_VERSIONS",
     "RELEVANCE",
     "RELEVANCE_ABS_MEAN_TAG",
     "RELEVANCE_SUM",
@@ -171,14 +193,19 @@ __all__ = [
     "THUMBNAIL",
     "TRACK",
     "TYPICAL",
+    "analysis_filename",
     "category_tag",
     "class_category",
     "cluster_column",
     "embedding_columns",
     "epoch_dirname",
+    "legacy_epoch_dirname",
+    "legacy_replaced_dirname",
     "metric_column",
     "metric_tag",
+    "parse_analysis_filename",
     "parse_epoch_dirname",
+    "parse_legacy_epoch_dirname",
     "parse_replaced_dirname",
     "part_filename",
     "replaced_dirname",
@@ -189,9 +216,13 @@ __all__ = [
 # Paths and file names
 # --------------------------------------------------------------------------------------------------
 
-FORMAT_VERSION = "1.1"
+FORMAT_VERSION = "2.0"
 """Store format written by this library, ``"major.minor"``. 1.1 added each part's size and hash to the
-manifest's epoch entries (:data:`PART_SIZES_KEY`, :data:`PART_HASHES_KEY`) and Parquet page checksums."""
+manifest's epoch entries (:data:`PART_SIZES_KEY`, :data:`PART_HASHES_KEY`) and Parquet page checksums.
+2.0 renamed the epoch folders from ``epoch=000003`` to ``epoch_000003``, moved analysis tables to
+``analysis/<name>/epoch_000003.parquet`` and gave them an ``epoch`` column (see Interoperability)."""
+READABLE_MAJOR_VERSIONS = (1, 2)
+"""Major format versions this library reads; stores of an older one are migrated before writing."""
 
 STORE_SUBDIR = Path("plugins", "lrp")
 """Where our files live inside a run directory (TensorBoard's convention for plugin files)."""
@@ -213,12 +244,23 @@ STAGING_PREFIX = ".staging-"
 REPLACED_PREFIX = ".replaced-"
 """Start of the hidden directory names of replaced epoch versions (:func:`replaced_dirname`)."""
 
-_EPOCH_DIR_RE = re.compile(r"epoch=(\d+)")
-_REPLACED_RE = re.compile(re.escape(REPLACED_PREFIX) + r"epoch=(\d+)-([0-9A-Za-z]+)")
+_EPOCH_DIR_RE = re.compile(r"epoch_(\d{6,})")
+_LEGACY_EPOCH_DIR_RE = re.compile(r"epoch=(\d+)")
+_REPLACED_RE = re.compile(re.escape(REPLACED_PREFIX) + r"epoch[_=](\d+)-([0-9A-Za-z]+)")
+_ANALYSIS_FILE_RE = re.compile(r"epoch_(\d{6,})\.parquet")
 
 
 def epoch_dirname(epoch: int) -> str:
-    """Return the directory name of an epoch, e.g. ``epoch=000003``."""
+    """Return the directory name of an epoch, e.g. ``epoch_000003``.
+
+    Not ``epoch=000003``: Parquet readers take a ``key=value`` folder for a partition and add a string
+    or dictionary ``epoch`` column that clashes with the integer one in the files.
+    """
+    return f"epoch_{epoch:06d}"
+
+
+def legacy_epoch_dirname(epoch: int) -> str:
+    """Return the directory name of an epoch in format 1.x stores, e.g. ``epoch=000003`` (read and migrated)."""
     return f"epoch={epoch:06d}"
 
 
@@ -227,14 +269,24 @@ def part_filename(rank: int) -> str:
     return f"part-{rank:05d}.parquet"
 
 
+def analysis_filename(epoch: int) -> str:
+    """Return the file name of an epoch's analysis table in ``analysis/<name>/``, e.g. ``epoch_000003.parquet``."""
+    return f"{epoch_dirname(epoch)}.parquet"
+
+
 def staging_dirname(epoch: int, global_step: int) -> str:
     """Return the hidden directory in which the ranks stage an epoch's parts before the commit."""
-    return f"{STAGING_PREFIX}{epoch_dirname(epoch)}-step={global_step}"
+    return f"{STAGING_PREFIX}{epoch_dirname(epoch)}-step_{global_step}"
 
 
 def replaced_dirname(epoch: int, commit: str) -> str:
     """Return the hidden directory that a replaced version of an epoch is moved aside to."""
     return f"{REPLACED_PREFIX}{epoch_dirname(epoch)}-{commit}"
+
+
+def legacy_replaced_dirname(epoch: int, commit: str) -> str:
+    """Return :func:`replaced_dirname` as format 1.x stores name it (read and migrated)."""
+    return f"{REPLACED_PREFIX}{legacy_epoch_dirname(epoch)}-{commit}"
 
 
 def parse_epoch_dirname(name: str) -> int | None:
@@ -243,8 +295,20 @@ def parse_epoch_dirname(name: str) -> int | None:
     return int(match[1]) if match else None
 
 
+def parse_legacy_epoch_dirname(name: str) -> int | None:
+    """Return the epoch of a :func:`legacy_epoch_dirname`, or None for any other name."""
+    match = _LEGACY_EPOCH_DIR_RE.fullmatch(name)
+    return int(match[1]) if match else None
+
+
+def parse_analysis_filename(name: str) -> int | None:
+    """Return the epoch of an :func:`analysis_filename`, or None for any other name."""
+    match = _ANALYSIS_FILE_RE.fullmatch(name)
+    return int(match[1]) if match else None
+
+
 def parse_replaced_dirname(name: str) -> tuple[int, str] | None:
-    """Return ``(epoch, commit)`` of a :func:`replaced_dirname`, or None for any other name."""
+    """Return ``(epoch, commit)`` of a :func:`replaced_dirname` (or its format 1.x name), or None."""
     match = _REPLACED_RE.fullmatch(name)
     return (int(match[1]), match[2]) if match else None
 

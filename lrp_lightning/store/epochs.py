@@ -6,7 +6,7 @@ This module implements the store's crash protocol; :class:`~lrp_lightning.store.
 Writing an epoch (one writer process per rank, rank 0 commits)
 ---------------------------------------------------------------
 1. Every rank calls :meth:`RunStore.write_part`, which writes
-   ``attributions/.staging-epoch=000003-step=<global_step>/part-<rank>.parquet`` through a temp file,
+   ``attributions/.staging-epoch_000003-step_<global_step>/part-<rank>.parquet`` through a temp file,
    ``fsync`` and ``os.replace``. Every rank knows the global step, so they agree on the directory
    without communicating. A rank without samples still writes an (empty) part.
 2. The caller synchronises the ranks (a barrier).
@@ -15,9 +15,9 @@ Writing an epoch (one writer process per rank, rank 0 commits)
    a. checks that parts ``0 .. world_size - 1`` exist and are readable Parquet with compatible
       schemas, removes other files from the staging directory, and counts the unique sample ids;
    b. writes ``_commit.json`` into the staging directory (atomically) with a fresh random commit id;
-   c. if ``epoch=000003/`` exists (a re-run after resuming), renames it to
-      ``.replaced-epoch=000003-<its commit id>/``;
-   d. renames the staging directory to ``epoch=000003/``;
+   c. if ``epoch_000003/`` exists (a re-run after resuming), renames it to
+      ``.replaced-epoch_000003-<its commit id>/``;
+   d. renames the staging directory to ``epoch_000003/``;
    e. rewrites ``manifest.json`` atomically (temp file in the same directory, ``fsync``,
       ``os.replace``, ``fsync`` of the directory) with the epoch's entry, which names the commit id;
    f. deletes the moved-aside previous version and stale staging directories of this epoch.
@@ -25,33 +25,57 @@ Writing an epoch (one writer process per rank, rank 0 commits)
 Why readers never see a partial epoch or a mix
 ----------------------------------------------
 Readers look only at epochs listed in the manifest, and an entry names a commit id. The files of
-commit ``c`` are read from ``epoch=NNNNNN/`` if its ``_commit.json`` says ``c``, otherwise from
-``.replaced-epoch=NNNNNN-c/``. A directory is only ever created complete (by a rename, after its
+commit ``c`` are read from ``epoch_NNNNNN/`` if its ``_commit.json`` says ``c``, otherwise from
+``.replaced-epoch_NNNNNN-c/``. A directory is only ever created complete (by a rename, after its
 parts and marker were written and synced) and is never modified afterwards, only renamed or deleted;
-commit ids are never reused, and a version that left ``epoch=NNNNNN/`` never comes back. Crash
+commit ids are never reused, and a version that left ``epoch_NNNNNN/`` never comes back. Crash
 points:
 
 * during 1-b: only the staging directory is touched; the manifest still lists the previous version
-  (or nothing) in ``epoch=NNNNNN/``. Leftover staging directories and temp files start with ``.``
+  (or nothing) in ``epoch_NNNNNN/``. Leftover staging directories and temp files start with ``.``
   and are ignored by readers (and by ``pyarrow.dataset``); the next commit of that epoch removes
   them. A re-run with the same global step overwrites each rank's part; parts of ranks beyond the
   current ``world_size`` are removed in 3-a.
-* between c and d: ``epoch=NNNNNN/`` is missing, the manifest names the old commit, which is read
-  from ``.replaced-epoch=NNNNNN-<old>/``.
-* between d and e: ``epoch=NNNNNN/`` holds the new version, whose marker does not match the
+* between c and d: ``epoch_NNNNNN/`` is missing, the manifest names the old commit, which is read
+  from ``.replaced-epoch_NNNNNN-<old>/``.
+* between d and e: ``epoch_NNNNNN/`` holds the new version, whose marker does not match the
   manifest, so readers still read the old version from its moved-aside directory.
-* between e and f: the manifest names the new version in ``epoch=NNNNNN/``; the moved-aside
+* between e and f: the manifest names the new version in ``epoch_NNNNNN/``; the moved-aside
   directory is unreferenced garbage, deleted by the next commit of that epoch or by
   :meth:`RunStore.create`.
 
 :meth:`RunStore.create` on an existing store (a resumed run) finishes an interrupted commit: an
-``epoch=NNNNNN/`` directory whose marker differs from the manifest is complete (it was renamed into
+``epoch_NNNNNN/`` directory whose marker differs from the manifest is complete (it was renamed into
 place after step b), so its entry is written to the manifest (roll forward) before unreferenced
 moved-aside directories are deleted.
 
 A reader opens all part files of a version before reading any, and checks the marker again after
 opening them: an open file stays readable after a concurrent rename or delete (POSIX), so a read
 either sees one version completely or retries with a fresh manifest.
+
+Migrating a format 1.x store in place (:meth:`RunStore.migrate`)
+----------------------------------------------------------------
+Format 1.x named the folders hive-style (``epoch=NNNNNN``), which Parquet readers take for a
+partition that clashes with the integer ``epoch`` column. ``lrp-analyze`` and :meth:`RunStore.create`
+(resuming) migrate such a store before writing into it; the manifest's ``format_version`` says
+whether it is done:
+
+1. each ``attributions/epoch=NNNNNN/`` is renamed to ``epoch_NNNNNN/`` and each
+   ``.replaced-epoch=NNNNNN-<commit>/`` to ``.replaced-epoch_NNNNNN-<commit>/`` (one atomic rename per
+   directory; a directory's content, marker included, is never touched);
+2. each analysis table ``analysis/epoch=NNNNNN/<name>.parquet`` is written (temp file, ``fsync``,
+   ``os.replace``) to ``analysis/<name>/epoch_NNNNNN.parquet`` with an ``epoch`` column added and its
+   metadata (config hash, source commit) kept, and only then deleted; an unreadable table is left
+   where it is (derived data: ``lrp-analyze`` recomputes it);
+3. last, ``manifest.json`` is rewritten atomically with format version 2.0 and the new file paths.
+
+Readers look for an epoch's version under both names (new first), so every crash point reads
+consistently: before 3 the manifest names the same commits, found in ``epoch_NNNNNN/`` once renamed
+and in ``epoch=NNNNNN/`` before; a reader racing a rename retries with the manifest like for a
+concurrent commit. A table found at both places (a crash inside 2) is taken from the new place.
+Re-running the migration after a crash finishes it: every step skips what is done. Legacy staging
+directories (``.staging-epoch=...``) are left to the next commit of their epoch, which removes them.
+Migration runs under the same assumption as any write: no other writer is active in the store.
 """
 
 from __future__ import annotations
@@ -86,7 +110,10 @@ from .contract import (
     STAGING_PREFIX,
     STORE_SUBDIR,
     epoch_dirname,
+    legacy_epoch_dirname,
+    legacy_replaced_dirname,
     parse_epoch_dirname,
+    parse_legacy_epoch_dirname,
     parse_replaced_dirname,
     part_filename,
     replaced_dirname,
@@ -222,6 +249,41 @@ def _staging_dir(store_dir: Path, epoch: int, global_step: int) -> Path:
 def _aside_dir(store_dir: Path, epoch: int, commit: str) -> Path:
     """Directory that the version ``commit`` of an epoch is moved aside to while it is replaced."""
     return store_dir / ATTRIBUTIONS_DIR / replaced_dirname(epoch, commit)
+
+
+def _version_dirs(store_dir: Path, epoch: int, commit: str) -> tuple[Path, ...]:
+    """Where the version ``commit`` of an epoch may be, in the order to look: this format's names, then
+    format 1.x's (a store not migrated yet, or being migrated)."""
+    root = store_dir / ATTRIBUTIONS_DIR
+    return (
+        root / epoch_dirname(epoch),
+        root / replaced_dirname(epoch, commit),
+        root / legacy_epoch_dirname(epoch),
+        root / legacy_replaced_dirname(epoch, commit),
+    )
+
+
+def _migrate_attributions(store_dir: Path) -> None:
+    """Step 1 of the migration (module doc): rename format 1.x epoch and moved-aside directories."""
+    root = store_dir / ATTRIBUTIONS_DIR
+    if not root.is_dir():
+        return
+    for child in sorted(root.iterdir()):
+        epoch = parse_legacy_epoch_dirname(child.name)
+        aside = parse_replaced_dirname(child.name)
+        if epoch is not None:
+            target = root / epoch_dirname(epoch)
+        elif aside is not None and child.name == legacy_replaced_dirname(*aside):
+            target = root / replaced_dirname(*aside)
+        else:
+            continue
+        if target.exists():
+            raise StoreError(
+                f"cannot migrate {child}: {target} exists too, so the store was written by two versions of "
+                "lrp-lightning at once. Keep the one the manifest's commit id names (its _commit.json) and "
+                "move the other out of the store, then run the migration again."
+            )
+        fileio.move_dir(child, target)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -400,7 +462,11 @@ def _commit(
 def _remove_leftovers(store_dir: Path, epoch: int) -> None:
     """Delete the staging directories and moved-aside versions of an epoch (step 3-f)."""
     root = store_dir / ATTRIBUTIONS_DIR
-    prefixes = (f"{STAGING_PREFIX}{epoch_dirname(epoch)}-", f"{REPLACED_PREFIX}{epoch_dirname(epoch)}-")
+    prefixes = tuple(
+        f"{prefix}{name}-"
+        for prefix in (STAGING_PREFIX, REPLACED_PREFIX)
+        for name in (epoch_dirname(epoch), legacy_epoch_dirname(epoch))
+    )
     for child in root.iterdir():
         if child.name.startswith(prefixes):
             fileio.remove_tree(child)
@@ -597,7 +663,7 @@ def _open_epoch(
     looked: list[Path] = []
     for attempt in range(_OPEN_RETRIES):
         info = entry(epoch)
-        for directory in (_epoch_dir(store_dir, epoch), _aside_dir(store_dir, epoch, info.commit)):
+        for directory in _version_dirs(store_dir, epoch, info.commit):
             marker = _read_marker(directory)
             if marker is None or marker["commit"] != info.commit:
                 continue
@@ -624,10 +690,10 @@ def _open_epoch(
                 return snapshot
             for part in parts:
                 part.close()
-        looked = [_epoch_dir(store_dir, epoch), _aside_dir(store_dir, epoch, info.commit)]
+        looked = list(_version_dirs(store_dir, epoch, info.commit))
         time.sleep(0.002 * (attempt + 1))  # a commit is replacing the epoch; read the new manifest
     raise StoreError(
         f"epoch {epoch} is listed in {store_dir / MANIFEST_FILE}, but its files were found in "
-        f"neither {looked[0]} nor {looked[1]}; the store was modified outside lrp-lightning. "
+        f"none of {', '.join(str(p) for p in looked)}; the store was modified outside lrp-lightning. "
         "Re-run the attribution of this epoch."
     )

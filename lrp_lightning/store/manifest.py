@@ -21,6 +21,7 @@ from .contract import (
     FORMAT_VERSION_KEY,
     LIBRARY_VERSION_KEY,
     MANIFEST_FILE,
+    READABLE_MAJOR_VERSIONS,
     STORE_SUBDIR,
 )
 from .epochs import _entry_from_json
@@ -52,18 +53,31 @@ _OWN_VERSION = tuple(int(part) for part in FORMAT_VERSION.split("."))
 
 def _check_readable(manifest: Mapping[str, Any], source: Path) -> None:
     major, _ = _parse_version(manifest.get(FORMAT_VERSION_KEY), source)
-    if major != _OWN_VERSION[0]:
+    if major not in READABLE_MAJOR_VERSIONS:
+        readable = ", ".join(f"{m}.x" for m in READABLE_MAJOR_VERSIONS)
         raise UnsupportedFormatError(
             f"{source} uses store format {manifest[FORMAT_VERSION_KEY]} (written by lrp-lightning "
             f"{manifest.get(LIBRARY_VERSION_KEY, 'unknown')}), but this lrp-lightning "
-            f"({_library_version()}) reads format {_OWN_VERSION[0]}.x only (up to {FORMAT_VERSION}). "
+            f"({_library_version()}) reads formats {readable} only (up to {FORMAT_VERSION}). "
             "Upgrade lrp-lightning (pip install --upgrade lrp-lightning) to read this run."
         )
+
+
+def _needs_migration(manifest: Mapping[str, Any], source: Path) -> bool:
+    """Whether the store is of an older major format version (another layout) that must be migrated."""
+    return _parse_version(manifest.get(FORMAT_VERSION_KEY), source)[0] < _OWN_VERSION[0]
 
 
 def _check_writable(manifest: Mapping[str, Any], source: Path) -> None:
     _check_readable(manifest, source)
     version = _parse_version(manifest[FORMAT_VERSION_KEY], source)
+    if version[0] < _OWN_VERSION[0]:
+        raise UnsupportedFormatError(
+            f"{source} uses store format {manifest[FORMAT_VERSION_KEY]}, an older layout that this "
+            f"lrp-lightning ({_library_version()}) reads but does not write. Migrate the store in place "
+            f"to format {FORMAT_VERSION} first: run `lrp-analyze {source.parent.parent.parent}` or call "
+            "RunStore(path).migrate() (resuming the training does it too)."
+        )
     if version > _OWN_VERSION:
         raise UnsupportedFormatError(
             f"{source} uses store format {manifest[FORMAT_VERSION_KEY]}, newer than format "

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import os
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,8 @@ import pyarrow as pa
 
 from . import epochs as _epochs
 from . import fileio
+from . import migration as _migration
 from .contract import (
-    ANALYSIS_DIR,
     EPOCHS_KEY,
     FORMAT_VERSION,
     FORMAT_VERSION_KEY,
@@ -38,7 +37,6 @@ from .contract import (
     RUN_METADATA_KEYS,
     SAMPLE_ID,
     STORE_SUBDIR,
-    epoch_dirname,
     part_filename,
 )
 from .epochs import EpochInfo, _EpochSnapshot, _store_dir_for_create
@@ -56,6 +54,7 @@ from .errors import (
 from .manifest import (
     _check_writable,
     _library_version,
+    _needs_migration,
     _normalise_json,
     _read_manifest,
     _resolve_store_dir,
@@ -72,8 +71,6 @@ from .tables import (
 )
 
 __all__ = ["RunStore"]
-
-_TABLE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 class RunStore:
@@ -180,7 +177,8 @@ class RunStore:
         if manifest_path.exists():  # never written over, even if it is not a regular file
             store = cls(store_dir)
             existing = store._manifest_data()
-            _check_writable(existing, manifest_path)
+            if not _needs_migration(existing, manifest_path):  # an older layout is migrated below
+                _check_writable(existing, manifest_path)
             differences = [key for key in RUN_METADATA_KEYS if existing.get(key) != run[key]]
             if differences:
                 details = "; ".join(f"{key} is {existing.get(key)!r} there but {run[key]!r} now" for key in differences)
@@ -189,6 +187,7 @@ class RunStore:
                     "Existing data is never replaced: write to another directory (e.g. a new logger "
                     "version or another dirpath), or restore the previous settings to resume this run."
                 )
+            store.migrate()
             store._recover()
             return store
         store_dir.mkdir(parents=True, exist_ok=True)
@@ -228,9 +227,13 @@ class RunStore:
         """Directory of an epoch's committed attribution parts (may not exist)."""
         return _epochs._epoch_dir(self._store_dir, _check_index(epoch, "epoch"))
 
-    def analysis_dir(self, epoch: int) -> Path:
-        """Directory of an epoch's analysis tables (may not exist)."""
-        return self._store_dir / ANALYSIS_DIR / epoch_dirname(_check_index(epoch, "epoch"))
+    def analysis_path(self, epoch: int, name: str) -> Path:
+        """Path of an epoch's analysis table, ``analysis/<name>/epoch_NNNNNN.parquet`` (may not exist)."""
+        return _migration._analysis_path(self._store_dir, _check_index(epoch, "epoch"), name)
+
+    def analysis_files(self, epoch: int) -> dict[str, Path]:
+        """The analysis table files of an epoch that exist, name → path (current or stale alike)."""
+        return _migration._analysis_files(self._store_dir, _check_index(epoch, "epoch"))
 
     @property
     def probe_path(self) -> Path:
@@ -663,14 +666,6 @@ class RunStore:
 
     # ---------------------------------------------------------------------------------- analysis
 
-    def _analysis_path(self, epoch: int, name: str) -> Path:
-        if not isinstance(name, str) or not _TABLE_NAME_RE.fullmatch(name):
-            raise ValueError(
-                f"analysis table name {name!r} must start with a letter or digit and hold only letters, "
-                "digits, '_', '.' and '-' (e.g. 'points' or 'clusters')"
-            )
-        return self.analysis_dir(epoch) / f"{name}.parquet"
-
     def write_analysis_table(
         self, epoch: int, name: str, table: pa.Table, config_hash: str, *, source_commit: str | None = None
     ) -> Path:
@@ -683,7 +678,8 @@ class RunStore:
         name : str
             Table name, e.g. ``"points"``, ``"clusters"``, ``"spectrum"``.
         table : pyarrow.Table
-            Any columns.
+            Any columns. The file gets an ``int32`` column ``epoch`` appended (so that the table's folder
+            reads as one table of all epochs), which :meth:`read_analysis_table` leaves out again.
         config_hash : str
             Hash of the analysis configuration that produced the table (the cache key).
         source_commit : str, optional
@@ -699,9 +695,10 @@ class RunStore:
             raise ValueError(f"config_hash must be a non-empty str, got {config_hash!r}")
         if not isinstance(table, pa.Table):
             raise SchemaError(f"analysis table {name!r} must be a pyarrow.Table, got {type(table).__name__}")
-        path = self._analysis_path(epoch, name)
+        path = self.analysis_path(epoch, name)
         commit = source_commit or self.epoch_info(epoch).commit
         self._require_writable()
+        table = _migration._with_epoch_column(table, epoch, f"analysis table {name!r}")
         metadata = dict(table.schema.metadata or {})
         metadata.update(
             {
@@ -731,12 +728,11 @@ class RunStore:
     def analysis_tables(self, epoch: int) -> dict[str, str]:
         """Current analysis tables of an epoch: name → config hash (stale tables left out)."""
         commit = self.epoch_info(epoch).commit
-        directory = self.analysis_dir(epoch)
         tables: dict[str, str] = {}
-        for path in sorted(directory.glob("*.parquet")) if directory.is_dir() else []:
+        for name, path in self.analysis_files(epoch).items():
             tags = self._analysis_tags(path)
             if tags is not None and tags[1] == commit:
-                tables[path.stem] = tags[0]
+                tables[name] = tags[0]
         return tables
 
     def read_analysis_table(self, epoch: int, name: str, *, config_hash: str | None = None) -> pa.Table:
@@ -762,7 +758,7 @@ class RunStore:
             If the table is missing, was made from a replaced version of the epoch, or (when
             ``config_hash`` is given) with another configuration.
         """
-        path = self._analysis_path(epoch, name)
+        path = _migration._readable_analysis_path(self._store_dir, _check_index(epoch, "epoch"), name)
         commit = self.epoch_info(epoch).commit
         try:
             table = _read_parquet(path)
@@ -783,4 +779,18 @@ class RunStore:
                 f"not {config_hash}; "
                 "run the analysis with this configuration"
             )
-        return table
+        return _migration._without_epoch_column(table, epoch, path)
+
+    # ---------------------------------------------------------------------------------- migration
+
+    def migrate(self) -> bool:
+        """Migrate a store of format 1.x in place to this library's format; a no-op for a current store.
+
+        Crash-safe; a second call finishes an interrupted one (:mod:`lrp_lightning.store.epochs`).
+        ``lrp-analyze`` and :meth:`create` (resuming) call it. Returns whether the store was migrated.
+        """
+        data = self._manifest_data()
+        if not _needs_migration(data, self._store_dir / MANIFEST_FILE):
+            return False
+        _migration._migrate(self._store_dir, data)
+        return True

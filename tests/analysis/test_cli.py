@@ -46,7 +46,7 @@ def test_good_and_corrupt_runs_exit_1_naming_the_failed_item(tmp_path, fast_conf
     assert lines[-1].split() == ["total", "(2", "runs)", "3", "0", "1", "1"]  # analysed, current, failed, findings
     assert any(line.split()[:5] == ["good/version_0", "2", "0", "0", "1"] for line in lines)
     # nothing half-written for the failed epoch
-    assert not bad.analysis_dir(1).exists() or not list(bad.analysis_dir(1).glob("*.parquet"))
+    assert bad.analysis_files(1) == {}
 
 
 def test_second_run_is_up_to_date_and_exits_0(tmp_path, fast_config, capsys):

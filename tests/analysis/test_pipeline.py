@@ -75,7 +75,7 @@ def test_same_config_is_cached_and_any_parameter_change_recomputes(tmp_path):
     store = make_run(tmp_path / "run", epochs=(0,))
     spray = fast_spray()
     first = analyze_epoch(store, 0, spray)
-    path = store.analysis_dir(0) / "points.parquet"
+    path = store.analysis_path(0, "points")
     mtime = path.stat().st_mtime_ns
     again = analyze_epoch(store, 0, spray)
     assert again.computed is False and again.config_hash == first.config_hash
@@ -193,7 +193,7 @@ def test_nan_maps_fail_the_epoch_cleanly_or_are_dropped_on_request(tmp_path):
     store = make_run(tmp_path / "run", epochs=(0,), nan_ids=(5, 70))
     with pytest.raises(AnalysisError, match=r"sample id\(s\) \[5, 70\] hold NaN or infinity"):
         analyze_epoch(store, 0, fast_spray())
-    assert not store.analysis_dir(0).exists() or not list(store.analysis_dir(0).iterdir())
+    assert store.analysis_files(0) == {}
     outcome = analyze_epoch(store, 0, fast_spray(), nonfinite="drop")
     assert any("left out 2 map(s)" in m for m in outcome.messages)
     points = load_analysis(store, 0)["points"]

@@ -26,7 +26,7 @@ def crash_while_writing_part() -> None:
     write_table = store_io.pq.write_table
 
     def dying_write_table(table, where, **kwargs):
-        if "epoch=000002" in str(where):
+        if "epoch_000002" in str(where):
             write_table(table, where, **kwargs)
             with open(where, "r+b") as handle:  # half a file on disk, then the process dies
                 handle.truncate(os.path.getsize(where) // 2)

@@ -43,9 +43,9 @@ def test_crash_while_writing_leaves_earlier_epochs_and_resume_completes(tmp_path
     for epoch in (0, 1):
         ids, maps = store.heatmaps(epoch)
         assert np.array_equal(ids, probe_ids) and np.isfinite(maps).all()
-    crashed = store.store_dir / "attributions" / "epoch=000002"
+    crashed = store.store_dir / "attributions" / "epoch_000002"
     if mode == "part":
-        assert not crashed.exists() and list(store.store_dir.glob("attributions/.staging-epoch=000002-*"))
+        assert not crashed.exists() and list(store.store_dir.glob("attributions/.staging-epoch_000002-*"))
     else:  # complete on disk but not published
         assert (crashed / "_commit.json").is_file()
         crashed_commit = json.loads((crashed / "_commit.json").read_text())["commit"]
@@ -65,7 +65,7 @@ def test_crash_while_writing_leaves_earlier_epochs_and_resume_completes(tmp_path
         assert store.epoch_info(2).commit != crashed_commit
     # the staging and moved-aside directories of the crashed attempt are gone
     assert sorted(p.name for p in (store.store_dir / "attributions").iterdir()) == [
-        "epoch=000000",
-        "epoch=000001",
-        "epoch=000002",
+        "epoch_000000",
+        "epoch_000001",
+        "epoch_000002",
     ]

@@ -99,11 +99,19 @@ def test_scalar_tags_and_metric_names():
 
 
 def test_hidden_directory_names_parse_back():
-    assert contract.staging_dirname(3, 70) == ".staging-epoch=000003-step=70"
+    assert contract.staging_dirname(3, 70) == ".staging-epoch_000003-step_70"
     assert contract.parse_epoch_dirname(contract.epoch_dirname(12)) == 12
     assert contract.parse_epoch_dirname(contract.staging_dirname(12, 1)) is None
     assert contract.parse_replaced_dirname(contract.replaced_dirname(4, "ab12")) == (4, "ab12")
     assert contract.parse_replaced_dirname("epoch=000004") is None
+    # format 1.x names: still parsed (reading and migrating old stores), never written
+    assert contract.epoch_dirname(3) == "epoch_000003" and contract.legacy_epoch_dirname(3) == "epoch=000003"
+    assert contract.parse_legacy_epoch_dirname("epoch=000003") == 3
+    assert contract.parse_epoch_dirname("epoch=000003") is None
+    assert contract.parse_replaced_dirname(contract.legacy_replaced_dirname(4, "ab12")) == (4, "ab12")
+    assert contract.parse_analysis_filename(contract.analysis_filename(7)) == 7
+    names = contract.staging_dirname(3, 70) + contract.replaced_dirname(3, "c") + contract.analysis_filename(3)
+    assert "=" not in names
 
 
 def test_probe_path(tmp_path):

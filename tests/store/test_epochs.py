@@ -41,8 +41,8 @@ def test_two_ranks_concatenated_and_duplicates_removed(tmp_path):
     info = store.commit_epoch(0, 10, world_size=2)
     assert info.rows == 8
     assert info.files == (
-        "attributions/epoch=000000/part-00000.parquet",
-        "attributions/epoch=000000/part-00001.parquet",
+        "attributions/epoch_000000/part-00000.parquet",
+        "attributions/epoch_000000/part-00001.parquet",
     )
     table = store.attributions(0)
     assert table.column(SAMPLE_ID).to_pylist() == [0, 1, 2, 3, 4, 5, 6, 7]
@@ -161,7 +161,7 @@ def test_simulated_crash_at_each_commit_step(tmp_path, monkeypatch, replacing, s
     rolled_forward = step in ("manifest", "cleanup")
     assert assert_consistent(resumed) == {0: 10, **({1: 30} if rolled_forward else previous)}
     asides = [n for n in hidden_entries(resumed) if n.startswith(".replaced-")]
-    assert asides == ([f".replaced-epoch=000001-{old.commit}"] if replacing and step == "move staging in" else [])
+    assert asides == ([f".replaced-epoch_000001-{old.commit}"] if replacing and step == "move staging in" else [])
 
     write_ranks(resumed, 1, 40, [[0, 1, 2, 3]], 40.0)
     assert assert_consistent(RunStore(tmp_path / "run")) == {0: 10, 1: 40}
@@ -274,9 +274,9 @@ def test_readers_ignore_leftovers_of_crashed_writers(tmp_path):
     store = new_store(tmp_path)
     write_ranks(store, 0, 10, [[0, 1]], 10.0)
     root = store.store_dir / S.ATTRIBUTIONS_DIR
-    (root / ".staging-epoch=000001-step=20").mkdir()
-    (root / ".staging-epoch=000001-step=20" / "part-00000.parquet").write_bytes(b"half a file")
-    (root / "epoch=000002").mkdir()  # renamed into place, but without marker: never committed
+    (root / ".staging-epoch_000001-step_20").mkdir()
+    (root / ".staging-epoch_000001-step_20" / "part-00000.parquet").write_bytes(b"half a file")
+    (root / "epoch_000002").mkdir()  # renamed into place, but without marker: never committed
     (store.store_dir / ".manifest.json.tmp-1-abc").write_text("{")
     assert [e.epoch for e in store.epochs()] == [0]
     assert assert_consistent(store) == {0: 10}

@@ -99,7 +99,7 @@ def test_a_named_pipe_in_place_of_the_probe_set_or_an_analysis_table(tmp_path, n
         fifo = replace_with_fifo(store.probe_path)
         read = store.probe_table
     else:
-        fifo = replace_with_fifo(store.analysis_dir(1) / "points.parquet")
+        fifo = replace_with_fifo(store.analysis_path(1, "points"))
         read = lambda: store.read_analysis_table(1, "points")  # noqa: E731
         assert call_with_timeout(lambda: store.analysis_tables(0), fifo) == {"points": "cfg"}
     with pytest.raises(CorruptFileError, match=rf"{fifo.name} is a named pipe"):
@@ -168,9 +168,9 @@ def test_plugin_routes_answer_every_request_with_named_pipes_planted(tmp_path):
     for name, plant in {
         "part": lambda s: s.epoch_dir(1) / "part-00000.parquet",
         "probe": lambda s: s.probe_path,
-        "points": lambda s: s.analysis_dir(0) / "points.parquet",
-        "clusters": lambda s: s.analysis_dir(0) / "clusters.parquet",
-        "spectrum": lambda s: s.analysis_dir(0) / "spectrum.parquet",
+        "points": lambda s: s.analysis_path(0, "points"),
+        "clusters": lambda s: s.analysis_path(0, "clusters"),
+        "spectrum": lambda s: s.analysis_path(0, "spectrum"),
         "marker": lambda s: s.epoch_dir(0) / "_commit.json",
         "manifest": lambda s: s.store_dir / "manifest.json",
     }.items():

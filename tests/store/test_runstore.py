@@ -114,7 +114,7 @@ def test_attribution_round_trip_is_exact_for_every_float16(tmp_path):
     )
     info = store.write_epoch(2, 77, table)
     assert (info.epoch, info.global_step, info.rows) == (2, 77, 64)
-    assert info.files == ("attributions/epoch=000002/part-00000.parquet",)
+    assert info.files == ("attributions/epoch_000002/part-00000.parquet",)
     assert store.epochs() == [info]
 
     back = store.attributions(2)
@@ -281,19 +281,19 @@ def test_unknown_major_version_is_refused_and_newer_minor_read(tmp_path):
     path = store.store_dir / "manifest.json"
     manifest = json.loads(path.read_text())
 
-    path.write_text(json.dumps({**manifest, "format_version": "2.0", "library_version": "9.9.9"}))
+    path.write_text(json.dumps({**manifest, "format_version": "3.0", "library_version": "9.9.9"}))
     with pytest.raises(UnsupportedFormatError) as refused:
         RunStore(store.run_dir)
     message = str(refused.value)
-    assert "format 2.0" in message and "9.9.9" in message
-    assert "reads format 1.x only" in message and "Upgrade lrp-lightning" in message
+    assert "format 3.0" in message and "9.9.9" in message
+    assert "reads formats 1.x, 2.x only" in message and "Upgrade lrp-lightning" in message
 
-    path.write_text(json.dumps({**manifest, "format_version": "1.7", "new_key": {"x": 1}}))
+    path.write_text(json.dumps({**manifest, "format_version": "2.7", "new_key": {"x": 1}}))
     newer = RunStore(store.run_dir)
     assert [e.epoch for e in newer.epochs()] == [0]
     assert newer.manifest["new_key"] == {"x": 1}
     np.testing.assert_array_equal(newer.heatmaps(0)[1], maps_for([0, 1], 10.0))
-    with pytest.raises(UnsupportedFormatError, match=f"format 1.7, newer than format {S.FORMAT_VERSION}.*Upgrade"):
+    with pytest.raises(UnsupportedFormatError, match=f"format 2.7, newer than format {S.FORMAT_VERSION}.*Upgrade"):
         RunStore.create(store.run_dir, **RUN_META)
     with pytest.raises(UnsupportedFormatError, match="newer"):
         newer.write_part(1, 20, table_for(1, 20, [0], 20.0))
@@ -327,14 +327,13 @@ def test_analysis_tables_round_trip_with_config_hash(tmp_path):
     info = write_ranks(store, 0, 10, [[0, 1, 2]], 10.0)
     points = pa.table({SAMPLE_ID: [0, 1, 2], "x": [0.5, -1.0, 2.0], "cluster": [0, 1, 1]})
     path = store.write_analysis_table(0, "points", points, "cfg-abc")
-    assert path == store.analysis_dir(0) / "points.parquet"
-    assert store.analysis_dir(0) == store.store_dir / "analysis" / "epoch=000000"
+    assert path == store.analysis_path(0, "points") == store.store_dir / "analysis" / "points" / "epoch_000000.parquet"
     back = store.read_analysis_table(0, "points", config_hash="cfg-abc")
     assert back.replace_schema_metadata(None).equals(points)
     assert back.schema.metadata[b"lrp.config_hash"] == b"cfg-abc"
     assert back.schema.metadata[b"lrp.source_commit"] == info.commit.encode()
     assert store.analysis_tables(0) == {"points": "cfg-abc"}
-    assert [p.name for p in store.analysis_dir(0).iterdir()] == ["points.parquet"]  # no temp files left
+    assert [p.name for p in path.parent.iterdir()] == ["epoch_000000.parquet"]  # no temp files left
 
     with pytest.raises(AnalysisNotFoundError, match="made with config cfg-abc, not cfg-new"):
         store.read_analysis_table(0, "points", config_hash="cfg-new")

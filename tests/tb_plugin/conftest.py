@@ -22,16 +22,16 @@ from lrp_lightning.tb_plugin.plugin import LRPPlugin  # noqa: E402
 def logdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``exp/version_0`` (4 epochs, analysed 0, 1, 3), ``exp/version_1`` (no analysis, no thumbnails),
     ``damaged`` (a corrupt part, a corrupt points table, a corrupt spectrum), ``odd`` (odd values),
-    ``broken`` (manifest not JSON), ``future`` (format 2.0)."""
+    ``broken`` (manifest not JSON), ``future`` (format 3.0)."""
     root = tmp_path_factory.mktemp("logdir")
     build_run(root / GOOD, epochs=4, samples=45, analysed=[0, 1, 3])
     build_run(root / PLAIN, epochs=2, samples=12, analysed=[], thumbnails=False, seed=1)
     damaged = build_run(root / DAMAGED, epochs=3, samples=12, analysed=[0, 2], seed=2)
     (damaged.epoch_dir(1) / "part-00000.parquet").write_bytes(b"PAR1 this is not parquet PAR1")
-    (damaged.analysis_dir(0) / "points.parquet").write_bytes(b"garbage")
-    (damaged.analysis_dir(2) / "spectrum.parquet").write_bytes(b"garbage")
+    (damaged.analysis_path(0, "points")).write_bytes(b"garbage")
+    (damaged.analysis_path(2, "spectrum")).write_bytes(b"garbage")
     write_odd_run(root / ODD)
-    for name, text in ((BROKEN, "{not json"), (FUTURE, json.dumps({"format_version": "2.0", "epochs": []}))):
+    for name, text in ((BROKEN, "{not json"), (FUTURE, json.dumps({"format_version": "3.0", "epochs": []}))):
         directory = root / name / STORE_SUBDIR
         directory.mkdir(parents=True)
         (directory / MANIFEST_FILE).write_text(text)

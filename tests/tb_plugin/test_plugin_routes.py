@@ -144,7 +144,7 @@ def test_runs_lists_every_store_and_says_why_a_run_cannot_be_read(client, logdir
     assert sorted(runs) == sorted([GOOD, PLAIN, DAMAGED, ODD, BROKEN, FUTURE])
     assert runs[GOOD] == {"run": GOOD, "epochs": 4, "error": None}
     assert "not valid JSON" in runs[BROKEN]["error"]
-    assert "format 2.0" in runs[FUTURE]["error"] and "Upgrade lrp-lightning" in runs[FUTURE]["error"]
+    assert "format 3.0" in runs[FUTURE]["error"] and "Upgrade lrp-lightning" in runs[FUTURE]["error"]
     assert "broken/plugins/lrp/manifest.json" in runs[BROKEN]["error"]
     assert str(logdir) not in json.dumps(runs)  # paths relative to the logdir only
 
@@ -431,7 +431,7 @@ def test_a_damaged_analysis_table_is_a_404_for_that_epoch(client, logdir):
     info = json.loads(ok(client, route("run", run=DAMAGED)).data)
     epochs = {e["epoch"]: e for e in info["epochs"]}
     assert epochs[0]["analysis"] is True  # spectrum fine, points damaged
-    assert epochs[2]["analysis"] is False and "spectrum.parquet" in epochs[2]["analysis_error"]
+    assert epochs[2]["analysis"] is False and "spectrum/epoch_000002.parquet" in epochs[2]["analysis_error"]
     assert str(logdir) not in epochs[2]["analysis_error"]
     text = error(client, route("embedding", run=DAMAGED, epoch=0, category="all", embedding="tsne"), 404)
     assert "'points'" in text and "cannot be read" in text
@@ -450,7 +450,7 @@ def test_a_manifest_with_a_bad_heatmap_shape_is_404_not_a_server_error(tmp_path)
 
 def test_unreadable_runs_are_404_with_the_reason(client):
     assert "not valid JSON" in error(client, route("run", run=BROKEN), 404)
-    assert "format 2.0" in error(client, route("samples", run=FUTURE, epoch=0), 404)
+    assert "format 3.0" in error(client, route("samples", run=FUTURE, epoch=0), 404)
 
 
 # ------------------------------------------------------------------------------------------ validation
@@ -707,7 +707,7 @@ def test_findings_of_runs_without_them_are_an_empty_list_that_says_why(client, t
 
     build_run(tmp_path / "old", epochs=2, samples=12, findings=False)  # analysed before findings existed
     store = build_run(tmp_path / "new", epochs=2, samples=12)
-    (store.analysis_dir(1) / "findings.parquet").write_bytes(b"garbage")
+    (store.analysis_path(1, "findings")).write_bytes(b"garbage")
     fresh, _ = make_app(tmp_path)
     old = json.loads(ok(fresh, route("findings", run="old")).data)
     assert (old["findings"], old["epochs"], old["without_findings"]) == ([], [], [0, 1])
