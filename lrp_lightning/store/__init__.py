@@ -12,6 +12,8 @@ Lightning). Every public name of its modules is importable from ``lrp_lightning.
   of a commit (documented at the top of that module).
 * :mod:`~lrp_lightning.store.manifest`: ``manifest.json`` and format versions; :func:`find_runs`.
 * :mod:`~lrp_lightning.store.runstore`: :class:`RunStore`.
+* :mod:`~lrp_lightning.store.lock`: one writer per store: :class:`WriterLock` and the run id
+  (:func:`new_run_id`, :func:`check_run_id`).
 * :mod:`~lrp_lightning.store.fileio`: atomic file I/O, for other writers of run files (not re-exported).
 """
 
@@ -101,6 +103,7 @@ from .contract import (
     RELEVANCE_SUM_MEAN_TAG,
     REPLACED_PREFIX,
     ROW_GROUP_BYTES,
+    RUN_ID_KEY,
     RUN_INFO_KEYS,
     RUN_METADATA_KEYS,
     SAMPLE_ID,
@@ -120,6 +123,7 @@ from .contract import (
     THUMBNAIL,
     TRACK,
     TYPICAL,
+    WRITER_LOCK_FILE,
     category_tag,
     class_category,
     cluster_column,
@@ -146,9 +150,11 @@ from .errors import (
     SampleNotFoundError,
     SchemaError,
     StoreError,
+    StoreLockedError,
     StoreNotFoundError,
     UnsupportedFormatError,
 )
+from .lock import WriterLock, check_run_id, lock_holder, new_run_id
 from .manifest import find_runs
 from .runstore import RunStore
 from .tables import (
@@ -249,6 +255,7 @@ __all__ = [
     "RELEVANCE_SUM_MEAN_TAG",
     "REPLACED_PREFIX",
     "ROW_GROUP_BYTES",
+    "RUN_ID_KEY",
     "RUN_INFO_KEYS",
     "RUN_METADATA_KEYS",
     "RunStore",
@@ -268,13 +275,17 @@ __all__ = [
     "SampleNotFoundError",
     "SchemaError",
     "StoreError",
+    "StoreLockedError",
     "StoreNotFoundError",
     "TARGET",
     "THUMBNAIL",
     "TRACK",
     "TYPICAL",
     "UnsupportedFormatError",
+    "WRITER_LOCK_FILE",
+    "WriterLock",
     "category_tag",
+    "check_run_id",
     "class_category",
     "cluster_column",
     "decode_relevance",
@@ -282,10 +293,12 @@ __all__ = [
     "encode_relevance",
     "epoch_dirname",
     "find_runs",
+    "lock_holder",
     "make_attribution_table",
     "make_probe_table",
     "metric_column",
     "metric_tag",
+    "new_run_id",
     "parse_epoch_dirname",
     "parse_replaced_dirname",
     "part_filename",
