@@ -3,6 +3,7 @@ into a used store is an error, and a resume with a new logger version keeps writ
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -162,3 +163,32 @@ def test_a_resume_with_a_new_logger_version_keeps_writing_the_same_store(tmp_pat
     saved = torch.load(tmp_path / "ckpt" / "epoch=3-step=12.ckpt", weights_only=True)["callbacks"]
     (lrp_state,) = [v for k, v in saved.items() if k.startswith("LRPCallback")]
     assert lrp_state["store_dir"] == str(store.store_dir) and lrp_state["run_id"] == store.manifest[RUN_ID_KEY]
+
+
+def test_a_resume_from_a_checkpoint_without_run_id_adopts_its_store(tmp_path):
+    def fit(cb, max_epochs, ckpt_path=None, root="fit"):
+        checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=-1)
+        run = trainer(tmp_path / root, callbacks=[cb, checkpoints], enable_checkpointing=True, max_epochs=max_epochs)
+        run.fit(TinyNet(), loader(ImageData(48, seed=1), shuffle=True), loader(ImageData(30)), ckpt_path=ckpt_path)
+
+    first = callback(dirpath=tmp_path / "run")
+    fit(first, 2)
+    # as lrp-lightning 0.1 left them: a manifest without run id, a callback state of version 1
+    manifest_path = tmp_path / "run" / "plugins" / "lrp" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest[RUN_ID_KEY]
+    manifest_path.write_text(json.dumps(manifest))
+    checkpoint_path = tmp_path / "ckpt" / "epoch=1-step=6.ckpt"
+    checkpoint = torch.load(checkpoint_path, weights_only=True)
+    state = checkpoint["callbacks"][first.state_key]
+    del state["run_id"], state["store_dir"]
+    state["version"] = 1
+    torch.save(checkpoint, checkpoint_path)
+
+    with pytest.raises(IncompatibleRunError, match="without a run id"):  # a new training: refused
+        fit(callback(dirpath=tmp_path / "run"), 3, root="new")
+    resumed = callback(dirpath=tmp_path / "run")
+    fit(resumed, 3, ckpt_path=checkpoint_path, root="resumed")  # the old training's resume: adopts it
+    store = RunStore(tmp_path / "run")
+    assert [e.epoch for e in store.epochs()] == [0, 1, 2]
+    assert store.manifest[RUN_ID_KEY] == resumed.state_dict()["run_id"]
