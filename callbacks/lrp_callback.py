@@ -29,11 +29,16 @@ from lrp_lightning.core import Composite
 from lrp_lightning.metrics import ExplanationMetric
 from lrp_lightning.store import (
     HEATMAPS_IMAGE_TAG,
+    MANIFEST_FILE,
     SAMPLE_ID,
+    STORE_SUBDIR,
     THUMBNAIL,
     RunStore,
+    WriterLock,
+    check_run_id,
     make_probe_table,
     metric_column,
+    new_run_id,
 )
 
 from ._batches import UnpackBatch, unpack
@@ -67,7 +72,8 @@ THUMBNAIL_SIZE = 128
 """Longest side, in pixels, of the input thumbnails stored in probe.parquet."""
 DEFAULT_METRICS = ("sparseness", "entropy", "conservation", "stability")
 """Metrics computed by default: cheap (no forward passes), no masks needed."""
-_STATE_VERSION = 1
+_STATE_VERSION = 2
+"""Version 2 added the run id and the store directory; version 1 states (lrp-lightning 0.1) have neither."""
 
 
 def _load_analysis(config: Any) -> Callable[[RunStore, int], Any] | None:
@@ -259,6 +265,18 @@ class LRPCallback(Callback):
     probe set is part of the callback's checkpoint state, so a resumed run explains the same samples,
     and an epoch explained again replaces its rows.
 
+    A store belongs to one training. The callback holds the store's writer lock on rank 0 for the
+    whole ``fit`` or ``validate`` (:class:`lrp_lightning.store.WriterLock`; a second process writing
+    into the same directory gets :class:`~lrp_lightning.store.StoreLockedError` at its start), and the
+    manifest names the training's run id, which the checkpoint state carries. Only a resume from a
+    checkpoint (``trainer.fit(model, ckpt_path=...)``) continues a store; a new training into a
+    directory that holds another training's store fails before training with
+    :class:`~lrp_lightning.store.IncompatibleRunError`, even with equal settings. A resume goes on
+    writing into the store recorded in the checkpoint, also when the logger starts a new
+    ``version_N`` directory (Lightning's default): the run's epochs stay in one store, next to the
+    first version's event files, while the logger's scalars go to the new version. ``dirpath``, when
+    given, always wins.
+
     In ``trainer.validate()`` the probe set is explained every time, as epoch ``trainer.current_epoch``
     (or the epoch of the checkpoint given as ``ckpt_path``). With ``val_check_interval < 1`` every
     validation of an epoch explains the probe set, and the last one's rows replace the earlier ones.
@@ -449,6 +467,11 @@ class LRPCallback(Callback):
         self._thumbnails: dict[int, bytes | None] = {}
         self._checkpoint_epoch: int | None = None
         self._warned_fast_dev_run = False
+        self._run_id: str | None = None  # the training this callback writes for; kept in the checkpoint
+        self._checkpoint_store: str | None = None  # the store recorded in the checkpoint resumed from
+        self._legacy_state = False  # resumed from a version 1 state: its store has no run id yet
+        self._lock: WriterLock | None = None  # rank 0, while fitting or validating
+        self._claimed = False
 
     # ------------------------------------------------------------------------------ Lightning hooks
 
@@ -474,28 +497,47 @@ class LRPCallback(Callback):
                     stacklevel=2,
                 )
             return
-        if stage not in (TrainerFn.FITTING, TrainerFn.VALIDATING):
-            return
-        run_dir = Path(self.dirpath) if self.dirpath is not None else Path(trainer.log_dir)  # all ranks: broadcast
-        if run_dir != self._run_dir:
-            self._run_dir, self._store, self._thumbnails, self._recent_maps = run_dir, None, {}, {}
+        self._claimed = False  # the store is chosen once the checkpoint (if any) is loaded: _claim_store
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.strategy.restore_checkpoint_after_setup:  # else the checkpoint is not loaded yet
+            self._claim_store(trainer, pl_module)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._claim_store(trainer, pl_module)
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.VALIDATING:
+            self._claim_store(trainer, pl_module)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._release_store()
 
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         epoch = checkpoint.get("epoch")
         self._checkpoint_epoch = int(epoch) if isinstance(epoch, int) else None
 
     def state_dict(self) -> dict[str, Any]:
-        if self._probe_ids is None:
+        if self._probe_ids is None and self._run_id is None:
             return {}
-        return {
+        state: dict[str, Any] = {
             "version": _STATE_VERSION,
-            "probe_ids": [int(i) for i in self._probe_ids],
-            "probe_labels": [int(i) for i in self._probe_labels],
-            "probe_config": jsonable(self._probe_config),
+            "run_id": self._run_id,
+            "store_dir": None if self._run_dir is None else os.path.abspath(self._run_dir),
         }
+        if self._probe_ids is not None:
+            state["probe_ids"] = [int(i) for i in self._probe_ids]
+            state["probe_labels"] = [int(i) for i in self._probe_labels]
+            state["probe_config"] = jsonable(self._probe_config)
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if not state_dict:
+            return
+        self._legacy_state = "run_id" not in state_dict
+        self._run_id = state_dict.get("run_id") or self._run_id
+        self._checkpoint_store = state_dict.get("store_dir")
+        if "probe_ids" not in state_dict:
             return
         ids = np.asarray(state_dict["probe_ids"], dtype=np.int64)
         config = dict(state_dict["probe_config"])
@@ -527,6 +569,64 @@ class LRPCallback(Callback):
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self._analysis is not None and trainer.is_global_zero:
             self._analysis.close(trainer.loggers)
+        self._release_store()
+
+    # ------------------------------------------------------------------------------ the store's owner
+
+    def _claim_store(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Choose the store, take its writer lock (rank 0) and check it is this training's; collective.
+
+        Once per ``fit`` or ``validate``, after the checkpoint (if any) was loaded.
+        """
+        if self._claimed or trainer.fast_dev_run:
+            return
+        payload, error = None, None
+        if trainer.is_global_zero:
+            try:
+                payload = self._open_store(trainer)
+            except Exception as exc:
+                self._release_store()
+                error = exc
+        payload = trainer.strategy.broadcast(payload, src=0)
+        self._sync_errors(trainer, pl_module, error, "opening the store")
+        store_dir, self._run_id = Path(payload[0]), payload[1]
+        if store_dir != self._run_dir:
+            self._run_dir, self._store, self._thumbnails, self._recent_maps = store_dir, None, {}, {}
+        self._claimed = True
+
+    def _open_store(self, trainer: pl.Trainer) -> tuple[str, str]:
+        """Rank 0: ``(store directory, run id)``, with the store's writer lock held."""
+        run_id = self._run_id or new_run_id()
+        run_dir = Path(self.dirpath) if self.dirpath is not None else Path(trainer.log_dir)
+        recorded = self._checkpoint_store
+        if self.dirpath is None and recorded is not None and trainer.state.fn == TrainerFn.FITTING:
+            # Lightning's resume with a new logger starts a new version directory: keep the one store
+            if (Path(recorded) / MANIFEST_FILE).is_file():
+                if os.path.abspath(recorded) != os.path.abspath(run_dir / STORE_SUBDIR):
+                    rank_zero_info(
+                        f"{OWNER}: resuming; attributions go on into the store recorded in the checkpoint, "
+                        f"{recorded} (the logger writes to {run_dir})"
+                    )
+                run_dir = Path(recorded)
+            else:
+                warnings.warn(
+                    f"{OWNER}: the store recorded in the checkpoint, {recorded}, is gone; the resumed run writes a "
+                    f"new store in {run_dir}. Pass dirpath=<the moved run directory> to continue the old one.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+        lock = WriterLock(run_dir, run_id).acquire()
+        self._lock = lock
+        manifest = lock.store_dir / MANIFEST_FILE
+        if manifest.exists():  # fail before training, not at the first explained epoch
+            check_run_id(RunStore(lock.store_dir).manifest, run_id, lock.store_dir, adopt=self._legacy_state)
+        return str(lock.store_dir), run_id
+
+    def _release_store(self) -> None:
+        lock, self._lock = self._lock, None
+        self._claimed = False
+        if lock is not None:
+            lock.release()
 
     # ------------------------------------------------------------------------------ the epoch
 
@@ -536,6 +636,7 @@ class LRPCallback(Callback):
         return self._checkpoint_epoch
 
     def _explain_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._claim_store(trainer, pl_module)  # a no-op after on_fit_start / on_validation_start
         start = time.perf_counter()
         epoch, step = self._epoch(trainer), trainer.global_step
         rank, world = trainer.global_rank, trainer.world_size
@@ -814,6 +915,8 @@ class LRPCallback(Callback):
             target_mode=target_mode(self.target),
             probe=self._probe_config,
             metadata={"writer": OWNER},
+            run_id=self._run_id,
+            adopt_unowned=self._legacy_state,
         )
         if not store.probe_path.exists():
             thumbnails: list[bytes | None] = []

@@ -19,7 +19,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from lrp_lightning._validation import check_bool, check_callable, check_int, check_path
 from lrp_lightning.core import Composite
-from lrp_lightning.store import PartWriter, RunStore, SchemaError, make_probe_table
+from lrp_lightning.store import PartWriter, RunStore, SchemaError, WriterLock, make_probe_table
 
 from ._batches import UnpackBatch, unpack
 from ._config import (
@@ -48,7 +48,10 @@ class LRPPredictionWriter(BasePredictionWriter):
     at a time (as Parquet row groups of a hidden staging file); at the end of prediction each rank
     finishes its part, rank 0 then writes ``probe.parquet`` (one row per sample, with a thumbnail) and publishes the
     epoch. Samples that the distributed sampler gives to two ranks (it pads the last batch) are stored
-    once: readers keep the first row of each sample id. The layout is that of :class:`LRPCallback`, so
+    once: readers keep the first row of each sample id. Rank 0 holds the store's writer lock
+    (:class:`lrp_lightning.store.WriterLock`) during ``predict``, so a second process writing into the same
+    directory meanwhile gets :class:`~lrp_lightning.store.StoreLockedError`. The layout is that of
+    :class:`LRPCallback`, so
     ``lrp-analyze``, :class:`lrp_lightning.store.RunStore` and the TensorBoard plugin read it the same
     way. Write each data set to a directory of its own, not into a training run's store.
 
@@ -132,6 +135,7 @@ class LRPPredictionWriter(BasePredictionWriter):
         )
         self._run_dir: Path | None = None
         self._checkpoint: tuple[int, int] | None = None
+        self._lock: WriterLock | None = None  # rank 0, during predict
         self._reset()
 
     def _reset(self) -> None:
@@ -177,6 +181,13 @@ class LRPPredictionWriter(BasePredictionWriter):
                 "trainer.predict once per data set, each with a writer of its own dirpath"
             )
         self._reset()
+        error = None
+        if trainer.is_global_zero:  # one writer per store: another process writing here is an error now
+            try:
+                self._lock = WriterLock(self._run_dir).acquire()
+            except Exception as exc:
+                error = exc
+        self._sync_errors(trainer, pl_module, error, "locking the store")
 
     def write_on_batch_end(
         self,
@@ -263,6 +274,18 @@ class LRPPredictionWriter(BasePredictionWriter):
             )
             (rank_zero_info if self.verbose else log.debug)(message)
         self._reset()
+        self._release()
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._release()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
 
     # ------------------------------------------------------------------------------ helpers
 

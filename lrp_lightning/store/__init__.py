@@ -12,6 +12,8 @@ Lightning). Every public name of its modules is importable from ``lrp_lightning.
   of a commit (documented at the top of that module).
 * :mod:`~lrp_lightning.store.manifest`: ``manifest.json`` and format versions; :func:`find_runs`.
 * :mod:`~lrp_lightning.store.runstore`: :class:`RunStore`.
+* :mod:`~lrp_lightning.store.lock`: one writer per store: :class:`WriterLock` and the run id
+  (:func:`new_run_id`, :func:`check_run_id`).
 * :mod:`~lrp_lightning.store.fileio`: atomic file I/O, for other writers of run files (not re-exported).
 """
 
@@ -123,6 +125,7 @@ from .contract import (
     REPLACED_PREFIX,
     REST_SHARE,
     ROW_GROUP_BYTES,
+    RUN_ID_KEY,
     RUN_INFO_KEYS,
     RUN_METADATA_KEYS,
     SAMPLE_ID,
@@ -142,6 +145,7 @@ from .contract import (
     THUMBNAIL,
     TRACK,
     TYPICAL,
+    WRITER_LOCK_FILE,
     analysis_filename,
     category_tag,
     class_category,
@@ -173,9 +177,11 @@ from .errors import (
     SampleNotFoundError,
     SchemaError,
     StoreError,
+    StoreLockedError,
     StoreNotFoundError,
     UnsupportedFormatError,
 )
+from .lock import WriterLock, check_run_id, lock_holder, new_run_id
 from .manifest import find_runs
 from .runstore import RunStore
 from .tables import (
@@ -298,6 +304,7 @@ __all__ = [
     "REPLACED_PREFIX",
     "REST_SHARE",
     "ROW_GROUP_BYTES",
+    "RUN_ID_KEY",
     "RUN_INFO_KEYS",
     "RUN_METADATA_KEYS",
     "RunStore",
@@ -317,6 +324,7 @@ __all__ = [
     "SampleNotFoundError",
     "SchemaError",
     "StoreError",
+    "StoreLockedError",
     "StoreNotFoundError",
     "TARGET",
     "THUMBNAIL",
@@ -324,7 +332,10 @@ __all__ = [
     "TYPICAL",
     "UnsupportedFormatError",
     "analysis_filename",
+    "WRITER_LOCK_FILE",
+    "WriterLock",
     "category_tag",
+    "check_run_id",
     "class_category",
     "cluster_column",
     "decode_relevance",
@@ -332,6 +343,7 @@ __all__ = [
     "encode_relevance",
     "epoch_dirname",
     "find_runs",
+    "lock_holder",
     "make_attribution_table",
     "make_probe_table",
     "legacy_epoch_dirname",
@@ -339,6 +351,7 @@ __all__ = [
     "metric_column",
     "metric_tag",
     "parse_analysis_filename",
+    "new_run_id",
     "parse_epoch_dirname",
     "parse_legacy_epoch_dirname",
     "parse_replaced_dirname",

@@ -10,7 +10,8 @@ Layout
 A run is the logger's ``log_dir``; everything of ours lives below ``<run>/plugins/lrp/``
 (:data:`STORE_SUBDIR`)::
 
-    manifest.json                          format version, run metadata, the list of complete epochs
+    manifest.json                          format version, run metadata and run id, the list of complete epochs
+    .writer.lock                           only while a writer runs (or after it crashed): who writes
     probe.parquet                          one row per probe sample (PROBE_SCHEMA)
     attributions/epoch_000003/part-00000.parquet    one row per (sample, epoch) (ATTRIBUTION_SCHEMA),
     attributions/epoch_000003/part-00001.parquet    one part per rank, zstd
@@ -174,6 +175,7 @@ __all__ = [
     "REPLACED_PREFIX",
     "REST_SHARE",
     "ROW_GROUP_BYTES",
+    "RUN_ID_KEY",
     "RUN_INFO_KEYS",
     "RUN_METADATA_KEYS",
     "SAMPLE_ID",
@@ -189,6 +191,7 @@ __all__ = [
     "STAGING_PREFIX",
     "STATUS",
     "STORE_SUBDIR",
+    "WRITER_LOCK_FILE",
     "TARGET",
     "THUMBNAIL",
     "TRACK",
@@ -243,6 +246,9 @@ STAGING_PREFIX = ".staging-"
 """Start of the hidden directory names in which ranks stage an epoch (:func:`staging_dirname`)."""
 REPLACED_PREFIX = ".replaced-"
 """Start of the hidden directory names of replaced epoch versions (:func:`replaced_dirname`)."""
+WRITER_LOCK_FILE = ".writer.lock"
+"""Hidden file in the store directory that the live writer of the run holds locked
+(:class:`~lrp_lightning.store.WriterLock`); it names that writer's pid, host and start time."""
 
 _EPOCH_DIR_RE = re.compile(r"epoch_(\d{6,})")
 _LEGACY_EPOCH_DIR_RE = re.compile(r"epoch=(\d+)")
@@ -342,6 +348,11 @@ RUN_METADATA_KEYS = (
     "metadata",
 )
 """Manifest keys that describe a run; resuming into a store requires all of them to be equal."""
+
+RUN_ID_KEY = "run_id"
+"""Manifest key: the id of the training that owns the store (a random hex string, see
+:func:`~lrp_lightning.store.new_run_id`). Only that training writes into it: a resume from its
+checkpoint carries the same id. Stores of format 1.0 and those created without an id have none."""
 
 RUN_INFO_KEYS = (
     FORMAT_VERSION_KEY,

@@ -21,6 +21,7 @@ __all__ = [
     "SampleNotFoundError",
     "SchemaError",
     "StoreError",
+    "StoreLockedError",
     "StoreNotFoundError",
     "UnsupportedFormatError",
 ]
@@ -40,6 +41,10 @@ class UnsupportedFormatError(StoreError):
 
 class IncompatibleRunError(StoreError):
     """Writing would mix two different runs in one store."""
+
+
+class StoreLockedError(StoreError):
+    """Another live process holds the store's writer lock (:class:`~lrp_lightning.store.WriterLock`)."""
 
 
 class CorruptFileError(StoreError):

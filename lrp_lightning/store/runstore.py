@@ -34,6 +34,7 @@ from .contract import (
     META_SOURCE_COMMIT,
     PROBE_FILE,
     RELEVANCE,
+    RUN_ID_KEY,
     RUN_METADATA_KEYS,
     SAMPLE_ID,
     STORE_SUBDIR,
@@ -51,6 +52,7 @@ from .errors import (
     _check_heatmap_shape,
     _check_index,
 )
+from .lock import check_run_id
 from .manifest import (
     _check_writable,
     _library_version,
@@ -122,6 +124,8 @@ class RunStore:
         target_mode: str | None = None,
         probe: Mapping[str, Any] | None = None,
         metadata: Mapping[str, Any] | None = None,
+        run_id: str | None = None,
+        adopt_unowned: bool = False,
     ) -> RunStore:
         """Create a store, or open an existing one of the same run for writing (resume).
 
@@ -148,6 +152,11 @@ class RunStore:
             Probe-set configuration (size, seed, stratification). Default: not recorded.
         metadata : mapping, optional
             Any other JSON-serialisable run metadata. Default: none.
+        run_id : str, optional
+            The writing training (:func:`new_run_id`); an existing store must hold the same id (a
+            resume). Default: none, not tied to a training (e.g. dataset-wide attributions).
+        adopt_unowned : bool, default False
+            Give ``run_id`` to an existing store without one (format 1.0), on a resume of that version.
 
         Returns
         -------
@@ -156,7 +165,7 @@ class RunStore:
         Raises
         ------
         IncompatibleRunError
-            If the directory holds a store of a run with different metadata. Nothing is deleted.
+            If the directory holds a store of another training or with other metadata. Nothing is deleted.
         UnsupportedFormatError
             If the existing store has another major format version or a newer minor one.
         """
@@ -179,6 +188,7 @@ class RunStore:
             existing = store._manifest_data()
             if not _needs_migration(existing, manifest_path):  # an older layout is migrated below
                 _check_writable(existing, manifest_path)
+            adopt = check_run_id(existing, run_id, store_dir, adopt=adopt_unowned)
             differences = [key for key in RUN_METADATA_KEYS if existing.get(key) != run[key]]
             if differences:
                 details = "; ".join(f"{key} is {existing.get(key)!r} there but {run[key]!r} now" for key in differences)
@@ -189,11 +199,14 @@ class RunStore:
                 )
             store.migrate()
             store._recover()
+            if adopt:  # after _recover, so that the manifest read here is the final one
+                fileio.atomic_write_json(manifest_path, {**store.manifest, RUN_ID_KEY: run_id})
             return store
         store_dir.mkdir(parents=True, exist_ok=True)
         manifest = {
             FORMAT_VERSION_KEY: FORMAT_VERSION,
             LIBRARY_VERSION_KEY: _library_version(),
+            **({} if run_id is None else {RUN_ID_KEY: str(run_id)}),
             **run,
             EPOCHS_KEY: [],
         }

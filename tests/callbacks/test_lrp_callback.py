@@ -396,7 +396,8 @@ def test_resume_keeps_the_probe_set_and_replaces_a_rerun_epoch(tmp_path):
     checkpoint_path = tmp_path / "ckpt" / "epoch=0-step=3.ckpt"
     checkpoint = torch.load(checkpoint_path, weights_only=True)  # the callback's state is plain Python
     state = checkpoint["callbacks"][first.state_key]
-    assert state["probe_ids"] == probe_ids and state["version"] == 1
+    assert state["probe_ids"] == probe_ids and state["version"] == 2
+    assert state["run_id"] == store.manifest["run_id"] and state["store_dir"] == str(store.store_dir)
     assert all(type(v) is int for v in state["probe_ids"] + state["probe_labels"])
 
     resumed = callback(dirpath=tmp_path / "run", seed=99)  # another seed: the checkpoint's probe set wins

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 import lrp_lightning
 from lrp_lightning import LRPPredictionWriter
 from lrp_lightning.attribution import explain
-from lrp_lightning.store import RunStore, StoreNotFoundError
+from lrp_lightning.store import WRITER_LOCK_FILE, RunStore, StoreLockedError, StoreNotFoundError, WriterLock
 
 BOX = {"low": 0.0, "high": 1.5}
 
@@ -212,3 +212,14 @@ def test_flush_every_must_be_positive():
         LRPPredictionWriter(flush_every=0)
     with pytest.raises(ValueError, match=r"flush_every must be an int >= 1, got 4096\.0"):
         LRPPredictionWriter(flush_every=4096.0)
+
+
+def test_a_second_writer_of_the_store_is_refused_while_the_first_holds_its_lock(tmp_path):
+    data = ImageData(9, seed=4)
+    with WriterLock(tmp_path / "wide", run_id="a training"):  # another writer of this directory
+        with pytest.raises(StoreLockedError, match="another writer is writing into .*run id a training"):
+            predict(tmp_path, writer(tmp_path), TinyNet(), data)
+        assert not (tmp_path / "wide" / "plugins" / "lrp" / "manifest.json").exists()
+    store = predict(tmp_path, writer(tmp_path), TinyNet(), data)  # released: the writer runs
+    assert [e.rows for e in store.epochs()] == [9]
+    assert not (store.store_dir / WRITER_LOCK_FILE).exists()  # and releases its own lock at the end
