@@ -79,6 +79,7 @@ def build_run(
     metadata: bool = False,
     findings: bool = True,
     extra_clustering: bool = False,
+    pca_only: Iterable[int] = (),
 ) -> RunStore:
     """Write a complete synthetic run and return its store.
 
@@ -101,6 +102,10 @@ def build_run(
         predates findings), see :func:`synthetic_findings`.
     extra_clustering : bool
         A second clustering, the classes' default (default False), see :func:`write_analysis`.
+    pca_only : iterable of int
+        Classes laid out with PCA only, their t-SNE and UMAP columns null, as
+        ``Embeddings(scope="flagged")`` leaves the classes without a flagged cluster (default none).
+        When given, every category also gets a PCA layout.
     """
     rng = np.random.default_rng(seed)
     store = RunStore.create(
@@ -159,7 +164,10 @@ def build_run(
         )
         if epoch in analysed:
             found, extra = lineage.get(epoch), extra_clustering
-            write_analysis(store, epoch, ids, labels, predictions, watermark, maps, classes, rng, found, extra)
+            write_analysis(
+                store, epoch, ids, labels, predictions, watermark, maps, classes, rng, found, extra,
+                pca_only=pca_only,
+            )
     return store
 
 
@@ -278,11 +286,14 @@ def write_analysis(
     rng: np.random.Generator,
     findings: pa.Table | None = None,
     extra_clustering: bool = False,
+    *,
+    pca_only: Iterable[int] = (),
 ) -> None:
     """Write the four analysis tables of one epoch in the store's schemas (and its findings table, if given).
 
     ``extra_clustering``: every category also gets the clustering :data:`EXTRA_CLUSTERING`, which the
     classes select by default (the "all samples" category keeps :data:`CLUSTERING`).
+    ``pca_only``: these classes get null t-SNE and UMAP columns; with any, every category gets ``pca``.
     """
     size = maps.shape[-1]
     grid = (size // 2, size // 2)
@@ -315,9 +326,14 @@ def write_analysis(
             labelings[EXTRA_CLUSTERING] = (np.arange(count) % 2).astype(np.int32)
         for name, assigned in labelings.items():
             table[cluster_column(name)] = assigned
-        for method in EMBEDDINGS:
+        light = category != CATEGORY_ALL and int(category.split("_")[1]) in set(pca_only)
+        for method in EMBEDDINGS + (("pca",) if pca_only else ()):
             xy = centres[cluster] + rng.normal(0, 0.6, (count, 2))
             x_name, y_name = embedding_columns(method)
+            if light and method != "pca":  # the analysis writes nulls for a method it did not run
+                table[x_name] = pa.nulls(count, pa.float32())
+                table[y_name] = pa.nulls(count, pa.float32())
+                continue
             table[x_name] = xy[:, 0].astype(np.float32)
             table[y_name] = xy[:, 1].astype(np.float32)
         points.append(pa.table(table))

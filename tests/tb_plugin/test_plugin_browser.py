@@ -33,6 +33,9 @@ ARGS = [
 RUN = "mnist/version_0"
 LIVE = "training/version_0"  # sorts after RUN, so the tab opens RUN
 VARIANTS = "variants/version_0"  # two clusterings: the classes default to another one than "all samples"
+# As Embeddings(scope="flagged") lays out: t-SNE and UMAP for all samples and class 0, PCA only for
+# classes 1 and 2.
+SCOPED = "scoped/version_0"
 EPOCHS = 6
 SAMPLES = 120
 IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
@@ -65,6 +68,7 @@ def tensorboard(tmp_path_factory: pytest.TempPathFactory):
     build_run(logdir / "mnist" / "version_1", epochs=2, samples=24, analysed=[], thumbnails=False, seed=3)
     build_run(logdir / LIVE, epochs=1, samples=12, analysed=[0], seed=4)
     build_run(logdir / VARIANTS, epochs=2, samples=30, seed=5, extra_clustering=True)
+    build_run(logdir / SCOPED, epochs=2, samples=30, seed=6, pca_only=[1, 2])
     port = _free_port()
     log = (logdir.parent / "tensorboard.log").open("w")
     process = subprocess.Popen(
@@ -573,3 +577,44 @@ def test_the_scatter_says_which_embedding_and_parameters_produced_it(tensorboard
     assert f"{SAMPLES // 3} samples (digit 1)" in page.inner_text("#scatter-caption")
     assert problems == []
     context.close()
+
+
+def test_a_class_without_the_chosen_embedding_shows_its_points_under_pca(tensorboard, browser):
+    base, _ = tensorboard
+    context, page, problems = _plugin_page(browser, base, "run=scoped%2Fversion_0&emb=tsne")
+    options = "[...document.querySelectorAll('#embedding option')].map((o) => o.value)"
+    assert page.evaluate(options) == ["tsne", "umap", "pca", "spectral"]
+    page.select_option("#category", "class_1")
+    page.wait_for_function("lrp.points && lrp.points.meta.category === 'class_1'")
+    page.wait_for_selector("#lrp-app[data-loading=false]")
+    # t-SNE was not laid out for class 1: PCA stands in, its points drawn, and the caption says why.
+    assert page.evaluate("[lrp.state.emb, lrp.points.meta.embedding]") == ["pca", "pca"]
+    placed = page.evaluate(
+        """() => { const s = lrp.scatter; let n = 0;
+             for (let i = 0; i < s.count; i += 1) if (Number.isFinite(s.sx[i]) && Number.isFinite(s.sy[i])) n += 1;
+             return n; }"""
+    )
+    assert placed == 10
+    assert page.evaluate(options) == ["pca", "spectral"] and page.input_value("#embedding") == "pca"
+    note = page.inner_text("#scatter-caption .caption-note")
+    assert note.startswith("t-SNE was not computed for digit 1 in epoch 1") and note.endswith("showing PCA.")
+    assert "PCA of the relevance maps of 10 samples (digit 1)" in page.inner_text("#scatter-caption")
+    # Back on a category that has it, the chosen t-SNE returns, without the note.
+    page.select_option("#category", "class_0")
+    page.wait_for_function("lrp.points && lrp.points.meta.category === 'class_0'")
+    page.wait_for_selector("#lrp-app[data-loading=false]")
+    assert page.evaluate("[lrp.state.emb, lrp.points.meta.embedding]") == ["tsne", "tsne"]
+    assert page.locator("#scatter-caption .caption-note").count() == 0
+    assert page.inner_text("#scatter-caption").startswith("t-SNE (perplexity 30) of the relevance maps of 10 samples")
+    # A choice made on the PCA-only class is kept where it exists.
+    page.select_option("#category", "class_2")
+    page.wait_for_function("lrp.points && lrp.points.meta.category === 'class_2'")
+    page.select_option("#embedding", "spectral")
+    page.wait_for_function("lrp.points && lrp.points.meta.embedding === 'spectral'")
+    page.select_option("#category", "all")
+    page.wait_for_function("lrp.points && lrp.points.meta.category === 'all'")
+    page.wait_for_selector("#lrp-app[data-loading=false]")
+    assert page.evaluate("lrp.points.meta.embedding") == "spectral" and "emb=spectral" in page.url
+    assert problems == []
+    context.close()
+
