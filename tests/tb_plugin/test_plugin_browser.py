@@ -34,7 +34,7 @@ RUN = "mnist/version_0"
 LIVE = "training/version_0"  # sorts after RUN, so the tab opens RUN
 VARIANTS = "variants/version_0"  # two clusterings: the classes default to another one than "all samples"
 # As Embeddings(scope="flagged") lays out: t-SNE and UMAP for all samples and class 0, PCA only for
-# classes 1 and 2.
+# classes 1 and 2; three flagged clusters side by side in "all samples".
 SCOPED = "scoped/version_0"
 EPOCHS = 6
 SAMPLES = 120
@@ -68,7 +68,7 @@ def tensorboard(tmp_path_factory: pytest.TempPathFactory):
     build_run(logdir / "mnist" / "version_1", epochs=2, samples=24, analysed=[], thumbnails=False, seed=3)
     build_run(logdir / LIVE, epochs=1, samples=12, analysed=[0], seed=4)
     build_run(logdir / VARIANTS, epochs=2, samples=30, seed=5, extra_clustering=True)
-    build_run(logdir / SCOPED, epochs=2, samples=30, seed=6, pca_only=[1, 2])
+    build_run(logdir / SCOPED, epochs=2, samples=30, seed=6, pca_only=[1, 2], flags=3)
     port = _free_port()
     log = (logdir.parent / "tensorboard.log").open("w")
     process = subprocess.Popen(
@@ -618,3 +618,39 @@ def test_a_class_without_the_chosen_embedding_shows_its_points_under_pca(tensorb
     assert problems == []
     context.close()
 
+
+def test_flag_labels_in_the_scatter_do_not_overlap(tensorboard, browser, tmp_path):
+    base, _ = tensorboard
+    context, page, problems = _plugin_page(browser, base, "run=scoped%2Fversion_0&emb=tsne")
+    flagged = page.evaluate("lrp.clusters.clusters.filter((c) => c.flagged).length")
+    assert flagged == 3
+    page.wait_for_function("lrp.scatter.markerBoxes.length === 3")
+    boxes = page.evaluate("lrp.scatter.markerBoxes.map((b) => ({...b}))")
+    # The clusters lie side by side: labels put right of each ring, as they were, would collide.
+    naive = [(b["sx"] + 10, b["sy"] - 8, b["sx"] + 10 + b["right"] - b["left"], b["sy"] + 8) for b in boxes]
+    assert any(_intersect(a, b) for i, a in enumerate(naive) for b in naive[i + 1 :])
+    laid_out = [(b["left"], b["top"], b["right"], b["bottom"]) for b in boxes]
+    assert not any(_intersect(a, b) for i, a in enumerate(laid_out) for b in laid_out[i + 1 :]), boxes
+    width, height = page.evaluate("[lrp.scatter.width, lrp.scatter.height]")
+    for box in boxes:
+        assert 0 <= box["left"] and box["right"] <= width and 0 <= box["top"] and box["bottom"] <= height
+        assert abs((box["top"] + box["bottom"]) / 2 - box["sy"]) < 80  # near its cluster
+        # The label is drawn where its box says: its red text inside the box.
+        red = page.evaluate(
+            """(b) => { const s = lrp.scatter, r = s.ratio || 1, c = s.overlay.getContext("2d");
+                 const d = c.getImageData(Math.round(b.left * r), Math.round(b.top * r),
+                   Math.round((b.right - b.left) * r), Math.round((b.bottom - b.top) * r)).data;
+                 let n = 0;
+                 for (let i = 0; i < d.length; i += 4) if (d[i] > 120 && d[i + 1] < 90 && d[i + 3] > 200) n += 1;
+                 return n; }""",
+            box,
+        )
+        assert red > 20, box
+    assert sorted(b["text"].split(": ", 1)[1] for b in boxes) == ["bottom-right corner", "top edge", "top-left corner"]
+    page.locator(".scatter-panel").screenshot(path=str(tmp_path / "flags.png"))  # to look at when it fails
+    assert problems == []
+    context.close()
+
+
+def _intersect(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
