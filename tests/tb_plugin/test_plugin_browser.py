@@ -185,12 +185,16 @@ def test_the_lrp_tab_in_tensorboard(tensorboard, browser, screenshots):
     assert tab.frame.locator(".chip.flagged").count() == 1
     tab.images_loaded("#gallery img")
     tab.images_loaded("#prototypes img")
+    tab.images_loaded("#findings .finding-strip img")  # the tab leads with the findings
     page.screenshot(path=str(screenshots / "plugin-tab.png"))
 
-    # Hover: the tooltip shows the nearest sample's input and heatmap.
+    # Hover: the tooltip shows the nearest sample's input and heatmap. The top-left point, so that the
+    # tooltip (below and right of it) leaves the flagged cluster in sight on the screenshot.
     left, top = tab.offset()
     x, y, expected = tab.js(
-        """() => { const [x, y] = lrp.scatter.toScreen(5); const r = lrp.scatter.overlay.getBoundingClientRect();
+        """() => { const s = lrp.scatter; let k = 0;
+             for (let i = 1; i < s.count; i += 1) if (s.sx[i] + s.sy[i] < s.sx[k] + s.sy[k]) k = i;
+             const [x, y] = s.toScreen(k); const r = s.overlay.getBoundingClientRect();
              const i = lrp.scatter.nearest(x, y);
              return [r.left + x, r.top + y, Number(lrp.points.columns.sample_id[i])]; }"""
     )
