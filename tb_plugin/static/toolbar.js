@@ -168,10 +168,11 @@ export class Toolbar {
     app.embeddingFallback = null;
     if (available.includes(wanted)) {
       s.emb = wanted;
-    } else {
+    } else if (epoch.includes(wanted)) { // laid out for other categories of this epoch, not this one
       s.emb = available.includes("pca") ? "pca" : available[0] ?? null;
-      // Said only where this epoch has the wanted one for other categories (a stale link's name is just replaced).
-      if (wanted && s.emb && epoch.includes(wanted)) app.embeddingFallback = { wanted, shown: s.emb };
+      if (s.emb) app.embeddingFallback = { wanted, shown: s.emb };
+    } else { // none chosen yet, or a name this epoch does not know (an old link): the first, as always
+      s.emb = available[0] ?? null;
     }
     if (app.embeddingChoice === null || app.embeddingChoice === undefined) app.embeddingChoice = s.emb;
   }

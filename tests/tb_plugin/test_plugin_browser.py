@@ -622,6 +622,15 @@ def test_a_class_without_the_chosen_embedding_shows_its_points_under_pca(tensorb
     assert problems == []
     context.close()
 
+    # With no embedding named, the tab opens on the first one, t-SNE, as before; it counts as chosen.
+    context, page, problems = _plugin_page(browser, base, "run=scoped%2Fversion_0")
+    assert page.evaluate("lrp.points.meta.embedding") == "tsne"
+    page.select_option("#category", "class_2")
+    page.wait_for_function("lrp.points && lrp.points.meta.category === 'class_2'")
+    assert page.inner_text("#scatter-caption .caption-note").startswith("t-SNE was not computed for digit 2")
+    assert problems == []
+    context.close()
+
 
 def test_flag_labels_in_the_scatter_do_not_overlap(tensorboard, browser, tmp_path):
     base, _ = tensorboard
