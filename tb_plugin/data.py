@@ -785,6 +785,28 @@ class PluginData:
                     names.append(method)
         return names
 
+    @classmethod
+    def _category_embeddings(cls, points: pa.Table) -> dict[str, list[str]]:
+        """Per category, the 2-D embeddings that hold values for it, in the table's column order.
+
+        The analysis lays out t-SNE and UMAP only for some categories (``Embeddings(scope="flagged")``:
+        all samples and the categories with a flagged cluster); the others' columns are null there.
+        """
+        methods = cls._embeddings(points)
+        if not methods or points.num_rows == 0:
+            return {}
+        names, codes = np.unique(points.column(CATEGORY).to_numpy(zero_copy_only=False), return_inverse=True)
+        found: dict[str, list[str]] = {str(name): [] for name in names}
+        for method in methods:
+            x_name, y_name = embedding_columns(method)
+            x = np.asarray(points.column(x_name).to_numpy(zero_copy_only=False), dtype=np.float64)
+            y = np.asarray(points.column(y_name).to_numpy(zero_copy_only=False), dtype=np.float64)
+            placed = np.bincount(codes[np.isfinite(x) & np.isfinite(y)], minlength=names.size)
+            for name, count in zip(names, placed):
+                if count:
+                    found[str(name)].append(method)
+        return found
+
     @staticmethod
     def _clusterings(points: pa.Table) -> list[str]:
         return [c[len(CLUSTER_COLUMN_PREFIX) :] for c in points.column_names if c.startswith(CLUSTER_COLUMN_PREFIX)]
@@ -799,7 +821,11 @@ class PluginData:
         return shape if shape and len(shape) == 2 and min(shape) > 0 else None
 
     def analysis(self, run: str, epoch: int) -> dict[str, Any]:
-        """Summary of an epoch's analysis: per category the spectrum, eigengap, clusterings; embeddings."""
+        """Summary of an epoch's analysis: per category the spectrum, eigengap, clusterings and embeddings.
+
+        ``embeddings`` lists every 2-D embedding of the epoch; each category's own ``embeddings`` only
+        those that hold values for it (a category outside ``Embeddings(scope="flagged")`` has PCA only).
+        """
         store = self._store(run)
         info = self._epoch(run, store, epoch)
         analysis = self._analysis(run, store, info)
@@ -807,6 +833,7 @@ class PluginData:
         pairs = set(zip(clusters.column(CATEGORY).to_pylist(), clusters.column(CLUSTERING).to_pylist()))
         all_clusterings = self._clusterings(points)
         dims = self._spectral_dims(points)
+        laid_out = self._category_embeddings(points)
         categories = []
         for row in spectrum.to_pylist():
             category = row[CATEGORY]
@@ -825,6 +852,8 @@ class PluginData:
                     "selected_clustering": row.get(SELECTED_CLUSTERING),
                     "clusterings": [c for c in all_clusterings if (category, c) in pairs],
                     "spectral_dims": dims.get(category, 0),
+                    # what this category can be shown in: the epoch's list below may hold more
+                    "embeddings": laid_out.get(category, []) + ([SPECTRAL_EMBEDDING] if dims.get(category) else []),
                 }
             )
         return {
@@ -903,6 +932,16 @@ class PluginData:
                 x_name, y_name = embedding_columns(method)
                 x = rows.column(x_name).to_numpy(zero_copy_only=False)
                 y = rows.column(y_name).to_numpy(zero_copy_only=False)
+                placed = np.isfinite(np.asarray(x, dtype=np.float64)) & np.isfinite(np.asarray(y, dtype=np.float64))
+                if x.size and not placed.any():
+                    computed = self._category_embeddings(rows).get(category, [])
+                    computed += [SPECTRAL_EMBEDDING] if self._spectral_dims(rows).get(category) else []
+                    raise BadArgument(
+                        f"embedding {method!r} was not computed for category {category!r} in epoch {info.epoch}: "
+                        "by default the analysis lays out t-SNE and UMAP only for all samples and the categories "
+                        "with a flagged cluster (`lrp-analyze --embeddings all` lays out every category); "
+                        f"this category has {computed}"
+                    )
             x = np.asarray(x, dtype=np.float32)
             y = np.asarray(y, dtype=np.float32)
             ids = rows.column(SAMPLE_ID).to_numpy()

@@ -98,6 +98,10 @@ export class App {
     }
     Object.assign(this.params, SELECTION_PARAMS);
     this.state = readState(this.params);
+    // The embedding last chosen (or linked); app.state.emb is the one shown, which differs where the
+    // category has no layout of the chosen one (Toolbar.chooseEmbedding, then app.embeddingFallback).
+    this.embeddingChoice = this.state.emb;
+    this.embeddingFallback = null;
     this.info = null;
     this.runs = [];
     this.samples = null;
@@ -181,6 +185,7 @@ export class App {
     const usable = this.runs.filter((run) => !run.error).map((run) => run.run);
     const run = usable.includes(next.run) ? next.run : this.state.run;
     Object.assign(this.state, next, { run: this.state.run });
+    this.embeddingChoice = next.emb;
     await this.setRun(run, true);
   }
 
@@ -355,7 +360,14 @@ export class App {
     const run = this.state.run;
     this.fetchCached("columns", "samples", { run, epoch: entry.epoch }).catch(() => {});
     if (entry.analysis && this.analysis) {
-      this.fetchCached("columns", "embedding", this.embeddingParams(entry.epoch)).catch(() => {});
+      // Only an embedding that the next epoch laid out for this category: it may lay out another set.
+      this.fetchCached("json", "analysis", { run, epoch: entry.epoch }).then((analysis) => {
+        const info = analysis.categories.find((c) => c.category === this.state.cat);
+        if (run === this.state.run && info && (info.embeddings || analysis.embeddings).includes(this.state.emb)) {
+          return this.fetchCached("columns", "embedding", this.embeddingParams(entry.epoch));
+        }
+        return null;
+      }).catch(() => {});
     }
   }
 

@@ -3,6 +3,13 @@
 /** Prefix of a metadata column's name where it would clash with one of the tab's own names (`meta:<name>`). */
 export const META_PREFIX = "meta:";
 
+/** How an embedding method is named in the toolbar and the scatter's caption. */
+export const EMBEDDING_NAMES = { tsne: "t-SNE", umap: "UMAP", pca: "PCA", spectral: "spectral" };
+
+export function embeddingName(method) {
+  return EMBEDDING_NAMES[method] || method;
+}
+
 export function percent(value) {
   return value === null || value === undefined ? "–" : `${Math.round(value * 100)}%`;
 }

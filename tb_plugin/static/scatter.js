@@ -4,6 +4,9 @@
 const BACKGROUND = [255, 255, 255];
 const HOVER_RADIUS = 9; // CSS pixels
 const CELL = 12; // CSS pixels per grid cell of the hover index
+const LABEL_HEIGHT = 16; // CSS pixels of a marker's label (12px text and its halo)
+const LABEL_GAP = 2;
+const LABEL_PAD = 2;
 
 function pack([r, g, b], alpha = 255) {
   return ((alpha << 24) | (b << 16) | (g << 8) | r) >>> 0; // ImageData is RGBA bytes: little-endian uint32
@@ -44,6 +47,7 @@ export class Scatter {
     this.selected = null;
     this.emphasis = null;
     this.markers = [];
+    this.markerBoxes = [];
     this.hover = null;
     this.focus = null;
     this.drag = null;
@@ -230,16 +234,25 @@ export class Scatter {
     context.clearRect(0, 0, this.width, this.height);
     context.font = "12px system-ui, sans-serif";
     context.textBaseline = "middle";
-    for (const marker of this.markers) {
-      const { x0, y1, kx, ky } = this._transform();
-      const sx = (marker.x - x0) * kx;
-      const sy = (y1 - marker.y) * ky;
-      if (!Number.isFinite(sx) || !Number.isFinite(sy)) continue;
+    this.markerBoxes = this._layoutMarkers(context);
+    for (const box of this.markerBoxes) {
+      const { sx, sy, text } = box;
+      const middle = (box.top + box.bottom) / 2;
+      if (box.moved) { // a label pushed away from its cluster: a line leads back to the ring
+        const edge = box.left > sx ? box.left : box.right;
+        const angle = Math.atan2(middle - sy, edge - sx);
+        context.beginPath();
+        context.lineWidth = 1;
+        context.strokeStyle = "rgba(183, 28, 28, 0.6)";
+        context.moveTo(sx + 8 * Math.cos(angle), sy + 8 * Math.sin(angle));
+        context.lineTo(edge, middle);
+        context.stroke();
+      }
       context.lineWidth = 3;
       context.strokeStyle = "rgba(255,255,255,0.9)";
-      context.strokeText(marker.text, sx + 6, sy);
+      context.strokeText(text, box.left + LABEL_PAD, middle);
       context.fillStyle = "#b71c1c";
-      context.fillText(marker.text, sx + 12, sy);
+      context.fillText(text, box.left + LABEL_PAD, middle);
       context.beginPath(); // a ring, so the points under it stay visible
       context.lineWidth = 1.5;
       context.strokeStyle = "#b71c1c";
@@ -262,6 +275,51 @@ export class Scatter {
       context.fillRect(Math.min(startX, x), Math.min(startY, y), Math.abs(x - startX), Math.abs(y - startY));
       context.strokeRect(Math.min(startX, x) + 0.5, Math.min(startY, y) + 0.5, Math.abs(x - startX), Math.abs(y - startY));
     }
+  }
+
+  /**
+   * Where each marker's label goes, in CSS pixels: [{left, top, right, bottom, sx, sy, text, moved}].
+   * Labels never overlap one another nor cover a ring: each takes the first free place, right of its
+   * ring, left of it, then a row further up or down, alternately (several flagged clusters often lie
+   * side by side).
+   */
+  _layoutMarkers(context) {
+    const { x0, y1, kx, ky } = this._transform();
+    const anchors = this.markers
+      .map((marker) => ({ sx: (marker.x - x0) * kx, sy: (y1 - marker.y) * ky, text: marker.text }))
+      .filter((a) => Number.isFinite(a.sx) && Number.isFinite(a.sy));
+    const rings = anchors.map(({ sx, sy }) => ({ left: sx - 9, right: sx + 9, top: sy - 9, bottom: sy + 9 }));
+    const boxes = [];
+    const overlaps = (a, b) => a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
+    for (const { sx, sy, text } of anchors) {
+      const width = context.measureText(text).width + 2 * LABEL_PAD;
+      const place = (row, side) => {
+        let left = side > 0 ? sx + 10 : sx - 10 - width;
+        let top = sy - LABEL_HEIGHT / 2 + row * (LABEL_HEIGHT + LABEL_GAP);
+        // inside the plot where it fits, so a label near an edge is not cut off
+        left = Math.max(0, Math.min(left, this.width - width));
+        top = Math.max(0, Math.min(top, this.height - LABEL_HEIGHT));
+        return { left, top, right: left + width, bottom: top + LABEL_HEIGHT, sx, sy, text, moved: row !== 0 };
+      };
+      let chosen = null;
+      for (let step = 0; !chosen && step <= 2 * (boxes.length + rings.length); step += 1) {
+        const row = step % 2 ? -Math.ceil(step / 2) : step / 2; // 0, -1, 1, -2, 2 ...
+        for (const side of [1, -1]) {
+          const box = place(row, side);
+          if (!boxes.some((other) => overlaps(box, other)) && !rings.some((ring) => overlaps(box, ring))) {
+            chosen = box;
+            break;
+          }
+        }
+      }
+      // Only a plot too small for all labels gets here: the next free row below the others.
+      if (!chosen) {
+        const top = Math.max(0, ...boxes.map((b) => b.bottom + LABEL_GAP));
+        chosen = { ...place(0, 1), top, bottom: top + LABEL_HEIGHT, moved: true };
+      }
+      boxes.push(chosen);
+    }
+    return boxes;
   }
 
   // A screen-space grid of point indices (counting sort by cell) for hover lookups in O(1).

@@ -2,7 +2,7 @@
 // share link. Its choices are the shared state that every view reads (app.state).
 
 import { field, h, select, setOptions } from "./dom.js";
-import { META_PREFIX } from "./format.js";
+import { META_PREFIX, embeddingName } from "./format.js";
 import { pick, shareLink } from "./state.js";
 
 export const COLOR_BY = [
@@ -27,7 +27,10 @@ export class Toolbar {
         onclick: () => this.togglePlay() }),
       epochLabel: h("output", { id: "epoch-label", class: "epoch-label", "aria-live": "polite" }),
       category: select([], s.cat, { id: "category", onchange: (event) => update(app.categoryChanges(event.target.value), "points") }),
-      embedding: select([], s.emb, { id: "embedding", onchange: (event) => update({ emb: event.target.value }, "points") }),
+      embedding: select([], s.emb, { id: "embedding", onchange: (event) => {
+        app.embeddingChoice = event.target.value;
+        update({ emb: event.target.value }, "points");
+      } }),
       ex: select([], s.ex, { id: "dim-x", onchange: (event) => update({ ex: Number(event.target.value) }, "points") }),
       ey: select([], s.ey, { id: "dim-y", onchange: (event) => update({ ey: Number(event.target.value) }, "points") }),
       clustering: select([], s.clu, { id: "clustering", onchange: (event) => update({ clu: event.target.value, selc: new Set() }, "points") }),
@@ -132,10 +135,10 @@ export class Toolbar {
       this.dims.classList.add("hidden");
       return;
     }
-    const embeddings = app.analysis.embeddings.map((name) => ({ value: name, label: name === "spectral" ? "spectral" : name.toUpperCase() }));
-    if (!embeddings.some((e) => e.value === s.emb)) s.emb = embeddings.length ? embeddings[0].value : null;
-    setOptions(c.embedding, embeddings, s.emb);
     const info = app.categoryInfo();
+    this.chooseEmbedding(info);
+    const available = info && info.embeddings ? info.embeddings : app.analysis.embeddings;
+    setOptions(c.embedding, available.map((name) => ({ value: name, label: embeddingName(name) })), s.emb);
     const dims = info ? info.spectral_dims : 0;
     const dimOptions = Array.from({ length: dims }, (_, i) => ({ value: i, label: `λ${i + 1}` }));
     if (s.ex >= dims) s.ex = Math.min(1, Math.max(0, dims - 1));
@@ -149,6 +152,29 @@ export class Toolbar {
     }
     setOptions(c.clustering, clusterings.length ? clusterings.map((name) => ({ value: name })) : [{ value: "", label: "–" }], s.clu ?? "");
     c.clustering.disabled = !clusterings.length;
+  }
+
+  /**
+   * The embedding to show for this category: the one last chosen where the category has it, else
+   * PCA (or its first). The analysis lays out t-SNE and UMAP only for some categories, so a choice
+   * that this category lacks is kept for the next one, and app.embeddingFallback says what stands in.
+   */
+  chooseEmbedding(info) {
+    const app = this.app;
+    const s = app.state;
+    const epoch = app.analysis.embeddings;
+    const available = info && info.embeddings ? info.embeddings : epoch;
+    const wanted = app.embeddingChoice ?? s.emb;
+    app.embeddingFallback = null;
+    if (available.includes(wanted)) {
+      s.emb = wanted;
+    } else if (epoch.includes(wanted)) { // laid out for other categories of this epoch, not this one
+      s.emb = available.includes("pca") ? "pca" : available[0] ?? null;
+      if (s.emb) app.embeddingFallback = { wanted, shown: s.emb };
+    } else { // none chosen yet, or a name this epoch does not know (an old link): the first, as always
+      s.emb = available[0] ?? null;
+    }
+    if (app.embeddingChoice === null || app.embeddingChoice === undefined) app.embeddingChoice = s.emb;
   }
 
   async share() {

@@ -45,6 +45,8 @@ EMBEDDING_CONFIG = {"perplexity": 30.0, "umap_n_neighbors": 15, "umap_min_dist":
 """Parameters of the embeddings step that the points table's analysis config names (as the pipeline writes it)."""
 EMBEDDINGS = ("tsne", "umap")
 SPECTRAL_DIMS = 4
+REGIONS = ("bottom-right corner", "top edge", "left edge", "bottom edge")
+"""Regions of the flagged clusters that ``build_run(flags=...)`` adds to the watermark's."""
 
 
 def _quadrant(label: int, size: int) -> tuple[slice, slice]:
@@ -79,6 +81,8 @@ def build_run(
     metadata: bool = False,
     findings: bool = True,
     extra_clustering: bool = False,
+    pca_only: Iterable[int] = (),
+    flags: int = 1,
 ) -> RunStore:
     """Write a complete synthetic run and return its store.
 
@@ -101,6 +105,13 @@ def build_run(
         predates findings), see :func:`synthetic_findings`.
     extra_clustering : bool
         A second clustering, the classes' default (default False), see :func:`write_analysis`.
+    pca_only : iterable of int
+        Classes laid out with PCA only, their t-SNE and UMAP columns null, as
+        ``Embeddings(scope="flagged")`` leaves the classes without a flagged cluster (default none).
+        When given, every category also gets a PCA layout.
+    flags : int
+        Flagged clusters of the "all samples" category, side by side in its embeddings (default 1:
+        the watermark's), see :func:`write_analysis`.
     """
     rng = np.random.default_rng(seed)
     store = RunStore.create(
@@ -159,7 +170,10 @@ def build_run(
         )
         if epoch in analysed:
             found, extra = lineage.get(epoch), extra_clustering
-            write_analysis(store, epoch, ids, labels, predictions, watermark, maps, classes, rng, found, extra)
+            write_analysis(
+                store, epoch, ids, labels, predictions, watermark, maps, classes, rng, found, extra,
+                pca_only=pca_only, flags=flags,
+            )
     return store
 
 
@@ -278,11 +292,17 @@ def write_analysis(
     rng: np.random.Generator,
     findings: pa.Table | None = None,
     extra_clustering: bool = False,
+    *,
+    pca_only: Iterable[int] = (),
+    flags: int = 1,
 ) -> None:
     """Write the four analysis tables of one epoch in the store's schemas (and its findings table, if given).
 
     ``extra_clustering``: every category also gets the clustering :data:`EXTRA_CLUSTERING`, which the
     classes select by default (the "all samples" category keeps :data:`CLUSTERING`).
+    ``pca_only``: these classes get null t-SNE and UMAP columns; with any, every category gets ``pca``.
+    ``flags``: the "all samples" category's watermark cluster and ``flags - 1`` class clusters are
+    flagged (each with its own region), their centres a little apart, so that their labels meet.
     """
     size = maps.shape[-1]
     grid = (size // 2, size // 2)
@@ -299,6 +319,11 @@ def write_analysis(
             cluster = (cluster != labels[index]).astype(np.int32)  # per class: 0 ordinary, 1 watermark
         count = index.size
         centres = rng.normal(0.0, 1.0, (int(cluster.max()) + 1, 2)) * 4 + epoch * 0.2
+        flagged_here = {int(cluster.max())} if category == CATEGORY_ALL else set()
+        if category == CATEGORY_ALL and flags > 1:
+            flagged_here |= set(range(flags - 1))
+            for k, c in enumerate(sorted(flagged_here)):  # side by side: their labels would overlap
+                centres[c] = centres[int(cluster.max())] + [0.3 * k, -0.2 * k]
         row = {
             "category": [category] * count,
             "sample_id": ids[index],
@@ -315,9 +340,14 @@ def write_analysis(
             labelings[EXTRA_CLUSTERING] = (np.arange(count) % 2).astype(np.int32)
         for name, assigned in labelings.items():
             table[cluster_column(name)] = assigned
-        for method in EMBEDDINGS:
+        light = category != CATEGORY_ALL and int(category.split("_")[1]) in set(pca_only)
+        for method in EMBEDDINGS + (("pca",) if pca_only else ()):
             xy = centres[cluster] + rng.normal(0, 0.6, (count, 2))
             x_name, y_name = embedding_columns(method)
+            if light and method != "pca":  # the analysis writes nulls for a method it did not run
+                table[x_name] = pa.nulls(count, pa.float32())
+                table[y_name] = pa.nulls(count, pa.float32())
+                continue
             table[x_name] = xy[:, 0].astype(np.float32)
             table[y_name] = xy[:, 1].astype(np.float32)
         points.append(pa.table(table))
@@ -325,6 +355,9 @@ def write_analysis(
             for c in np.unique(assigned):
                 inside = index[assigned == c]
                 flagged = bool(watermark[inside].mean() > 0.5)
+                region = "top-left corner"
+                if flags > 1 and name == CLUSTERING and int(c) in flagged_here and not flagged:
+                    flagged, region = True, REGIONS[int(c) % len(REGIONS)]
                 purity = float(np.bincount(labels[inside]).max() / inside.size)
                 clusters.append(
                     {
@@ -344,8 +377,8 @@ def write_analysis(
                         "compactness": 0.5,
                         "eigengap": 0.3,
                         "flagged": flagged,
-                        "flag_region": "top-left corner" if flagged else None,
-                        "flag_reason": "75% of the relevance lies in the top-left corner" if flagged else None,
+                        "flag_region": region if flagged else None,
+                        "flag_reason": f"75% of the relevance lies in the {region}" if flagged else None,
                         "track": f"0:{int(c)}",
                         "previous_cluster": None if epoch == 0 else int(c),
                         "match_jaccard": None if epoch == 0 else 0.9,

@@ -33,6 +33,9 @@ ARGS = [
 RUN = "mnist/version_0"
 LIVE = "training/version_0"  # sorts after RUN, so the tab opens RUN
 VARIANTS = "variants/version_0"  # two clusterings: the classes default to another one than "all samples"
+# As Embeddings(scope="flagged") lays out: t-SNE and UMAP for all samples and class 0, PCA only for
+# classes 1 and 2; three flagged clusters side by side in "all samples".
+SCOPED = "scoped/version_0"
 EPOCHS = 6
 SAMPLES = 120
 IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
@@ -65,6 +68,7 @@ def tensorboard(tmp_path_factory: pytest.TempPathFactory):
     build_run(logdir / "mnist" / "version_1", epochs=2, samples=24, analysed=[], thumbnails=False, seed=3)
     build_run(logdir / LIVE, epochs=1, samples=12, analysed=[0], seed=4)
     build_run(logdir / VARIANTS, epochs=2, samples=30, seed=5, extra_clustering=True)
+    build_run(logdir / SCOPED, epochs=2, samples=30, seed=6, pca_only=[1, 2], flags=3)
     port = _free_port()
     log = (logdir.parent / "tensorboard.log").open("w")
     process = subprocess.Popen(
@@ -181,12 +185,16 @@ def test_the_lrp_tab_in_tensorboard(tensorboard, browser, screenshots):
     assert tab.frame.locator(".chip.flagged").count() == 1
     tab.images_loaded("#gallery img")
     tab.images_loaded("#prototypes img")
+    tab.images_loaded("#findings .finding-strip img")  # the tab leads with the findings
     page.screenshot(path=str(screenshots / "plugin-tab.png"))
 
-    # Hover: the tooltip shows the nearest sample's input and heatmap.
+    # Hover: the tooltip shows the nearest sample's input and heatmap. The top-left point, so that the
+    # tooltip (below and right of it) leaves the flagged cluster in sight on the screenshot.
     left, top = tab.offset()
     x, y, expected = tab.js(
-        """() => { const [x, y] = lrp.scatter.toScreen(5); const r = lrp.scatter.overlay.getBoundingClientRect();
+        """() => { const s = lrp.scatter; let k = 0;
+             for (let i = 1; i < s.count; i += 1) if (s.sx[i] + s.sy[i] < s.sx[k] + s.sy[k]) k = i;
+             const [x, y] = s.toScreen(k); const r = s.overlay.getBoundingClientRect();
              const i = lrp.scatter.nearest(x, y);
              return [r.left + x, r.top + y, Number(lrp.points.columns.sample_id[i])]; }"""
     )
@@ -573,3 +581,89 @@ def test_the_scatter_says_which_embedding_and_parameters_produced_it(tensorboard
     assert f"{SAMPLES // 3} samples (digit 1)" in page.inner_text("#scatter-caption")
     assert problems == []
     context.close()
+
+
+def test_a_class_without_the_chosen_embedding_shows_its_points_under_pca(tensorboard, browser):
+    base, _ = tensorboard
+    context, page, problems = _plugin_page(browser, base, "run=scoped%2Fversion_0&emb=tsne")
+    options = "[...document.querySelectorAll('#embedding option')].map((o) => o.value)"
+    assert page.evaluate(options) == ["tsne", "umap", "pca", "spectral"]
+    page.select_option("#category", "class_1")
+    page.wait_for_function("lrp.points && lrp.points.meta.category === 'class_1'")
+    page.wait_for_selector("#lrp-app[data-loading=false]")
+    # t-SNE was not laid out for class 1: PCA stands in, its points drawn, and the caption says why.
+    assert page.evaluate("[lrp.state.emb, lrp.points.meta.embedding]") == ["pca", "pca"]
+    placed = page.evaluate(
+        """() => { const s = lrp.scatter; let n = 0;
+             for (let i = 0; i < s.count; i += 1) if (Number.isFinite(s.sx[i]) && Number.isFinite(s.sy[i])) n += 1;
+             return n; }"""
+    )
+    assert placed == 10
+    assert page.evaluate(options) == ["pca", "spectral"] and page.input_value("#embedding") == "pca"
+    note = page.inner_text("#scatter-caption .caption-note")
+    assert note.startswith("t-SNE was not computed for digit 1 in epoch 1") and note.endswith("showing PCA.")
+    assert "PCA of the relevance maps of 10 samples (digit 1)" in page.inner_text("#scatter-caption")
+    # Back on a category that has it, the chosen t-SNE returns, without the note.
+    page.select_option("#category", "class_0")
+    page.wait_for_function("lrp.points && lrp.points.meta.category === 'class_0'")
+    page.wait_for_selector("#lrp-app[data-loading=false]")
+    assert page.evaluate("[lrp.state.emb, lrp.points.meta.embedding]") == ["tsne", "tsne"]
+    assert page.locator("#scatter-caption .caption-note").count() == 0
+    assert page.inner_text("#scatter-caption").startswith("t-SNE (perplexity 30) of the relevance maps of 10 samples")
+    # A choice made on the PCA-only class is kept where it exists.
+    page.select_option("#category", "class_2")
+    page.wait_for_function("lrp.points && lrp.points.meta.category === 'class_2'")
+    page.select_option("#embedding", "spectral")
+    page.wait_for_function("lrp.points && lrp.points.meta.embedding === 'spectral'")
+    page.select_option("#category", "all")
+    page.wait_for_function("lrp.points && lrp.points.meta.category === 'all'")
+    page.wait_for_selector("#lrp-app[data-loading=false]")
+    assert page.evaluate("lrp.points.meta.embedding") == "spectral" and "emb=spectral" in page.url
+    assert problems == []
+    context.close()
+
+    # With no embedding named, the tab opens on the first one, t-SNE, as before; it counts as chosen.
+    context, page, problems = _plugin_page(browser, base, "run=scoped%2Fversion_0")
+    assert page.evaluate("lrp.points.meta.embedding") == "tsne"
+    page.select_option("#category", "class_2")
+    page.wait_for_function("lrp.points && lrp.points.meta.category === 'class_2'")
+    assert page.inner_text("#scatter-caption .caption-note").startswith("t-SNE was not computed for digit 2")
+    assert problems == []
+    context.close()
+
+
+def test_flag_labels_in_the_scatter_do_not_overlap(tensorboard, browser, tmp_path):
+    base, _ = tensorboard
+    context, page, problems = _plugin_page(browser, base, "run=scoped%2Fversion_0&emb=tsne")
+    flagged = page.evaluate("lrp.clusters.clusters.filter((c) => c.flagged).length")
+    assert flagged == 3
+    page.wait_for_function("lrp.scatter.markerBoxes.length === 3")
+    boxes = page.evaluate("lrp.scatter.markerBoxes.map((b) => ({...b}))")
+    # The clusters lie side by side: labels put right of each ring, as they were, would collide.
+    naive = [(b["sx"] + 10, b["sy"] - 8, b["sx"] + 10 + b["right"] - b["left"], b["sy"] + 8) for b in boxes]
+    assert any(_intersect(a, b) for i, a in enumerate(naive) for b in naive[i + 1 :])
+    laid_out = [(b["left"], b["top"], b["right"], b["bottom"]) for b in boxes]
+    assert not any(_intersect(a, b) for i, a in enumerate(laid_out) for b in laid_out[i + 1 :]), boxes
+    width, height = page.evaluate("[lrp.scatter.width, lrp.scatter.height]")
+    for box in boxes:
+        assert 0 <= box["left"] and box["right"] <= width and 0 <= box["top"] and box["bottom"] <= height
+        assert abs((box["top"] + box["bottom"]) / 2 - box["sy"]) < 80  # near its cluster
+        # The label is drawn where its box says: its red text inside the box.
+        red = page.evaluate(
+            """(b) => { const s = lrp.scatter, r = s.ratio || 1, c = s.overlay.getContext("2d");
+                 const d = c.getImageData(Math.round(b.left * r), Math.round(b.top * r),
+                   Math.round((b.right - b.left) * r), Math.round((b.bottom - b.top) * r)).data;
+                 let n = 0;
+                 for (let i = 0; i < d.length; i += 4) if (d[i] > 120 && d[i + 1] < 90 && d[i + 3] > 200) n += 1;
+                 return n; }""",
+            box,
+        )
+        assert red > 20, box
+    assert sorted(b["text"].split(": ", 1)[1] for b in boxes) == ["bottom-right corner", "top edge", "top-left corner"]
+    page.locator(".scatter-panel").screenshot(path=str(tmp_path / "flags.png"))  # to look at when it fails
+    assert problems == []
+    context.close()
+
+
+def _intersect(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]

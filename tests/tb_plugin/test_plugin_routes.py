@@ -341,8 +341,36 @@ def test_analysis_summary_lists_categories_spectra_embeddings_and_clusterings(cl
     assert categories["all"]["spectral_dims"] == SPECTRAL_DIMS
     assert categories["class_2"]["class_name"] == "digit 2"
     assert categories["all"]["clusterings"] == [CLUSTERING]
+    # every category laid out in every embedding
+    assert all(c["embeddings"] == ["tsne", "umap", "spectral"] for c in summary["categories"])
     assert "no analysis yet" in error(client, route("analysis", run=GOOD, epoch=2), 404)
     assert "lrp-analyze" in error(client, route("analysis", run=PLAIN, epoch=0), 404)
+
+
+def test_each_category_lists_the_embeddings_that_hold_its_points(tmp_path):
+    # Embeddings(scope="flagged"): t-SNE and UMAP for all samples and the flagged class 0, PCA for every category.
+    build_run(tmp_path / "run", epochs=1, samples=30, pca_only=[1, 2])
+    client, _ = make_app(tmp_path)
+    summary = json.loads(ok(client, route("analysis", run="run", epoch=0)).data)
+    assert summary["embeddings"] == ["tsne", "umap", "pca", "spectral"]
+    per_category = {c["category"]: c["embeddings"] for c in summary["categories"]}
+    assert per_category == {
+        "all": ["tsne", "umap", "pca", "spectral"],
+        "class_0": ["tsne", "umap", "pca", "spectral"],
+        "class_1": ["pca", "spectral"],
+        "class_2": ["pca", "spectral"],
+    }
+    # Each listed embedding serves the category's points, all of them placed.
+    for category, methods in per_category.items():
+        for method in methods:
+            url = route("embedding", run="run", epoch=0, category=category, embedding=method)
+            values, meta = columns(ok(client, url))
+            assert values["x"].size == 10 * (3 if category == "all" else 1)
+            assert np.isfinite(values["x"]).all() and np.isfinite(values["y"]).all() and meta["bounds"] is not None
+    # One that is not listed is refused with the reason and what the category has, not sent as empty points.
+    text = error(client, route("embedding", run="run", epoch=0, category="class_1", embedding="tsne"), 400)
+    assert "'tsne' was not computed for category 'class_1' in epoch 0" in text
+    assert "--embeddings all" in text and "['pca', 'spectral']" in text
 
 
 @pytest.mark.parametrize("category", ["all", "class_0"])

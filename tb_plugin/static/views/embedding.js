@@ -3,7 +3,7 @@
 // hover tooltip, flagged clusters marked.
 
 import { h, replace } from "../dom.js";
-import { META_PREFIX, metaText, percent } from "../format.js";
+import { META_PREFIX, embeddingName, metaText, percent } from "../format.js";
 import { CORRECT, NOISE, PALETTE, UNCLUSTERED, WRONG, clusterColor, css } from "../palette.js";
 import { Scatter } from "../scatter.js";
 
@@ -22,7 +22,7 @@ class Embedding {
     this.info = h("span", { id: "scatter-info", class: "muted" });
     this.message = h("div", { class: "message hidden" });
     this.legend = h("div", { id: "legend", class: "legend", role: "group", "aria-label": "clusters and colours" });
-    this.caption = h("p", { id: "scatter-caption", class: "muted caption" });
+    this.caption = h("p", { id: "scatter-caption", class: "muted scatter-caption" });
     this.element = h("section", { class: "panel scatter-panel", "aria-label": "embedding" },
       h("div", { class: "panel-head" },
         h("h2", { text: "Embedding" }), this.info,
@@ -133,6 +133,19 @@ class Embedding {
     return app.state.clu ? `${text} Clusters: ${app.state.clu}.` : text;
   }
 
+  /** Why another embedding than the chosen one is shown (the category has no layout of it), or "". */
+  fallbackText() {
+    const app = this.app;
+    const fallback = app.embeddingFallback;
+    const meta = app.points.meta;
+    if (!fallback || fallback.shown !== meta.embedding) return "";
+    const info = app.categoryInfo();
+    const category = (info && info.class_name) || meta.category;
+    return `${embeddingName(fallback.wanted)} was not computed for ${category} in epoch ${meta.epoch} ` +
+      "(the analysis lays out t-SNE and UMAP only for all samples and the categories with a flagged cluster); " +
+      `showing ${embeddingName(fallback.shown)}.`;
+  }
+
   render(newData = true) {
     const app = this.app;
     const p = app.points;
@@ -147,7 +160,8 @@ class Embedding {
     }
     this.message.classList.add("hidden");
     this.scatter.element.classList.remove("hidden");
-    this.caption.textContent = this.captionText();
+    const note = this.fallbackText();
+    replace(this.caption, note ? [h("span", { class: "caption-note", text: note }), " "] : [], this.captionText());
     const { colors, palette } = this.colorsFor();
     if (newData) {
       this.scatter.setData({ x: p.columns.x, y: p.columns.y, colors, palette, bounds: p.meta.bounds });
