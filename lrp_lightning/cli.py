@@ -276,7 +276,7 @@ def _summary(reports: list[_RunReport], root: Path) -> str:
     header = ("run", "analysed", "up to date", "failed", "findings")
     rows.append(
         (
-            f"total ({len(reports)} runs)",
+            f"total ({len(reports)} run{'' if len(reports) == 1 else 's'})",
             str(sum(r.analysed for r in reports)),
             str(sum(r.current for r in reports)),
             str(sum(len(r.failures) for r in reports)),
