@@ -51,6 +51,7 @@ __all__ = [
     "ACCURACY",
     "ANALYSIS_DIR",
     "ANALYSIS_FORMAT_VERSION",
+    "ANALYSIS_SCHEMAS",
     "ANALYSIS_TABLES",
     "ATTRIBUTIONS_DIR",
     "ATTRIBUTION_COLUMNS",
@@ -547,3 +548,13 @@ SPECTRUM_SCHEMA = pa.schema(
 """``spectrum``: one row per category. ``status`` is ``"ok"`` or ``"skipped"`` (``message`` says why, e.g.
 a class with too few samples); ``eigenvalues`` are the smallest eigenvalues of the normalised
 Laplacian, ascending; ``eigengap_k`` the number of clusters the largest eigengap suggests."""
+
+ANALYSIS_SCHEMAS: dict[str, pa.Schema] = {
+    POINTS_TABLE: POINTS_SCHEMA,
+    CLUSTERS_TABLE: CLUSTERS_SCHEMA,
+    LINEAGE_TABLE: LINEAGE_SCHEMA,
+    SPECTRUM_TABLE: SPECTRUM_SCHEMA,
+}
+"""Required leading columns of each analysis table, by name. Readers check a table against its schema
+(:meth:`RunStore.read_analysis_table`): a table without these columns, or with columns of other types,
+is a damaged table, recomputed by ``lrp-analyze``."""

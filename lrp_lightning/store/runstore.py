@@ -44,6 +44,7 @@ from .contract import (
 from .epochs import EpochInfo, _EpochSnapshot, _store_dir_for_create
 from .errors import (
     AnalysisNotFoundError,
+    CorruptFileError,
     EpochNotFoundError,
     IncompatibleRunError,
     SampleNotFoundError,
@@ -62,6 +63,8 @@ from .manifest import (
     find_runs,
 )
 from .tables import (
+    _analysis_schema_problems,
+    _conform_analysis_table,
     _conform_attribution_table,
     _conform_probe_table,
     _conform_to,
@@ -715,14 +718,18 @@ class RunStore:
         return path
 
     def _analysis_tags(self, path: Path) -> tuple[str, str] | None:
+        # a damaged table (unreadable, or columns unlike the contract's) counts as absent: recomputed
         try:
             handle = _Parquet(path)
-        except FileNotFoundError:
+        except (FileNotFoundError, CorruptFileError):
             return None
         try:
-            metadata = handle.file.schema_arrow.metadata or {}
+            schema = handle.file.schema_arrow
         finally:
             handle.close()
+        if _analysis_schema_problems(schema, path.stem):
+            return None
+        metadata = schema.metadata or {}
         return (
             metadata.get(META_CONFIG_HASH, b"").decode(),
             metadata.get(META_SOURCE_COMMIT, b"").decode(),
@@ -761,6 +768,8 @@ class RunStore:
         AnalysisNotFoundError
             If the table is missing, was made from a replaced version of the epoch, or (when
             ``config_hash`` is given) with another configuration.
+        CorruptFileError
+            If the file is damaged or does not fit its schema in :data:`ANALYSIS_SCHEMAS` (message: the fix).
         """
         path = self._analysis_path(epoch, name)
         commit = self.epoch_info(epoch).commit
@@ -770,6 +779,7 @@ class RunStore:
             raise AnalysisNotFoundError(
                 f"no analysis table {name!r} for epoch {epoch} ({path}); run the analysis (lrp-analyze)"
             ) from None
+        table = _conform_analysis_table(table, name, path)
         metadata = table.schema.metadata or {}
         found_hash = metadata.get(META_CONFIG_HASH, b"").decode()
         if metadata.get(META_SOURCE_COMMIT, b"").decode() != commit:

@@ -1,0 +1,182 @@
+"""Fault injection, part 2 (issue 14, items 5 to 9): wrong-schema analysis tables, advice that never
+destroys primary data, bad manifest values, symlinks out of the run, and smaller faults.
+
+Every fault is planted into a real store; each test asserts a clear error that names the file and the
+fix, and that the rest of the run stays readable.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from store_testing import assert_consistent, new_store, write_ranks
+
+from lrp_lightning import store as S
+from lrp_lightning.store import CorruptFileError, RunStore
+
+TESTS = Path(__file__).resolve().parents[1]
+
+
+def plugin_helpers():
+    sys.path.insert(0, str(TESTS / "tb_plugin"))
+    import plugin_testing
+    import synthetic_runs
+
+    return plugin_testing, synthetic_runs
+
+
+def rewrite_table(path: Path, change) -> None:
+    """Rewrite an analysis table through ``change(table) -> table``, keeping its tags (config hash, commit)."""
+    table = pq.read_table(path)
+    metadata = table.schema.metadata
+    changed = change(table)
+    pq.write_table(changed.replace_schema_metadata(metadata), path)
+
+
+def drop(*names):
+    return lambda table: table.drop_columns(list(names))
+
+
+def retype(name, values, kind=None):
+    def change(table):
+        index = table.schema.get_field_index(name)
+        return table.set_column(index, name, pa.array(values(table.num_rows), type=kind))
+
+    return change
+
+
+# ------------------------------------------------------------------------------------------ 6: schemas
+
+
+def analysed_store(tmp_path: Path) -> RunStore:
+    _, synthetic = plugin_helpers()
+    return synthetic.build_run(tmp_path / "run", epochs=2, samples=12, analysed=[0, 1])
+
+
+@pytest.mark.parametrize(
+    ("table", "change", "problem"),
+    [
+        ("clusters", drop("track", "prototype"), r"lacks column\(s\) \['prototype', 'track'\]"),
+        ("clusters", retype("size", lambda n: ["big"] * n), r"column 'size' has type string, expected int64"),
+        ("points", drop("sample_id"), r"lacks column\(s\) \['sample_id'\]"),
+        ("spectrum", retype("eigenvalues", lambda n: [1.0] * n), "column 'eigenvalues' has type double"),
+        ("lineage", retype("track", lambda n: [None] * n, pa.string()), r"column 'track' holds \d+ nulls"),
+    ],
+)
+def test_an_analysis_table_of_the_wrong_schema_is_a_clear_error_naming_file_and_fix(tmp_path, table, change, problem):
+    store = analysed_store(tmp_path)
+    path = store.analysis_dir(0) / f"{table}.parquet"
+    rewrite_table(path, change)
+    with pytest.raises(CorruptFileError, match=problem) as caught:
+        store.read_analysis_table(0, table)
+    message = str(caught.value)
+    assert str(path) in message and "lrp-analyze --force" in message
+    assert "delete" not in message
+    if "nulls" not in problem:  # checked from the file's schema alone: the table is not current
+        assert table not in store.analysis_tables(0)
+    assert store.read_analysis_table(1, table).num_rows > 0  # the other epoch is unaffected
+    assert assert_consistent_heatmaps(store)
+
+
+def assert_consistent_heatmaps(store: RunStore) -> bool:
+    return all(store.heatmaps(info.epoch)[1].shape[0] == info.rows for info in store.epochs())
+
+
+def test_a_table_with_compatible_types_is_read_in_the_contract_types(tmp_path):
+    store = analysed_store(tmp_path)
+    path = store.analysis_dir(0) / "clusters.parquet"
+    rewrite_table(
+        path, lambda t: t.set_column(t.schema.get_field_index("cluster"), "cluster", t["cluster"].cast("int64"))
+    )
+    table = store.read_analysis_table(0, "clusters")
+    assert table.schema.field("cluster").type == pa.int32()
+    assert "clusters" in store.analysis_tables(0)
+
+
+def test_plugin_routes_answer_404_for_wrong_schema_tables_never_500_or_nulls(tmp_path):
+    testing, synthetic = plugin_helpers()
+    store = synthetic.build_run(tmp_path / "run", epochs=2, samples=12, analysed=[0, 1])
+    rewrite_table(store.analysis_dir(0) / "clusters.parquet", drop("prototype", "size", "purity"))
+    rewrite_table(store.analysis_dir(0) / "points.parquet", retype("cluster.kmeans", lambda n: ["x"] * n))
+    rewrite_table(store.analysis_dir(1) / "spectrum.parquet", drop("category"))
+    client, _ = testing.make_app(tmp_path)
+    route, clustering = testing.route, synthetic.CLUSTERING
+    where = {"run": "run", "category": "all", "clustering": clustering}
+    for url in (
+        route("clusters", epoch=0, **where),
+        route("prototype", epoch=0, cluster=0, **where),
+        route("embedding", run="run", epoch=0, category="all", embedding="tsne", clustering=clustering),
+        route("analysis", run="run", epoch=1),
+    ):
+        response = client.get(url)
+        text = response.get_data(as_text=True)
+        assert response.status_code == 404, (url, response.status_code, text)
+        assert "analysis table" in text and "lrp-analyze --force" in text
+        assert str(tmp_path) not in text
+    info = json.loads(client.get(route("run", run="run")).get_data())
+    assert "spectrum.parquet" in info["epochs"][1]["analysis_error"]
+    assert client.get(route("heatmap", run="run", epoch=0, sample=7)).status_code == 200
+
+
+def lrp_analyze(arguments):
+    from lrp_lightning import cli
+
+    return cli.main([str(a) for a in arguments])
+
+
+FAST_TOML = '[clusterings]\nk_range = [2, 4]\n[embeddings]\nmethods = ["pca"]\n'
+
+
+def test_lrp_analyze_recomputes_a_wrong_schema_or_damaged_analysis_table(tmp_path, capsys):
+    sys.path.insert(0, str(TESTS / "analysis"))
+    from spray_helpers import make_run
+
+    from lrp_lightning.analysis import current_analysis_key
+
+    store = make_run(tmp_path / "run", epochs=(0, 1))
+    config = tmp_path / "fast.toml"
+    config.write_text(FAST_TOML)
+    assert lrp_analyze([store.run_dir, "--config", config, "--quiet", "--no-scalars"]) == 0
+    key = current_analysis_key(store, 0)
+    rewrite_table(store.analysis_dir(0) / "clusters.parquet", drop("track", "flagged"))
+    (store.analysis_dir(1) / "spectrum.parquet").write_bytes(b"PAR1 damaged PAR1")
+    capsys.readouterr()
+    code = lrp_analyze([store.run_dir, "--config", config, "--quiet", "--no-scalars"])  # no --force
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "KeyError" not in err and "delete" not in out + err
+    assert current_analysis_key(store, 0) == key and current_analysis_key(store, 1) is not None
+    assert {"track", "flagged"} <= set(store.read_analysis_table(0, "clusters").column_names)
+
+
+# ------------------------------------------------------------------------------------------ 5: advice
+
+
+def test_no_error_advises_deleting_the_runs_data(tmp_path):
+    store = new_store(tmp_path)
+    write_ranks(store, 0, 10, [[0, 1, 2]], 10.0)
+    write_ranks(store, 1, 20, [[0, 1, 2]], 20.0)
+    store.write_probe(S.make_probe_table(sample_id=[0, 1, 2], dataset_index=[0, 1, 2], label=[0, 1, 2]))
+    store.write_analysis_table(0, "notes", pa.table({"x": [1]}), "cfg")
+    damaged = {
+        "part": (store.epoch_dir(1) / "part-00000.parquet", lambda: store.attributions(1), "attribution of this epoch"),
+        "probe": (store.probe_path, store.probe_table, "probe set"),
+        "analysis": (
+            store.analysis_dir(0) / "notes.parquet",
+            lambda: store.read_analysis_table(0, "notes"),
+            "lrp-analyze --force",
+        ),
+    }
+    for name, (path, read, advice) in damaged.items():
+        path.write_bytes(b"PAR1 damaged PAR1")
+        with pytest.raises(CorruptFileError) as caught:
+            read()
+        message = str(caught.value)
+        assert str(path) in message and advice in message, name
+        assert "delete" not in message.lower() and "plugins/lrp directory" not in message, name
+    assert assert_consistent(store, skip={1}) == {0: 10}
