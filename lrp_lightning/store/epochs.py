@@ -77,6 +77,7 @@ from .contract import (
     EPOCH,
     GLOBAL_STEP,
     MANIFEST_FILE,
+    META_HEATMAP_SHAPE,
     PART_HASH_BYTES,
     PART_HASHES_KEY,
     PART_SIZES_KEY,
@@ -474,6 +475,18 @@ class _EpochSnapshot:
         """
         info = self.info
         for index, part in enumerate(self.parts):
+            # maps of another shape with the same number of values would silently reshape every map
+            declared = (part.file.schema_arrow.metadata or {}).get(META_HEATMAP_SHAPE)
+            try:
+                stored = tuple(json.loads(declared)) if declared is not None else None
+            except ValueError:
+                stored = None
+            if stored is not None and stored != self.heatmap_shape:
+                raise CorruptFileError(
+                    f"{part.path} holds maps of shape {list(stored)}, but {part.path.parents[2] / MANIFEST_FILE} "
+                    f"says heatmap_shape {list(self.heatmap_shape)}: the manifest was edited. Set its "
+                    f"heatmap_shape back to {list(stored)}."
+                )
             if info.sizes is not None and part.nbytes != info.sizes[index]:
                 raise CorruptFileError(
                     f"{part.path} holds {part.nbytes} bytes, but epoch {info.epoch} was committed with "

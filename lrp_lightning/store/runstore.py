@@ -57,6 +57,7 @@ from .errors import (
 from .manifest import (
     _check_writable,
     _library_version,
+    _manifest_heatmap_shape,
     _normalise_json,
     _read_manifest,
     _resolve_store_dir,
@@ -261,14 +262,13 @@ class RunStore:
     @property
     def manifest(self) -> dict[str, Any]:
         """A copy of ``manifest.json`` (re-read when it changed on disk)."""
-        data = dict(self._manifest_data())
-        data.pop("_parsed_epochs")
+        data = {key: value for key, value in self._manifest_data().items() if not key.startswith("_")}
         return copy.deepcopy(data)
 
     @property
     def heatmap_shape(self) -> tuple[int, int]:
         """``(H, W)`` of the stored relevance maps."""
-        return _check_heatmap_shape(self._manifest_data().get(HEATMAP_SHAPE_KEY))
+        return _manifest_heatmap_shape(self._manifest_data().get(HEATMAP_SHAPE_KEY), self._store_dir / MANIFEST_FILE)
 
     @property
     def format_version(self) -> str:
@@ -289,7 +289,9 @@ class RunStore:
             If the epoch is not complete; the message lists the complete epochs.
         """
         epoch = _check_index(epoch, "epoch")
-        parsed = self._manifest_data()["_parsed_epochs"]
+        parsed, bad = self._manifest_data()["_parsed_epochs"], self._manifest_data()["_bad_epochs"]
+        if epoch in bad:
+            raise CorruptFileError(str(bad[epoch][1]))  # a malformed entry fails its epoch only
         if epoch not in parsed:
             available = ", ".join(str(e) for e in sorted(parsed)) or "none yet"
             raise EpochNotFoundError(
@@ -300,7 +302,8 @@ class RunStore:
     def _write_manifest(self, epochs: Mapping[int, EpochInfo]) -> None:
         data = self.manifest
         data[LIBRARY_VERSION_KEY] = _library_version()
-        data[EPOCHS_KEY] = [epochs[e].to_json() for e in sorted(epochs)]
+        kept = [raw for key, (raw, _) in self._manifest_data()["_bad_epochs"].items() if key not in epochs]
+        data[EPOCHS_KEY] = [epochs[e].to_json() for e in sorted(epochs)] + kept
         fileio.atomic_write_json(self._store_dir / MANIFEST_FILE, data)
 
     def _require_writable(self) -> None:

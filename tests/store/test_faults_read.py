@@ -180,3 +180,66 @@ def test_no_error_advises_deleting_the_runs_data(tmp_path):
         assert str(path) in message and advice in message, name
         assert "delete" not in message.lower() and "plugins/lrp directory" not in message, name
     assert assert_consistent(store, skip={1}) == {0: 10}
+
+
+# ------------------------------------------------------------------------------------------ 7: manifest values
+
+
+def edit_manifest(store: RunStore, change) -> Path:
+    path = store.store_dir / "manifest.json"
+    manifest = json.loads(path.read_text())
+    change(manifest)
+    path.write_text(json.dumps(manifest))
+    return path
+
+
+@pytest.mark.parametrize("shape", ["big", [4], [4, 0], [4.5, 5], [True, 5], None])
+def test_a_bad_heatmap_shape_is_an_error_naming_the_manifest_and_the_key(tmp_path, shape):
+    store = new_store(tmp_path)
+    write_ranks(store, 0, 10, [[0, 1]], 10.0)
+    path = edit_manifest(store, lambda m: m.update(heatmap_shape=shape))
+    reader = RunStore(store.run_dir)
+    assert [e.epoch for e in reader.epochs()] == [0]  # the epoch list stays readable
+    for read in (lambda: reader.heatmap_shape, lambda: reader.heatmaps(0)):
+        with pytest.raises(CorruptFileError, match="heatmap_shape") as caught:
+            read()
+        assert str(path) in str(caught.value)
+
+
+def test_a_heatmap_shape_of_the_same_size_never_reshapes_the_maps(tmp_path):
+    store = new_store(tmp_path)  # maps of 4 x 5
+    write_ranks(store, 0, 10, [[0, 1]], 10.0)
+    write_ranks(store, 1, 20, [[0, 1]], 20.0)
+    edit_manifest(store, lambda m: m.update(heatmap_shape=[2, 10]))
+    reader = RunStore(store.run_dir)
+    for read in (lambda: reader.heatmaps(1), lambda: reader.heatmaps(1, [0]), lambda: list(reader.iter_heatmaps(0))):
+        with pytest.raises(CorruptFileError, match=r"holds maps of shape \[4, 5\].*heatmap_shape \[2, 10\]") as caught:
+            read()
+        assert "manifest.json" in str(caught.value) and "part-00000.parquet" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"epoch": 1, "global_step": "twenty", "rows": 2, "files": [], "commit": "x"},
+        {"epoch": 1, "rows": 2},
+        {"epoch": 1, "global_step": 20, "rows": 2, "files": "part-00000.parquet", "commit": "x"},
+        "epoch one",
+    ],
+)
+def test_one_bad_epoch_entry_fails_only_that_epoch(tmp_path, entry):
+    store = new_store(tmp_path)
+    for epoch in range(3):
+        write_ranks(store, epoch, 10 * (epoch + 1), [[0, 1]], 10.0 * (epoch + 1))
+    path = edit_manifest(store, lambda m: m["epochs"].__setitem__(1, entry))
+    reader = RunStore(store.run_dir)
+    assert [e.epoch for e in reader.epochs()] == [0, 2]
+    assert assert_consistent(reader) == {0: 10, 2: 30}
+    if isinstance(entry, dict):
+        with pytest.raises(CorruptFileError, match="malformed epoch entry") as caught:
+            reader.heatmaps(1)
+        assert str(path) in str(caught.value)
+    # a later commit keeps the bad entry as it is (a person may fix it by hand) and adds its epoch
+    write_ranks(reader, 3, 40, [[0, 1]], 40.0)
+    assert [e.epoch for e in reader.epochs()] == [0, 2, 3]
+    assert entry in json.loads(path.read_text())["epochs"]
