@@ -93,7 +93,14 @@ from .contract import (
     replaced_dirname,
     staging_dirname,
 )
-from .errors import CorruptFileError, SchemaError, StoreError, _check_heatmap_shape, _check_index
+from .errors import (
+    CorruptFileError,
+    LinkOutsideRunError,
+    SchemaError,
+    StoreError,
+    _check_heatmap_shape,
+    _check_index,
+)
 from .tables import (
     _conform_attribution_table,
     _conform_to,
@@ -163,6 +170,8 @@ def _read_marker(directory: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(fileio.read_regular(directory / COMMIT_MARKER).decode("utf-8"))
         _entry_from_json(data, directory / COMMIT_MARKER)
+    except LinkOutsideRunError:
+        raise  # not a missing version: a link out of the run, which the reader must name
     except (OSError, ValueError, StoreError):
         return None
     return data

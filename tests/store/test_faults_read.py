@@ -243,3 +243,69 @@ def test_one_bad_epoch_entry_fails_only_that_epoch(tmp_path, entry):
     write_ranks(reader, 3, 40, [[0, 1]], 40.0)
     assert [e.epoch for e in reader.epochs()] == [0, 2, 3]
     assert entry in json.loads(path.read_text())["epochs"]
+
+
+# ------------------------------------------------------------------------------------------ 8: symlinks
+
+
+def move_out_and_link(path: Path, outside: Path) -> Path:
+    """Move ``path`` to ``outside`` and leave a symbolic link to it in its place."""
+    outside.parent.mkdir(parents=True, exist_ok=True)
+    path.rename(outside)
+    path.symlink_to(outside)
+    return path
+
+
+def test_symbolic_links_out_of_the_run_are_refused_and_links_inside_are_followed(tmp_path):
+    store = new_store(tmp_path)
+    store.write_probe(S.make_probe_table(sample_id=[0, 1], dataset_index=[0, 1], label=[0, 1]))
+    for epoch in range(3):
+        write_ranks(store, epoch, 10 * (epoch + 1), [[0, 1]], 10.0 * (epoch + 1))
+    part = move_out_and_link(store.epoch_dir(1) / "part-00000.parquet", tmp_path / "elsewhere" / "part.parquet")
+    probe = move_out_and_link(store.probe_path, tmp_path / "elsewhere" / "probe.parquet")
+    epoch_dir = move_out_and_link(store.epoch_dir(2), tmp_path / "elsewhere" / "epoch2")
+    reader = RunStore(store.run_dir)
+    for link, read in (
+        (part, lambda: reader.heatmaps(1)),
+        (probe, reader.probe_table),
+        (epoch_dir, lambda: reader.heatmaps(2)),
+    ):
+        with pytest.raises(S.LinkOutsideRunError, match="leads outside its run directory") as caught:
+            read()
+        assert str(link.name) in str(caught.value) and isinstance(caught.value, CorruptFileError)
+    assert assert_consistent(reader, skip={1, 2}) == {0: 10}
+
+    inside = store.run_dir / "kept" / "probe.parquet"  # a link within the run is fine
+    inside.parent.mkdir()
+    (tmp_path / "elsewhere" / "probe.parquet").rename(inside)
+    probe.unlink()
+    probe.symlink_to(inside)
+    assert reader.probe_table().num_rows == 2
+
+
+def test_a_manifest_linked_from_outside_the_run_is_refused(tmp_path):
+    store = new_store(tmp_path)
+    write_ranks(store, 0, 10, [[0, 1]], 10.0)
+    move_out_and_link(store.store_dir / "manifest.json", tmp_path / "other" / "manifest.json")
+    with pytest.raises(S.LinkOutsideRunError, match=r"manifest\.json"):
+        RunStore(store.run_dir)
+
+
+def test_the_plugin_never_serves_a_file_linked_from_outside_the_run(tmp_path):
+    testing, synthetic = plugin_helpers()
+    victim = synthetic.build_run(tmp_path / "logdir" / "victim", epochs=1, samples=6, analysed=[])
+    store = synthetic.build_run(tmp_path / "logdir" / "run", epochs=1, samples=6, analysed=[])
+    secret = tmp_path / "secret.parquet"  # a readable probe set outside the logdir, with other thumbnails
+    secret.write_bytes(victim.probe_path.read_bytes())
+    store.probe_path.unlink()
+    store.probe_path.symlink_to(secret)
+    part = store.epoch_dir(0) / "part-00000.parquet"
+    part.unlink()
+    part.symlink_to(victim.epoch_dir(0) / "part-00000.parquet")  # another run of the same logdir
+    client, _ = testing.make_app(tmp_path / "logdir")
+    for url in (testing.route("input", run="run", sample=7), testing.route("heatmap", run="run", epoch=0, sample=7)):
+        response = client.get(url)
+        text = response.get_data(as_text=True)
+        assert response.status_code == 404, (url, text)
+        assert "outside its run directory" in text and str(tmp_path) not in text
+    assert client.get(testing.route("input", run="victim", sample=7)).status_code == 200
