@@ -49,6 +49,13 @@ points:
 place after step b), so its entry is written to the manifest (roll forward) before unreferenced
 moved-aside directories are deleted.
 
+Stale staging directories (of attempts that died before their commit) are deleted when that epoch
+is committed again (step f), when a later epoch is committed (staging directories of earlier epochs
+in which nothing changed since that commit began), and by :meth:`RunStore.create` (those in which
+nothing changed since the last commit, i.e. the manifest's modification time). A live writer's
+staging directory is always newer than the last commit, so none of these rules touches it; a second
+training writing into the same store at the same time is the writer lock's to refuse.
+
 A reader opens all part files of a version before reading any, and checks the marker again after
 opening them: an open file stays readable after a concurrent rename or delete (POSIX), so a read
 either sees one version completely or retries with a fresh manifest.
@@ -408,12 +415,39 @@ def _commit(
 
 
 def _remove_leftovers(store_dir: Path, epoch: int) -> None:
-    """Delete the staging directories and moved-aside versions of an epoch (step 3-f)."""
+    """Delete the staging directories and moved-aside versions of an epoch (step 3-f), and staging
+    directories of earlier epochs left by attempts that died before their commit."""
     root = store_dir / ATTRIBUTIONS_DIR
     prefixes = (f"{STAGING_PREFIX}{epoch_dirname(epoch)}-", f"{REPLACED_PREFIX}{epoch_dirname(epoch)}-")
+    started = time.time()
     for child in root.iterdir():
         if child.name.startswith(prefixes):
             fileio.remove_tree(child)
+        elif (staged := _staged_epoch(child.name)) is not None and staged < epoch:
+            _remove_stale_staging(child, started)
+
+
+def _staged_epoch(name: str) -> int | None:
+    """The epoch of a :func:`staging_dirname`, or None for any other name."""
+    if not name.startswith(STAGING_PREFIX):
+        return None
+    return parse_epoch_dirname(name[len(STAGING_PREFIX) :].split("-", 1)[0])
+
+
+def _remove_stale_staging(directory: Path, older_than: float) -> None:
+    """Delete a staging directory if nothing in it changed since ``older_than`` (seconds since the epoch).
+
+    A live writer's staging directory is always newer than the last commit: the ranks stage an epoch
+    after the previous one was committed, and every part written touches the directory. So one whose
+    newest entry predates the last commit belongs to an attempt that died. (A second training writing
+    into the same store at once is refused by the writer lock, not guessed at here.)
+    """
+    try:
+        newest = max([directory.lstat().st_mtime] + [entry.lstat().st_mtime for entry in directory.iterdir()])
+    except OSError:
+        return  # vanished or unreadable: nothing to clean
+    if newest < older_than:
+        fileio.remove_tree(directory)
 
 
 def _recover(
@@ -445,12 +479,15 @@ def _recover(
             changed = True
     if changed:
         write_manifest(epochs)
+    last_commit = (store_dir / MANIFEST_FILE).stat().st_mtime
     for child in root.iterdir():
         aside = parse_replaced_dirname(child.name)
         if aside is not None:
             listed = epochs.get(aside[0])
             if listed is None or listed.commit != aside[1]:
                 fileio.remove_tree(child)
+        elif _staged_epoch(child.name) is not None:
+            _remove_stale_staging(child, last_commit)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -11,10 +11,11 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from store_testing import assert_consistent, new_store, write_ranks
+from store_testing import RUN_META, assert_consistent, new_store, write_ranks
 
 from lrp_lightning import store as S
 from lrp_lightning.store import CorruptFileError, RunStore
@@ -309,3 +310,42 @@ def test_the_plugin_never_serves_a_file_linked_from_outside_the_run(tmp_path):
         assert response.status_code == 404, (url, text)
         assert "outside its run directory" in text and str(tmp_path) not in text
     assert client.get(testing.route("input", run="victim", sample=7)).status_code == 200
+
+
+# ------------------------------------------------------------------------------------------ 9: smaller ones
+
+
+def staging_names(store: RunStore) -> list[str]:
+    return sorted(p.name for p in (store.store_dir / "attributions").iterdir() if p.name.startswith(".staging-"))
+
+
+def test_stale_staging_directories_are_cleaned_up_and_a_live_writers_are_kept(tmp_path):
+    import os
+    import time
+
+    store = new_store(tmp_path)
+    for epoch in range(3):
+        write_ranks(store, epoch, 10 * (epoch + 1), [[0, 1]], 10.0 * (epoch + 1))
+    store.write_part(1, 99, S.make_attribution_table(**row_arguments(1, 99)))  # a re-run of epoch 1 that died
+    store.write_part(5, 60, S.make_attribution_table(**row_arguments(5, 60)))  # died long ago
+    old = time.time() - 3600
+    for path in [*(store.store_dir / "attributions" / ".staging-epoch=000005-step=60").iterdir()]:
+        os.utime(path, (old, old))
+    os.utime(store.store_dir / "attributions" / ".staging-epoch=000005-step=60", (old, old))
+    store.write_part(3, 40, S.make_attribution_table(**row_arguments(3, 40)))  # a writer staging epoch 3 now
+
+    resumed = RunStore.create(store.run_dir, **RUN_META)  # the resume: older than the last commit goes
+    assert staging_names(resumed) == [".staging-epoch=000001-step=99", ".staging-epoch=000003-step=40"]
+    resumed.commit_epoch(3, 40, world_size=1)  # a later commit: dead attempts of earlier epochs go
+    assert staging_names(resumed) == []
+    assert assert_consistent(resumed) == {0: 10, 1: 20, 2: 30, 3: 40}
+
+
+def row_arguments(epoch: int, step: int) -> dict:
+    from store_testing import maps_for
+
+    ids = np.array([0, 1])
+    return dict(
+        epoch=epoch, global_step=step, sample_id=ids, label=ids, prediction=ids, target=ids,
+        score=np.full(2, float(step)), probability=np.full(2, 0.5), relevance=maps_for(ids, step),
+    )  # fmt: skip
