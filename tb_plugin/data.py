@@ -108,6 +108,7 @@ from .discovery import RunIndex, RunNotFound, RunUnreadable
 __all__ = [
     "DEFAULT_CMAP",
     "HEATMAP_KINDS",
+    "MAX_REQUEST_TEXT",
     "SAMPLE_COLUMNS",
     "SAMPLE_METADATA",
     "BadArgument",
@@ -128,6 +129,9 @@ SPECTRAL_EMBEDDING = "spectral"
 
 SAMPLE_COLUMNS = (SAMPLE_ID, LABEL, PREDICTION, TARGET, SCORE, PROBABILITY, RELEVANCE_SUM)
 """Per-sample columns of an epoch that the frontend gets (everything but the maps)."""
+
+MAX_REQUEST_TEXT = 256
+"""Longest text a request parameter may hold (a run name included); every such text must be printable."""
 
 MAX_LISTED_SAMPLES = 16
 """How many typical/atypical sample ids of a cluster go to the frontend."""
@@ -484,6 +488,14 @@ class PluginData:
         result = []
         for name in self.index.names():
             entry: dict[str, Any] = {"run": name, "epochs": 0, "error": None}
+            if len(name) > MAX_REQUEST_TEXT or not name.isprintable():
+                # the routes refuse such a name, so the run cannot be opened: say so instead of listing it as healthy
+                entry["error"] = (
+                    f"the run's directory name is longer than {MAX_REQUEST_TEXT} characters or holds control "
+                    "characters, which requests cannot carry; rename the run's directory"
+                )
+                result.append(entry)
+                continue
             try:
                 entry["epochs"] = len(self._store(name).epochs())
             except NotFound as exc:

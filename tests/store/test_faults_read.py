@@ -349,3 +349,32 @@ def row_arguments(epoch: int, step: int) -> dict:
         epoch=epoch, global_step=step, sample_id=ids, label=ids, prediction=ids, target=ids,
         score=np.full(2, float(step)), probability=np.full(2, 0.5), relevance=maps_for(ids, step),
     )  # fmt: skip
+
+
+def test_plugin_routes_answer_405_to_methods_other_than_get(tmp_path):
+    testing, synthetic = plugin_helpers()
+    synthetic.build_run(tmp_path / "run", epochs=1, samples=6, analysed=[0])
+    client, plugin = testing.make_app(tmp_path)
+    urls = [testing.route(path.lstrip("/"), run="run", epoch=0) for path in plugin.routes()] + [
+        testing.PREFIX + "/index.js"
+    ]
+    for url in urls:
+        for method in ("POST", "PUT", "DELETE", "PATCH", "TRACE", "OPTIONS"):
+            response = client.open(url, method=method)
+            assert response.status_code == 405, (method, url, response.status_code)
+            assert response.headers["Allow"] == "GET, HEAD"
+        assert client.head(url).status_code != 405
+    assert client.get(testing.route("run", run="run")).status_code == 200
+
+
+def test_runs_whose_names_requests_cannot_carry_are_listed_with_an_error(tmp_path):
+    testing, synthetic = plugin_helpers()
+    long_name = "a" * 200 + "/" + "b" * 100
+    for name in ("good", long_name, "bell\x07run"):
+        synthetic.build_run(tmp_path / name, epochs=1, samples=6, analysed=[])
+    client, _ = testing.make_app(tmp_path)
+    runs = {r["run"]: r for r in json.loads(client.get(testing.route("runs")).get_data())["runs"]}
+    assert runs["good"]["error"] is None and runs["good"]["epochs"] == 1
+    for name in (long_name, "bell\x07run"):
+        assert runs[name]["epochs"] == 0 and "rename the run's directory" in runs[name]["error"]
+        assert client.get(testing.route("run", run=name)).status_code == 400  # what the routes answer
