@@ -262,8 +262,7 @@ class RunStore:
     @property
     def manifest(self) -> dict[str, Any]:
         """A copy of ``manifest.json`` (re-read when it changed on disk)."""
-        data = {key: value for key, value in self._manifest_data().items() if not key.startswith("_")}
-        return copy.deepcopy(data)
+        return copy.deepcopy({key: value for key, value in self._manifest_data().items() if not key.startswith("_")})
 
     @property
     def heatmap_shape(self) -> tuple[int, int]:
@@ -483,13 +482,13 @@ class RunStore:
             self._verified.add(snapshot.info.commit)
         return snapshot
 
-    def verify(self, epoch: int) -> EpochInfo:
+    def verify(self, epoch: int, *, digests: bool = True) -> EpochInfo:
         """Check that a complete epoch's parts are byte for byte the ones committed.
 
         Every read checks each part's size, that its rows belong to the epoch, and the checksum of
         every page it reads. This also reads every part whole and compares its BLAKE2b digest with the
-        one in the manifest (format 1.1; parts of format 1.0 stores have none), which
-        :meth:`iter_batches` and :meth:`iter_heatmaps` do on their first read of each version.
+        manifest's (format 1.1), as :meth:`iter_batches` does on its first read of each version. With
+        ``digests=False`` only the cheap checks run (files present, sizes, rows' epoch; no data read).
 
         Returns
         -------
@@ -501,8 +500,9 @@ class RunStore:
         CorruptFileError
             If a part differs from the committed one; the message names the file.
         """
-        self._verified.discard(self.epoch_info(epoch).commit)
-        with self._open_epoch(epoch, verify=True) as snapshot:
+        if digests:
+            self._verified.discard(self.epoch_info(epoch).commit)
+        with self._open_epoch(epoch, verify=digests) as snapshot:
             return snapshot.info
 
     def _check_columns(self, snapshot: _EpochSnapshot, columns: Sequence[str] | None) -> list[str] | None:

@@ -378,3 +378,26 @@ def test_runs_whose_names_requests_cannot_carry_are_listed_with_an_error(tmp_pat
     for name in (long_name, "bell\x07run"):
         assert runs[name]["epochs"] == 0 and "rename the run's directory" in runs[name]["error"]
         assert client.get(testing.route("run", run=name)).status_code == 400  # what the routes answer
+
+
+@pytest.mark.parametrize("fault", ["deleted", "truncated", "other epoch"])
+def test_lrp_analyze_without_force_notices_a_deleted_or_replaced_part(tmp_path, capsys, fault):
+    sys.path.insert(0, str(TESTS / "analysis"))
+    from spray_helpers import make_run
+
+    store = make_run(tmp_path / "run", epochs=(0, 1))
+    config = tmp_path / "fast.toml"
+    config.write_text(FAST_TOML)
+    arguments = [store.run_dir, "--config", config, "--quiet", "--no-scalars"]
+    assert lrp_analyze(arguments) == 0
+    part = store.store_dir / store.epoch_info(1).files[0]
+    if fault == "deleted":
+        part.unlink()
+    elif fault == "truncated":
+        part.write_bytes(part.read_bytes()[:-10])
+    else:
+        part.write_bytes((store.store_dir / store.epoch_info(0).files[0]).read_bytes())
+    capsys.readouterr()
+    assert lrp_analyze(arguments) == 1  # was: exit 0, "up to date"
+    err = capsys.readouterr().err
+    assert "epoch 1" in err and ("part-00000.parquet" in err or "epoch=000001" in err)
