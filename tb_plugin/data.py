@@ -109,6 +109,7 @@ __all__ = [
     "DEFAULT_CMAP",
     "HEATMAP_KINDS",
     "MAX_REQUEST_TEXT",
+    "NONFINITE_COLORS",
     "SAMPLE_COLUMNS",
     "SAMPLE_METADATA",
     "BadArgument",
@@ -117,6 +118,7 @@ __all__ = [
     "PluginData",
     "decode_columns",
     "encode_columns",
+    "mark_nonfinite",
 ]
 
 DEFAULT_CMAP = "bwr"
@@ -234,6 +236,21 @@ class Payload:
     @property
     def nbytes(self) -> int:
         return len(self.raw) + len(self._gzipped or b"")
+
+
+NONFINITE_COLORS = ((0, 0, 0), (255, 255, 0))
+"""Checkerboard (black and yellow, in no colour map) drawn on the pixels of a map that hold NaN or
+infinity: a map of a sample whose output was NaN shows as marked, not as a blank (all-zero) map."""
+
+
+def mark_nonfinite(picture: Image.Image, bad: np.ndarray) -> Image.Image:
+    """Paint the pixels where ``bad`` (an ``(H, W)`` mask) is True with the :data:`NONFINITE_COLORS` checkerboard."""
+    if not bad.any():
+        return picture
+    pixels = np.array(picture.convert("RGB"))
+    rows, columns = np.nonzero(bad)
+    pixels[rows, columns] = np.asarray(NONFINITE_COLORS, np.uint8)[(rows + columns) % 2]
+    return Image.fromarray(pixels, "RGB")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -676,14 +693,15 @@ class PluginData:
         info = self._epoch(run, store, epoch)
 
         def make() -> bytes:
-            relevance = np.nan_to_num(self._map(run, store, info, sample_id), nan=0.0, posinf=0.0, neginf=0.0)
+            raw = self._map(run, store, info, sample_id)
+            relevance = np.nan_to_num(raw, nan=0.0, posinf=0.0, neginf=0.0)
             if kind == "overlay":
                 height, width = relevance.shape
                 base = self._input_image(run, store, sample_id, (width, height))
                 picture = lrp_image.overlay(base, relevance, alpha=OVERLAY_ALPHA, cmap=cmap)
             else:
                 picture = lrp_image.heatmap(relevance, cmap=cmap)
-            return lrp_image.to_png_bytes(picture)
+            return lrp_image.to_png_bytes(mark_nonfinite(picture, ~np.isfinite(raw)))
 
         return self.cache.get_or_make(("png", run, info.epoch, info.commit, sample_id, cmap, kind), make)
 

@@ -111,6 +111,7 @@ __all__ = [
     "METRIC_PREFIX",
     "N_NEIGHBORS",
     "N_SAMPLES",
+    "NONFINITE_SAMPLES_TAG",
     "PART_HASHES_KEY",
     "PART_HASH_BYTES",
     "PART_SIZES_KEY",
@@ -362,6 +363,9 @@ PROBE_ACCURACY_TAG = "lrp/probe_accuracy"
 """Accuracy of the model on the labelled probe samples."""
 CALLBACK_SCALAR_TAGS = (RELEVANCE_ABS_MEAN_TAG, POSITIVE_SHARE_TAG, RELEVANCE_SUM_MEAN_TAG, PROBE_ACCURACY_TAG)
 """Scalars the callback logs every explained epoch (besides :func:`metric_tag` per metric)."""
+NONFINITE_SAMPLES_TAG = "lrp/nonfinite_samples"
+"""Probe samples whose output or relevance held NaN or infinity (left out of the scalars above); logged
+only in epochs that have such samples."""
 HEATMAPS_IMAGE_TAG = "lrp/heatmaps"
 """Image (TensorBoard's Images tab) of the callback's grid of inputs and heatmaps."""
 
