@@ -16,6 +16,7 @@ from typing import Any
 
 from . import fileio
 from .contract import (
+    CLASS_NAMES_KEY,
     EPOCHS_KEY,
     FORMAT_VERSION,
     FORMAT_VERSION_KEY,
@@ -138,6 +139,7 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise CorruptFileError(f"{path} must hold a JSON object, got {type(data).__name__}")
     _check_readable(data, path)
+    _check_run_values(data, path)
     epochs = data.get(EPOCHS_KEY, [])
     if not isinstance(epochs, list):
         raise CorruptFileError(f"{path}: 'epochs' must be a list, got {type(epochs).__name__}")
@@ -159,6 +161,24 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         parsed[info.epoch] = info
     data["_parsed_epochs"], data["_bad_epochs"] = parsed, bad
     return data
+
+
+def _check_run_values(data: Mapping[str, Any], source: Path) -> None:
+    """The optional run keys that readers use hold what :meth:`RunStore.create` writes, or null."""
+    checks = {
+        CLASS_NAMES_KEY: ("a list of class names (strings)", lambda v: all(isinstance(n, str) for n in v)),
+        "input_shape": (
+            "a list of positive integers",
+            lambda v: all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in v),
+        ),
+    }
+    for key, (expected, check) in checks.items():
+        value = data.get(key)
+        if value is not None and not (isinstance(value, list) and check(value)):
+            raise CorruptFileError(
+                f"{source}: {key!r} must be {expected} or null, got {value!r}; the file was edited by hand "
+                f"or is damaged. Restore the value, or set it to null."
+            )
 
 
 def _manifest_heatmap_shape(value: Any, source: Path) -> tuple[int, int]:

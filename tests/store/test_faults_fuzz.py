@@ -80,6 +80,7 @@ def plant_faults(logdir: Path) -> dict[str, list[int]]:
         "shape-same-size": lambda s: manifest(s, lambda m: m.update(heatmap_shape=[4, 16])),
         "bad-entry": lambda s: manifest(s, lambda m: m["epochs"][1].update(rows="many")),
         "epochs-not-list": lambda s: manifest(s, lambda m: m.update(epochs={"0": 1})),
+        "class-names-number": lambda s: manifest(s, lambda m: m.update(class_names=5)),
         "link-probe": lambda s: link_out(s.probe_path),
         "link-part": lambda s: link_out(s.epoch_dir(0) / "part-00000.parquet"),
         "truncated-probe": lambda s: s.probe_path.write_bytes(s.probe_path.read_bytes()[:50]),

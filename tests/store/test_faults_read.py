@@ -401,3 +401,13 @@ def test_lrp_analyze_without_force_notices_a_deleted_or_replaced_part(tmp_path, 
     assert lrp_analyze(arguments) == 1  # was: exit 0, "up to date"
     err = capsys.readouterr().err
     assert "epoch 1" in err and ("part-00000.parquet" in err or "epoch=000001" in err)
+
+
+@pytest.mark.parametrize(("key", "value"), [("class_names", 5), ("class_names", ["a", 1]), ("input_shape", "big")])
+def test_bad_run_values_are_an_error_naming_the_manifest_and_the_key(tmp_path, key, value):
+    store = new_store(tmp_path)
+    write_ranks(store, 0, 10, [[0, 1]], 10.0)
+    path = edit_manifest(store, lambda m: m.update({key: value}))
+    with pytest.raises(CorruptFileError, match=rf"{key!r} must be") as caught:
+        RunStore(store.run_dir)
+    assert str(path) in str(caught.value)
