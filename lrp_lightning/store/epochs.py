@@ -654,6 +654,7 @@ def _open_epoch(
     files are looked up again under the new entry.
     """
     looked: list[Path] = []
+    missing = ""
     for attempt in range(_OPEN_RETRIES):
         info = entry(epoch)
         for directory in (_epoch_dir(store_dir, epoch), _aside_dir(store_dir, epoch, info.commit)):
@@ -664,7 +665,8 @@ def _open_epoch(
             try:
                 for name in info.files:
                     parts.append(_Parquet(directory / PurePosixPath(name).name))
-            except FileNotFoundError:
+            except FileNotFoundError as exc:
+                missing = f" ({exc.filename} is missing)" if exc.filename else ""
                 for part in parts:
                     part.close()
                 continue
@@ -687,6 +689,6 @@ def _open_epoch(
         time.sleep(0.002 * (attempt + 1))  # a commit is replacing the epoch; read the new manifest
     raise StoreError(
         f"epoch {epoch} is listed in {store_dir / MANIFEST_FILE}, but its files were found in "
-        f"neither {looked[0]} nor {looked[1]}; the store was modified outside lrp-lightning. "
+        f"neither {looked[0]} nor {looked[1]}{missing}; the store was modified outside lrp-lightning. "
         "Re-run the attribution of this epoch."
     )
