@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +25,9 @@ from lrp_lightning.attribution import Gradient
 from lrp_lightning.core import Composite, MissingRuleError
 from lrp_lightning.metrics import ExplanationMetric, check_requirements, get_metric
 from lrp_lightning.store import (
+    CALLBACK_SCALAR_TAGS,
     METRIC_PREFIX,
+    NONFINITE_SAMPLES_TAG,
     POSITIVE_SHARE_TAG,
     PROBE_ACCURACY_TAG,
     RELEVANCE_ABS_MEAN_TAG,
@@ -55,6 +58,7 @@ STAT_FIELDS = (
     "correct",  # samples whose prediction equals their label
     "labelled",  # samples with a label
     "samples",
+    "nonfinite",  # samples whose output or relevance holds NaN or infinity: left out of all the sums above
 )
 
 
@@ -477,24 +481,32 @@ class BatchExplainer:
         probability = torch.softmax(output, dim=1)[rows, classes]
         relevance_sum = relevance.detach().double().flatten(1).sum(dim=1)
         prediction = output.argmax(dim=1)
-        full64 = full.double()
-        score64 = score.double()
+        # a NaN or infinity (in the inputs, the model, or the rules) would make every scalar NaN, and
+        # argmax(NaN) would count as class 0: such samples are left out of the sums and counted instead
+        finite = (
+            torch.isfinite(full.flatten(1)).all(dim=1)
+            & torch.isfinite(output).all(dim=1)
+            & torch.isfinite(relevance_sum).to(output.device)
+        )
+        full64 = full.double()[finite]
+        score64 = score.double()[finite]
         if labels is None:
             label = torch.full_like(prediction, NO_LABEL)
             correct = labelled = 0
         else:
             label = labels.to(device=prediction.device, dtype=torch.long)
-            correct, labelled = int((prediction == label).sum()), len(label)
+            correct, labelled = int(((prediction == label) & finite).sum()), int(finite.sum())
         stats = np.array(
             [
                 float(full64.abs().sum()),
                 float(full64.numel()),
                 float(full64.clamp(min=0).sum()),
-                float(relevance_sum.double().sum()),
+                float(relevance_sum.double()[finite.to(relevance_sum.device)].sum()),
                 float(score64.abs().sum()),
                 correct,
                 labelled,
-                len(sample_ids),
+                int(finite.sum()),
+                int((~finite).sum()),
             ]
         )
         explained = Explained(
@@ -527,4 +539,14 @@ def scalars(stats: np.ndarray) -> dict[str, float]:
     }
     if values["labelled"]:
         result[PROBE_ACCURACY_TAG] = values["correct"] / values["labelled"]
+    if values["nonfinite"]:  # logged when it happens, so a healthy run gets no chart of zeros
+        result[NONFINITE_SAMPLES_TAG] = values["nonfinite"]
+        warnings.warn(
+            f"{int(values['nonfinite'])} probe sample(s) have NaN or infinite outputs or relevance; they are "
+            f"left out of {', '.join(CALLBACK_SCALAR_TAGS)} and counted in {NONFINITE_SAMPLES_TAG}. Their maps "
+            "are stored as computed (the plugin marks them). Check the inputs and the model for NaN, or use a "
+            "larger epsilon in the composite.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return result

@@ -50,6 +50,7 @@ __all__ = [
     "EpsilonAlpha2Beta1",
     "EpsilonAlpha2Beta1Flat",
     "EpsilonGammaBox",
+    "FirstCallRule",
     "EpsilonPlus",
     "EpsilonPlusFlat",
     "ExcitationBackprop",
@@ -128,8 +129,48 @@ class SpecialFirstLayerMapComposite(LayerMapComposite):
             for types, rule in self.first_map:
                 if isinstance(module, types):
                     ctx["first_layer_visited"] = True
-                    return rule
+                    # a layer called again later in the forward pass (shared weights) is not the input
+                    # layer there: the first-layer rule (e.g. ZBox, which assumes the input's bounds)
+                    # belongs to its first call only, its later calls get the layer map's rule
+                    return FirstCallRule(rule, super().mapping(ctx, name, module))
         return super().mapping(ctx, name, module)
+
+    def register(self, module: nn.Module) -> None:
+        super().register(module)
+        first = [rule for rule in self.rule_map.values() if isinstance(rule, FirstCallRule)]
+        if first:  # every forward pass of the model starts counting the first layer's calls anew
+
+            def reset(*_: Any) -> None:
+                for rule in first:
+                    rule.reset()
+
+            self.handles.append(module.register_forward_pre_hook(reset))
+
+
+class FirstCallRule(Hook):
+    """``first`` at a layer's first attributed call in each forward pass of the model, ``rest`` at later calls.
+
+    :class:`SpecialFirstLayerMapComposite` gives its first layer this rule, so that a layer used twice
+    (once as the input layer, once inside the network) gets the input-layer rule only where it sees the
+    input. ``rest`` None: no rule at later calls.
+    """
+
+    def __init__(self, first: Hook, rest: Hook | None) -> None:
+        self.first = first
+        self.rest = rest
+        self._calls = 0
+
+    def reset(self) -> None:
+        """Start counting calls anew (at each forward pass of the model)."""
+        self._calls = 0
+
+    def rule_for_call(self) -> Hook | None:
+        rule = self.first if self._calls == 0 else self.rest
+        self._calls += 1
+        return rule
+
+    def __repr__(self) -> str:
+        return f"FirstCallRule({self.first!r}, then {self.rest!r})"
 
 
 class NameMapComposite(RegistryComposite):

@@ -398,6 +398,29 @@ class _RuleFunction(torch.autograd.Function):
         return None, None, relevance, None
 
 
+def _attributed_call(args: tuple) -> bool:
+    """Whether a module call with these arguments is part of an attribution (its output gets a rule's node)."""
+    if not args or not isinstance(args[0], Tensor):
+        return False
+    return not _evaluating() and args[0].requires_grad and torch.is_grad_enabled()
+
+
+def _apply_rule(rule: Hook, mod: nn.Module, args: tuple, output: Any) -> Tensor | None:
+    """Forward hook of a rule: replace the module's output by a node whose backward is the rule."""
+    if not _attributed_call(args):
+        return None
+    rule = rule.rule_for_call()  # type: ignore[assignment]
+    if rule is None:
+        return None
+    if not isinstance(output, Tensor):
+        raise TypeError(
+            f"rule {type(rule).__name__} is attached to {type(mod).__name__}, which returns "
+            f"{type(output).__name__}; rules apply to modules with a single tensor output. "
+            "Map this layer to no rule (e.g. a name map) or wrap it in a module returning one tensor."
+        )
+    return _RuleFunction.apply(rule, mod, args[0], [output.detach()])
+
+
 class Hook:
     """Base class of all rules.
 
@@ -420,25 +443,14 @@ class Hook:
         """Return an independent copy (rules are stateless; kept for Zennit compatibility)."""
         return copy.copy(self)
 
+    def rule_for_call(self) -> Hook | None:
+        """The rule for this attributed call of the module: this rule (a rule that depends on which call
+        it is, e.g. the first layer's, returns another rule or None for no rule)."""
+        return self
+
     def register(self, module: nn.Module) -> RemovableHandleList:
         """Attach this rule to ``module`` until the returned handle is removed."""
-        rule = self
-
-        def forward_hook(mod: nn.Module, args: tuple, output: Any) -> Tensor | None:
-            if not args or not isinstance(args[0], Tensor):
-                return None
-            input = args[0]
-            if _evaluating() or not (input.requires_grad and torch.is_grad_enabled()):
-                return None
-            if not isinstance(output, Tensor):
-                raise TypeError(
-                    f"rule {type(rule).__name__} is attached to {type(mod).__name__}, which returns "
-                    f"{type(output).__name__}; rules apply to modules with a single tensor output. "
-                    "Map this layer to no rule (e.g. a name map) or wrap it in a module returning one tensor."
-                )
-            return _RuleFunction.apply(rule, mod, input, [output.detach()])
-
-        handles = RemovableHandleList([module.register_forward_hook(forward_hook)])
+        handles = RemovableHandleList([module.register_forward_hook(functools.partial(_apply_rule, self))])
         if getattr(module, "inplace", False) is True:
             # an in-place module (ReLU(inplace=True)) would overwrite its input, which the rule needs and which
             # must stay the node that relevance flows to: run it out of place while the rule is attached (one

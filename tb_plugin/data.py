@@ -107,6 +107,8 @@ from .discovery import RunIndex, RunNotFound, RunUnreadable
 __all__ = [
     "DEFAULT_CMAP",
     "HEATMAP_KINDS",
+    "MAX_REQUEST_TEXT",
+    "NONFINITE_COLORS",
     "SAMPLE_COLUMNS",
     "SAMPLE_METADATA",
     "BadArgument",
@@ -115,6 +117,7 @@ __all__ = [
     "PluginData",
     "decode_columns",
     "encode_columns",
+    "mark_nonfinite",
 ]
 
 DEFAULT_CMAP = "bwr"
@@ -127,6 +130,9 @@ SPECTRAL_EMBEDDING = "spectral"
 
 SAMPLE_COLUMNS = (SAMPLE_ID, LABEL, PREDICTION, TARGET, SCORE, PROBABILITY, RELEVANCE_SUM)
 """Per-sample columns of an epoch that the frontend gets (everything but the maps)."""
+
+MAX_REQUEST_TEXT = 256
+"""Longest text a request parameter may hold (a run name included); every such text must be printable."""
 
 MAX_LISTED_SAMPLES = 16
 """How many typical/atypical sample ids of a cluster go to the frontend."""
@@ -229,6 +235,21 @@ class Payload:
     @property
     def nbytes(self) -> int:
         return len(self.raw) + len(self._gzipped or b"")
+
+
+NONFINITE_COLORS = ((0, 0, 0), (255, 255, 0))
+"""Checkerboard (black and yellow, in no colour map) drawn on the pixels of a map that hold NaN or
+infinity: a map of a sample whose output was NaN shows as marked, not as a blank (all-zero) map."""
+
+
+def mark_nonfinite(picture: Image.Image, bad: np.ndarray) -> Image.Image:
+    """Paint the pixels where ``bad`` (an ``(H, W)`` mask) is True with the :data:`NONFINITE_COLORS` checkerboard."""
+    if not bad.any():
+        return picture
+    pixels = np.array(picture.convert("RGB"))
+    rows, columns = np.nonzero(bad)
+    pixels[rows, columns] = np.asarray(NONFINITE_COLORS, np.uint8)[(rows + columns) % 2]
+    return Image.fromarray(pixels, "RGB")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -483,6 +504,14 @@ class PluginData:
         result = []
         for name in self.index.names():
             entry: dict[str, Any] = {"run": name, "epochs": 0, "error": None}
+            if len(name) > MAX_REQUEST_TEXT or not name.isprintable():
+                # the routes refuse such a name, so the run cannot be opened: say so instead of listing it as healthy
+                entry["error"] = (
+                    f"the run's directory name is longer than {MAX_REQUEST_TEXT} characters or holds control "
+                    "characters, which requests cannot carry; rename the run's directory"
+                )
+                result.append(entry)
+                continue
             try:
                 entry["epochs"] = len(self._store(name).epochs())
             except NotFound as exc:
@@ -663,14 +692,15 @@ class PluginData:
         info = self._epoch(run, store, epoch)
 
         def make() -> bytes:
-            relevance = np.nan_to_num(self._map(run, store, info, sample_id), nan=0.0, posinf=0.0, neginf=0.0)
+            raw = self._map(run, store, info, sample_id)
+            relevance = np.nan_to_num(raw, nan=0.0, posinf=0.0, neginf=0.0)
             if kind == "overlay":
                 height, width = relevance.shape
                 base = self._input_image(run, store, sample_id, (width, height))
                 picture = lrp_image.overlay(base, relevance, alpha=OVERLAY_ALPHA, cmap=cmap)
             else:
                 picture = lrp_image.heatmap(relevance, cmap=cmap)
-            return lrp_image.to_png_bytes(picture)
+            return lrp_image.to_png_bytes(mark_nonfinite(picture, ~np.isfinite(raw)))
 
         return self.cache.get_or_make(("png", run, info.epoch, info.commit, sample_id, cmap, kind), make)
 

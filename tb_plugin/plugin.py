@@ -6,7 +6,7 @@ and bounded, names are checked against what the run's tables hold, and no file p
 request text. Bad requests get 400 (:class:`tensorboard.errors.InvalidArgumentError`), missing or
 unreadable items 404 (:class:`tensorboard.errors.NotFoundError`) with a message that names the item.
 
-Routes (below ``/data/plugin/lrp``), all GET:
+Routes (below ``/data/plugin/lrp``), all GET (other methods get 405):
 
 ==================  ==========================================  ====================================
 route               parameters                                  response
@@ -48,7 +48,16 @@ from werkzeug import wrappers
 
 from lrp_lightning.store import StoreError
 
-from .data import DEFAULT_CMAP, HEATMAP_KINDS, SPECTRAL_EMBEDDING, BadArgument, NotFound, Payload, PluginData
+from .data import (
+    DEFAULT_CMAP,
+    HEATMAP_KINDS,
+    MAX_REQUEST_TEXT,
+    SPECTRAL_EMBEDDING,
+    BadArgument,
+    NotFound,
+    Payload,
+    PluginData,
+)
 from .discovery import RunIndex
 from .loader import PLUGIN_NAME
 
@@ -63,7 +72,7 @@ MAX_EPOCH = 2**31 - 1
 MAX_DIMENSION = 1023
 MAX_CLUSTER = 2**31 - 1
 SAMPLE_RANGE = (-(2**63), 2**63 - 1)
-MAX_TEXT = 256
+MAX_TEXT = MAX_REQUEST_TEXT
 MAX_FINDING_ID = 200
 _INTEGER = re.compile(r"[+-]?[0-9]{1,40}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+-]{0,127}")
@@ -147,6 +156,19 @@ _RESPONSES: dict[str, Callable[[wrappers.Request, Any], wrappers.Response]] = {
 }
 """How a route's value becomes a response: JSON, a PNG (cacheable), binary columns (a ``Payload``)."""
 
+_READ_METHODS = ("GET", "HEAD")
+
+
+def _method_not_allowed(request: wrappers.Request) -> wrappers.Response:
+    """405 for any method but GET and HEAD: every route only reads (and changes nothing)."""
+    return wrappers.Response(
+        f"method {request.method} is not allowed here; the LRP plugin's routes answer GET only\n",
+        status=405,
+        headers={"Allow": ", ".join(_READ_METHODS)},
+        content_type="text/plain; charset=utf-8",
+    )
+
+
 def route(path: str, response: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a method of :class:`LRPPlugin` as the GET route ``path`` below ``/data/plugin/lrp``.
 
@@ -173,6 +195,8 @@ def route(path: str, response: str) -> Callable[[Callable[..., Any]], Callable[.
     def register(handler: Callable[[LRPPlugin, wrappers.Request], Any]) -> Callable[..., Any]:
         @wrappers.Request.application
         def serve(self: LRPPlugin, request: wrappers.Request) -> wrappers.Response:
+            if request.method not in _READ_METHODS:
+                return _method_not_allowed(request)
             try:
                 return respond(request, handler(self, request))
             except NotFound as exc:
@@ -264,6 +288,8 @@ class LRPPlugin(base_plugin.TBPlugin):
 
         @wrappers.Request.application
         def serve(request: wrappers.Request) -> wrappers.Response:
+            if request.method not in _READ_METHODS:
+                return _method_not_allowed(request)
             try:
                 content = path.read_bytes()
             except OSError:

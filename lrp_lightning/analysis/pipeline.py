@@ -783,6 +783,7 @@ def analyze_epoch(
         store, epoch, spray, classes=classes, include_all=include_all, category_by=category_by, nonfinite=nonfinite
     )
     if not force and current_analysis_key(store, epoch) == key:
+        store.verify(epoch, digests=False)  # a deleted or replaced part is an error, not "up to date"
         return _stored_outcome(store, info, key)
     data = _read_epoch(store, epoch, spray, nonfinite)
     outcome = EpochOutcome(info.epoch, info.global_step, key, computed=True)

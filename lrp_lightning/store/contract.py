@@ -73,6 +73,7 @@ __all__ = [
     "ACCURACY",
     "ANALYSIS_DIR",
     "ANALYSIS_FORMAT_VERSION",
+    "ANALYSIS_SCHEMAS",
     "ANALYSIS_TABLES",
     "ATTRIBUTIONS_DIR",
     "ATTRIBUTION_COLUMNS",
@@ -150,6 +151,7 @@ __all__ = [
     "N_MEMBERS",
     "N_NEIGHBORS",
     "N_SAMPLES",
+    "NONFINITE_SAMPLES_TAG",
     "PART_HASHES_KEY",
     "PART_HASH_BYTES",
     "PART_SIZES_KEY",
@@ -457,6 +459,9 @@ PROBE_ACCURACY_TAG = "lrp/probe_accuracy"
 """Accuracy of the model on the labelled probe samples."""
 CALLBACK_SCALAR_TAGS = (RELEVANCE_ABS_MEAN_TAG, POSITIVE_SHARE_TAG, RELEVANCE_SUM_MEAN_TAG, PROBE_ACCURACY_TAG)
 """Scalars the callback logs every explained epoch (besides :func:`metric_tag` per metric)."""
+NONFINITE_SAMPLES_TAG = "lrp/nonfinite_samples"
+"""Probe samples whose output or relevance held NaN or infinity (left out of the scalars above); logged
+only in epochs that have such samples."""
 HEATMAPS_IMAGE_TAG = "lrp/heatmaps"
 """Image (TensorBoard's Images tab) of the callback's grid of inputs and heatmaps."""
 
@@ -704,3 +709,15 @@ the members' and the rest of the category's share of absolute relevance in the r
 ``p_value``/``q_value``: permutation p value and its Benjamini-Hochberg adjustment; ``clusters``:
 the merged clusters as ``"<category>/<clustering>/<cluster>"``.
 """
+
+
+ANALYSIS_SCHEMAS: dict[str, pa.Schema] = {
+    POINTS_TABLE: POINTS_SCHEMA,
+    CLUSTERS_TABLE: CLUSTERS_SCHEMA,
+    LINEAGE_TABLE: LINEAGE_SCHEMA,
+    SPECTRUM_TABLE: SPECTRUM_SCHEMA,
+    FINDINGS_TABLE: FINDINGS_SCHEMA,
+}
+"""Required leading columns of each analysis table, by name. Readers check a table against its schema
+(:meth:`RunStore.read_analysis_table`): a table without these columns, or with columns of other types,
+is a damaged table, recomputed by ``lrp-analyze``."""

@@ -49,6 +49,13 @@ points:
 place after step b), so its entry is written to the manifest (roll forward) before unreferenced
 moved-aside directories are deleted.
 
+Stale staging directories (of attempts that died before their commit) are deleted when that epoch
+is committed again (step f), when a later epoch is committed (staging directories of earlier epochs
+in which nothing changed since that commit began), and by :meth:`RunStore.create` (those in which
+nothing changed since the last commit, i.e. the manifest's modification time). A live writer's
+staging directory is always newer than the last commit, so none of these rules touches it; a second
+training writing into the same store at the same time is the writer lock's to refuse.
+
 A reader opens all part files of a version before reading any, and checks the marker again after
 opening them: an open file stays readable after a concurrent rename or delete (POSIX), so a read
 either sees one version completely or retries with a fresh manifest.
@@ -101,6 +108,7 @@ from .contract import (
     EPOCH,
     GLOBAL_STEP,
     MANIFEST_FILE,
+    META_HEATMAP_SHAPE,
     PART_HASH_BYTES,
     PART_HASHES_KEY,
     PART_SIZES_KEY,
@@ -119,7 +127,14 @@ from .contract import (
     replaced_dirname,
     staging_dirname,
 )
-from .errors import CorruptFileError, SchemaError, StoreError, _check_heatmap_shape, _check_index
+from .errors import (
+    CorruptFileError,
+    LinkOutsideRunError,
+    SchemaError,
+    StoreError,
+    _check_heatmap_shape,
+    _check_index,
+)
 from .tables import (
     _conform_attribution_table,
     _conform_to,
@@ -189,6 +204,8 @@ def _read_marker(directory: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(fileio.read_regular(directory / COMMIT_MARKER).decode("utf-8"))
         _entry_from_json(data, directory / COMMIT_MARKER)
+    except LinkOutsideRunError:
+        raise  # not a missing version: a link out of the run, which the reader must name
     except (OSError, ValueError, StoreError):
         return None
     return data
@@ -460,16 +477,43 @@ def _commit(
 
 
 def _remove_leftovers(store_dir: Path, epoch: int) -> None:
-    """Delete the staging directories and moved-aside versions of an epoch (step 3-f)."""
+    """Delete the staging directories and moved-aside versions of an epoch (step 3-f), and staging
+    directories of earlier epochs left by attempts that died before their commit."""
     root = store_dir / ATTRIBUTIONS_DIR
     prefixes = tuple(
         f"{prefix}{name}-"
         for prefix in (STAGING_PREFIX, REPLACED_PREFIX)
         for name in (epoch_dirname(epoch), legacy_epoch_dirname(epoch))
     )
+    started = time.time()
     for child in root.iterdir():
         if child.name.startswith(prefixes):
             fileio.remove_tree(child)
+        elif (staged := _staged_epoch(child.name)) is not None and staged < epoch:
+            _remove_stale_staging(child, started)
+
+
+def _staged_epoch(name: str) -> int | None:
+    """The epoch of a :func:`staging_dirname`, or None for any other name."""
+    if not name.startswith(STAGING_PREFIX):
+        return None
+    return parse_epoch_dirname(name[len(STAGING_PREFIX) :].split("-", 1)[0])
+
+
+def _remove_stale_staging(directory: Path, older_than: float) -> None:
+    """Delete a staging directory if nothing in it changed since ``older_than`` (seconds since the epoch).
+
+    A live writer's staging directory is always newer than the last commit: the ranks stage an epoch
+    after the previous one was committed, and every part written touches the directory. So one whose
+    newest entry predates the last commit belongs to an attempt that died. (A second training writing
+    into the same store at once is refused by the writer lock, not guessed at here.)
+    """
+    try:
+        newest = max([directory.lstat().st_mtime] + [entry.lstat().st_mtime for entry in directory.iterdir()])
+    except OSError:
+        return  # vanished or unreadable: nothing to clean
+    if newest < older_than:
+        fileio.remove_tree(directory)
 
 
 def _recover(
@@ -501,12 +545,15 @@ def _recover(
             changed = True
     if changed:
         write_manifest(epochs)
+    last_commit = (store_dir / MANIFEST_FILE).stat().st_mtime
     for child in root.iterdir():
         aside = parse_replaced_dirname(child.name)
         if aside is not None:
             listed = epochs.get(aside[0])
             if listed is None or listed.commit != aside[1]:
                 fileio.remove_tree(child)
+        elif _staged_epoch(child.name) is not None:
+            _remove_stale_staging(child, last_commit)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -540,6 +587,18 @@ class _EpochSnapshot:
         """
         info = self.info
         for index, part in enumerate(self.parts):
+            # maps of another shape with the same number of values would silently reshape every map
+            declared = (part.file.schema_arrow.metadata or {}).get(META_HEATMAP_SHAPE)
+            try:
+                stored = tuple(json.loads(declared)) if declared is not None else None
+            except ValueError:
+                stored = None
+            if stored is not None and stored != self.heatmap_shape:
+                raise CorruptFileError(
+                    f"{part.path} holds maps of shape {list(stored)}, but {part.path.parents[2] / MANIFEST_FILE} "
+                    f"says heatmap_shape {list(self.heatmap_shape)}: the manifest was edited. Set its "
+                    f"heatmap_shape back to {list(stored)}."
+                )
             if info.sizes is not None and part.nbytes != info.sizes[index]:
                 raise CorruptFileError(
                     f"{part.path} holds {part.nbytes} bytes, but epoch {info.epoch} was committed with "
@@ -661,6 +720,7 @@ def _open_epoch(
     files are looked up again under the new entry.
     """
     looked: list[Path] = []
+    missing = ""
     for attempt in range(_OPEN_RETRIES):
         info = entry(epoch)
         for directory in _version_dirs(store_dir, epoch, info.commit):
@@ -671,7 +731,8 @@ def _open_epoch(
             try:
                 for name in info.files:
                     parts.append(_Parquet(directory / PurePosixPath(name).name))
-            except FileNotFoundError:
+            except FileNotFoundError as exc:
+                missing = f" ({exc.filename} is missing)" if exc.filename else ""
                 for part in parts:
                     part.close()
                 continue
@@ -694,6 +755,6 @@ def _open_epoch(
         time.sleep(0.002 * (attempt + 1))  # a commit is replacing the epoch; read the new manifest
     raise StoreError(
         f"epoch {epoch} is listed in {store_dir / MANIFEST_FILE}, but its files were found in "
-        f"none of {', '.join(str(p) for p in looked)}; the store was modified outside lrp-lightning. "
+        f"none of {', '.join(str(p) for p in looked)}{missing}; the store was modified outside lrp-lightning. "
         "Re-run the attribution of this epoch."
     )

@@ -17,6 +17,7 @@ __all__ = [
     "CorruptFileError",
     "EpochNotFoundError",
     "IncompatibleRunError",
+    "LinkOutsideRunError",
     "NotRegularFileError",
     "SampleNotFoundError",
     "SchemaError",
@@ -57,6 +58,10 @@ class NotRegularFileError(CorruptFileError, OSError):
     The store only ever opens regular files: opening a named pipe would block until something writes
     to it, so a pipe planted in a store would hang every reader.
     """
+
+
+class LinkOutsideRunError(CorruptFileError, OSError):
+    """A symbolic link leads from a store file out of its run directory; the store never follows it."""
 
 
 class SchemaError(StoreError, ValueError):

@@ -8,7 +8,9 @@ TensorBoard scalars of ``lrp-analyze``) use the same functions.
 
 Reading opens regular files only (:func:`open_regular`, :func:`read_regular`, :func:`open_input_file`):
 a named pipe in place of a store file would otherwise block its reader forever, and a directory or
-device there would give a confusing error.
+device there would give a confusing error. A symbolic link is followed only while it stays inside the
+run directory (:class:`~lrp_lightning.store.LinkOutsideRunError` otherwise), so a planted link cannot
+make a reader, or the TensorBoard plugin, serve another file of the machine.
 
 The other modules of the store call these functions through this module (``fileio.move_dir``), so a
 test can make one of them fail everywhere by patching it here.
@@ -29,8 +31,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .contract import COMPRESSION
-from .errors import NotRegularFileError, StoreError
+from .contract import COMPRESSION, MANIFEST_FILE, STORE_SUBDIR
+from .errors import LinkOutsideRunError, NotRegularFileError, StoreError
 
 __all__ = [
     "atomic_write",
@@ -139,6 +141,39 @@ def _not_regular(path: Path, mode: int) -> NotRegularFileError:
     )
 
 
+def _run_root(path: Path) -> Path | None:
+    """The run directory a store file belongs to: the directory above ``plugins/lrp`` in its path, else
+    the nearest directory above it that holds a manifest (a store opened by its own directory)."""
+    parts = Path(os.path.abspath(path)).parts
+    for index in range(len(parts) - 2, 0, -1):
+        if parts[index : index + 2] == STORE_SUBDIR.parts:
+            return Path(*parts[:index])
+    for parent in list(Path(*parts).parents)[:4]:
+        if os.path.lexists(parent / MANIFEST_FILE):
+            return parent
+    return None
+
+
+def _resolve_inside_run(path: Path) -> str:
+    """The real path of ``path``, refusing one that a symbolic link leads out of its run directory.
+
+    Links inside the run are followed; a link (of the file or of a directory on the way) that leaves
+    the run would let a store serve any file of the machine, e.g. through the TensorBoard plugin.
+    """
+    real = os.path.realpath(path)
+    root = _run_root(path)
+    if root is None:
+        return real
+    inside = os.path.realpath(root)
+    if os.path.commonpath([real, inside]) != inside:
+        raise LinkOutsideRunError(
+            f"{path} is a symbolic link (or lies below one) that leads outside its run directory {root}; "
+            "lrp-lightning reads only files inside the run. Replace the link by a copy of the file, or "
+            "move the run to where its files are."
+        )
+    return real
+
+
 def open_regular(path: Path) -> int:
     """Open an existing file for reading and return its descriptor, refusing anything but a regular file.
 
@@ -150,10 +185,13 @@ def open_regular(path: Path) -> int:
         If nothing is at ``path``.
     NotRegularFileError
         If a named pipe, directory, socket or device is at ``path``.
+    LinkOutsideRunError
+        If a symbolic link leads from ``path`` out of its run directory.
     """
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    real = _resolve_inside_run(path)
     try:
-        fd = os.open(path, flags)
+        fd = os.open(real, flags | getattr(os, "O_NOFOLLOW", 0))  # a link swapped in since is refused
     except OSError as exc:
         if exc.errno in (errno.ENXIO, errno.EISDIR, errno.EACCES):  # a socket; a directory (Windows)
             try:

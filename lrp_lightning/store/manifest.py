@@ -16,9 +16,11 @@ from typing import Any
 
 from . import fileio
 from .contract import (
+    CLASS_NAMES_KEY,
     EPOCHS_KEY,
     FORMAT_VERSION,
     FORMAT_VERSION_KEY,
+    HEATMAP_SHAPE_KEY,
     LIBRARY_VERSION_KEY,
     MANIFEST_FILE,
     READABLE_MAJOR_VERSIONS,
@@ -133,7 +135,9 @@ def find_runs(root: str | os.PathLike[str]) -> list[Path]:
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
-    """Read and check ``manifest.json``; its parsed epoch entries are under ``"_parsed_epochs"``.
+    """Read and check ``manifest.json``; its parsed epoch entries are under ``"_parsed_epochs"``, the
+    malformed ones (epoch or ``"entry <index>"`` -> (raw entry, error)) under ``"_bad_epochs"``; those
+    fail their epoch only, and a rewrite of the manifest keeps them as they are.
 
     Raises
     ------
@@ -149,8 +153,58 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise CorruptFileError(f"{path} must hold a JSON object, got {type(data).__name__}")
     _check_readable(data, path)
+    _check_run_values(data, path)
     epochs = data.get(EPOCHS_KEY, [])
     if not isinstance(epochs, list):
         raise CorruptFileError(f"{path}: 'epochs' must be a list, got {type(epochs).__name__}")
-    data["_parsed_epochs"] = {info.epoch: info for info in (_entry_from_json(e, path) for e in epochs)}
+    parsed: dict[int, Any] = {}
+    bad: dict[Any, tuple[Any, CorruptFileError]] = {}
+    for index, entry in enumerate(epochs):
+        try:
+            info = _entry_from_json(entry, path)
+        except CorruptFileError as exc:  # one bad entry fails its epoch only
+            epoch = entry.get("epoch") if isinstance(entry, dict) else None
+            key = epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else f"entry {index}"
+            bad[key] = (entry, exc)
+            continue
+        if info.epoch in parsed or info.epoch in bad:
+            twice = CorruptFileError(f"{path} lists epoch {info.epoch} twice; it was edited by hand.")
+            bad[info.epoch] = (entry, twice)
+            parsed.pop(info.epoch, None)
+            continue
+        parsed[info.epoch] = info
+    data["_parsed_epochs"], data["_bad_epochs"] = parsed, bad
     return data
+
+
+def _check_run_values(data: Mapping[str, Any], source: Path) -> None:
+    """The optional run keys that readers use hold what :meth:`RunStore.create` writes, or null."""
+    checks = {
+        CLASS_NAMES_KEY: ("a list of class names (strings)", lambda v: all(isinstance(n, str) for n in v)),
+        "input_shape": (
+            "a list of positive integers",
+            lambda v: all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in v),
+        ),
+    }
+    for key, (expected, check) in checks.items():
+        value = data.get(key)
+        if value is not None and not (isinstance(value, list) and check(value)):
+            raise CorruptFileError(
+                f"{source}: {key!r} must be {expected} or null, got {value!r}; the file was edited by hand "
+                f"or is damaged. Restore the value, or set it to null."
+            )
+
+
+def _manifest_heatmap_shape(value: Any, source: Path) -> tuple[int, int]:
+    """``heatmap_shape`` of a manifest: two positive integers, or an error that names the file and key."""
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+    ):
+        raise CorruptFileError(
+            f"{source}: {HEATMAP_SHAPE_KEY!r} must be [height, width], two positive integers, got {value!r}; "
+            "the file was edited by hand or is damaged. Set it to the shape of the stored maps (each part "
+            "records it in its schema metadata, lrp.heatmap_shape)."
+        )
+    return value[0], value[1]

@@ -43,6 +43,7 @@ from .contract import (
 from .epochs import EpochInfo, _EpochSnapshot, _store_dir_for_create
 from .errors import (
     AnalysisNotFoundError,
+    CorruptFileError,
     EpochNotFoundError,
     IncompatibleRunError,
     SampleNotFoundError,
@@ -56,6 +57,7 @@ from .lock import check_run_id
 from .manifest import (
     _check_writable,
     _library_version,
+    _manifest_heatmap_shape,
     _needs_migration,
     _normalise_json,
     _read_manifest,
@@ -63,6 +65,8 @@ from .manifest import (
     find_runs,
 )
 from .tables import (
+    _analysis_schema_problems,
+    _conform_analysis_table,
     _conform_attribution_table,
     _conform_probe_table,
     _conform_to,
@@ -274,14 +278,12 @@ class RunStore:
     @property
     def manifest(self) -> dict[str, Any]:
         """A copy of ``manifest.json`` (re-read when it changed on disk)."""
-        data = dict(self._manifest_data())
-        data.pop("_parsed_epochs")
-        return copy.deepcopy(data)
+        return copy.deepcopy({key: value for key, value in self._manifest_data().items() if not key.startswith("_")})
 
     @property
     def heatmap_shape(self) -> tuple[int, int]:
         """``(H, W)`` of the stored relevance maps."""
-        return _check_heatmap_shape(self._manifest_data().get(HEATMAP_SHAPE_KEY))
+        return _manifest_heatmap_shape(self._manifest_data().get(HEATMAP_SHAPE_KEY), self._store_dir / MANIFEST_FILE)
 
     @property
     def format_version(self) -> str:
@@ -302,7 +304,9 @@ class RunStore:
             If the epoch is not complete; the message lists the complete epochs.
         """
         epoch = _check_index(epoch, "epoch")
-        parsed = self._manifest_data()["_parsed_epochs"]
+        parsed, bad = self._manifest_data()["_parsed_epochs"], self._manifest_data()["_bad_epochs"]
+        if epoch in bad:
+            raise CorruptFileError(str(bad[epoch][1]))  # a malformed entry fails its epoch only
         if epoch not in parsed:
             available = ", ".join(str(e) for e in sorted(parsed)) or "none yet"
             raise EpochNotFoundError(
@@ -313,7 +317,8 @@ class RunStore:
     def _write_manifest(self, epochs: Mapping[int, EpochInfo]) -> None:
         data = self.manifest
         data[LIBRARY_VERSION_KEY] = _library_version()
-        data[EPOCHS_KEY] = [epochs[e].to_json() for e in sorted(epochs)]
+        kept = [raw for key, (raw, _) in self._manifest_data()["_bad_epochs"].items() if key not in epochs]
+        data[EPOCHS_KEY] = [epochs[e].to_json() for e in sorted(epochs)] + kept
         fileio.atomic_write_json(self._store_dir / MANIFEST_FILE, data)
 
     def _require_writable(self) -> None:
@@ -493,13 +498,13 @@ class RunStore:
             self._verified.add(snapshot.info.commit)
         return snapshot
 
-    def verify(self, epoch: int) -> EpochInfo:
+    def verify(self, epoch: int, *, digests: bool = True) -> EpochInfo:
         """Check that a complete epoch's parts are byte for byte the ones committed.
 
         Every read checks each part's size, that its rows belong to the epoch, and the checksum of
         every page it reads. This also reads every part whole and compares its BLAKE2b digest with the
-        one in the manifest (format 1.1; parts of format 1.0 stores have none), which
-        :meth:`iter_batches` and :meth:`iter_heatmaps` do on their first read of each version.
+        manifest's (format 1.1), as :meth:`iter_batches` does on its first read of each version. With
+        ``digests=False`` only the cheap checks run (files present, sizes, rows' epoch; no data read).
 
         Returns
         -------
@@ -511,8 +516,9 @@ class RunStore:
         CorruptFileError
             If a part differs from the committed one; the message names the file.
         """
-        self._verified.discard(self.epoch_info(epoch).commit)
-        with self._open_epoch(epoch, verify=True) as snapshot:
+        if digests:
+            self._verified.discard(self.epoch_info(epoch).commit)
+        with self._open_epoch(epoch, verify=digests) as snapshot:
             return snapshot.info
 
     def _check_columns(self, snapshot: _EpochSnapshot, columns: Sequence[str] | None) -> list[str] | None:
@@ -724,15 +730,19 @@ class RunStore:
         fileio.atomic_write_parquet(table.replace_schema_metadata(metadata), path)
         return path
 
-    def _analysis_tags(self, path: Path) -> tuple[str, str] | None:
+    def _analysis_tags(self, path: Path, name: str) -> tuple[str, str] | None:
+        # a damaged table (unreadable, or columns unlike the contract's) counts as absent: recomputed
         try:
             handle = _Parquet(path)
-        except FileNotFoundError:
+        except (FileNotFoundError, CorruptFileError):
             return None
         try:
-            metadata = handle.file.schema_arrow.metadata or {}
+            schema = handle.file.schema_arrow
         finally:
             handle.close()
+        if _analysis_schema_problems(schema, name):
+            return None
+        metadata = schema.metadata or {}
         return (
             metadata.get(META_CONFIG_HASH, b"").decode(),
             metadata.get(META_SOURCE_COMMIT, b"").decode(),
@@ -743,7 +753,7 @@ class RunStore:
         commit = self.epoch_info(epoch).commit
         tables: dict[str, str] = {}
         for name, path in self.analysis_files(epoch).items():
-            tags = self._analysis_tags(path)
+            tags = self._analysis_tags(path, name)
             if tags is not None and tags[1] == commit:
                 tables[name] = tags[0]
         return tables
@@ -770,6 +780,8 @@ class RunStore:
         AnalysisNotFoundError
             If the table is missing, was made from a replaced version of the epoch, or (when
             ``config_hash`` is given) with another configuration.
+        CorruptFileError
+            If the file is damaged or does not fit its schema in :data:`ANALYSIS_SCHEMAS` (message: the fix).
         """
         path = _migration._readable_analysis_path(self._store_dir, _check_index(epoch, "epoch"), name)
         commit = self.epoch_info(epoch).commit
@@ -779,6 +791,7 @@ class RunStore:
             raise AnalysisNotFoundError(
                 f"no analysis table {name!r} for epoch {epoch} ({path}); run the analysis (lrp-analyze)"
             ) from None
+        table = _conform_analysis_table(table, name, path)
         metadata = table.schema.metadata or {}
         found_hash = metadata.get(META_CONFIG_HASH, b"").decode()
         if metadata.get(META_SOURCE_COMMIT, b"").decode() != commit:

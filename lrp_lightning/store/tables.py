@@ -26,9 +26,13 @@ import pyarrow.parquet as pq
 
 from . import fileio
 from .contract import (
+    ANALYSIS_DIR,
+    ANALYSIS_SCHEMAS,
     ATTRIBUTION_COLUMNS,
     ATTRIBUTION_SCHEMA,
+    CLUSTER_COLUMN_PREFIX,
     DATASET_INDEX,
+    EMBEDDING_COLUMN_PREFIX,
     EPOCH,
     FORMAT_VERSION,
     GLOBAL_STEP,
@@ -36,9 +40,11 @@ from .contract import (
     MAX_ROW_GROUP_ROWS,
     META_FORMAT,
     META_HEATMAP_SHAPE,
+    POINTS_TABLE,
     PREDICTION,
     PROBABILITY,
     PROBE_COLUMNS,
+    PROBE_FILE,
     PROBE_SCHEMA,
     RELEVANCE,
     RELEVANCE_SUM,
@@ -59,11 +65,29 @@ _FLOAT16_MAX = 65504.0
 # --------------------------------------------------------------------------------------------------
 
 
+def _repair_advice(path: Path) -> str:
+    """What to do about a damaged file, by what it holds: derived tables are recomputed, primary data
+    is written again by what wrote it; nobody is told to delete a run's attributions."""
+    if ANALYSIS_DIR in path.parts:
+        return (
+            "It is an analysis table (derived data): recompute it with `lrp-analyze --force` on the run, "
+            "which replaces it; the attributions are not affected."
+        )
+    if path.name == PROBE_FILE:
+        return (
+            "It holds the probe set (sample ids, labels, thumbnails); restore it from a backup of the run. "
+            "The attributions are not affected and stay readable."
+        )
+    return (
+        "Re-run the attribution of this epoch (e.g. resume training from a checkpoint of that epoch); "
+        "the other epochs are not affected."
+    )
+
+
 def _corrupt(path: Path, exc: BaseException) -> CorruptFileError:
     return CorruptFileError(
         f"{path} is not a readable Parquet file ({exc}). It was damaged after writing (lrp-lightning "
-        "writes files atomically); delete the run's plugins/lrp directory or re-run the attribution "
-        "into another directory."
+        f"writes files atomically). {_repair_advice(path)}"
     )
 
 
@@ -132,6 +156,94 @@ def _read_parquet(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
         return handle.read(columns)
     finally:
         handle.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# Analysis tables: checked against the contract's schemas on read
+# --------------------------------------------------------------------------------------------------
+
+
+def _type_fits(found: pa.DataType, expected: pa.DataType) -> bool:
+    """Whether a column of type ``found`` holds what a column of ``expected`` holds (a safe cast may follow)."""
+    if found == expected:
+        return True
+    families = (
+        pa.types.is_integer,
+        pa.types.is_floating,
+        pa.types.is_boolean,
+        lambda t: pa.types.is_string(t) or pa.types.is_large_string(t),
+    )
+    for family in families:
+        if family(expected):
+            return bool(family(found)) or (pa.types.is_floating(expected) and pa.types.is_integer(found))
+    if pa.types.is_list(expected) or pa.types.is_large_list(expected):
+        listed = pa.types.is_list(found) or pa.types.is_large_list(found) or pa.types.is_fixed_size_list(found)
+        return listed and _type_fits(found.value_type, expected.value_type)
+    return False
+
+
+def _analysis_schema_problems(schema: pa.Schema, name: str) -> list[str]:
+    """What is wrong with the columns of analysis table ``name`` (empty: fits the contract, or an unknown table)."""
+    expected = ANALYSIS_SCHEMAS.get(name)
+    if expected is None:
+        return []
+    problems = []
+    missing = [field.name for field in expected if field.name not in schema.names]
+    if missing:
+        problems.append(f"it lacks column(s) {missing}")
+    for field in expected:
+        if field.name in schema.names:
+            found = schema.field(field.name).type
+            if not (_type_fits(found, field.type) or (pa.types.is_null(found) and field.nullable)):
+                problems.append(f"column {field.name!r} has type {found}, expected {field.type}")
+    if name == POINTS_TABLE:
+        for field in schema:
+            if field.name.startswith(CLUSTER_COLUMN_PREFIX) and not (
+                pa.types.is_integer(field.type) or pa.types.is_null(field.type)
+            ):
+                problems.append(f"clustering column {field.name!r} has type {field.type}, expected int32")
+            if field.name.startswith(EMBEDDING_COLUMN_PREFIX) and not _type_fits(field.type, pa.float32()):
+                problems.append(f"embedding column {field.name!r} has type {field.type}, expected float32")
+    return problems
+
+
+def _bad_analysis_table(path: Path, name: str, problems: Sequence[str]) -> CorruptFileError:
+    return CorruptFileError(
+        f"{path} is not a valid {name!r} analysis table: {'; '.join(problems)} "
+        f"(see {name.upper()}_SCHEMA in lrp_lightning.store). {_repair_advice(path)}"
+    )
+
+
+def _conform_analysis_table(table: pa.Table, name: str, path: Path) -> pa.Table:
+    """Check a read analysis table against the contract and cast its required columns to the contract's types.
+
+    Raises
+    ------
+    CorruptFileError
+        If a required column is missing, of another kind, or null where the contract allows no nulls.
+    """
+    expected = ANALYSIS_SCHEMAS.get(name)
+    if expected is None:
+        return table
+    problems = _analysis_schema_problems(table.schema, name)
+    if problems:
+        raise _bad_analysis_table(path, name, problems)
+    for field in expected:
+        index = table.schema.get_field_index(field.name)
+        column = table.column(index)
+        if column.null_count and not field.nullable:
+            problems.append(f"column {field.name!r} holds {column.null_count} nulls")
+            continue
+        if column.type != field.type:
+            try:
+                column = column.cast(field.type, safe=True)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                problems.append(f"column {field.name!r} does not fit type {field.type} ({exc})")
+                continue
+            table = table.set_column(index, pa.field(field.name, field.type, field.nullable), column)
+    if problems:
+        raise _bad_analysis_table(path, name, problems)
+    return table
 
 
 # --------------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ def test_name_layer_map_user_rules_come_first():
     first = EpsilonGammaBox(first_map=[(nn.Conv2d, Epsilon())])
     first.register(model)
     try:
-        assert isinstance(first.rule_map["0"], Epsilon)
+        assert isinstance(first.rule_map["0"].first, Epsilon)  # the first layer's rule, at its first call
         assert type(first.rule_map["4"]).__name__ == "Gamma"
     finally:
         first.remove()

@@ -73,7 +73,7 @@ def store_with_three_epochs(tmp_path: Path) -> RunStore:
     write_ranks(store, 1, 20, [[0, 1], [2, 3]], 20.0)
     write_ranks(store, 2, 30, [[0, 1, 2, 3]], 30.0)
     for epoch in (0, 1, 2):
-        store.write_analysis_table(epoch, "points", pa.table({"sample_id": [0, 1, 2, 3]}), "cfg")
+        store.write_analysis_table(epoch, "notes", pa.table({"sample_id": [0, 1, 2, 3]}), "cfg")
     return store
 
 
@@ -99,12 +99,12 @@ def test_a_named_pipe_in_place_of_the_probe_set_or_an_analysis_table(tmp_path, n
         fifo = replace_with_fifo(store.probe_path)
         read = store.probe_table
     else:
-        fifo = replace_with_fifo(store.analysis_path(1, "points"))
-        read = lambda: store.read_analysis_table(1, "points")  # noqa: E731
-        assert call_with_timeout(lambda: store.analysis_tables(0), fifo) == {"points": "cfg"}
+        fifo = replace_with_fifo(store.analysis_path(1, "notes"))
+        read = lambda: store.read_analysis_table(1, "notes")  # noqa: E731
+        assert call_with_timeout(lambda: store.analysis_tables(0), fifo) == {"notes": "cfg"}
     with pytest.raises(CorruptFileError, match=rf"{fifo.name} is a named pipe"):
         call_with_timeout(read, fifo)
-    assert call_with_timeout(lambda: store.read_analysis_table(2, "points"), fifo).num_rows == 4
+    assert call_with_timeout(lambda: store.read_analysis_table(2, "notes"), fifo).num_rows == 4
     assert assert_consistent(store) == {0: 10, 1: 20, 2: 30}
 
 

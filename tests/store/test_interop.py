@@ -135,16 +135,16 @@ def test_the_epoch_column_of_an_analysis_table_must_agree_with_its_place(tmp_pat
     write_ranks(store, 0, 10, [[0, 1]], 10.0)
     write_ranks(store, 1, 20, [[0, 1]], 20.0)
     with pytest.raises(SchemaError, match="does not hold epoch 1"):
-        store.write_analysis_table(1, "points", pa.table({"x": [1.0], EPOCH: [0]}), "cfg")
-    store.write_analysis_table(1, "points", pa.table({"x": [1.0], EPOCH: [1]}), "cfg")  # agrees: kept
-    store.write_analysis_table(0, "points", pa.table({"x": [2.0]}), "cfg")
-    assert store.read_analysis_table(0, "points").column_names == ["x"]  # the store's column is left out
+        store.write_analysis_table(1, "notes", pa.table({"x": [1.0], EPOCH: [0]}), "cfg")
+    store.write_analysis_table(1, "notes", pa.table({"x": [1.0], EPOCH: [1]}), "cfg")  # agrees: kept
+    store.write_analysis_table(0, "notes", pa.table({"x": [2.0]}), "cfg")
+    assert store.read_analysis_table(0, "notes").column_names == ["x"]  # the store's column is left out
     # epoch 1's table edited by another tool to say epoch 0: the rows contradict the place
-    edited = pq.read_table(store.analysis_path(1, "points"))
+    edited = pq.read_table(store.analysis_path(1, "notes"))
     edited = edited.set_column(edited.schema.get_field_index(EPOCH), EPOCH, pa.array([0], pa.int32()))
-    fileio.atomic_write_parquet(edited, store.analysis_path(1, "points"))
+    fileio.atomic_write_parquet(edited, store.analysis_path(1, "notes"))
     with pytest.raises(CorruptFileError, match="rows of another epoch than 1"):
-        store.read_analysis_table(1, "points")
+        store.read_analysis_table(1, "notes")
 
 
 # ------------------------------------------------------------------------------------------ format 1.x

@@ -325,26 +325,26 @@ def test_manifest_is_reread_when_another_process_commits(tmp_path):
 def test_analysis_tables_round_trip_with_config_hash(tmp_path):
     store = new_store(tmp_path)
     info = write_ranks(store, 0, 10, [[0, 1, 2]], 10.0)
-    points = pa.table({SAMPLE_ID: [0, 1, 2], "x": [0.5, -1.0, 2.0], "cluster": [0, 1, 1]})
-    path = store.write_analysis_table(0, "points", points, "cfg-abc")
-    assert path == store.analysis_path(0, "points") == store.store_dir / "analysis" / "points" / "epoch_000000.parquet"
-    back = store.read_analysis_table(0, "points", config_hash="cfg-abc")
-    assert back.replace_schema_metadata(None).equals(points)
+    notes = pa.table({SAMPLE_ID: [0, 1, 2], "x": [0.5, -1.0, 2.0], "cluster": [0, 1, 1]})
+    path = store.write_analysis_table(0, "notes", notes, "cfg-abc")
+    assert path == store.analysis_path(0, "notes") == store.store_dir / "analysis" / "notes" / "epoch_000000.parquet"
+    back = store.read_analysis_table(0, "notes", config_hash="cfg-abc")
+    assert back.replace_schema_metadata(None).equals(notes)
     assert back.schema.metadata[b"lrp.config_hash"] == b"cfg-abc"
     assert back.schema.metadata[b"lrp.source_commit"] == info.commit.encode()
-    assert store.analysis_tables(0) == {"points": "cfg-abc"}
+    assert store.analysis_tables(0) == {"notes": "cfg-abc"}
     assert [p.name for p in path.parent.iterdir()] == ["epoch_000000.parquet"]  # no temp files left
 
     with pytest.raises(AnalysisNotFoundError, match="made with config cfg-abc, not cfg-new"):
-        store.read_analysis_table(0, "points", config_hash="cfg-new")
+        store.read_analysis_table(0, "notes", config_hash="cfg-new")
     with pytest.raises(AnalysisNotFoundError, match="no analysis table 'spectrum'"):
         store.read_analysis_table(0, "spectrum")
     with pytest.raises(ValueError, match="name '../x'"):
-        store.write_analysis_table(0, "../x", points, "cfg")
+        store.write_analysis_table(0, "../x", notes, "cfg")
     with pytest.raises(EpochNotFoundError):
-        store.write_analysis_table(4, "points", points, "cfg")
+        store.write_analysis_table(4, "notes", notes, "cfg")
 
     write_ranks(store, 0, 11, [[0, 1, 2]], 11.0)  # the epoch was re-run: the analysis is stale
     assert store.analysis_tables(0) == {}
     with pytest.raises(AnalysisNotFoundError, match="replaced version"):
-        store.read_analysis_table(0, "points")
+        store.read_analysis_table(0, "notes")

@@ -257,10 +257,13 @@ def test_input_is_the_stored_thumbnail_and_missing_thumbnails_are_404(client, lo
     assert "no input thumbnail" in error(client, route("heatmap", run=PLAIN, epoch=0, sample=7, kind="overlay"), 404)
 
 
-def test_non_finite_relevance_is_drawn_as_zero_instead_of_failing(client):
+def test_non_finite_relevance_is_marked_instead_of_drawn_blank(client):
+    from lrp_lightning.tb_plugin.data import NONFINITE_COLORS
+
     pixels = png(ok(client, route("heatmap", run=ODD, epoch=0, sample=1, cmap="bwr")))
     assert pixels.shape == (4, 4, 3)
-    assert tuple(pixels[0, 0]) == tuple(lrp_image.COLOR_MAPS["bwr"].palette()[128])  # NaN -> 0 -> centre colour
+    assert tuple(pixels[0, 0]) == NONFINITE_COLORS[0] and tuple(pixels[1, 1]) == NONFINITE_COLORS[0]  # NaN, inf
+    assert tuple(pixels[0, 1]) == tuple(lrp_image.COLOR_MAPS["bwr"].palette()[255])  # finite pixels as before
 
 
 def test_timeline_holds_one_sample_in_every_epoch(client, logdir):
