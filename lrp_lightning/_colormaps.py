@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._validation import argument_error
+
 if TYPE_CHECKING:
     import torch
 
@@ -197,9 +199,8 @@ class ColorMap:
             placed = _place(_stops_to_entries(spec), "colour stops")
             self._spec = ",".join(f"{index:02x}:" + "".join(f"{int(c):02x}" for c in color) for index, color in placed)
         else:
-            raise TypeError(
-                f"ColorMap needs a spec string like '00f,80:fff,f00' or a list of (position, colour) "
-                f"stops, not {type(spec).__name__}"
+            raise argument_error(
+                "ColorMap", "spec", "a spec string like '00f,80:fff,f00' or a list of (position, colour) stops", spec
             )
         self.name = name
         # A held copy of the last colour past the end lets every value in [0, 255] find a right neighbour.
@@ -268,7 +269,7 @@ class ColorMap:
         """
         level = float(level)
         if not math.isfinite(level):
-            raise ValueError(f"level must be a finite number, not {level}")
+            raise argument_error("ColorMap.palette", "level", "a finite number", level)
         cached = self._palettes.get(level)
         if cached is None:
             half = (PALETTE_SIZE - 1) / 2.0
@@ -329,14 +330,11 @@ def register_cmap(
         If the name is malformed or taken (and ``overwrite`` is False), or the spec is malformed.
     """
     if not isinstance(name, str) or not _NAME_TEXT.fullmatch(name):
-        raise ValueError(
-            f"colour map name {name!r} is not valid; use a letter or '_' followed by letters, digits, "
-            "'_', '.', '+' or '-', e.g. 'my_bwr'"
-        )
+        expected = "a letter or '_' followed by letters, digits, '_', '.', '+' or '-'"
+        raise argument_error("register_cmap", "name", expected, name, "e.g. 'my_bwr'")
     if name in COLOR_MAPS and not overwrite:
-        raise ValueError(
-            f"colour map {name!r} is already registered ({COLOR_MAPS[name].spec!r}); pass overwrite=True to replace it"
-        )
+        note = f"{name!r} is {COLOR_MAPS[name].spec!r}; pass overwrite=True to replace it"
+        raise argument_error("register_cmap", "name", "a name not registered yet", name, note)
     cmap = ColorMap(spec.spec if isinstance(spec, ColorMap) else spec, name=name)
     COLOR_MAPS[name] = cmap
     return cmap
@@ -367,8 +365,11 @@ def get_cmap(cmap: CmapLike) -> ColorMap:
         if cmap in COLOR_MAPS:
             return COLOR_MAPS[cmap]
         if "," not in cmap:
-            raise ValueError(
-                f"unknown colour map {cmap!r}; known names: {', '.join(sorted(COLOR_MAPS))}; or pass a "
-                "spec like '00f,80:fff,f00', or add one with register_cmap(name, spec)"
+            raise argument_error(
+                "get_cmap",
+                "cmap",
+                f"a registered colour map ({', '.join(sorted(COLOR_MAPS))}) or a spec like '00f,80:fff,f00'",
+                cmap,
+                "add a name with register_cmap(name, spec)",
             )
     return ColorMap(cmap)

@@ -36,6 +36,7 @@ import numpy as np
 from PIL import Image
 
 from ._colormaps import COLOR_MAPS, PALETTE_SIZE, ColorMap, get_cmap, register_cmap
+from ._validation import argument_error, check_int, check_type
 
 if TYPE_CHECKING:
     import torch
@@ -117,7 +118,7 @@ def _user_bound(value: Any, array: np.ndarray, batched: bool, name: str, dtype: 
             "one value per sample, or an array that broadcasts to the relevance"
         )
     if not np.isfinite(bound).all():
-        raise ValueError(f"{name} must be finite, got {value!r}")
+        raise argument_error(None, name, "finite", value)
     return bound
 
 
@@ -156,7 +157,7 @@ def _normalized(
 def _apply_level(values: np.ndarray, level: float) -> np.ndarray:
     level = float(level)
     if not math.isfinite(level):
-        raise ValueError(f"level must be a finite number, not {level}")
+        raise argument_error(None, "level", "a finite number", level)
     if level == 1.0:
         return values
     return np.clip(0.5 + (values - 0.5) * level, 0.0, 1.0)
@@ -205,7 +206,7 @@ def normalize(
     """
     array = _as_numpy(relevance, "relevance")
     if array.ndim == 0:
-        raise ValueError("relevance is a scalar; pass a map of at least 1 axis, e.g. shape (H, W)")
+        raise argument_error("normalize", "relevance", "a map of at least 1 axis, e.g. shape (H, W)", relevance)
     if batched is None:
         batched = array.ndim >= 3
     return _apply_level(_normalized(array, symmetric, vmin, vmax, batched), level)
@@ -335,22 +336,17 @@ def grid(
     """
     images = list(images)
     if not images:
-        raise ValueError("grid got no images; pass at least one PIL image")
+        raise argument_error("grid", "images", "a non-empty sequence of PIL images", images)
     for position, image in enumerate(images):
-        if not isinstance(image, Image.Image):
-            raise TypeError(
-                f"grid: item {position} is a {type(image).__name__}, not a PIL image; "
-                "render arrays first with heatmap() or imgify()"
-            )
+        note = "render arrays first with heatmap() or imgify()"
+        check_type(image, f"images[{position}]", "grid", Image.Image, "a PIL image", note=note)
     sizes = {image.size for image in images}
     if len(sizes) > 1:
         raise ValueError(f"grid needs images of one size, got sizes (W, H) {sorted(sizes)}; resize them first")
     if nrow is None:
         nrow = math.ceil(math.sqrt(len(images)))
-    if isinstance(nrow, bool) or not isinstance(nrow, int) or nrow < 1:
-        raise ValueError(f"nrow must be a positive int (images per row), not {nrow!r}")
-    if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
-        raise ValueError(f"padding must be a non-negative int of pixels, not {padding!r}")
+    nrow = check_int(nrow, "nrow", "grid", 1, note="images per row")
+    padding = check_int(padding, "padding", "grid", 0, note="pixels")
     modes = {image.mode for image in images}
     mode = modes.pop() if len(modes) == 1 else "RGB"
     if mode in ("P", "PA"):
@@ -377,11 +373,7 @@ def to_png_bytes(image: Image.Image) -> bytes:
     bytes
         The PNG file's bytes (lossless: decoding gives the same pixels).
     """
-    if not isinstance(image, Image.Image):
-        raise TypeError(
-            f"to_png_bytes needs a PIL image, not {type(image).__name__}; render arrays first with "
-            "heatmap() or imgify()"
-        )
+    check_type(image, "image", "to_png_bytes", Image.Image, "a PIL image", note="render arrays first with heatmap()")
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
@@ -446,9 +438,9 @@ def overlay(
     ValueError
         If alpha is outside [0, 1], the shapes disagree, or the arrays hold NaN.
     """
+    if not 0.0 <= float(alpha) <= 1.0:
+        raise argument_error("overlay", "alpha", "a number in [0, 1]", alpha, "0: input only, 1: heatmap only")
     alpha = float(alpha)
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1] (0: input only, 1: heatmap only), not {alpha}")
     base = _input_rgb(input_image)
     heat = np.asarray(heatmap(relevance, cmap=cmap, symmetric=symmetric, level=level, vmin=vmin, vmax=vmax))
     if base.shape[:2] != heat.shape[:2]:
@@ -545,7 +537,7 @@ def imgify(
     array = _as_numpy(obj, "obj")
     if grid:
         if isinstance(grid, (tuple, list)) and len(grid) != 2:
-            raise ValueError(f"grid must be True or (rows, columns), not {grid!r}")
+            raise argument_error("imgify", "grid", "True or (rows, columns)", grid)
         if array.ndim not in (3, 4):
             raise ValueError(f"obj has shape {array.shape}; with grid it must be (N, H, W) or (N, C, H, W)")
         if array.ndim == 4:
