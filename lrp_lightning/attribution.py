@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn as nn
 
+from ._validation import argument_error, check_choice, check_int, check_type
 from .core import Composite
 
 Tensor = torch.Tensor
@@ -44,6 +45,8 @@ __all__ = [
     "explain",
     "output_weights",
 ]
+
+_TARGET_KINDS = "class indices, 'prediction', None, a tensor or a callable output -> weights"
 
 
 class Attribution(NamedTuple):
@@ -64,12 +67,20 @@ def _one_hot(indices: Tensor, output: Tensor) -> Tensor:
     if indices.numel() == 1 and output.shape[0] != 1:
         indices = indices.expand(output.shape[0])
     if indices.numel() != output.shape[0]:
-        raise ValueError(f"got {indices.numel()} target classes for a batch of {output.shape[0]} samples")
+        raise argument_error(
+            None,
+            "target",
+            f"one class index or one per sample ({output.shape[0]})",
+            indices.tolist(),
+        )
     bad = (indices < 0) | (indices >= classes)
     if bool(bad.any()):
-        raise ValueError(
-            f"target class {int(indices[bad][0])} is out of range for an output with {classes} classes "
-            f"(valid: 0..{classes - 1})"
+        raise argument_error(
+            None,
+            "target",
+            f"class indices in [0, {classes - 1}]",
+            int(indices[bad][0]),
+            f"the output has {classes} classes",
         )
     weights = torch.zeros_like(output)
     weights[torch.arange(output.shape[0], device=output.device), indices] = 1.0
@@ -82,17 +93,19 @@ def output_weights(output: Tensor, target: Target) -> Tensor:
     if target is None:
         return output
     if isinstance(target, str):
-        if target != "prediction":
-            raise ValueError(f"unknown target {target!r}; use 'prediction', class indices, a tensor or a callable")
+        check_choice(target, "target", None, ["prediction"], note="or class indices, a tensor or a callable")
         if output.ndim != 2:
             return _one_hot(torch.zeros(0), output)  # raises the shape error
         return _one_hot(output.argmax(dim=1), output)
     if callable(target) and not isinstance(target, Tensor):
         weights = target(output)
         if not isinstance(weights, Tensor) or weights.shape != output.shape:
-            raise ValueError(
-                "a callable target must return a tensor shaped like the output "
-                f"{tuple(output.shape)}, got {getattr(weights, 'shape', type(weights).__name__)}"
+            raise argument_error(
+                None,
+                "target",
+                f"a callable that returns a tensor shaped like the output {tuple(output.shape)}",
+                target,
+                f"it gave {tuple(weights.shape) if isinstance(weights, Tensor) else type(weights).__name__}",
             )
         return weights.to(output)
     if isinstance(target, Tensor):
@@ -101,28 +114,28 @@ def output_weights(output: Tensor, target: Target) -> Tensor:
         if target.is_floating_point() and target.ndim == output.ndim and target.shape[0] == 1:
             return target.to(output).expand_as(output)
         if target.is_floating_point():
-            raise ValueError(
-                f"a float target must be shaped like the output {tuple(output.shape)}, got {tuple(target.shape)}; "
-                "pass class indices as an integer tensor"
+            raise argument_error(
+                None,
+                "target",
+                f"a float tensor shaped like the output {tuple(output.shape)}",
+                target,
+                f"its shape is {tuple(target.shape)}; pass class indices as an integer tensor",
             )
         return _one_hot(target, output)
-    if isinstance(target, bool):
-        raise TypeError("target must be class indices, 'prediction', a tensor or a callable, not a bool")
-    if isinstance(target, int):
+    if isinstance(target, int) and not isinstance(target, bool):
         return _one_hot(torch.tensor([target]), output)
-    if isinstance(target, Sequence):
+    if isinstance(target, Sequence) and not isinstance(target, bool):
         return _one_hot(torch.as_tensor(list(target)), output)
-    raise TypeError(f"unsupported target of type {type(target).__name__}")
+    raise argument_error(None, "target", _TARGET_KINDS, target)
 
 
 def _prepare_input(input: Tensor) -> Tensor:
-    if not isinstance(input, Tensor):
-        raise TypeError(f"input must be a torch.Tensor, not {type(input).__name__}")
+    check_type(input, "input", None, Tensor, "a torch.Tensor")
     input = input.detach()
     if input.is_inference():
         input = input.clone()
     if not input.is_floating_point():
-        raise TypeError(f"input must be a floating point tensor to be attributed, got {input.dtype}")
+        raise argument_error(None, "input", "a floating point tensor", input, f"its dtype is {input.dtype}")
     return input
 
 
@@ -150,13 +163,10 @@ class Attributor:
         create_graph: bool = False,
         retain_graph: bool | None = None,
     ) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, not {type(model).__name__}")
-        if composite is not None and not isinstance(composite, Composite):
-            raise TypeError(
-                "composite must be a Composite (e.g. get_composite('epsilon_gamma_box')), "
-                f"not {type(composite).__name__}"
-            )
+        owner = type(self).__name__
+        check_type(model, "model", owner, nn.Module, "a torch.nn.Module")
+        note = "e.g. get_composite('epsilon_gamma_box')"
+        check_type(composite, "composite", owner, Composite, "a Composite", allow_none=True, note=note)
         self.model = model
         self.composite = composite
         self.attr_output = attr_output
@@ -252,8 +262,7 @@ class SmoothGrad(Attributor):
         **kwargs: Any,
     ) -> None:
         super().__init__(model, composite, attr_output, **kwargs)
-        if n_iter < 1:
-            raise ValueError(f"n_iter must be at least 1, got {n_iter}")
+        n_iter = check_int(n_iter, "n_iter", type(self).__name__, 1)
         self.noise_level = noise_level
         self.n_iter = n_iter
         self.generator = generator
@@ -298,8 +307,7 @@ class IntegratedGradients(Attributor):
         **kwargs: Any,
     ) -> None:
         super().__init__(model, composite, attr_output, **kwargs)
-        if n_iter < 1:
-            raise ValueError(f"n_iter must be at least 1, got {n_iter}")
+        n_iter = check_int(n_iter, "n_iter", type(self).__name__, 1)
         self.baseline_fn = baseline_fn or torch.zeros_like
         self.n_iter = n_iter
 
@@ -347,7 +355,7 @@ class Occlusion(Attributor):
         for label, value in (("window", window), ("stride", stride)):
             values = (value,) if isinstance(value, int) else tuple(value)
             if not values or not all(isinstance(v, int) and v > 0 for v in values):
-                raise ValueError(f"{label} must be a positive int or a tuple of positive ints, got {value!r}")
+                raise argument_error(type(self).__name__, label, "an int >= 1 or a tuple of ints >= 1", value)
         self.window = window
         self.stride = stride
         self.fill_fn = fill_fn or torch.zeros_like
@@ -434,12 +442,15 @@ def explain(
     if isinstance(composite, str):
         composite = get_composite(composite, canonizers=canonizers, **composite_kwargs)
     elif composite_kwargs:
-        raise TypeError(f"composite arguments {sorted(composite_kwargs)} need composite given by name")
+        raise argument_error(
+            "explain",
+            "composite",
+            "a composite name",
+            composite,
+            f"composite arguments {sorted(composite_kwargs)} apply only to a composite given by name",
+        )
     if isinstance(attributor, str):
-        key = attributor.lower()
-        if key not in _ATTRIBUTORS:
-            raise ValueError(f"unknown attributor {attributor!r}; choose one of {sorted(_ATTRIBUTORS)}")
-        attributor = _ATTRIBUTORS[key]
+        attributor = _ATTRIBUTORS[check_choice(attributor.lower(), "attributor", "explain", sorted(_ATTRIBUTORS))]
     modes = [(module, module.training) for module in model.modules()]
     model.eval()
     try:

@@ -26,6 +26,7 @@ import torch.nn as nn
 
 from . import torchvision as _torchvision  # noqa: F401 - registers the VGG and ResNet canonizers
 from . import types as ltypes
+from ._validation import argument_error
 from .canonizers import resolve_canonizers, warn_uncanonized
 from .core import Composite, Hook
 from .layer import Sum
@@ -207,7 +208,13 @@ class MixedComposite(RegistryComposite):
         collected: list[Any] = list(canonizers) if not isinstance(canonizers, str) and canonizers else []
         for composite in self.composites:
             if isinstance(composite.canonizers, str):
-                raise ValueError("canonizers='auto' is only supported on the outermost composite")
+                raise argument_error(
+                    "MixedComposite",
+                    "composites",
+                    "composites without canonizers given by name",
+                    composite,
+                    f"canonizers={composite.canonizers!r} is only supported on the outermost composite",
+                )
             collected += composite.canonizers
         super().__init__(
             module_map=self.mapping,

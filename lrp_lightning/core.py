@@ -27,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import types as ltypes
+from ._validation import argument_error
 
 Tensor = torch.Tensor
 
@@ -140,15 +141,11 @@ class Stabilizer:
     @classmethod
     def ensure(cls, value: float | Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
         """Return a stabilizer for a number (used as ``epsilon``) or a callable (used as is)."""
-        if isinstance(value, bool):
-            raise TypeError(f"stabilizer must be a number or a callable, not {value!r}")
-        if isinstance(value, (int, float)):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
             return cls(epsilon=float(value))
         if callable(value):
             return value
-        raise TypeError(
-            f"stabilizer must be a number (e.g. 1e-6) or a callable tensor -> tensor, not {type(value).__name__}"
-        )
+        raise argument_error(None, "stabilizer", "a number (e.g. 1e-6) or a callable tensor -> tensor", value)
 
 
 def expand(value: Any, shape: Sequence[int], cut_batch_dim: bool = False) -> Tensor:
@@ -250,7 +247,7 @@ class ParamMod:
             return modifier
         if callable(modifier):
             return cls(modifier)
-        raise TypeError(f"{modifier!r} is neither a ParamMod nor a callable (param, name) -> param")
+        raise argument_error(None, "param_modifier", "a ParamMod or a callable (param, name) -> param", modifier)
 
     def __call__(self, module: nn.Module, params: dict[str, Tensor | None]) -> dict[str, Tensor | None]:
         """Return the modified parameters (a new dict; ``params`` is not changed)."""
@@ -496,9 +493,15 @@ class BasicHook(Hook):
         gradient_mapper: Callable[[Tensor, list[Tensor]], Any] | None = None,
         reducer: Callable[[list[Tensor], list[Tensor | None]], Tensor] | None = None,
     ) -> None:
-        lengths = {len(m) for m in (input_modifiers, param_modifiers, output_modifiers) if m is not None}
+        modifiers = (input_modifiers, param_modifiers, output_modifiers)
+        lengths = {len(m) for m in modifiers if m is not None}
         if len(lengths) > 1:
-            raise ValueError(f"input, parameter and output modifiers must have equal lengths, got {lengths}")
+            raise argument_error(
+                type(self).__name__,
+                "the lengths of input_modifiers, param_modifiers and output_modifiers",
+                "equal",
+                [None if m is None else len(m) for m in modifiers],
+            )
         count = lengths.pop() if lengths else 1
         self.input_modifiers = list(input_modifiers) if input_modifiers is not None else [_identity] * count
         self.param_modifiers = [

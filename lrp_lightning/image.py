@@ -1,10 +1,8 @@
-"""Colour maps and heatmap rendering for relevance maps.
+"""Heatmap rendering for relevance maps, and the colour maps it uses.
 
-This module owns every colour map of the project. A :class:`ColorMap` is compiled from a short
-colour-map specification (the language of Zennit's ``zennit.cmap``) or from a list of stops, and
-turns values in ``[0, 1]`` into colours through a 256-entry ``uint8`` palette. The built-in maps in
-:data:`COLOR_MAPS` carry Zennit's names and give Zennit's palettes exactly, so heatmaps look the same
-as in papers and notebooks made with Zennit.
+Colour maps (:class:`ColorMap`, :data:`COLOR_MAPS` with Zennit's names and palettes,
+:func:`register_cmap`, :func:`get_cmap`) live in :mod:`lrp_lightning._colormaps` and are re-exported
+here, so that this stays the one import path for pictures.
 
 Rendering goes in two steps: :func:`normalize` scales relevance into ``[0, 1]`` (symmetric around 0
 by default, per sample for batches), and :func:`heatmap` looks the scaled values up in a palette and
@@ -23,22 +21,13 @@ Examples
 >>> to_png_bytes(image)[:4]
 b'\\x89PNG'
 
-Colour-map specification language
----------------------------------
-Comma-separated colours, each 3 or 6 hex digits (``f00`` or ``ff0000``), each optionally preceded
-by a palette index of 1 or 2 hex digits and a colon (``80:fff``; one digit is doubled, ``8`` is
-``88``). Colours between the palette indices are interpolated linearly. The first colour without an
-index sits at ``00`` and the last at ``ff``; colours without an index between two placed ones are
-spread evenly between them; before the first and after the last index the colour is held. Indices
-must ascend from left to right. Example: ``"0ff,00f,80:000,f00,ff0,fff"`` (coldnhot) runs from cyan
-over blue to black at ``80`` and over red and yellow to white.
+The colour-map specification language is described in :mod:`lrp_lightning._colormaps`.
 """
 
 from __future__ import annotations
 
 import io
 import math
-import re
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -46,11 +35,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from ._colormaps import COLOR_MAPS, PALETTE_SIZE, ColorMap, get_cmap, register_cmap
+from ._validation import argument_error, check_int, check_type
+
 if TYPE_CHECKING:
     import torch
 
+    from ._colormaps import CmapLike
+
     ArrayLike = np.ndarray | torch.Tensor | Sequence[Any]
-    ColorLike = tuple[int, int, int] | str
 
 __all__ = [
     "COLOR_MAPS",
@@ -65,352 +58,6 @@ __all__ = [
     "register_cmap",
     "to_png_bytes",
 ]
-
-#: Number of entries in every palette.
-PALETTE_SIZE = 256
-
-_INDEX_TEXT = re.compile(r"[0-9a-fA-F]{1,2}")
-_COLOR_TEXT = re.compile(r"[0-9a-fA-F]{3}|[0-9a-fA-F]{6}")
-_NAME_TEXT = re.compile(r"[A-Za-z_][A-Za-z0-9_.+-]*")
-
-
-# --------------------------------------------------------------------------------------------------
-# Colour maps
-# --------------------------------------------------------------------------------------------------
-
-
-def _parse_hex_color(text: str) -> tuple[int, int, int] | None:
-    """Return ``(r, g, b)`` for 3 or 6 hex digits (an optional leading ``#``), or None if malformed."""
-    text = text.strip().removeprefix("#")
-    if not _COLOR_TEXT.fullmatch(text):
-        return None
-    if len(text) == 3:
-        text = "".join(digit * 2 for digit in text)
-    return int(text[0:2], 16), int(text[2:4], 16), int(text[4:6], 16)
-
-
-def _parse_spec(spec: str) -> list[tuple[int | None, tuple[int, int, int]]]:
-    """Split a specification into ``(palette index or None, colour)`` entries, checking the syntax."""
-    entries = []
-    for number, entry in enumerate(spec.split(","), start=1):
-        head, colon, tail = entry.partition(":")
-        index_text, color_text = (head.strip(), tail) if colon else (None, head)
-        if index_text is None:
-            index = None
-        elif _INDEX_TEXT.fullmatch(index_text):
-            index = int(index_text * 2 if len(index_text) == 1 else index_text, 16)
-        else:
-            raise ValueError(
-                f"colour map spec {spec!r}: entry {number} ({entry.strip()!r}) has the index "
-                f"{index_text!r}; an index is 1 or 2 hex digits from 0 to ff followed by ':', e.g. '80:fff'"
-            )
-        color = _parse_hex_color(color_text)
-        if color is None or color_text.strip().startswith("#"):
-            raise ValueError(
-                f"colour map spec {spec!r}: entry {number} ({entry.strip()!r}) has the colour "
-                f"{color_text.strip()!r}; a colour is 3 or 6 hex digits, e.g. 'f00' or 'ff0000'"
-            )
-        entries.append((index, color))
-    return entries
-
-
-def _stops_to_entries(stops: Sequence[Any]) -> list[tuple[int | None, tuple[int, int, int]]]:
-    """Turn ``(position in [0, 1], colour)`` stops into entries placed on palette indices."""
-    entries = []
-    for number, stop in enumerate(stops, start=1):
-        try:
-            position, color = stop
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"colour stop {number} ({stop!r}) is not a pair; pass (position, (r, g, b)), "
-                "e.g. (0.5, (255, 255, 255))"
-            ) from None
-        if isinstance(position, bool) or not isinstance(position, (int, float, np.integer, np.floating)):
-            raise ValueError(f"colour stop {number}: position {position!r} is not a number in [0, 1]")
-        if not 0.0 <= float(position) <= 1.0:
-            raise ValueError(f"colour stop {number}: position {position!r} is outside [0, 1]")
-        entries.append((_position_to_index(float(position)), _stop_color(color, number)))
-    return entries
-
-
-def _position_to_index(position: float) -> int:
-    # The 256 palette entries split [0, 1] into equal bins; a stop goes into the bin that a normalised
-    # value equal to its position is rendered with, so 0.5 is index 0x80, the centre of diverging maps.
-    return min(math.floor(position * PALETTE_SIZE), PALETTE_SIZE - 1)
-
-
-def _stop_color(color: Any, number: int) -> tuple[int, int, int]:
-    if isinstance(color, str):
-        parsed = _parse_hex_color(color)
-        if parsed is None:
-            raise ValueError(
-                f"colour stop {number}: colour {color!r} is not 3 or 6 hex digits, e.g. 'f00' or '#ff0000'"
-            )
-        return parsed
-    try:
-        components = tuple(color)
-    except TypeError:
-        components = ()
-    if len(components) != 3:
-        raise ValueError(f"colour stop {number}: colour {color!r} is not (r, g, b) or a hex string")
-    for component in components:
-        integral = isinstance(component, (int, np.integer)) or (
-            isinstance(component, (float, np.floating)) and float(component).is_integer()
-        )
-        if isinstance(component, bool) or not integral or not 0 <= component <= 255:
-            raise ValueError(
-                f"colour stop {number}: colour {color!r} needs integer components from 0 to 255; "
-                "for floats in [0, 1], multiply by 255 and round"
-            )
-    return int(components[0]), int(components[1]), int(components[2])
-
-
-def _place(entries: list[tuple[int | None, tuple[int, int, int]]], what: str) -> list[tuple[int, np.ndarray]]:
-    """Give every entry a palette index and add the held colour at index 0."""
-    if len(entries) < 2:
-        raise ValueError(
-            f"{what} has {len(entries)} colour(s); a colour map needs at least 2, e.g. '000,fff'"
-        )
-    first_index, first_color = entries[0]
-    placed = [(0, first_color)]
-    if first_index:
-        placed.append((first_index, first_color))
-    unplaced: list[tuple[int, int, int]] = []
-    for number, (index, color) in enumerate(entries[1:], start=2):
-        if index is None:
-            if number < len(entries):
-                unplaced.append(color)
-                continue
-            index = PALETTE_SIZE - 1
-        previous = placed[-1][0]
-        if index < previous:
-            raise ValueError(
-                f"{what}: entry {number} has index {index:02x}, below the previous index {previous:02x}; "
-                "indices must ascend from left to right"
-            )
-        # Exact integer division: colours without an index are spread evenly, rounded down.
-        gaps = len(unplaced) + 1
-        placed += [(previous + (index - previous) * k // gaps, c) for k, c in enumerate(unplaced, start=1)]
-        unplaced.clear()
-        placed.append((index, color))
-    return [(index, np.asarray(color, dtype=np.float64)) for index, color in placed]
-
-
-class ColorMap:
-    """A linear colour map with a 256-entry palette.
-
-    Parameters
-    ----------
-    spec : str or sequence of (float, colour)
-        Either a colour-map specification such as ``"00f,80:fff,f00"`` (see the module docstring), or
-        stops ``[(position, colour), ...]`` with positions in ``[0, 1]`` in ascending order and
-        colours as ``(r, g, b)`` integers from 0 to 255 or hex strings (``"#f00"``). A stop at
-        position ``p`` is placed on palette index ``min(floor(256 * p), 255)``, so ``0.5`` is index
-        ``0x80``, the palette entry that zero relevance is drawn with.
-    name : str, optional
-        Name shown in ``repr`` (default None); the registry sets it.
-
-    Raises
-    ------
-    ValueError
-        If the specification or a stop is malformed, fewer than 2 colours are given, or indices are
-        not ascending; the message names the entry.
-
-    Examples
-    --------
-    >>> cmap = ColorMap("0:000,80:f00,ff:fff")
-    >>> cmap.palette()[64].tolist()  # halfway from black to red, rounded down
-    [127, 0, 0]
-    >>> ColorMap([(0.0, (0, 0, 0)), (0.5, "#f00"), (1.0, (255, 255, 255))]).spec
-    '00:000000,80:ff0000,ff:ffffff'
-    """
-
-    def __init__(self, spec: str | Sequence[tuple[float, ColorLike]], name: str | None = None) -> None:
-        if isinstance(spec, str):
-            placed = _place(_parse_spec(spec), f"colour map spec {spec!r}")
-            self._spec = spec
-        elif isinstance(spec, Sequence):
-            placed = _place(_stops_to_entries(spec), "colour stops")
-            self._spec = ",".join(
-                f"{index:02x}:" + "".join(f"{int(c):02x}" for c in color) for index, color in placed
-            )
-        else:
-            raise TypeError(
-                f"ColorMap needs a spec string like '00f,80:fff,f00' or a list of (position, colour) "
-                f"stops, not {type(spec).__name__}"
-            )
-        self.name = name
-        # A held copy of the last colour past the end lets every value in [0, 255] find a right neighbour.
-        self._indices = np.array([index for index, _ in placed] + [PALETTE_SIZE], dtype=np.float64)
-        self._colors = np.stack([color for _, color in placed] + [placed[-1][1]])
-        self._palettes: dict[float, np.ndarray] = {}
-
-    @property
-    def spec(self) -> str:
-        """The specification string this map was made from (a generated one for stops)."""
-        return self._spec
-
-    @property
-    def stops(self) -> tuple[tuple[int, tuple[int, int, int]], ...]:
-        """Every colour with its palette index (0 to 255), after placing unindexed colours."""
-        return tuple(
-            (int(index), (int(color[0]), int(color[1]), int(color[2])))
-            for index, color in zip(self._indices[:-1], self._colors[:-1])
-        )
-
-    def __repr__(self) -> str:
-        name = f"name={self.name!r}, " if self.name else ""
-        return f"ColorMap({name}spec={self._spec!r})"
-
-    def _interpolate(self, position: np.ndarray) -> np.ndarray:
-        """Colours in ``[0, 255]`` for positions measured in palette indices, ``0 <= position <= 255``."""
-        right = np.searchsorted(self._indices, position, side="right")
-        left = right - 1
-        start, end = self._indices[left], self._indices[right]
-        fraction = ((position - start) / (end - start))[..., None]
-        return self._colors[left] + (self._colors[right] - self._colors[left]) * fraction
-
-    def __call__(self, values: ArrayLike) -> np.ndarray:
-        """Map values in ``[0, 1]`` (clipped) to RGB floats in ``[0, 1]``, appending an axis of size 3.
-
-        Parameters
-        ----------
-        values : array-like
-            Values of any shape; they are clipped to ``[0, 1]``.
-
-        Returns
-        -------
-        numpy.ndarray
-            Float64 colours of shape ``values.shape + (3,)``, interpolated without a palette.
-        """
-        array = np.asarray(values, dtype=np.float64)
-        if np.isnan(array).any():
-            raise ValueError("ColorMap got NaN values; replace them (e.g. numpy.nan_to_num) before mapping")
-        return self._interpolate(np.clip(array * (PALETTE_SIZE - 1), 0.0, PALETTE_SIZE - 1)) / 255.0
-
-    def palette(self, level: float = 1.0) -> np.ndarray:
-        """The 256 colours that indices 0 to 255 are drawn with.
-
-        Parameters
-        ----------
-        level : float, optional
-            Contrast, as Zennit's ``level`` (default 1.0). Entry ``k`` shows the map at
-            ``0.5 + level * (k / 255 - 0.5)``, clipped to ``[0, 1]``: below 1 fewer colours are used
-            (only the centre colour at 0), above 1 values saturate sooner. Negative values reverse
-            the map.
-
-        Returns
-        -------
-        numpy.ndarray
-            Read-only ``uint8`` array of shape ``(256, 3)``.
-        """
-        level = float(level)
-        if not math.isfinite(level):
-            raise ValueError(f"level must be a finite number, not {level}")
-        cached = self._palettes.get(level)
-        if cached is None:
-            half = (PALETTE_SIZE - 1) / 2.0
-            position = np.clip(half + (np.arange(PALETTE_SIZE) - half) * level, 0.0, PALETTE_SIZE - 1)
-            # Channels are rounded down as Zennit does (so palettes match it exactly); rounding to 12
-            # decimals first keeps float noise such as 127.99999999999997 from dropping a whole step.
-            colors = np.clip(np.round(self._interpolate(position), 12), 0.0, 255.0)
-            cached = colors.astype(np.uint8)
-            cached.setflags(write=False)
-            self._palettes[level] = cached
-        return cached
-
-
-_BUILTIN_SPECS = {
-    # Same names and colours as Zennit 0.5.1, so heatmaps look as in Zennit-made figures.
-    "gray": "000,fff",
-    "wred": "fff,f00",
-    "wblue": "fff,00f",
-    "hot": "000,f00,ff0,fff",
-    "cold": "000,00f,0ff",
-    "coldnhot": "0ff,00f,80:000,f00,ff0,fff",
-    "bwr": "00f,80:fff,f00",
-    "france": "0055a4,80:fff,ef4135",
-    "seismic": "0000d0,80:d0d0d0,d00000",
-    "coolio": "00d0d0,80:d0d0d0,d000d0",
-    "coleus": "00d000,80:d0d0d0,d000d0",
-}
-
-if TYPE_CHECKING:
-    CmapLike = str | ColorMap | Sequence[tuple[float, ColorLike]]
-
-#: Registry of named colour maps; add to it with :func:`register_cmap`.
-COLOR_MAPS: dict[str, ColorMap] = {name: ColorMap(spec, name=name) for name, spec in _BUILTIN_SPECS.items()}
-
-
-def register_cmap(
-    name: str, spec: str | Sequence[tuple[float, ColorLike]] | ColorMap, *, overwrite: bool = False
-) -> ColorMap:
-    """Add a named colour map to :data:`COLOR_MAPS`.
-
-    Parameters
-    ----------
-    name : str
-        Name to look the map up by: a letter or ``_`` followed by letters, digits, ``_ . + -``.
-    spec : str, sequence of (float, colour) or ColorMap
-        Anything :class:`ColorMap` accepts, or a ColorMap (its spec is used).
-    overwrite : bool, optional
-        Replace a map already registered under ``name`` (default False).
-
-    Returns
-    -------
-    ColorMap
-        The registered map.
-
-    Raises
-    ------
-    ValueError
-        If the name is malformed or taken (and ``overwrite`` is False), or the spec is malformed.
-    """
-    if not isinstance(name, str) or not _NAME_TEXT.fullmatch(name):
-        raise ValueError(
-            f"colour map name {name!r} is not valid; use a letter or '_' followed by letters, digits, "
-            "'_', '.', '+' or '-', e.g. 'my_bwr'"
-        )
-    if name in COLOR_MAPS and not overwrite:
-        raise ValueError(
-            f"colour map {name!r} is already registered ({COLOR_MAPS[name].spec!r}); "
-            "pass overwrite=True to replace it"
-        )
-    cmap = ColorMap(spec.spec if isinstance(spec, ColorMap) else spec, name=name)
-    COLOR_MAPS[name] = cmap
-    return cmap
-
-
-def get_cmap(cmap: CmapLike) -> ColorMap:
-    """Resolve a registered name, a specification, stops or a ColorMap to a :class:`ColorMap`.
-
-    Parameters
-    ----------
-    cmap : str, ColorMap or sequence of (float, colour)
-        A name from :data:`COLOR_MAPS` (e.g. ``"coldnhot"``), a specification such as
-        ``"00f,80:fff,f00"``, stops as :class:`ColorMap` takes them, or a ColorMap (returned as is).
-
-    Returns
-    -------
-    ColorMap
-
-    Raises
-    ------
-    ValueError
-        If a string is neither a registered name nor a valid specification; the message lists the
-        registered names.
-    """
-    if isinstance(cmap, ColorMap):
-        return cmap
-    if isinstance(cmap, str):
-        if cmap in COLOR_MAPS:
-            return COLOR_MAPS[cmap]
-        if "," not in cmap:
-            raise ValueError(
-                f"unknown colour map {cmap!r}; known names: {', '.join(sorted(COLOR_MAPS))}; or pass a "
-                "spec like '00f,80:fff,f00', or add one with register_cmap(name, spec)"
-            )
-    return ColorMap(cmap)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -471,7 +118,7 @@ def _user_bound(value: Any, array: np.ndarray, batched: bool, name: str, dtype: 
             "one value per sample, or an array that broadcasts to the relevance"
         )
     if not np.isfinite(bound).all():
-        raise ValueError(f"{name} must be finite, got {value!r}")
+        raise argument_error(None, name, "finite", value)
     return bound
 
 
@@ -510,7 +157,7 @@ def _normalized(
 def _apply_level(values: np.ndarray, level: float) -> np.ndarray:
     level = float(level)
     if not math.isfinite(level):
-        raise ValueError(f"level must be a finite number, not {level}")
+        raise argument_error(None, "level", "a finite number", level)
     if level == 1.0:
         return values
     return np.clip(0.5 + (values - 0.5) * level, 0.0, 1.0)
@@ -559,7 +206,7 @@ def normalize(
     """
     array = _as_numpy(relevance, "relevance")
     if array.ndim == 0:
-        raise ValueError("relevance is a scalar; pass a map of at least 1 axis, e.g. shape (H, W)")
+        raise argument_error("normalize", "relevance", "a map of at least 1 axis, e.g. shape (H, W)", relevance)
     if batched is None:
         batched = array.ndim >= 3
     return _apply_level(_normalized(array, symmetric, vmin, vmax, batched), level)
@@ -689,24 +336,17 @@ def grid(
     """
     images = list(images)
     if not images:
-        raise ValueError("grid got no images; pass at least one PIL image")
+        raise argument_error("grid", "images", "a non-empty sequence of PIL images", images)
     for position, image in enumerate(images):
-        if not isinstance(image, Image.Image):
-            raise TypeError(
-                f"grid: item {position} is a {type(image).__name__}, not a PIL image; "
-                "render arrays first with heatmap() or imgify()"
-            )
+        note = "render arrays first with heatmap() or imgify()"
+        check_type(image, f"images[{position}]", "grid", Image.Image, "a PIL image", note=note)
     sizes = {image.size for image in images}
     if len(sizes) > 1:
-        raise ValueError(
-            f"grid needs images of one size, got sizes (W, H) {sorted(sizes)}; resize them first"
-        )
+        raise ValueError(f"grid needs images of one size, got sizes (W, H) {sorted(sizes)}; resize them first")
     if nrow is None:
         nrow = math.ceil(math.sqrt(len(images)))
-    if isinstance(nrow, bool) or not isinstance(nrow, int) or nrow < 1:
-        raise ValueError(f"nrow must be a positive int (images per row), not {nrow!r}")
-    if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
-        raise ValueError(f"padding must be a non-negative int of pixels, not {padding!r}")
+    nrow = check_int(nrow, "nrow", "grid", 1, note="images per row")
+    padding = check_int(padding, "padding", "grid", 0, note="pixels")
     modes = {image.mode for image in images}
     mode = modes.pop() if len(modes) == 1 else "RGB"
     if mode in ("P", "PA"):
@@ -714,9 +354,7 @@ def grid(
     columns = min(nrow, len(images))
     rows = math.ceil(len(images) / columns)
     width, height = images[0].size
-    canvas = Image.new(
-        mode, (columns * width + (columns - 1) * padding, rows * height + (rows - 1) * padding), fill
-    )
+    canvas = Image.new(mode, (columns * width + (columns - 1) * padding, rows * height + (rows - 1) * padding), fill)
     for position, image in enumerate(images):
         row, column = divmod(position, columns)
         canvas.paste(image.convert(mode), (column * (width + padding), row * (height + padding)))
@@ -735,11 +373,7 @@ def to_png_bytes(image: Image.Image) -> bytes:
     bytes
         The PNG file's bytes (lossless: decoding gives the same pixels).
     """
-    if not isinstance(image, Image.Image):
-        raise TypeError(
-            f"to_png_bytes needs a PIL image, not {type(image).__name__}; render arrays first with "
-            "heatmap() or imgify()"
-        )
+    check_type(image, "image", "to_png_bytes", Image.Image, "a PIL image", note="render arrays first with heatmap()")
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
@@ -756,8 +390,7 @@ def _input_rgb(input_image: Image.Image | ArrayLike) -> np.ndarray:
         array = array[:, :, None]
     elif not (array.ndim == 3 and array.shape[2] in (1, 3)):
         raise ValueError(
-            f"input_image has shape {array.shape}; expected (C, H, W) or (H, W, C) with 1 or 3 "
-            "channels, or (H, W)"
+            f"input_image has shape {array.shape}; expected (C, H, W) or (H, W, C) with 1 or 3 channels, or (H, W)"
         )
     if array.dtype != np.uint8:
         _check_finite(array, "input_image")
@@ -805,9 +438,9 @@ def overlay(
     ValueError
         If alpha is outside [0, 1], the shapes disagree, or the arrays hold NaN.
     """
+    if not 0.0 <= float(alpha) <= 1.0:
+        raise argument_error("overlay", "alpha", "a number in [0, 1]", alpha, "0: input only, 1: heatmap only")
     alpha = float(alpha)
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1] (0: input only, 1: heatmap only), not {alpha}")
     base = _input_rgb(input_image)
     heat = np.asarray(heatmap(relevance, cmap=cmap, symmetric=symmetric, level=level, vmin=vmin, vmax=vmax))
     if base.shape[:2] != heat.shape[:2]:
@@ -904,7 +537,7 @@ def imgify(
     array = _as_numpy(obj, "obj")
     if grid:
         if isinstance(grid, (tuple, list)) and len(grid) != 2:
-            raise ValueError(f"grid must be True or (rows, columns), not {grid!r}")
+            raise argument_error("imgify", "grid", "True or (rows, columns)", grid)
         if array.ndim not in (3, 4):
             raise ValueError(f"obj has shape {array.shape}; with grid it must be (N, H, W) or (N, C, H, W)")
         if array.ndim == 4:

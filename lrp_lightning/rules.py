@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 
 from . import types as ltypes
+from ._validation import argument_error, check_float
 from .core import BasicHook, Hook, ParamMod, Stabilizer, affine_forward, affine_input_gradient, expand, module_params
 from .layer import Sum
 
@@ -414,12 +415,15 @@ class AlphaBeta(BasicHook):
         stabilizer: StabilizerLike = 1e-6,
         zero_params: str | Sequence[str] | None = None,
     ):
-        if alpha < 0 or beta < 0:
-            raise ValueError(f"alpha and beta must be non-negative, got alpha={alpha}, beta={beta}")
+        check_float(alpha, "alpha", "AlphaBeta", 0.0)
+        check_float(beta, "beta", "AlphaBeta", 0.0)
         if alpha - beta != 1.0:
-            raise ValueError(
-                f"alpha - beta must equal 1 so that relevance is conserved, got alpha={alpha}, beta={beta}; "
-                "e.g. AlphaBeta(alpha=2, beta=1) or AlphaBeta(alpha=1, beta=0)"
+            raise argument_error(
+                "AlphaBeta",
+                "alpha - beta",
+                "1",
+                alpha - beta,
+                f"so that relevance is conserved; alpha={alpha}, beta={beta}; e.g. AlphaBeta(alpha=2, beta=1)",
             )
         self.alpha, self.beta, self.stabilizer, self.zero_params = alpha, beta, stabilizer, zero_params
         stabilize_fn = Stabilizer.ensure(stabilizer)

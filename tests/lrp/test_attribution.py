@@ -4,6 +4,7 @@ import pytest
 import torch
 from lrp_testing import small_cnn
 
+from lrp_lightning._validation import InvalidArgumentError
 from lrp_lightning.attribution import Gradient, IntegratedGradients, Occlusion, SmoothGrad, explain, output_weights
 
 
@@ -48,12 +49,41 @@ def test_targets():
     assert torch.equal(output_weights(output, one_hot), one_hot)
     assert torch.equal(output_weights(output, None), output)
     assert torch.equal(output_weights(output, lambda out: out * 2), output * 2)
-    with pytest.raises(ValueError, match="target class 3 is out of range for an output with 3 classes"):
+    expected = r"target must be class indices in \[0, 2\] \(the output has 3 classes\), got 3$"
+    with pytest.raises(ValueError, match=expected):
         output_weights(output, [3, 0])
     with pytest.raises(ValueError, match="class scores of shape"):
         output_weights(torch.zeros(2, 3, 4), [0, 1])
-    with pytest.raises(ValueError, match="unknown target 'label'"):
+    with pytest.raises(ValueError, match=r"target must be one of \['prediction'\] .*, got 'label'"):
         output_weights(output, "label")
+
+
+def test_bad_arguments_get_one_message_style():
+    """Every argument check of the attribution API says ``<owner>: <name> must be <what>, got <given>``."""
+    output = torch.zeros(2, 3)
+    model = small_cnn()
+    image = torch.zeros(1, 1, 8, 8)
+    cases = [
+        (lambda: output_weights(output, True), "target must be class indices, 'prediction', None", "got True"),
+        (lambda: output_weights(output, 1.5), "target must be class indices", "got 1.5"),
+        (lambda: output_weights(output, [0, 1, 2]), "must be one class index or one per sample (2)", "list [0, 1, 2]"),
+        (lambda: output_weights(output, torch.ones(2, 4)), "float tensor shaped like the output (2, 3)", "(2, 4)"),
+        (lambda: output_weights(output, lambda out: out[:, :1]), "returns a tensor shaped like", "(it gave (2, 1))"),
+        (lambda: Gradient(model)([[0.0]]), "input must be a torch.Tensor", "got list [[0.0]]"),
+        (lambda: Gradient(model)(image.long()), "input must be a floating point tensor", "dtype is torch.int64"),
+        (lambda: Gradient("model"), "Gradient: model must be a torch.nn.Module", "got 'model'"),
+        (lambda: Gradient(model, composite="epsilon"), "Gradient: composite must be a Composite or None", "'epsilon'"),
+        (lambda: SmoothGrad(model, n_iter=0), "SmoothGrad: n_iter must be an int >= 1", "got 0"),
+        (lambda: IntegratedGradients(model, n_iter=True), "IntegratedGradients: n_iter must be an int >= 1", "True"),
+        (lambda: Occlusion(model, window=(4, 0)), "Occlusion: window must be an int >= 1 or a tuple", "tuple (4, 0)"),
+        (lambda: explain(model, image, attributor="lime"), "explain: attributor must be one of ['gradient',", "'lime'"),
+        (lambda: explain(model, image, composite=None, low=0.0), "apply only to a composite given by name", "None"),
+    ]
+    for call, message, given in cases:
+        with pytest.raises(InvalidArgumentError) as info:
+            call()
+        text = str(info.value)
+        assert message in text and given in text, text
 
 
 def test_smoothgrad_is_deterministic_with_a_generator_and_averages_gradients():

@@ -244,3 +244,36 @@ def test_layers_the_forward_pass_does_not_run_need_no_rule():
 
     output, relevance = explain(WithLoss(), torch.rand(2, 4), composite="epsilon_plus")
     assert relevance.shape == (2, 4) and relevance.abs().sum() > 0
+
+
+def test_engine_argument_checks_share_the_message_style():
+    """Rules, hooks and composites check arguments through lrp_lightning._validation: one message shape."""
+    from lrp_lightning._validation import InvalidArgumentError
+    from lrp_lightning.composites import MixedComposite
+    from lrp_lightning.core import BasicHook, ParamMod, Stabilizer
+
+    cases = [
+        (lambda: AlphaBeta(alpha=-1.0, beta=-2.0), "AlphaBeta: alpha must be a number >= 0.0, got -1.0"),
+        (lambda: AlphaBeta(alpha=3.0, beta=1.0), "AlphaBeta: alpha - beta must be 1 (so that relevance is conserved"),
+        (lambda: Stabilizer.ensure(True), "stabilizer must be a number (e.g. 1e-6) or a callable tensor -> tensor"),
+        (lambda: Epsilon(epsilon="big"), "stabilizer must be a number (e.g. 1e-6) or a callable tensor -> tensor"),
+        (lambda: ParamMod.ensure(3), "param_modifier must be a ParamMod or a callable (param, name) -> param, got 3"),
+        (
+            lambda: BasicHook(input_modifiers=[abs], param_modifiers=[abs, abs]),
+            "BasicHook: the lengths of input_modifiers, param_modifiers and output_modifiers must be equal, "
+            "got list [1, 2, None]",
+        ),
+        (
+            lambda: MixedComposite([EpsilonGammaBox(low=0.0, high=1.0, canonizers="auto")]),
+            "MixedComposite: composites must be composites without canonizers given by name",
+        ),
+    ]
+    for call, message in cases:
+        with pytest.raises(InvalidArgumentError) as info:
+            call()
+        assert message in str(info.value), str(info.value)
+    # a wrong argument is both a ValueError and a TypeError, as Zennit's callers may catch either
+    with pytest.raises(ValueError):
+        AlphaBeta(alpha=3.0, beta=1.0)
+    with pytest.raises(TypeError):
+        Stabilizer.ensure("1e-6")

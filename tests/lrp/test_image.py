@@ -141,7 +141,8 @@ def test_malformed_colour_maps_name_the_problem(spec, message):
 
 
 def test_unknown_cmap_name_lists_known_names():
-    with pytest.raises(ValueError, match="unknown colour map 'viridis'") as info:
+    expected = r"get_cmap: cmap must be a registered colour map \(.*, got 'viridis'$"
+    with pytest.raises(ValueError, match=expected) as info:
         get_cmap("viridis")
     for name in ("bwr", "coldnhot", "gray", "hot", "seismic"):
         assert name in str(info.value)
@@ -165,8 +166,10 @@ def test_register_cmap(clean_registry):
         register_cmap("my_green", "000,f00")
     register_cmap("my_green", ColorMap("000,f00"), overwrite=True)
     assert get_cmap("my_green").palette()[255].tolist() == [255, 0, 0]
-    with pytest.raises(ValueError, match="not valid"):
+    with pytest.raises(ValueError, match=r"register_cmap: name must be a letter or '_' .*, got 'has,comma'$"):
         register_cmap("has,comma", "000,fff")
+    with pytest.raises(TypeError, match=r"ColorMap: spec must be a spec string .*, got 3$"):
+        ColorMap(3)
 
 
 # --- normalisation ---------------------------------------------------------------------------------
@@ -312,8 +315,12 @@ def test_grid_mixes_modes_and_rejects_mismatched_sizes():
     assert mixed.mode == "RGB" and rgb(mixed)[0, 0].tolist() == [9, 9, 9]
     with pytest.raises(ValueError, match="one size"):
         grid([Image.new("RGB", (2, 2)), Image.new("RGB", (3, 2))])
-    with pytest.raises(ValueError, match="no images"):
+    with pytest.raises(ValueError, match=r"grid: images must be a non-empty sequence of PIL images, got list \[\]"):
         grid([])
+    with pytest.raises(ValueError, match=r"grid: nrow must be an int >= 1 \(images per row\), got 0"):
+        grid([heatmap(np.eye(2))], nrow=0)
+    with pytest.raises(ValueError, match=r"grid: padding must be an int >= 0 \(pixels\), got True"):
+        grid([heatmap(np.eye(2))], padding=True)
     with pytest.raises(TypeError, match="heatmap"):
         grid([np.zeros((2, 2))])
 
@@ -357,8 +364,10 @@ def test_overlay_inputs_pil_gray_and_out_of_range():
 def test_overlay_errors():
     with pytest.raises(ValueError, match=r"4x4 \(H x W\).*3x3"):
         overlay(np.zeros((3, 4, 4)), np.zeros((3, 3)))
-    with pytest.raises(ValueError, match="alpha"):
+    with pytest.raises(ValueError, match=r"overlay: alpha must be a number in \[0, 1\] \(0: input only.*got 1.5$"):
         overlay(np.zeros((4, 4)), np.zeros((4, 4)), alpha=1.5)
+    with pytest.raises(ValueError, match="level must be a finite number, got inf"):
+        overlay(np.zeros((4, 4)), np.zeros((4, 4)), level=float("inf"))
     with pytest.raises(ValueError, match="input_image has shape"):
         overlay(np.zeros((5, 4, 4)), np.zeros((4, 4)))
 
@@ -445,5 +454,8 @@ def test_rendering_emits_no_warnings():
 
 
 def test_module_does_not_import_peers():
-    source = open(lrp_image.__file__, encoding="utf-8").read()
-    assert "import zennit" not in source and "from zennit" not in source
+    from lrp_lightning import _colormaps
+
+    for module in (lrp_image, _colormaps):
+        source = open(module.__file__, encoding="utf-8").read()
+        assert "import zennit" not in source and "from zennit" not in source
