@@ -1,0 +1,251 @@
+"""Findings of the plugin's data layer: PluginData methods and :func:`findings_json`.
+
+The findings table's name and columns are the store contract's (:data:`lrp_lightning.store.FINDINGS_SCHEMA`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from lrp_lightning import image as lrp_image
+from lrp_lightning import store as lrp_store
+from lrp_lightning.store import (
+    CATEGORY,
+    CLASS_INDEX,
+    CLASS_NAME,
+    SPECTRUM_TABLE,
+    EpochInfo,
+    RunStore,
+    StoreError,
+)
+
+from ._data_common import _SAFE_INTEGER, BadArgument, NotFound, _finite_or_none
+
+__all__: list[str] = []
+
+
+class _Findings:
+    """Mixin of :class:`~lrp_lightning.tb_plugin.data.PluginData`: the run's findings and their maps."""
+
+    def _epoch_findings(self, run: str, store: RunStore, info: EpochInfo) -> list[dict[str, Any]] | None:
+        """The rows of an epoch's ``findings`` table as dicts, or None when the epoch has no current one.
+
+        None means "no analysis" or "an analysis that predates findings" (no such table for this
+        configuration); an epoch whose table exists but cannot be read raises :class:`NotFound`.
+        """
+        try:
+            analysis = self._analysis(run, store, info)
+        except NotFound:
+            return None
+
+        def make() -> _Rows:
+            try:
+                table = store.read_analysis_table(
+                    info.epoch, lrp_store.FINDINGS_TABLE, config_hash=analysis.config_hash
+                )
+            except lrp_store.AnalysisNotFoundError:
+                return _Rows(None)
+            except (StoreError, OSError, pa.ArrowException) as exc:
+                raise self._unreadable(f"the findings of epoch {info.epoch} of run {run!r}", exc) from exc
+            missing = [name for name in _REQUIRED_FINDING_COLUMNS if name not in table.column_names]
+            if missing:
+                raise NotFound(
+                    f"the findings table of epoch {info.epoch} of run {run!r} lacks columns {missing}; "
+                    "analyse the run again with this version (lrp-analyze)"
+                )
+            return _Rows(table.to_pylist())
+
+        key = ("findings", run, info.epoch, info.commit, analysis.config_hash)
+        return self.cache.get_or_make(key, make).rows
+
+    def _category_names(self, run: str, store: RunStore, info: EpochInfo) -> dict[str, str]:
+        """Category → words ("digit 3", "all samples"), from the epoch's spectrum table, else the manifest."""
+        names = {lrp_store.CATEGORY_ALL: "all samples"}
+        class_names = self._read(f"run {run!r}", lambda: store.manifest).get("class_names") or []
+        for index, name in enumerate(class_names):
+            names[lrp_store.class_category(index)] = str(name)
+        try:
+            spectrum = self._analysis(run, store, info).tables[SPECTRUM_TABLE]
+        except NotFound:
+            return names
+        for category, name, index in zip(
+            spectrum.column(CATEGORY).to_pylist(),
+            spectrum.column(CLASS_NAME).to_pylist(),
+            spectrum.column(CLASS_INDEX).to_pylist(),
+        ):
+            if name:
+                names[category] = str(name)
+            elif index is not None and category not in names:
+                names[category] = f"class {index}"
+        return names
+
+    def findings(self, run: str) -> dict[str, Any]:
+        """The run's findings with their lineage over the analysed epochs (see :func:`findings_json`).
+
+        An epoch whose findings table cannot be read is left out and listed under ``unreadable``
+        (``{epoch, error}``); a run without analysis, or analysed before findings existed, has none.
+        """
+        store = self._store(run)
+        per_epoch: list[tuple[int, list[dict[str, Any]]]] = []
+        without: list[int] = []
+        unreadable: list[dict[str, Any]] = []
+        names: dict[str, str] = {}
+        for info in self._read(f"run {run!r}", store.epochs):
+            try:
+                rows = self._epoch_findings(run, store, info)
+            except NotFound as exc:  # one damaged table leaves the other epochs' findings readable
+                unreadable.append({"epoch": info.epoch, "error": str(exc)})
+                continue
+            if rows is None:
+                if self._analysis_state(store, info)[0] is not None:
+                    without.append(info.epoch)  # analysed before findings existed
+                continue
+            per_epoch.append((info.epoch, rows))
+            if rows:
+                names = self._category_names(run, store, info)
+        return {**findings_json(run, per_epoch, without, names), "unreadable": unreadable}
+
+    def finding_prototype_png(self, run: str, finding_id: str, epoch: int, cmap: str) -> bytes:
+        """Mean relevance map of a finding's members in one epoch (each map L1-normalised), colour-mapped."""
+        if cmap not in lrp_image.COLOR_MAPS:
+            raise BadArgument(f"unknown colour map {cmap!r}; known: {sorted(lrp_image.COLOR_MAPS)}")
+        store = self._store(run)
+        info = self._epoch(run, store, epoch)
+        rows = self._epoch_findings(run, store, info)
+        if rows is None:
+            raise NotFound(f"epoch {epoch} of run {run!r} has no findings table; run `lrp-analyze` on the run")
+        row = next((r for r in rows if r[lrp_store.FINDING_ID] == finding_id), None)
+        if row is None:
+            known = [r[lrp_store.FINDING_ID] for r in rows]
+            raise NotFound(f"no finding {finding_id!r} in epoch {epoch} of run {run!r}; its findings: {known[:20]}")
+        members = [int(i) for i in row[lrp_store.MEMBER_IDS]]
+        if not members:
+            raise NotFound(f"finding {finding_id!r} has no members in epoch {epoch} of run {run!r}")
+
+        def make() -> bytes:
+            _, maps = self._read(f"epoch {epoch} of run {run!r}", lambda: store.heatmaps(info.epoch, members))
+            maps = np.nan_to_num(np.asarray(maps, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+            # every member weighs the same, however much relevance its map holds (as the cluster prototypes)
+            scale = np.abs(maps).reshape(len(maps), -1).sum(axis=1)
+            mean = (maps / np.where(scale > 0, scale, 1.0)[:, None, None]).mean(axis=0)
+            return lrp_image.to_png_bytes(lrp_image.heatmap(mean, cmap=cmap))
+
+        analysis = self._analysis(run, store, info)
+        key = ("finding-png", run, info.epoch, info.commit, analysis.config_hash, finding_id, cmap)
+        return self.cache.get_or_make(key, make)
+
+
+@dataclass
+class _Rows:
+    """A cached table read as rows; ``rows`` None when the table does not exist."""
+
+    rows: list[dict[str, Any]] | None
+
+    @property
+    def nbytes(self) -> int:
+        return 256 * (len(self.rows) if self.rows else 1)
+
+
+_REQUIRED_FINDING_COLUMNS = (
+    lrp_store.FINDING_ID,
+    lrp_store.CATEGORY,
+    lrp_store.FINDING_KIND,
+    lrp_store.FINDING_REGION,
+    lrp_store.FIRST_EPOCH,
+    lrp_store.EPOCHS_SEEN,
+    lrp_store.MEMBER_IDS,
+    lrp_store.FINDING_REASON,
+)
+"""Columns of the findings table that the plugin cannot do without (the others may be absent)."""
+
+
+def findings_json(
+    run: str,
+    per_epoch: Sequence[tuple[int, Sequence[Mapping[str, Any]]]],
+    without_findings: Sequence[int],
+    category_names: Mapping[str, str],
+) -> dict[str, Any]:
+    """The ``/findings`` answer from the ``findings`` rows of each analysed epoch (the one place that reads columns).
+
+    Parameters
+    ----------
+    run : str
+    per_epoch : sequence of (epoch, rows)
+        Each epoch that has a findings table, ascending, with its rows as dicts of the table's columns.
+    without_findings : sequence of int
+        Analysed epochs whose analysis predates findings (no findings table).
+    category_names : mapping of str to str
+        Category → words.
+
+    Returns
+    -------
+    dict
+        ``{"run", "epochs": [epochs with a findings table], "without_findings": [...], "ids_exact",
+        "findings": [...]}``; each finding: ``finding_id``, ``category``, ``category_name``, ``kind``,
+        ``region``, ``region_detail``, ``first_epoch``, ``last_epoch``, ``epochs_seen`` (from the
+        last epoch's row), the last epoch's ``n_members``, ``member_ids``, ``strength``, ``share``,
+        ``rest_share``, ``input_spread``, ``p_value``, ``q_value``, ``clusters`` and ``reason``, and
+        ``history``: one ``{epoch, n_members, strength, share, rest_share, q_value}`` per epoch the
+        finding has a row in. Ordered: seen most recently first, then by q value, then by strength.
+    """
+    history: dict[str, list[dict[str, Any]]] = {}
+    last: dict[str, tuple[int, Mapping[str, Any]]] = {}
+    for epoch, rows in per_epoch:
+        for row in rows:
+            finding_id = row[lrp_store.FINDING_ID]
+            history.setdefault(finding_id, []).append(
+                {
+                    "epoch": epoch,
+                    "n_members": len(row[lrp_store.MEMBER_IDS]),
+                    "strength": _finite_or_none(row.get(lrp_store.FINDING_STRENGTH)),
+                    "share": _finite_or_none(row.get(lrp_store.FINDING_SHARE)),
+                    "rest_share": _finite_or_none(row.get(lrp_store.REST_SHARE)),
+                    "q_value": _finite_or_none(row.get(lrp_store.Q_VALUE)),
+                }
+            )
+            last[finding_id] = (epoch, row)
+    findings = []
+    exact = True
+    for finding_id, (epoch, row) in last.items():
+        members = [int(i) for i in row[lrp_store.MEMBER_IDS]]
+        exact = exact and all(abs(i) < _SAFE_INTEGER for i in members)
+        category = row[lrp_store.CATEGORY]
+        findings.append(
+            {
+                "finding_id": finding_id,
+                "category": category,
+                "category_name": category_names.get(category, category),
+                "kind": row[lrp_store.FINDING_KIND],
+                "region": row[lrp_store.FINDING_REGION],
+                "region_detail": row.get(lrp_store.FINDING_REGION_DETAIL),
+                "first_epoch": int(row[lrp_store.FIRST_EPOCH]),
+                "last_epoch": epoch,
+                "epochs_seen": [int(e) for e in row[lrp_store.EPOCHS_SEEN]],
+                "n_members": len(members),
+                "member_ids": members,
+                "strength": _finite_or_none(row.get(lrp_store.FINDING_STRENGTH)),
+                "share": _finite_or_none(row.get(lrp_store.FINDING_SHARE)),
+                "rest_share": _finite_or_none(row.get(lrp_store.REST_SHARE)),
+                "input_spread": _finite_or_none(row.get(lrp_store.INPUT_SPREAD)),
+                "p_value": _finite_or_none(row.get(lrp_store.P_VALUE)),
+                "q_value": _finite_or_none(row.get(lrp_store.Q_VALUE)),
+                "clusters": list(row.get(lrp_store.FINDING_CLUSTERS) or []),
+                "reason": row[lrp_store.FINDING_REASON],
+                "history": history[finding_id],
+            }
+        )
+    findings.sort(
+        key=lambda f: (-f["last_epoch"], f["q_value"] if f["q_value"] is not None else 1.0, -(f["strength"] or 0.0))
+    )
+    return {
+        "run": run,
+        "epochs": [epoch for epoch, _ in per_epoch],
+        "without_findings": list(without_findings),
+        "ids_exact": exact,
+        "findings": findings,
+    }
