@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import concurrent.futures
-import functools
 import logging
 import os
-import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -29,18 +26,14 @@ from lrp_lightning.core import Composite
 from lrp_lightning.metrics import ExplanationMetric
 from lrp_lightning.store import (
     HEATMAPS_IMAGE_TAG,
-    MANIFEST_FILE,
     SAMPLE_ID,
-    STORE_SUBDIR,
     THUMBNAIL,
     RunStore,
-    WriterLock,
-    check_run_id,
     make_probe_table,
     metric_column,
-    new_run_id,
 )
 
+from ._background import BackgroundAnalysis, load_analysis
 from ._batches import UnpackBatch, unpack
 from ._config import (
     TargetSpec,
@@ -63,6 +56,7 @@ from ._explainer import (
 )
 from ._pictures import heatmap_grid, thumbnail_png
 from ._probe import dataset_labels, select_probe
+from ._store_owner import StoreOwner
 from ._training_state import sync_errors, untouched_training_state
 
 log = logging.getLogger(__name__)
@@ -72,150 +66,6 @@ THUMBNAIL_SIZE = 128
 """Longest side, in pixels, of the input thumbnails stored in probe.parquet."""
 DEFAULT_METRICS = ("sparseness", "entropy", "conservation", "stability")
 """Metrics computed by default: cheap (no forward passes), no masks needed."""
-_STATE_VERSION = 2
-"""Version 2 added the run id and the store directory; version 1 states (lrp-lightning 0.1) have neither."""
-
-
-def _load_analysis(config: Any) -> Callable[[RunStore, int], Any] | None:
-    """``(store, epoch) -> outcome`` running the SpRAy analysis as configured, or None when disabled.
-
-    ``config`` is True (the default pipeline), a ``SpRAy`` object, or a dict like an ``lrp-analyze
-    --config`` file: a table per step, ``random_state``, ``min_category_size`` and the run options
-    ``include_all``, ``category_by`` and ``nonfinite``.
-    """
-    if config is False or config is None:
-        return None
-    if not (config is True or isinstance(config, Mapping) or hasattr(config, "get_config")):
-        raise argument_error(
-            OWNER,
-            "analyze",
-            "False, True (the default analysis), a SpRAy pipeline or a dict of analysis settings like an "
-            "`lrp-analyze --config` file",
-            config,
-        )
-    # Imported here, not at the top: the analysis loads scikit-learn and UMAP, which a callback with
-    # analyze=False never needs. It ships in the same wheel, so it is always there.
-    from lrp_lightning import analysis
-    from lrp_lightning.analysis.config import RUN_OPTIONS
-
-    options: dict[str, Any] = {}
-    if config is True:
-        spray = analysis.SpRAy()
-    elif isinstance(config, Mapping):
-        options = {key: config[key] for key in RUN_OPTIONS if key in config}
-        try:
-            spray = analysis.SpRAy.from_config({key: value for key, value in config.items() if key not in options})
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{OWNER}: analyze: {exc}") from exc
-    else:
-        spray = config
-    return functools.partial(analysis.analyze_epoch, spray=spray, **options)
-
-
-class _BackgroundAnalysis:
-    """Runs the analysis of committed epochs in one worker thread of rank 0, off the training loop.
-
-    :meth:`submit` never waits. One analysis runs at a time and at most one more waits for it; when an
-    epoch is ready while another still waits (the analysis is slower than training), the waiting one
-    is skipped with a note (``lrp-analyze`` analyses it later) and the newer one waits instead, so the
-    analysis keeps up with the latest epochs and its backlog stays bounded.
-    """
-
-    def __init__(self, run: Callable[[RunStore, int], Any]) -> None:
-        self.run = run
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._lock = threading.RLock()  # a future done before add_done_callback runs _next inside _start
-        self._running: tuple[int, int, concurrent.futures.Future] | None = None
-        self._waiting: tuple[Path, int, int] | None = None
-        self._finished: list[tuple[int, int, concurrent.futures.Future]] = []
-        self.started: list[int] = []  # epochs whose analysis began, in order
-        self.skipped: list[int] = []  # epochs left out because a newer one was ready before their turn
-        self._noted = 0
-
-    def submit(self, store_dir: Path, epoch: int, global_step: int) -> None:
-        """Start the epoch's analysis, or queue it behind the running one (never blocks)."""
-        with self._lock:
-            if self._executor is None:
-                self._executor = concurrent.futures.ThreadPoolExecutor(
-                    max_workers=1, thread_name_prefix="lrp-analysis"
-                )
-            if self._running is None:
-                self._start(store_dir, epoch, global_step)
-                return
-            if self._waiting is not None:
-                self.skipped.append(self._waiting[1])
-            self._waiting = (store_dir, epoch, global_step)
-
-    def _start(self, store_dir: Path, epoch: int, global_step: int) -> None:
-        # called with the lock held
-        assert self._executor is not None
-        self.started.append(epoch)
-        future = self._executor.submit(lambda: self.run(RunStore(store_dir), epoch))
-        self._running = (epoch, global_step, future)
-        future.add_done_callback(self._next)
-
-    def _next(self, future: concurrent.futures.Future) -> None:
-        """Runs when an analysis ends (in the worker, or at once if it already ended): start the waiting one."""
-        with self._lock:
-            if self._running is None or self._running[2] is not future:
-                return
-            self._finished.append(self._running)
-            self._running = None
-            if self._waiting is not None and self._executor is not None:
-                waiting, self._waiting = self._waiting, None
-                self._start(*waiting)
-
-    def _note_skipped(self) -> None:
-        with self._lock:
-            new = self.skipped[self._noted :]
-            self._noted = len(self.skipped)
-        if new:
-            log.warning(
-                "%s: the analysis is slower than training: skipped the analysis of epoch(s) %s (a newer epoch was "
-                "ready before their turn); training was not held up. Run `lrp-analyze <run dir>` to analyse them.",
-                OWNER,
-                ", ".join(str(e) for e in new),
-            )
-
-    def collect(self, loggers: Sequence[Any], wait: bool = False) -> None:
-        """Log the indicator scalars of finished analyses; warn (never raise) about failed ones.
-
-        With ``wait``, first wait for the running analysis and the one waiting behind it.
-        """
-        while wait:
-            with self._lock:
-                running = self._running
-            if running is None:
-                break
-            concurrent.futures.wait([running[2]])
-            self._next(running[2])  # its done-callback may not have run yet: start the waiting one now
-        self._note_skipped()
-        with self._lock:
-            finished, self._finished = self._finished, []
-        for epoch, step, future in finished:
-            try:
-                outcome = future.result()
-            except Exception as exc:  # the analysis must not stop training
-                warnings.warn(
-                    f"{OWNER}: the analysis of epoch {epoch} failed ({type(exc).__name__}: {exc}); training "
-                    "continues, run `lrp-analyze <run dir>` to analyse it again",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-                continue
-            for message in getattr(outcome, "messages", []):
-                log.info("%s: analysis: %s", OWNER, message)
-            values = getattr(outcome, "scalars", None) or {}
-            metrics = {str(k): float(v) for k, v in values.items() if isinstance(v, (int, float, np.number))}
-            if metrics:
-                for logger in loggers:
-                    logger.log_metrics(metrics, step=step)
-
-    def close(self, loggers: Sequence[Any]) -> None:
-        self.collect(loggers, wait=True)
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
 
 
 def _as_probe(probe: Any) -> np.ndarray | Any | None:
@@ -450,9 +300,9 @@ class LRPCallback(Callback):
         self.composite, self._composite_config, self._canonizer_config = resolve_composite(
             composite, canonizers, composite_kwargs, OWNER
         )
-        analysis = _load_analysis(analyze)
+        analysis = load_analysis(analyze)
         self.analyze = analysis is not None
-        self._analysis = None if analysis is None else _BackgroundAnalysis(analysis)
+        self._analysis = None if analysis is None else BackgroundAnalysis(analysis)
         self._metrics = ProbeMetrics(metrics, OWNER)
         self.metrics = list(self._metrics.names)
         self._explainer = BatchExplainer(
@@ -467,11 +317,7 @@ class LRPCallback(Callback):
         self._thumbnails: dict[int, bytes | None] = {}
         self._checkpoint_epoch: int | None = None
         self._warned_fast_dev_run = False
-        self._run_id: str | None = None  # the training this callback writes for; kept in the checkpoint
-        self._checkpoint_store: str | None = None  # the store recorded in the checkpoint resumed from
-        self._legacy_state = False  # resumed from a version 1 state: its store has no run id yet
-        self._lock: WriterLock | None = None  # rank 0, while fitting or validating
-        self._claimed = False
+        self._store_owner = StoreOwner(OWNER)  # the run id, the recorded store and (rank 0) the writer lock
 
     # ------------------------------------------------------------------------------ Lightning hooks
 
@@ -497,7 +343,7 @@ class LRPCallback(Callback):
                     stacklevel=2,
                 )
             return
-        self._claimed = False  # the store is chosen once the checkpoint (if any) is loaded: _claim_store
+        self._store_owner.claimed = False  # the store is chosen once the checkpoint (if any) is loaded: _claim_store
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.strategy.restore_checkpoint_after_setup:  # else the checkpoint is not loaded yet
@@ -518,13 +364,9 @@ class LRPCallback(Callback):
         self._checkpoint_epoch = int(epoch) if isinstance(epoch, int) else None
 
     def state_dict(self) -> dict[str, Any]:
-        if self._probe_ids is None and self._run_id is None:
+        if self._probe_ids is None and self._store_owner.run_id is None:
             return {}
-        state: dict[str, Any] = {
-            "version": _STATE_VERSION,
-            "run_id": self._run_id,
-            "store_dir": None if self._run_dir is None else os.path.abspath(self._run_dir),
-        }
+        state = self._store_owner.state_dict(self._run_dir)
         if self._probe_ids is not None:
             state["probe_ids"] = [int(i) for i in self._probe_ids]
             state["probe_labels"] = [int(i) for i in self._probe_labels]
@@ -534,9 +376,7 @@ class LRPCallback(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if not state_dict:
             return
-        self._legacy_state = "run_id" not in state_dict
-        self._run_id = state_dict.get("run_id") or self._run_id
-        self._checkpoint_store = state_dict.get("store_dir")
+        self._store_owner.load_state_dict(state_dict)
         if "probe_ids" not in state_dict:
             return
         ids = np.asarray(state_dict["probe_ids"], dtype=np.int64)
@@ -574,59 +414,15 @@ class LRPCallback(Callback):
     # ------------------------------------------------------------------------------ the store's owner
 
     def _claim_store(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Choose the store, take its writer lock (rank 0) and check it is this training's; collective.
-
-        Once per ``fit`` or ``validate``, after the checkpoint (if any) was loaded.
-        """
-        if self._claimed or trainer.fast_dev_run:
-            return
-        payload, error = None, None
-        if trainer.is_global_zero:
-            try:
-                payload = self._open_store(trainer)
-            except Exception as exc:
-                self._release_store()
-                error = exc
-        payload = trainer.strategy.broadcast(payload, src=0)
-        self._sync_errors(trainer, pl_module, error, "opening the store")
-        store_dir, self._run_id = Path(payload[0]), payload[1]
-        if store_dir != self._run_dir:
+        """Choose the store and take its writer lock (rank 0), see :meth:`StoreOwner.claim`; collective."""
+        store_dir = self._store_owner.claim(
+            trainer, self.dirpath, lambda error, what: self._sync_errors(trainer, pl_module, error, what)
+        )
+        if store_dir is not None and store_dir != self._run_dir:
             self._run_dir, self._store, self._thumbnails, self._recent_maps = store_dir, None, {}, {}
-        self._claimed = True
-
-    def _open_store(self, trainer: pl.Trainer) -> tuple[str, str]:
-        """Rank 0: ``(store directory, run id)``, with the store's writer lock held."""
-        run_id = self._run_id or new_run_id()
-        run_dir = Path(self.dirpath) if self.dirpath is not None else Path(trainer.log_dir)
-        recorded = self._checkpoint_store
-        if self.dirpath is None and recorded is not None and trainer.state.fn == TrainerFn.FITTING:
-            # Lightning's resume with a new logger starts a new version directory: keep the one store
-            if (Path(recorded) / MANIFEST_FILE).is_file():
-                if os.path.abspath(recorded) != os.path.abspath(run_dir / STORE_SUBDIR):
-                    rank_zero_info(
-                        f"{OWNER}: resuming; attributions go on into the store recorded in the checkpoint, "
-                        f"{recorded} (the logger writes to {run_dir})"
-                    )
-                run_dir = Path(recorded)
-            else:
-                warnings.warn(
-                    f"{OWNER}: the store recorded in the checkpoint, {recorded}, is gone; the resumed run writes a "
-                    f"new store in {run_dir}. Pass dirpath=<the moved run directory> to continue the old one.",
-                    UserWarning,
-                    stacklevel=2,
-                )
-        lock = WriterLock(run_dir, run_id).acquire()
-        self._lock = lock
-        manifest = lock.store_dir / MANIFEST_FILE
-        if manifest.exists():  # fail before training, not at the first explained epoch
-            check_run_id(RunStore(lock.store_dir).manifest, run_id, lock.store_dir, adopt=self._legacy_state)
-        return str(lock.store_dir), run_id
 
     def _release_store(self) -> None:
-        lock, self._lock = self._lock, None
-        self._claimed = False
-        if lock is not None:
-            lock.release()
+        self._store_owner.release()
 
     # ------------------------------------------------------------------------------ the epoch
 
@@ -915,8 +711,8 @@ class LRPCallback(Callback):
             target_mode=target_mode(self.target),
             probe=self._probe_config,
             metadata={"writer": OWNER},
-            run_id=self._run_id,
-            adopt_unowned=self._legacy_state,
+            run_id=self._store_owner.run_id,
+            adopt_unowned=self._store_owner.legacy,
         )
         if not store.probe_path.exists():
             thumbnails: list[bytes | None] = []

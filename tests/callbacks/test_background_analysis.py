@@ -10,7 +10,7 @@ from callback_testing import ImageData, TinyNet, loader, trainer
 from lightning.pytorch.callbacks import Callback
 
 from lrp_lightning import LRPCallback
-from lrp_lightning.callbacks.lrp_callback import _BackgroundAnalysis
+from lrp_lightning.callbacks._background import BackgroundAnalysis
 from lrp_lightning.store import RunStore
 
 BOX = {"low": 0.0, "high": 1.0}
@@ -43,7 +43,7 @@ def test_a_slow_analysis_queues_the_next_epoch_and_skips_older_waiting_ones(tmp_
             assert gate.wait(RELEASE_TIMEOUT), "never released"
         return types.SimpleNamespace(scalars={"lrp/eigengap": float(epoch)}, messages=[])
 
-    runner = _BackgroundAnalysis(slow)
+    runner = BackgroundAnalysis(slow)
     logger = Logger()
     store = RunStore.create(tmp_path, heatmap_shape=(4, 4)).store_dir
     runner.submit(store, 0, 10)
@@ -63,7 +63,7 @@ def test_a_slow_analysis_queues_the_next_epoch_and_skips_older_waiting_ones(tmp_
 
 
 def test_a_fast_analysis_runs_every_epoch_in_order(tmp_path):
-    runner = _BackgroundAnalysis(lambda store, epoch: types.SimpleNamespace(scalars={"x": epoch}, messages=[]))
+    runner = BackgroundAnalysis(lambda store, epoch: types.SimpleNamespace(scalars={"x": epoch}, messages=[]))
     logger = Logger()
     store = RunStore.create(tmp_path, heatmap_shape=(4, 4)).store_dir
     for epoch in range(4):
