@@ -71,9 +71,11 @@ class StoreOwner:
         if self.claimed or trainer.fast_dev_run:
             return None
         payload, error = None, None
+        # Trainer.log_dir broadcasts: every rank asks for it, or rank 0 waits for the others forever
+        run_dir = Path(dirpath) if dirpath is not None else Path(trainer.log_dir)
         if trainer.is_global_zero:
             try:
-                payload = self._open(trainer, dirpath)
+                payload = self._open(trainer, dirpath, run_dir)
             except Exception as exc:
                 self.release()
                 error = exc
@@ -83,10 +85,9 @@ class StoreOwner:
         self.claimed = True
         return store_dir
 
-    def _open(self, trainer: pl.Trainer, dirpath: str | os.PathLike[str] | None) -> tuple[str, str]:
+    def _open(self, trainer: pl.Trainer, dirpath: str | os.PathLike[str] | None, run_dir: Path) -> tuple[str, str]:
         """Rank 0: ``(store directory, run id)``, with the store's writer lock held."""
         run_id = self.run_id or new_run_id()
-        run_dir = Path(dirpath) if dirpath is not None else Path(trainer.log_dir)
         recorded = self.recorded
         if dirpath is None and recorded is not None and trainer.state.fn == TrainerFn.FITTING:
             # Lightning's resume with a new logger starts a new version directory: keep the one store
