@@ -82,6 +82,8 @@ def resolve_composite(
         )
     try:
         built = get_composite(composite, canonizers=canonizers, **kwargs)
+    except InvalidArgumentError as exc:  # a checked argument (e.g. a rule's alpha): its own message says it
+        raise InvalidArgumentError(f"{owner}: composite_kwargs: {exc}") from exc
     except TypeError as exc:
         raise TypeError(
             f"{owner}: composite_kwargs {sorted(kwargs)} do not fit composite {composite!r} ({exc}); "

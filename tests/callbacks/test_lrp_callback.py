@@ -100,6 +100,11 @@ def test_exported_lazily_from_the_package():
         ({"composite": 3}, TypeError, "or a Composite object, got 3"),
         ({"composite_kwargs": {"lowest": 0}}, TypeError, "do not fit composite 'epsilon_gamma_box'"),
         (
+            {"composite_kwargs": {"low": 0.0, "high": 1.0, "epsilon": "x"}},
+            ValueError,
+            "LRPCallback: composite_kwargs: stabilizer must be a number",
+        ),
+        (
             {"composite_kwargs": [("low", 0)]},
             TypeError,
             "composite_kwargs must be a dict of composite arguments or None (e.g. {'low': 0.0, 'high': 1.0}), "
