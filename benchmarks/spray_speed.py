@@ -302,10 +302,7 @@ def corelay_epoch(features: np.ndarray, labels: np.ndarray, embedded: set[str]) 
 
 def first_epoch_in_new_process(path: str) -> float:
     """Wall seconds of a fresh interpreter that imports the analysis and analyses epoch 0 (forced)."""
-    script = (
-        "from lrp_lightning.analysis import analyze_epoch\n"
-        f"analyze_epoch({path!r}, 0, force=True)\n"
-    )
+    script = f"from lrp_lightning.analysis import analyze_epoch\nanalyze_epoch({path!r}, 0, force=True)\n"
     start = time.perf_counter()
     subprocess.run([sys.executable, "-c", script], check=True, capture_output=True)
     return time.perf_counter() - start

@@ -274,9 +274,7 @@ class SmoothGrad(Attributor):
         output = None
         for n in range(self.n_iter):
             if n < self.n_iter - 1:
-                noise = torch.randn(
-                    input.shape, generator=self.generator, device=input.device, dtype=input.dtype
-                )
+                noise = torch.randn(input.shape, generator=self.generator, device=input.device, dtype=input.dtype)
                 noisy = input + noise * std
             else:
                 noisy = input

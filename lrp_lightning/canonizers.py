@@ -178,8 +178,10 @@ def _contains(canonizer: Canonizer, other: Canonizer) -> bool:
     if canonizer is not other and isinstance(canonizer, type(other)):
         return True
     if isinstance(canonizer, CompositeCanonizer):
-        return any(part is not other and (isinstance(part, type(other)) or _contains(part, other))
-                   for part in canonizer.canonizers)
+        return any(
+            part is not other and (isinstance(part, type(other)) or _contains(part, other))
+            for part in canonizer.canonizers
+        )
     return False
 
 
@@ -292,9 +294,7 @@ class MergeBatchNorm(Canonizer):
             for linear in linears:
                 params = self.merged_params(linear, batch_norm)
                 stack.enter_context(override_params(linear, params))
-                stack.enter_context(
-                    override_forward(linear, functools.partial(affine_forward, linear, **params))
-                )
+                stack.enter_context(override_forward(linear, functools.partial(affine_forward, linear, **params)))
             stack.enter_context(override_forward(batch_norm, _identity_forward))
         except BaseException:
             stack.close()
@@ -445,5 +445,3 @@ class CompositeCanonizer(Canonizer):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.canonizers!r})"
-
-

@@ -134,9 +134,7 @@ class Stabilizer:
         return None if (self.clip or self.norm_scale) else float(self.epsilon)
 
     def __repr__(self) -> str:
-        return (
-            f"Stabilizer(epsilon={self.epsilon}, clip={self.clip}, norm_scale={self.norm_scale}, dim={self.dim})"
-        )
+        return f"Stabilizer(epsilon={self.epsilon}, clip={self.clip}, norm_scale={self.norm_scale}, dim={self.dim})"
 
     @classmethod
     def ensure(cls, value: float | Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
@@ -181,16 +179,12 @@ def expand(value: Any, shape: Sequence[int], cut_batch_dim: bool = False) -> Ten
 # Parameters: overrides (from canonizers) and modifiers (from rules)
 # --------------------------------------------------------------------------------------------------------
 
-_PARAM_OVERRIDES: weakref.WeakKeyDictionary[nn.Module, dict[str, Tensor | None]] = (
-    weakref.WeakKeyDictionary()
-)
+_PARAM_OVERRIDES: weakref.WeakKeyDictionary[nn.Module, dict[str, Tensor | None]] = weakref.WeakKeyDictionary()
 
 
 def module_params(module: nn.Module) -> dict[str, Tensor | None]:
     """The parameters a rule sees for ``module``: its own (detached), with canonizer overrides applied."""
-    params: dict[str, Tensor | None] = {
-        name: param.detach() for name, param in module.named_parameters(recurse=False)
-    }
+    params: dict[str, Tensor | None] = {name: param.detach() for name, param in module.named_parameters(recurse=False)}
     override = _PARAM_OVERRIDES.get(module)
     if override:
         params.update(override)
@@ -518,9 +512,7 @@ class BasicHook(Hook):
         inputs = [modifier(input) for modifier in self.input_modifiers]
         param_sets = [modifier(module, params) for modifier in self.param_modifiers]
         if self._identity_outputs and isinstance(module, ltypes.Linear):
-            outputs = [
-                affine_forward(module, x, p["weight"], p.get("bias")) for x, p in zip(inputs, param_sets)
-            ]
+            outputs = [affine_forward(module, x, p["weight"], p.get("bias")) for x, p in zip(inputs, param_sets)]
             grad_outputs = _as_list(self.gradient_mapper(grad_output, outputs), len(outputs))
             gradients = [
                 None if g is None else affine_input_gradient(module, g, x, p["weight"])
@@ -536,9 +528,7 @@ class BasicHook(Hook):
                 out_mod(_call_with_params(module, x, p, params))
                 for out_mod, x, p in zip(self.output_modifiers, leaves, param_sets)
             ]
-        grad_outputs = _as_list(
-            self.gradient_mapper(grad_output, [out.detach() for out in outputs]), len(outputs)
-        )
+        grad_outputs = _as_list(self.gradient_mapper(grad_output, [out.detach() for out in outputs]), len(outputs))
         used = [i for i, g in enumerate(grad_outputs) if g is not None]
         gradients: list[Tensor | None] = [None] * len(outputs)
         if used:
@@ -577,9 +567,7 @@ def _default_reducer(inputs: list[Tensor], gradients: list[Tensor | None]) -> Te
 
 
 def _call_with_params(module: nn.Module, input: Tensor, params: dict, original: dict) -> Tensor:
-    if all(params.get(k) is original.get(k) for k in set(params) | set(original)) and (
-        module not in _PARAM_OVERRIDES
-    ):
+    if all(params.get(k) is original.get(k) for k in set(params) | set(original)) and (module not in _PARAM_OVERRIDES):
         return module.forward(input)
     if isinstance(module, ltypes.Linear):
         return affine_forward(module, input, params["weight"], params.get("bias"))

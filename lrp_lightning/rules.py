@@ -250,9 +250,7 @@ class Epsilon(BasicHook):
 
     needs_output = True
 
-    def backward(
-        self, module: nn.Module, input: Tensor, grad_output: Tensor, output: Tensor | None = None
-    ) -> Tensor:
+    def backward(self, module: nn.Module, input: Tensor, grad_output: Tensor, output: Tensor | None = None) -> Tensor:
         if type(self) is not Epsilon or not _reuses_output(self, module, grad_output, output):
             return super().backward(module, input, grad_output)
         # the layer's output is the term z = x w + b: no second forward pass (for VGG's first dense layer that
@@ -308,9 +306,7 @@ class Gamma(BasicHook):
 
     needs_output = True
 
-    def backward(
-        self, module: nn.Module, input: Tensor, grad_output: Tensor, output: Tensor | None = None
-    ) -> Tensor:
+    def backward(self, module: nn.Module, input: Tensor, grad_output: Tensor, output: Tensor | None = None) -> Tensor:
         fast = _fast_affine_inputs(self, module, input)
         if fast is None:
             return super().backward(module, input, grad_output)
@@ -513,10 +509,9 @@ class ZBox(BasicHook):
                 ClampMod(min=0.0, zero_params=zero_params),
                 ClampMod(max=0.0, zero_params=zero_params),
             ],
-            gradient_mapper=lambda relevance, outputs: [
-                relevance / stabilize_fn(outputs[0] - outputs[1] - outputs[2])
-            ]
-            * 3,
+            gradient_mapper=lambda relevance, outputs: (
+                [relevance / stabilize_fn(outputs[0] - outputs[1] - outputs[2])] * 3
+            ),
             reducer=lambda inputs, gradients: (
                 inputs[0] * gradients[0] - inputs[1] * gradients[1] - inputs[2] * gradients[2]
             ),
@@ -617,9 +612,7 @@ class Norm(BasicHook):
 
     needs_output = True
 
-    def backward(
-        self, module: nn.Module, input: Tensor, grad_output: Tensor, output: Tensor | None = None
-    ) -> Tensor:
+    def backward(self, module: nn.Module, input: Tensor, grad_output: Tensor, output: Tensor | None = None) -> Tensor:
         if type(self) is not Norm or type(module) is not Sum or torch.is_grad_enabled():
             return super().backward(module, input, grad_output)
         # a sum is linear with unit weights: R_k = x_k R / z, with the layer's output z when it is known

@@ -112,15 +112,11 @@ def _text(request: wrappers.Request, name: str, default: str | None = None) -> s
         raise errors.InvalidArgumentError(f"parameter {name!r} is given {len(values)} times; give it once")
     value = values[0]
     if len(value) > MAX_TEXT or not value.isprintable():
-        raise errors.InvalidArgumentError(
-            f"parameter {name!r} must be printable text of at most {MAX_TEXT} characters"
-        )
+        raise errors.InvalidArgumentError(f"parameter {name!r} must be printable text of at most {MAX_TEXT} characters")
     return value
 
 
-def _integer(
-    request: wrappers.Request, name: str, low: int, high: int, default: int | None = None
-) -> int:
+def _integer(request: wrappers.Request, name: str, low: int, high: int, default: int | None = None) -> int:
     text = _text(request, name, None if default is None else str(default))
     if not _INTEGER.fullmatch(text):
         raise errors.InvalidArgumentError(f"parameter {name!r} must be an integer, got {_short(text)}")

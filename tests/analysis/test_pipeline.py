@@ -154,9 +154,7 @@ def test_t_sne_and_umap_only_for_all_samples_and_flagged_categories_unless_asked
     analyze_epoch(store, 0, spray)
     tables = load_analysis(store, 0)
     clusters = tables["clusters"]
-    flagged = {
-        c for c, f in zip(clusters.column(S.CATEGORY).to_pylist(), clusters.column(S.FLAGGED).to_pylist()) if f
-    }
+    flagged = {c for c, f in zip(clusters.column(S.CATEGORY).to_pylist(), clusters.column(S.FLAGGED).to_pylist()) if f}
     assert "class_1" in flagged and "class_0" not in flagged  # the planted corner, and a clean class
     for method in ("tsne", "umap"):
         assert _laid_out(tables["points"], method) == {"all": True, "class_0": False, "class_1": True}

@@ -221,6 +221,7 @@ def test_the_checks_importable_from_analysis_base_keep_their_earlier_signatures(
         base.check_int(-1, "n", "Owner")
     assert base.check_float(0.5, "share", "Owner", 0.0, 1.0) == 0.5
 
+
 def test_connecting_components_gives_scikit_learn_s_own_ward_clustering():
     from scipy.sparse.csgraph import connected_components
     from sklearn.cluster import AgglomerativeClustering

@@ -42,9 +42,7 @@ def zennit_imgify(monkeypatch):
     shim passes the very same palette as bytes, so the oracle's pixels are Zennit's.
     """
     original = zennit_image.palette
-    monkeypatch.setattr(
-        zennit_image, "palette", lambda cmap="bwr", level=1.0: original(cmap, level).tobytes()
-    )
+    monkeypatch.setattr(zennit_image, "palette", lambda cmap="bwr", level=1.0: original(cmap, level).tobytes())
     return zennit_image.imgify
 
 
@@ -81,9 +79,7 @@ def test_builtin_palettes_equal_zennit(name):
 )
 def test_spec_palettes_equal_zennit(spec):
     for level in LEVELS:
-        np.testing.assert_array_equal(
-            ColorMap(spec).palette(level), zennit_cmap.ColorMap(spec).palette(level)
-        )
+        np.testing.assert_array_equal(ColorMap(spec).palette(level), zennit_cmap.ColorMap(spec).palette(level))
 
 
 def test_three_stop_spec_interpolates_exact_colours():
@@ -354,9 +350,7 @@ def test_overlay_inputs_pil_gray_and_out_of_range():
     assert rgb(overlay(pil, relevance, alpha=0.0))[0, 0].tolist() == [10, 20, 30]
     # standardised input (outside [0, 1]) is stretched min-max; one channel is shown as gray
     standardised = torch.tensor([[[-2.0, 0.0], [1.0, 2.0]]])
-    np.testing.assert_array_equal(
-        rgb(overlay(standardised, relevance, alpha=0.0))[..., 0], [[0, 128], [191, 255]]
-    )
+    np.testing.assert_array_equal(rgb(overlay(standardised, relevance, alpha=0.0))[..., 0], [[0, 128], [191, 255]])
     # bwr's centre is white: alpha 0.5 over black gives half white
     assert rgb(overlay(np.zeros((2, 2)), relevance, alpha=0.5, cmap="bwr"))[0, 0].tolist() == [128] * 3
 

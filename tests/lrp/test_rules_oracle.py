@@ -353,9 +353,7 @@ def test_gamma_gives_nothing_to_zero_outputs() -> None:
     expected = oracle_gamma(0.5)(x, relevance_out, dense(layer, (2,)))
     assert_close(relevance, expected)
     # only output 1 (z = 2.5 > 0) counts: shares 1 * 3 and 1 * 0.75 of 3.75
-    torch.testing.assert_close(
-        relevance, torch.tensor([[0.8, 0.2]], dtype=torch.float64) * 3.75 / (3.75 + 1e-6)
-    )
+    torch.testing.assert_close(relevance, torch.tensor([[0.8, 0.2]], dtype=torch.float64) * 3.75 / (3.75 + 1e-6))
 
 
 @pytest.mark.parametrize("batch", [3, 2], ids=["batch-3", "batch-equals-channels"])
@@ -444,9 +442,7 @@ def test_norm_on_pooling(pool: nn.Module, in_shape: tuple[int, ...], positive: b
     expected = oracle_epsilon()(x.reshape(BATCH, -1), relevance_out.reshape(BATCH, -1), matrix)
     assert_close(relevance, expected.reshape(x.shape))
     if positive:  # conservation for positive inputs, up to the stabilizer
-        torch.testing.assert_close(
-            relevance.sum((1, 2, 3)), relevance_out.sum((1, 2, 3)), rtol=1e-4, atol=1e-4
-        )
+        torch.testing.assert_close(relevance.sum((1, 2, 3)), relevance_out.sum((1, 2, 3)), rtol=1e-4, atol=1e-4)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -514,9 +510,7 @@ def test_beta_smooth_uses_input_before_inplace_relu(beta_smooth: float) -> None:
     # the linear layer has no rule: its gradient (W^T) carries the ReLU's relevance to the input
     expected = (torch.sigmoid(beta_smooth * pre_activation) * relevance_out) @ linear.weight.detach()
     assert_close(relevance, expected)
-    wrong = (
-        torch.sigmoid(beta_smooth * pre_activation.clamp(min=0)) * relevance_out
-    ) @ linear.weight.detach()
+    wrong = (torch.sigmoid(beta_smooth * pre_activation.clamp(min=0)) * relevance_out) @ linear.weight.detach()
     assert (wrong - expected).abs().max() > 1e-3
 
 

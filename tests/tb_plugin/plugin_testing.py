@@ -35,8 +35,15 @@ def write_odd_run(run_dir: Path) -> RunStore:
         0,
         5,
         make_attribution_table(
-            epoch=0, global_step=5, sample_id=[1, 2], label=[0, 1], prediction=[0, 0], target=[0, 1],
-            score=[1.0, 2.0], probability=[0.5, 0.7], relevance=maps,
+            epoch=0,
+            global_step=5,
+            sample_id=[1, 2],
+            label=[0, 1],
+            prediction=[0, 0],
+            target=[0, 1],
+            score=[1.0, 2.0],
+            probability=[0.5, 0.7],
+            relevance=maps,
         ),
     )
     return store

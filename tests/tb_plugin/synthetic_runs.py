@@ -171,8 +171,19 @@ def build_run(
         if epoch in analysed:
             found, extra = lineage.get(epoch), extra_clustering
             write_analysis(
-                store, epoch, ids, labels, predictions, watermark, maps, classes, rng, found, extra,
-                pca_only=pca_only, flags=flags,
+                store,
+                epoch,
+                ids,
+                labels,
+                predictions,
+                watermark,
+                maps,
+                classes,
+                rng,
+                found,
+                extra,
+                pca_only=pca_only,
+                flags=flags,
             )
     return store
 
@@ -308,9 +319,7 @@ def write_analysis(
     grid = (size // 2, size // 2)
     pooled = maps.reshape(len(maps), grid[0], 2, grid[1], 2).sum(axis=(2, 4))
     pooled /= np.abs(pooled).sum(axis=(1, 2), keepdims=True) + 1e-12
-    categories = [(CATEGORY_ALL, np.ones(len(ids), bool))] + [
-        (class_category(c), labels == c) for c in range(classes)
-    ]
+    categories = [(CATEGORY_ALL, np.ones(len(ids), bool))] + [(class_category(c), labels == c) for c in range(classes)]
     points, clusters, lineage, spectrum = [], [], [], []
     for category, members in categories:
         index = np.flatnonzero(members)

@@ -28,7 +28,11 @@ from lrp_lightning.store import RunStore, decode_relevance, make_attribution_tab
 
 CHROMIUM = os.environ.get("LRP_CHROMIUM", "/usr/bin/chromium")
 ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 RUN = "mnist/version_0"
 LIVE = "training/version_0"  # sorts after RUN, so the tab opens RUN
@@ -154,8 +158,14 @@ def _open(browser, url: str):
     context = browser.new_context(viewport={"width": 1360, "height": 1000}, accept_downloads=True)
     page = context.new_page()
     problems: list[str] = []
-    page.on("console", lambda message: problems.append(f"console {message.type}: {message.text} {message.location}")
-            if message.type == "error" else None)
+    page.on(
+        "console",
+        lambda message: (
+            problems.append(f"console {message.type}: {message.text} {message.location}")
+            if message.type == "error"
+            else None
+        ),
+    )
     page.on("pageerror", lambda exception: problems.append(f"page error: {exception}"))
     page.goto(url)
     return context, page, problems
@@ -308,7 +318,10 @@ def test_the_lrp_tab_in_tensorboard(tensorboard, browser, screenshots):
     context, page, problems = _open(browser, shared)
     tab = Tab(page).attach()
     assert tab.js("[lrp.state.epoch, lrp.state.cmap, lrp.state.view, lrp.state.sample]") == [
-        EPOCHS - 2, "coldnhot", "overlay", focused,
+        EPOCHS - 2,
+        "coldnhot",
+        "overlay",
+        focused,
     ]
     assert tab.js("[...lrp.selectedIds()]") == [focused]
     tab.frame.wait_for_selector(f"#timeline:not(.hidden)[data-sample='{focused}']")
@@ -541,7 +554,10 @@ def test_a_pasted_share_link_switches_run_and_epoch_without_a_reload(tensorboard
     page.wait_for_function("lrp.state.run === 'variants/version_0'", timeout=10000)
     page.wait_for_selector("#lrp-app[data-epoch='0'][data-loading=false]")
     assert page.evaluate("[window.lrpLoaded, lrp.state.epoch, lrp.state.cat, lrp.points.meta.category]") == [
-        True, 0, "class_2", "class_2",
+        True,
+        0,
+        "class_2",
+        "class_2",
     ]
     assert page.input_value("#run") == VARIANTS and page.input_value("#category") == "class_2"
     # The gallery's own keys too: its controls show them, its images follow them.

@@ -289,9 +289,7 @@ def test_epoch_maps_are_cached_and_a_rewritten_epoch_is_never_served_stale(tmp_p
     table = store.attributions(0)
     maps = -decode_relevance(table.column("relevance"), (8, 8))  # flipped sign: other colours
     rows = {name: table.column(name).to_numpy() for name in ("sample_id", "label", "prediction", "target", "score")}
-    store.write_epoch(
-        0, 10, make_attribution_table(epoch=0, global_step=10, probability=0.5, relevance=maps, **rows)
-    )
+    store.write_epoch(0, 10, make_attribution_table(epoch=0, global_step=10, probability=0.5, relevance=maps, **rows))
     assert ok(client, url).data != first
 
 
@@ -487,10 +485,28 @@ def test_unreadable_runs_are_404_with_the_reason(client):
 # ------------------------------------------------------------------------------------------ validation
 
 TRAVERSALS = [
-    "../", "..", "../../etc/passwd", "/etc/passwd", "exp/../exp/version_0", "exp/version_0/..",
-    "exp/version_0/../../..", "exp/version_0/plugins/lrp", "exp\\version_0", "%2e%2e%2f", "..%2F..%2Fetc",
-    "exp/version_0%00", "file:///etc/passwd", "~", "~root", "./exp/version_0", "exp//version_0",
-    "exp/version_0/", " exp/version_0", "C:\\Windows\\win.ini", "\\\\server\\share", "a" * 300,
+    "../",
+    "..",
+    "../../etc/passwd",
+    "/etc/passwd",
+    "exp/../exp/version_0",
+    "exp/version_0/..",
+    "exp/version_0/../../..",
+    "exp/version_0/plugins/lrp",
+    "exp\\version_0",
+    "%2e%2e%2f",
+    "..%2F..%2Fetc",
+    "exp/version_0%00",
+    "file:///etc/passwd",
+    "~",
+    "~root",
+    "./exp/version_0",
+    "exp//version_0",
+    "exp/version_0/",
+    " exp/version_0",
+    "C:\\Windows\\win.ini",
+    "\\\\server\\share",
+    "a" * 300,
 ]
 
 
@@ -516,10 +532,17 @@ def test_run_must_be_one_the_plugin_found(client, logdir, run):
 @pytest.mark.parametrize(
     "path",
     [
-        "/data/plugin/lrp/../../../etc/passwd", "/data/plugin/lrp/plugin.py", "/data/plugin/lrp/static/index.js",
-        "/data/plugin/lrp/%2e%2e/plugin.py", "/data/plugin/lrp/index.js/../../data.py", "/data/plugin/lrp/..%2fdata.py",
-        "/data/plugin/lrp/static%2f..%2fplugin.py", "/data/plugin/lrp/style.css%00.py", "/data/plugin/lrp/",
-        "/data/plugin/lrp/INDEX.JS", "/data/plugin/lrp/index.js.bak",
+        "/data/plugin/lrp/../../../etc/passwd",
+        "/data/plugin/lrp/plugin.py",
+        "/data/plugin/lrp/static/index.js",
+        "/data/plugin/lrp/%2e%2e/plugin.py",
+        "/data/plugin/lrp/index.js/../../data.py",
+        "/data/plugin/lrp/..%2fdata.py",
+        "/data/plugin/lrp/static%2f..%2fplugin.py",
+        "/data/plugin/lrp/style.css%00.py",
+        "/data/plugin/lrp/",
+        "/data/plugin/lrp/INDEX.JS",
+        "/data/plugin/lrp/index.js.bak",
     ],
 )
 def test_only_known_static_files_are_served(client, path):
@@ -529,10 +552,21 @@ def test_only_known_static_files_are_served(client, path):
 @pytest.mark.parametrize(
     "path",
     [
-        "/views/../plugin.py", "/views/%2e%2e/plugin.py", "/views/..%2fplugin.py", "/views/..%2f..%2fplugin.py",
-        "/views/../../data.py", "/views/", "/views", "/views/index.js/../../plugin.py", "/views/gallery.js%00.py",
-        "/views/GALLERY.JS", "/views/gallery.js.bak", "/static/views/gallery.js", "/views//gallery.js",
-        "/views/../views/../../../etc/passwd", "/views%2f..%2fplugin.py",
+        "/views/../plugin.py",
+        "/views/%2e%2e/plugin.py",
+        "/views/..%2fplugin.py",
+        "/views/..%2f..%2fplugin.py",
+        "/views/../../data.py",
+        "/views/",
+        "/views",
+        "/views/index.js/../../plugin.py",
+        "/views/gallery.js%00.py",
+        "/views/GALLERY.JS",
+        "/views/gallery.js.bak",
+        "/static/views/gallery.js",
+        "/views//gallery.js",
+        "/views/../views/../../../etc/passwd",
+        "/views%2f..%2fplugin.py",
     ],
 )
 def test_the_views_folder_serves_its_modules_and_nothing_above_it(client, path):
@@ -557,8 +591,21 @@ def test_every_route_is_registered_once_and_listed_in_the_module_docstring(serve
     _, plugin = served
     apps = plugin.get_plugin_apps()
     routes = [path for path in apps if "." not in path]
-    assert routes == ["/runs", "/run", "/samples", "/input", "/heatmap", "/timeline", "/analysis", "/embedding",
-                      "/clusters", "/prototype", "/lineage", "/findings", "/finding_map"]
+    assert routes == [
+        "/runs",
+        "/run",
+        "/samples",
+        "/input",
+        "/heatmap",
+        "/timeline",
+        "/analysis",
+        "/embedding",
+        "/clusters",
+        "/prototype",
+        "/lineage",
+        "/findings",
+        "/finding_map",
+    ]
     table = re.findall(r"^``(/[a-z_]+)``", plugin_module.__doc__, flags=re.M)
     assert table == routes
     assert sorted(path for path in apps if "." in path) == sorted(
@@ -667,8 +714,24 @@ ROUTES = ["run", "samples", "input", "heatmap", "timeline", "analysis", "embeddi
 PARAMETERS = ["run", "epoch", "sample", "cmap", "kind", "category", "embedding", "x", "y", "clustering", "cluster",
               "finding"]  # fmt: skip
 VALUES = st.one_of(
-    st.sampled_from([GOOD, DAMAGED, ODD, "all", "class_0", CLUSTERING, "tsne", "spectral", "0", "3", "7", "-1", "",
-                     WATERMARK_FINDING.format(first=0)]),  # fmt: skip
+    st.sampled_from(
+        [
+            GOOD,
+            DAMAGED,
+            ODD,
+            "all",
+            "class_0",
+            CLUSTERING,
+            "tsne",
+            "spectral",
+            "0",
+            "3",
+            "7",
+            "-1",
+            "",
+            WATERMARK_FINDING.format(first=0),
+        ]
+    ),  # fmt: skip
     st.text(max_size=40),
     st.integers(-(2**70), 2**70).map(str),
 )
