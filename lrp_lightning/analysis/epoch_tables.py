@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -22,13 +22,21 @@ import pyarrow as pa
 from lrp_lightning import store as S
 
 from . import findings as F
-from .spray import CategoryResult
-
-if TYPE_CHECKING:
-    from .pipeline import _EpochData as EpochData
-
+from .spray import CategoryResult, PreparedMaps
 
 # ------------------------------------------------------------------------------------------------ tables
+
+
+@dataclass
+class EpochData:
+    """An epoch's samples as the analysis read them: ids, labels, predictions, targets, prepared maps."""
+
+    sample_ids: np.ndarray
+    labels: np.ndarray
+    predictions: np.ndarray
+    targets: np.ndarray
+    prepared: PreparedMaps
+    dropped: np.ndarray
 
 
 def list_array(rows: Iterable[np.ndarray], value_type: pa.DataType) -> pa.Array:

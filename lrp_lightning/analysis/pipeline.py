@@ -35,6 +35,7 @@ from lrp_lightning._validation import check_choice
 from . import epoch_tables as T
 from . import findings as F
 from .base import AnalysisError, cache_key, library_versions
+from .epoch_tables import EpochData as _EpochData
 from .spray import CategoryResult, PreparedMaps, SpRAy, prepare_batch
 from .tracking import heatmap_stability
 
@@ -180,16 +181,6 @@ def analysis_key(
 
 
 # ------------------------------------------------------------------------------------------------ reading
-
-
-@dataclass
-class _EpochData:
-    sample_ids: np.ndarray
-    labels: np.ndarray
-    predictions: np.ndarray
-    targets: np.ndarray
-    prepared: PreparedMaps
-    dropped: np.ndarray
 
 
 def _read_epoch(store: S.RunStore, epoch: int, spray: SpRAy, nonfinite: str) -> _EpochData:
