@@ -16,7 +16,9 @@ A cluster of a category (``n`` samples) is *tested* when it has at least
 patch; a signal's window of time steps; a tabular feature) where
 
 (a) the members put at least ``min_share`` of their absolute relevance, and at least ``contrast``
-    times the share the rest of the category puts there (the region differs from where the rest of
+    times the share the rest of the category puts there (the rest leaves out the clusters of the same
+    clustering that concentrate in that region too: a group that the clustering split in parts is
+    measured against the samples outside it, in (a) and (b)) (the region differs from where the rest of
     the category puts relevance; 0.2 rather than the indicators' 0.3, since (b) and (c) guard
     against chance: a watermark on 10% of a class held 24% of its samples' relevance);
 (b) the members' *inputs* are nearly the same: their mean squared deviation from the members' mean
@@ -46,7 +48,8 @@ Benjamini-Hochberg; a cluster with ``q <= alpha`` that meets (a) and (b) is *sig
 Merging
 -------
 Significant clusters whose regions overlap and whose members overlap (at least ``min_overlap`` of
-the smaller one) form one finding; its members are the samples in at least half of its clusters.
+the smaller one), or which are parts of one clustering of the same category (a group split in two),
+form one finding; its members are the samples in at least half of its clusters.
 A finding continues a finding of the previous epoch with overlapping region and members (same
 overlap rule), keeping its id; otherwise its id is new: ``<category>/<region>@<epoch>``, from its
 category, region and first epoch, so analysing the same run again gives the same ids. Only the
@@ -176,22 +179,29 @@ def _random_subsets(n: int, m: int, count: int, seed: Sequence[int]) -> np.ndarr
     return out
 
 
-def _spread(selected: np.ndarray, x: np.ndarray, x2: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def _spread(
+    selected: np.ndarray, x: np.ndarray, x2: np.ndarray, weights: np.ndarray, rest: np.ndarray | None = None
+) -> np.ndarray:
     """Input spread of subsets (rows of ``selected``, boolean (B, n)) in a region, weighted.
 
     Members' mean squared deviation from their mean pattern ``c``, over the rest's mean squared
-    deviation from ``c``; both weighted over the region's cells by ``weights`` (summing to 1).
+    deviation from ``c``; both weighted over the region's cells by ``weights`` (summing to 1). The
+    rest is every other sample, or the samples of the boolean mask ``rest`` (one subset only).
     """
     sel = selected.astype(np.float64)
     m = sel.sum(axis=1, keepdims=True)
-    rest = x.shape[0] - m
     sum1 = sel @ x
     sum2 = sel @ x2
     c = sum1 / m
     within = sum2 / m - c**2
-    total1, total2 = x.sum(axis=0), x2.sum(axis=0)
-    r1, r2 = total1 - sum1, total2 - sum2
-    far = (r2 - 2 * c * r1) / np.maximum(rest, 1) + c**2
+    if rest is None:
+        total1, total2 = x.sum(axis=0), x2.sum(axis=0)
+        r1, r2 = total1 - sum1, total2 - sum2
+        count = x.shape[0] - m
+    else:
+        r1, r2 = x[rest].sum(axis=0), x2[rest].sum(axis=0)
+        count = np.full_like(m, float(rest.sum()))
+    far = (r2 - 2 * c * r1) / np.maximum(count, 1) + c**2
     within_w = np.clip(within, 0, None) @ weights
     far_w = np.clip(far, 0, None) @ weights
     # inputs that are the same for the whole category there (e.g. blank background) are no pattern
@@ -391,6 +401,11 @@ class Detection:
     tested: list[_Tested] = field(default_factory=list)
 
 
+def _clusterings(tested: _Tested) -> set[str]:
+    """The clusterings (``"kmeans_3"``) that made a tested cluster."""
+    return {name.split("/")[0] for name in tested.clustering.split(",")}
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
@@ -475,14 +490,27 @@ class Findings(Step):
         seen: dict[tuple, _Tested] = {}
         subsets_by_size: dict[int, np.ndarray] = {}
         for clustering, labels in data.labelings.items():
-            for cluster in np.unique(labels[labels >= 0]):
+            clusters = np.unique(labels[labels >= 0])
+            # per region, the samples of this clustering's clusters that concentrate there: a group that
+            # the clustering split in parts (two halves of one watermark) is not "the rest" of each part
+            concentrating = np.zeros((n, len(region_list)), dtype=bool)
+            for cluster in clusters:
+                member = labels == cluster
+                if member.all():
+                    continue
+                own = shares[member].mean(axis=0)
+                others = (totals - shares[member].sum(axis=0)) / (n - member.sum())
+                concentrating[member] |= (own >= self.min_share) & (own >= self.contrast * others)
+            for cluster in clusters:
                 member = labels == cluster
                 m = int(member.sum())
                 if m < least or n - m < least:
                     continue
                 share = shares[member].mean(axis=0)
-                rest = (totals - shares[member].sum(axis=0)) / (n - m)
-                ok = (share >= self.min_share) & (share >= self.contrast * rest)
+                outside = ~concentrating & ~member[:, None]  # (n, R): the rest, per region
+                counts = outside.sum(axis=0)
+                rest = np.where(counts > 0, (shares * outside).sum(axis=0) / np.maximum(counts, 1), np.inf)
+                ok = (share >= self.min_share) & (share >= self.contrast * rest) & (counts >= least)
                 if not ok.any():
                     continue
                 candidates = np.flatnonzero(ok)
@@ -504,7 +532,7 @@ class Findings(Step):
                     weights = np.asarray(data.absolute, dtype=np.float64)[member][:, cells].mean(axis=0)
                     weights = weights / weights.sum() if weights.sum() > 0 else np.full(cells.sum(), 1 / cells.sum())
                     xs, x2s = x[:, cells], x2[:, cells]
-                    spread = float(_spread(member[None], xs, x2s, weights)[0])
+                    spread = float(_spread(member[None], xs, x2s, weights, rest=outside[:, best])[0])
                     within = np.clip(x2s[member].mean(axis=0) - xs[member].mean(axis=0) ** 2, 0, None)
                     input_std = float(np.sqrt(within @ weights))
                     if modality == "tabular" and np.mean((xs[member] <= 1 / 255) | (xs[member] >= 254 / 255)) >= 0.5:
@@ -579,7 +607,11 @@ class Findings(Step):
         for i, a in enumerate(clusters):
             for j in range(i + 1, len(clusters)):
                 b = clusters[j]
-                if (a.region.cells & b.region.cells).any() and _overlap(a.members, b.members) >= self.min_overlap:
+                if not (a.region.cells & b.region.cells).any():
+                    continue
+                # parts of one group that a clustering split (disjoint by construction) are one finding
+                parts = a.category == b.category and bool(_clusterings(a) & _clusterings(b))
+                if parts or _overlap(a.members, b.members) >= self.min_overlap:
                     parent[root(j)] = root(i)
         groups: dict[int, list[_Tested]] = {}
         for i, c in enumerate(clusters):

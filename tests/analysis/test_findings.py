@@ -80,6 +80,20 @@ def test_planted_cluster_is_one_finding_and_a_random_cluster_none():
     assert none.findings == []
 
 
+def test_a_group_that_a_clustering_splits_in_two_is_one_finding_with_every_member():
+    # the full digits demo: k-means puts the 28 watermarked 3s into two clusters of 14; each half is
+    # measured against the clean samples (not against the other half) and the halves are one finding
+    absolute, inputs = _category(n=100, planted=40)
+    halves = np.zeros(100, np.int64)
+    halves[:20], halves[20:40] = 1, 2
+    detection = F.Findings().detect(0, {"class_0": _input(absolute, inputs, {"kmeans_3": halves})}, _regions())
+    assert len(detection.findings) == 1
+    finding = detection.findings[0]
+    assert finding.member_ids.tolist() == list(range(100, 140))
+    assert finding.rest_share < 0.05  # the other half is not "the rest"
+    assert sorted(finding.clusters) == ["class_0/kmeans_3/1", "class_0/kmeans_3/2"]
+
+
 def test_relevance_without_the_same_inputs_is_no_finding():
     """A subgroup reading its own, varying inputs in a corner (evidence b fails) is not flagged."""
     absolute, inputs = _category(pattern=False)
