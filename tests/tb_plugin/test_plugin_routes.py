@@ -577,7 +577,10 @@ def test_the_views_folder_serves_its_modules_and_nothing_above_it(client, path):
 def test_package_data_ships_every_static_file():
     # A view module in a folder that pyproject's package-data misses would work in a checkout and
     # be absent from the wheel.
-    import tomllib
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: the tomli backport (declared for it)
+        import tomli as tomllib
 
     pyproject = tomllib.loads((STATIC.parents[1] / "pyproject.toml").read_text())
     patterns = pyproject["tool"]["setuptools"]["package-data"]["lrp_lightning.tb_plugin"]
