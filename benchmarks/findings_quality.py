@@ -40,24 +40,22 @@ MAX_CLEAN_FINDINGS = 1
 MIN_RECALL = MIN_PURITY = 0.9
 
 
-def _demo():
-    name = "clever_hans_digits"
+def _example(name: str):
+    """An example script of examples/ as a module, loaded once."""
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / "clever_hans_digits.py")
+        spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)
     return sys.modules[name]
+
+
+def _demo():
+    return _example("clever_hans_digits")
 
 
 def _resnet():
-    name = "resnet_synthetic"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / "resnet_synthetic.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return _example("resnet_synthetic")
 
 
 # ------------------------------------------------------------------------------------------------ data
