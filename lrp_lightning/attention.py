@@ -36,6 +36,11 @@ Building blocks for canonizers (reused by model-family canonizers):
 * :class:`AttentionOps` holds one of each for a block; :func:`attention` is scaled dot-product attention
   through them, :func:`residual` a residual sum, :func:`merge_masks` turns boolean / float / padding masks
   into one additive mask.
+* :class:`Projection` also turns a linear layer with a transposed weight (GPT-2's ``Conv1D``) into an
+  ``nn.Linear``: ``Projection(conv1d.weight.T, conv1d.bias)``.
+* :data:`LAYER_NORM_NAMES` and :data:`RMS_NORM_NAMES`: class names (not types, so that no library is
+  imported) of normalisation layers that the transformer composites give :class:`LayerNormRule` /
+  :class:`RMSNormRule`; :func:`class_names` makes such a name set usable in a layer map.
 * :func:`temporary_child` attaches an operation module to a model's block for the duration of a
   canonization (removed exactly); together with :func:`lrp_lightning.canonizers.override_forward` and
   :func:`lrp_lightning.core.override_params` it is all a canonizer needs.
@@ -59,6 +64,8 @@ from .layer import Sum
 Tensor = torch.Tensor
 
 __all__ = [
+    "LAYER_NORM_NAMES",
+    "RMS_NORM_NAMES",
     "AttentionOps",
     "AttentionScores",
     "AttentionValues",
@@ -76,6 +83,7 @@ __all__ = [
     "UniformProduct",
     "ZeroRelevance",
     "attention",
+    "class_names",
     "merge_masks",
     "residual",
     "temporary_child",
@@ -469,6 +477,33 @@ class ConstantFactor(OpRule):
 
     def __repr__(self) -> str:
         return f"ConstantFactor(constant={self.constant})"
+
+
+#: class names of layer normalisations outside torch (``y = (x - mean) / sigma * w + b``), matched by name
+LAYER_NORM_NAMES: set[str] = {"FusedLayerNorm", "LayerNorm2d"}
+#: class names of RMS normalisations outside torch (``y = x / rms * w``; read ``eps`` or ``variance_epsilon``)
+RMS_NORM_NAMES: set[str] = {
+    "LlamaRMSNorm",
+    "MistralRMSNorm",
+    "MixtralRMSNorm",
+    "Qwen2RMSNorm",
+    "Qwen3RMSNorm",
+    "PhiRMSNorm",
+    "T5LayerNorm",
+}
+
+
+class _ClassNameMeta(type):
+    def __instancecheck__(cls, instance: Any) -> bool:
+        return type(instance).__name__ in cls.names  # type: ignore[attr-defined]
+
+    def __repr__(cls) -> str:
+        return f"class_names({sorted(cls.names)})"  # type: ignore[attr-defined]
+
+
+def class_names(names: set[str] | frozenset[str]) -> type:
+    """A "type" for layer maps and ``isinstance`` that matches modules by class name (``names`` is read live)."""
+    return _ClassNameMeta("ClassNames", (), {"names": names})
 
 
 # --------------------------------------------------------------------------------------------------------
