@@ -58,7 +58,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import Hook, RemovableHandleList, Stabilizer, _evaluating, _Finalizer, _no_hooks, module_params
+from .core import (
+    MISSING_RULE_ADVICE,
+    Hook,
+    RemovableHandleList,
+    Stabilizer,
+    _evaluating,
+    _Finalizer,
+    _no_hooks,
+    module_params,
+)
 from .layer import Sum
 
 Tensor = torch.Tensor
@@ -623,3 +632,18 @@ def temporary_child(module: nn.Module, name: str, child: nn.Module) -> Iterator[
         yield child
     finally:
         del module._modules[name]
+
+
+_ADVICE = (
+    "it is a part of transformers; explain attention models with composite='attn_lrp' or 'cp_lrp', or give it "
+    "a rule of lrp_lightning.attention (e.g. layer_map=[({name}, {rule})])"
+)
+MISSING_RULE_ADVICE.update(
+    {
+        _Op: _ADVICE.format(name="lrp_lightning.attention.MatMul", rule="UniformMatMul()"),
+        nn.LayerNorm: _ADVICE.format(name="torch.nn.LayerNorm", rule="LayerNormRule()"),
+        nn.Softmax: _ADVICE.format(name="torch.nn.Softmax", rule="SoftmaxRule()"),
+    }
+)
+if hasattr(nn, "RMSNorm"):
+    MISSING_RULE_ADVICE[nn.RMSNorm] = _ADVICE.format(name="torch.nn.RMSNorm", rule="RMSNormRule()")

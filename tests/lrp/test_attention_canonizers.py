@@ -215,3 +215,36 @@ def test_cp_lrp_parity_with_lxt_on_a_torchvision_vit(monkeypatch):
     difference = ((ours - reference).abs().max() / reference.abs().max()).item()
     assert difference <= 1e-8, difference
     torch.testing.assert_close(ours.sum((1, 2, 3)), reference.sum((1, 2, 3)), rtol=1e-8, atol=0)
+
+
+def test_a_cnn_composite_on_a_transformer_names_the_attention_composites():
+    from lrp_lightning.core import MissingRuleError
+
+    model = _vit(layers=1)
+    with pytest.raises(
+        MissingRuleError, match=r"ln_1 \(LayerNorm\) has no rule .*composite='attn_lrp' or 'cp_lrp'.*LayerNormRule"
+    ):
+        Gradient(model, get_composite("epsilon_plus", canonizers="auto"))(torch.randn(1, 3, 16, 16, dtype=D), 0)
+    assert "lrp_ops" not in dict(model.named_children()).get("encoder")._modules
+
+
+def test_training_is_unaffected_by_attributions_in_between():
+    def train(attribute):
+        torch.manual_seed(5)
+        model = _TextEncoder()
+        model.encoder.layers[0].dropout.p = 0.1  # dropout draws from the RNG in training
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        batch = {"input_ids": torch.randint(1, 20, (4, 6)), "attention_mask": torch.ones(4, 6, dtype=torch.long)}
+        for _ in range(3):
+            optimizer.zero_grad()
+            model(**batch)["logits"].sum().backward()
+            optimizer.step()
+            if attribute:
+                model.eval()
+                Gradient(model, get_composite("attn_lrp"))(batch, 0)
+                model.train()
+        return [p.detach().clone() for p in model.parameters()], torch.rand(1)
+
+    (plain, plain_rng), (attributed, attributed_rng) = train(False), train(True)
+    assert all(torch.equal(a, b) for a, b in zip(plain, attributed))
+    assert torch.equal(plain_rng, attributed_rng)
