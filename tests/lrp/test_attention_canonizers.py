@@ -309,3 +309,36 @@ def test_attn_lrp_parity_with_lxt_explicit_rules_on_a_torchvision_vit():
     difference = ((ours - reference).abs().max() / reference.abs().max()).item()
     print(f"relative max difference {difference:.2e}")
     assert difference <= 1e-8, difference
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_decoder_layer_canonizer_keeps_outputs_restores_and_conserves(norm_first):
+    from lrp_lightning.attention_canonizers import TransformerDecoderLayerCanonizer
+
+    torch.manual_seed(7)
+    layer = nn.TransformerDecoderLayer(8, 2, 16, dropout=0.0, batch_first=True, norm_first=norm_first, bias=False)
+    layer = layer.double().eval()
+    tgt, memory = torch.randn(2, 4, 8, dtype=D), torch.randn(2, 6, 8, dtype=D)
+    causal = nn.Transformer.generate_square_subsequent_mask(4, dtype=D)
+    expected = layer(tgt, memory, tgt_mask=causal, tgt_is_causal=True)
+    before = snapshot(layer)
+    remove = _apply(TransformerDecoderLayerCanonizer(), layer)
+    output = layer(tgt, memory, tgt_mask=causal, tgt_is_causal=True)
+    remove()
+    torch.testing.assert_close(output, expected, rtol=1e-12, atol=1e-12)
+    assert_restored(layer, before)
+
+    class Head(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = layer
+            self.head = nn.Linear(32, 3, bias=False).double()
+
+        def forward(self, x):
+            return self.head(self.layer(x, x, tgt_mask=causal, tgt_is_causal=True).flatten(1))
+
+    model = Head()
+    assert any(isinstance(c, TransformerDecoderLayerCanonizer) for c in resolve_canonizers("auto", model))
+    _, relevance = Gradient(model, get_composite("cp_lrp", epsilon=0.0, stabilizer=0.0))(tgt, 1)
+    # the memory is the input itself, so all relevance (bias-free, CP-LRP) comes back to it
+    torch.testing.assert_close(relevance.sum((1, 2)), torch.ones(2, dtype=D), rtol=1e-6, atol=1e-6)
