@@ -176,3 +176,17 @@ def test_prediction_writer_stores_token_runs(tmp_path):
     assert {i: r.size for i, r in relevance.items()} == {i: v.size for i, v in ids.items()}
     first = pad_collate([data[i] for i in range(5)])["input_ids"].shape[1]
     assert store.max_tokens == first  # the first batch's width
+
+
+def test_an_output_object_with_logits_works_by_default_and_scores_are_its_logits(tmp_path):
+    torch.manual_seed(0)
+    model = TinyTokenNet(output_kind="object")
+    data = TokenData(9, seed=3)
+    writer = LRPPredictionWriter(dirpath=tmp_path / "wide", composite=COMPOSITE, target="prediction")
+    trainer(tmp_path, callbacks=[writer], logger=False).predict(model, token_loader(data), return_predictions=False)
+    table = RunStore(tmp_path / "wide").attributions(0, ["sample_id", "score", "prediction"]).to_pydict()
+    batch = pad_collate([data[i] for i in table["sample_id"]])
+    with torch.no_grad():
+        logits = model.eval()(batch["input_ids"], batch["attention_mask"]).logits
+    np.testing.assert_allclose(table["score"], logits.max(dim=1).values.numpy(), rtol=1e-6)
+    assert table["prediction"] == logits.argmax(dim=1).tolist()
