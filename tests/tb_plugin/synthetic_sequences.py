@@ -1,0 +1,122 @@
+"""Synthetic signal, tabular and token runs for the plugin's tests and screenshots (NumPy only, deterministic).
+
+* Signals ``(2, LENGTH)``: each class has a bump in its own window of time steps; the relevance
+  follows the bump (and sharpens over the epochs). The probe thumbnail is what ``LRPCallback``
+  stores for a signal: the channel mean, min-max scaled, one pixel high.
+* Tabular ``(F,)``: named features; each class's relevance sits on its own feature
+  (:data:`CLASS_FEATURES`), with a small negative share on ``noise``.
+* Tokens: short sentences of a small vocabulary; the class word carries the relevance, and in half
+  of class 0 a spurious token ``[X]`` carries more (a Clever-Hans feature).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from lrp_lightning.store import RunStore, make_attribution_table, make_probe_table
+
+LENGTH = 96
+WINDOWS = ((10, 22), (56, 70))
+"""The bump of each class of the signal runs: time steps [start, stop)."""
+FEATURES = ("age", "income", "tenure", "visits", "noise")
+CLASS_FEATURES = ("income", "visits")
+"""The feature that carries each class's relevance in the tabular runs."""
+VOCABULARY = ("the", "film", "was", "good", "bad", "plot", "acting", "[X]", "really", "quite")
+CLASS_WORDS = ("good", "bad")
+SPURIOUS = "[X]"
+MAX_TOKENS = 12
+
+
+def _gray_png(row: np.ndarray) -> bytes:
+    low, high = float(row.min()), float(row.max())
+    scaled = (row - low) / (high - low) if high > low else np.zeros_like(row)
+    buffer = io.BytesIO()
+    Image.fromarray(np.round(scaled * 255).astype(np.uint8)[None, :]).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _write_epochs(store: RunStore, ids: np.ndarray, labels: np.ndarray, maps_of, epochs: int, rng) -> None:
+    for epoch in range(epochs):
+        progress = (epoch + 1) / epochs
+        maps = maps_of(progress).astype(np.float32)
+        correct = rng.random(len(ids)) < 0.5 + 0.45 * progress
+        predictions = np.where(correct, labels, 1 - labels)
+        scores = rng.normal(2.0 * progress, 0.4, len(ids)).astype(np.float32)
+        store.write_epoch(
+            epoch,
+            (epoch + 1) * 10,
+            make_attribution_table(
+                epoch=epoch,
+                global_step=(epoch + 1) * 10,
+                sample_id=ids,
+                label=labels,
+                prediction=predictions,
+                target=labels,
+                score=scores,
+                probability=1.0 / (1.0 + np.exp(-scores)),
+                relevance=maps,
+            ),
+        )
+
+
+def _ids(samples: int) -> tuple[np.ndarray, np.ndarray]:
+    ids = np.arange(samples, dtype=np.int64) * 5 + 3  # not 0..N-1
+    return ids, np.arange(samples) % 2
+
+
+def build_signal_run(run_dir: str | Path, *, epochs: int = 3, samples: int = 16, seed: int = 0) -> RunStore:
+    """A signal run: inputs ``(2, LENGTH)``, maps ``(1, LENGTH)``; see the module docstring."""
+    rng = np.random.default_rng(seed)
+    store = RunStore.create(
+        run_dir, heatmap_shape=(1, LENGTH), input_shape=(2, LENGTH), class_names=["low", "high"], target_mode="label"
+    )
+    ids, labels = _ids(samples)
+    steps = np.arange(LENGTH)
+    inputs = rng.normal(0.0, 0.2, (samples, 2, LENGTH)) + np.sin(steps / 6.0)
+    for i, label in enumerate(labels):
+        start, stop = WINDOWS[label]
+        inputs[i, :, start:stop] += 2.5
+    thumbnails = [_gray_png(x.mean(axis=0)) for x in inputs]
+    store.write_probe(make_probe_table(sample_id=ids, dataset_index=ids // 5, label=labels, thumbnail=thumbnails))
+
+    def maps_of(progress: float) -> np.ndarray:
+        maps = rng.normal(0.0, 0.05 * (1.2 - progress), (samples, 1, LENGTH))
+        for i, label in enumerate(labels):
+            start, stop = WINDOWS[label]
+            maps[i, 0, start:stop] += progress
+        return maps
+
+    _write_epochs(store, ids, labels, maps_of, epochs, rng)
+    return store
+
+
+def build_tabular_run(run_dir: str | Path, *, epochs: int = 3, samples: int = 16, seed: int = 1) -> RunStore:
+    """A tabular run of the named :data:`FEATURES`; see the module docstring."""
+    rng = np.random.default_rng(seed)
+    store = RunStore.create(
+        run_dir,
+        heatmap_shape=(1, len(FEATURES)),
+        input_shape=(len(FEATURES),),
+        class_names=["stays", "leaves"],
+        target_mode="label",
+        metadata={"feature_names": list(FEATURES)},
+    )
+    ids, labels = _ids(samples)
+    inputs = rng.random((samples, len(FEATURES)))
+    store.write_probe(
+        make_probe_table(sample_id=ids, dataset_index=ids // 5, label=labels, thumbnail=[_gray_png(x) for x in inputs])
+    )
+
+    def maps_of(progress: float) -> np.ndarray:
+        maps = rng.normal(0.0, 0.05, (samples, 1, len(FEATURES)))
+        for i, label in enumerate(labels):
+            maps[i, 0, FEATURES.index(CLASS_FEATURES[label])] += progress
+            maps[i, 0, FEATURES.index("noise")] -= 0.3 * progress
+        return maps
+
+    _write_epochs(store, ids, labels, maps_of, epochs, rng)
+    return store

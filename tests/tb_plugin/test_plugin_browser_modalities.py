@@ -1,0 +1,170 @@
+"""Signal, tabular and token runs in the LRP tab of a real TensorBoard, driven by headless Chromium.
+
+Each run opens in the gallery as compact drawings (a coloured line, bars, highlighted tokens), and a
+sample's timeline shows it in detail, with the hovered value in a readout, and over the epochs. The
+values shown are checked against the run's stored relevance. Any console error fails the test.
+
+The screenshots ``docs/images/plugin-signal.png``, ``plugin-tabular.png`` and ``plugin-tokens.png``
+come from this test: run it with ``LRP_UPDATE_SCREENSHOTS=1`` to rewrite them.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+import test_plugin_browser as image_tests
+from synthetic_sequences import CLASS_FEATURES, FEATURES, LENGTH, WINDOWS, build_signal_run, build_tabular_run
+from test_plugin_browser import Tab, _free_port, _open
+
+from lrp_lightning.store import RunStore
+
+pytestmark = image_tests.pytestmark  # browser tests; skipped without Playwright or Chromium
+browser = image_tests.browser  # the fixtures of the image tests: one Chromium per module,
+screenshots = image_tests.screenshots  # the screenshots' folder (docs/images with LRP_UPDATE_SCREENSHOTS=1)
+
+SIGNAL = "ecg/version_0"
+TABULAR = "churn/version_0"
+EPOCHS = 3
+
+
+@pytest.fixture(scope="module")
+def tensorboard(tmp_path_factory: pytest.TempPathFactory):
+    logdir = tmp_path_factory.mktemp("modalities")
+    build_signal_run(logdir / SIGNAL, epochs=EPOCHS, samples=16)
+    build_tabular_run(logdir / TABULAR, epochs=EPOCHS, samples=16)
+    port = _free_port()
+    log = (logdir.parent / "tensorboard-modalities.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/data/plugins_listing", timeout=2) as response:
+                if json.loads(response.read()).get("lrp", {}).get("enabled"):
+                    break
+        except (OSError, ValueError):
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            log.close()
+            pytest.fail("TensorBoard did not start: " + (logdir.parent / "tensorboard-modalities.log").read_text())
+        time.sleep(0.25)
+    yield base, logdir
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()
+
+
+def _open_run(browser, base: str, run: str, sample: int | None = None):
+    hash_part = f"#lrp&p.lrp.run={run}" + (f"&p.lrp.sample={sample}" if sample is not None else "")
+    context, page, problems = _open(browser, f"{base}/{hash_part}")
+    tab = Tab(page).attach()
+    assert tab.js("lrp.state.run") == run and tab.js("lrp.info.modality") in ("signal", "tabular", "tokens")
+    tab.frame.wait_for_function(
+        "() => { const cards = [...document.querySelectorAll('#gallery .sequence-card')];"
+        " return cards.length > 0 && cards.every((c) => c.dataset.ready === 'true'); }",
+        timeout=20000,
+    )
+    return context, page, problems, tab
+
+
+def _detail(tab: Tab) -> None:
+    tab.frame.wait_for_selector("#timeline .sequence-detail[data-ready=true]", timeout=20000)
+
+
+def _stored(logdir, run: str, epoch: int, sample: int) -> np.ndarray:
+    ids, maps = RunStore(logdir / run).heatmaps(epoch, [sample])
+    return maps[0].reshape(-1)
+
+
+def test_a_signal_run_shows_lines_coloured_by_relevance(tensorboard, browser, screenshots):
+    base, logdir = tensorboard
+    sample = 8  # class 1: its bump, and its relevance, is in WINDOWS[1]
+    context, page, problems, tab = _open_run(browser, base, SIGNAL)
+    assert tab.js("lrp.state.epoch") == EPOCHS - 1
+    # The gallery: one line per sample, over one coloured band of LENGTH time steps.
+    cards = tab.frame.locator("#gallery .sequence-card")
+    assert cards.count() == 16
+    first = tab.frame.locator("#gallery .sequence-card").first
+    assert first.locator(".signal-band rect").count() == LENGTH
+    assert first.locator(".signal-line").count() == 1
+    assert tab.frame.locator("#gallery img").count() == 0  # no picture of a one-pixel-high strip
+    tab.frame.locator(f"#gallery .card[data-sample='{sample}']").click()
+    _detail(tab)
+    detail = tab.frame.locator("#timeline .sequence-focus")
+    # The time steps of the bump are drawn in the colour map's red end (bwr: positive relevance), the others near white.
+    fills = detail.locator(".signal-band rect").evaluate_all("(rects) => rects.map((r) => r.getAttribute('fill'))")
+    assert len(fills) == LENGTH
+    start, stop = WINDOWS[1]
+    reds = [i for i, fill in enumerate(fills) if fill.startswith("#ff") and int(fill[3:5], 16) < 0x80]
+    assert reds and set(reds) <= set(range(start, stop))
+    points = detail.locator(".signal-line").get_attribute("points").split()
+    assert len(points) == LENGTH  # the thumbnail keeps every point of a signal of 96 steps
+    # Hover the middle of the bump: the readout names the time step and its stored value.
+    box = detail.locator("svg.signal").bounding_box()
+    step = (start + stop) // 2
+    page.mouse.move(box["x"] + (step + 0.5) / LENGTH * box["width"], box["y"] + box["height"] / 2)
+    readout = detail.locator(".relevance-readout").inner_text()
+    value = float(_stored(logdir, SIGNAL, EPOCHS - 1, sample)[step])
+    assert readout == f"time step {step}: relevance {value:+.3f}"
+    # Over the epochs: one row per epoch, the current one marked; a click goes to that epoch.
+    rows = tab.frame.locator("#timeline .epoch-row")
+    assert rows.count() == EPOCHS
+    assert tab.frame.locator("#timeline .epoch-row.current").get_attribute("data-epoch") == str(EPOCHS - 1)
+    tab.frame.locator("#timeline").screenshot(path=str(screenshots / "plugin-signal.png"))
+    rows.first.click()
+    tab.frame.wait_for_function("() => lrp.state.epoch === 0")
+    _detail(tab)
+    assert tab.frame.locator("#timeline .epoch-row.current").get_attribute("data-epoch") == "0"
+    # "Input" shows the line alone.
+    tab.frame.locator("label.segment:has(#view-input)").click()
+    tab.frame.wait_for_function("() => document.querySelectorAll('#gallery .signal-band').length === 0")
+    assert tab.frame.locator("#gallery .signal-line").count() == 16
+    context.close()
+    assert not problems, problems
+
+
+def test_a_tabular_run_shows_bars_per_named_feature(tensorboard, browser, screenshots):
+    base, logdir = tensorboard
+    sample = 3  # class 0: its relevance sits on CLASS_FEATURES[0]
+    context, page, problems, tab = _open_run(browser, base, TABULAR, sample=sample)
+    assert tab.js("lrp.info.feature_names") == list(FEATURES)
+    first = tab.frame.locator("#gallery .sequence-card").first
+    assert first.locator("rect.bar").count() == len(FEATURES)
+    _detail(tab)
+    detail = tab.frame.locator("#timeline .sequence-focus")
+    names = detail.locator(".feature-name").all_inner_texts()
+    assert names == list(FEATURES)
+    assert detail.locator(".feature-bar").count() == len(FEATURES)
+    stored = _stored(logdir, TABULAR, EPOCHS - 1, sample)
+    values = [float(v) for v in detail.locator(".feature-value").all_inner_texts()]
+    assert values == pytest.approx(stored.tolist(), abs=6e-4)
+    # The class's feature has the longest bar, to the right (for the class); noise points left.
+    widths = tab.js(
+        "[...document.querySelectorAll('#timeline .sequence-focus .feature-bar')].map((b) => b.offsetWidth)"
+    )
+    assert int(np.argmax(widths)) == FEATURES.index(CLASS_FEATURES[0])
+    noise = detail.locator(".feature-row[data-feature='noise'] .feature-bar")
+    assert "negative" in noise.get_attribute("class")
+    detail.locator(f".feature-row[data-feature='{CLASS_FEATURES[0]}'] .feature-name").hover()
+    index = FEATURES.index(CLASS_FEATURES[0])
+    assert detail.locator(".relevance-readout").inner_text() == (
+        f"feature {CLASS_FEATURES[0]}: relevance {float(stored[index]):+.3f}"
+    )
+    assert tab.frame.locator("#timeline .epoch-row rect.bar").count() == EPOCHS * len(FEATURES)
+    tab.frame.locator("#timeline").screenshot(path=str(screenshots / "plugin-tabular.png"))
+    context.close()
+    assert not problems, problems

@@ -1,0 +1,122 @@
+"""The routes that serve signal, tabular and token runs as values: /run's modality, /relevance, /trajectory."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from plugin_testing import make_app, route
+from synthetic_runs import build_run
+from synthetic_sequences import FEATURES, LENGTH, WINDOWS, build_signal_run, build_tabular_run
+
+from lrp_lightning.store import DATASET_INDEX, LABEL, SAMPLE_ID, RunStore, make_probe_table
+
+SIGNAL, TABULAR, IMAGE = "signal", "tabular", "image"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("modalities")
+    build_signal_run(root / SIGNAL, epochs=3, samples=8)
+    build_tabular_run(root / TABULAR, epochs=2, samples=8)
+    build_run(root / IMAGE, epochs=1, samples=6, analysed=[])
+    client, plugin = make_app(root)
+    return client, plugin, root
+
+
+def _json(client, url: str, status: int = 200):
+    response = client.get(url)
+    assert response.status_code == status, response.get_data(as_text=True)
+    return response.json if status == 200 else response.get_data(as_text=True)
+
+
+def _stored(root: Path, run: str, epoch: int, sample: int) -> np.ndarray:
+    return RunStore(root / run).heatmaps(epoch, [sample])[1][0]
+
+
+def test_run_info_names_the_modality_and_the_feature_names(runs):
+    client, _, _ = runs
+    assert [_json(client, route("run", run=name))["modality"] for name in (SIGNAL, TABULAR, IMAGE)] == [
+        "signal",
+        "tabular",
+        "image",
+    ]
+    assert _json(client, route("run", run=TABULAR))["feature_names"] == list(FEATURES)
+    assert _json(client, route("run", run=SIGNAL))["feature_names"] is None
+
+
+def test_relevance_of_a_signal_is_the_stored_map_with_the_heatmaps_colours_and_the_input_line(runs):
+    client, _, root = runs
+    data = _json(client, route("relevance", run=SIGNAL, epoch=2, sample=8, cmap="bwr"))
+    stored = _stored(root, SIGNAL, 2, 8)
+    assert data["modality"] == "signal" and data["epoch"] == 2 and data["sample_id"] == 8
+    assert np.array_equal(np.asarray(data["relevance"], np.float32), stored[0])
+    assert data["scale"] == pytest.approx(float(np.abs(stored).max()))
+    # Each colour is the pixel the heatmap PNG of the same map has.
+    png = client.get(route("heatmap", run=SIGNAL, epoch=2, sample=8, cmap="bwr")).get_data()
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))[0]
+    assert data["colors"] == [f"#{r:02x}{g:02x}{b:02x}" for r, g, b in pixels.tolist()]
+    # The input line is the stored thumbnail in [0, 1]: its bump (class 1) is in the class's window.
+    thumbnail = np.asarray(Image.open(io.BytesIO(client.get(route("input", run=SIGNAL, sample=8)).get_data())))
+    assert data["input"] == pytest.approx((thumbnail[0] / 255.0).tolist(), abs=1e-4)
+    start, stop = WINDOWS[1]
+    assert min(data["input"][start:stop]) > max(data["input"][:start] + data["input"][stop:])
+    assert data["labels"] is None and data["token_ids"] is None
+    # Cacheable: the frontend puts the epoch's version into the URL.
+    assert "max-age" in client.get(route("relevance", run=SIGNAL, epoch=2, sample=8)).headers["Cache-Control"]
+
+
+def test_relevance_of_a_tabular_sample_names_its_features(runs):
+    client, _, root = runs
+    data = _json(client, route("relevance", run=TABULAR, epoch=1, sample=3, cmap="coldnhot"))
+    assert data["labels"] == list(FEATURES) and data["input"] is None
+    assert np.array_equal(np.asarray(data["relevance"], np.float32), _stored(root, TABULAR, 1, 3)[0])
+    assert data["colors"][FEATURES.index("income")] == "#ffffff"  # coldnhot's top: class 0's feature is the largest
+
+
+def test_trajectory_holds_the_sample_in_every_epoch_each_scaled_on_its_own(runs):
+    client, _, root = runs
+    data = _json(client, route("trajectory", run=SIGNAL, sample=13))
+    assert data["epochs"] == [0, 1, 2] and data["unreadable"] == []
+    for epoch, values, scale, colors in zip(data["epochs"], data["relevance"], data["scale"], data["colors"]):
+        stored = _stored(root, SIGNAL, epoch, 13)[0]
+        assert np.array_equal(np.asarray(values, np.float32), stored)
+        assert scale == pytest.approx(float(np.abs(stored).max()))
+        assert len(colors) == LENGTH
+    # The relevance sharpens on the class's window over the epochs (as the synthetic run is built).
+    start, stop = WINDOWS[13 // 5 % 2]
+    inside = [np.mean(v[start:stop]) for v in data["relevance"]]
+    assert inside == sorted(inside)
+
+
+def test_bad_requests_are_400_and_missing_items_404(runs):
+    client, _, _ = runs
+    assert "shows as pictures" in _json(client, route("relevance", run=IMAGE, epoch=0, sample=7), 400)
+    assert "parameter 'cmap' must be one of" in _json(
+        client, route("relevance", run=SIGNAL, epoch=0, sample=8, cmap="jet"), 400
+    )
+    assert "must be an integer" in _json(client, route("trajectory", run=SIGNAL, sample="x"), 400)
+    assert "missing parameter 'epoch'" in _json(client, route("relevance", run=SIGNAL, sample=8), 400)
+    assert "not in epoch 0" in _json(client, route("relevance", run=SIGNAL, epoch=0, sample=9), 404)
+    assert "complete epochs: [0, 1, 2]" in _json(client, route("relevance", run=SIGNAL, epoch=5, sample=8), 404)
+    assert "in no complete epoch" in _json(client, route("trajectory", run=TABULAR, sample=9), 404)
+    assert "no run" in _json(client, route("trajectory", run="nothing", sample=8), 404)
+
+
+def test_a_signal_without_thumbnails_has_no_input_line(tmp_path):
+    store = build_signal_run(tmp_path / "bare", epochs=1, samples=4)
+    table = store.probe_table()
+    store.probe_path.unlink()
+    store.write_probe(
+        make_probe_table(
+            sample_id=table.column(SAMPLE_ID).to_pylist(),
+            dataset_index=table.column(DATASET_INDEX).to_pylist(),
+            label=table.column(LABEL).to_pylist(),
+        )
+    )
+    client, _ = make_app(tmp_path)
+    data = _json(client, route("relevance", run="bare", epoch=0, sample=3))
+    assert data["input"] is None and len(data["relevance"]) == LENGTH
