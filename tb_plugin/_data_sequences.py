@@ -19,52 +19,37 @@ What goes with the values:
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from lrp_lightning import image as lrp_image
-from lrp_lightning.store import EpochInfo, RunStore
+from lrp_lightning.store import (
+    MODALITY_IMAGE,
+    MODALITY_SIGNAL,
+    MODALITY_TABULAR,
+    MODALITY_TOKENS,
+    EpochInfo,
+    RunStore,
+)
 
 from ._data_common import BadArgument, NotFound, _finite_or_none
 
 __all__: list[str] = []
 
-IMAGE = "image"
-SIGNAL = "signal"
-TABULAR = "tabular"
-TOKENS = "tokens"
-SEQUENCE_MODALITIES = (SIGNAL, TABULAR, TOKENS)
+SEQUENCE_MODALITIES = (MODALITY_SIGNAL, MODALITY_TABULAR, MODALITY_TOKENS)
 """Modalities whose relevance the plugin sends as values (images go as PNGs)."""
 
 
 def run_modality(store: RunStore) -> str:
-    """The run's modality: the one its manifest records, else inferred from its shapes.
-
-    Heatmaps of more than one row are images; one-row heatmaps are tabular for a vector input
-    ``(F,)`` and signals otherwise (the rule of :func:`lrp_lightning.analysis.findings.modality_of`).
-    """
-    recorded = getattr(store, "modality", None)
-    if recorded in (IMAGE, *SEQUENCE_MODALITIES):
-        return str(recorded)
-    height, _ = store.heatmap_shape
-    if height > 1:
-        return IMAGE
-    # Until the store records the modality: the analysis's own inference (imported when first needed).
-    from lrp_lightning.analysis.findings import modality_of
-
-    return modality_of(store.manifest)
-
-
-def run_feature_names(store: RunStore) -> list[str] | None:
-    """Feature names the run recorded (tabular runs), else None."""
-    names = getattr(store, "feature_names", None)
-    if names is None:
-        from lrp_lightning.analysis.findings import feature_names_of
-
-        names = feature_names_of(store.manifest)
-    return [str(name) for name in names] if names else None
+    """The run's modality (:attr:`RunStore.modality`); a run whose input shape is unknown too is an
+    image when its maps have more than one row, else a signal."""
+    modality = store.modality
+    if modality is not None:
+        return modality
+    return MODALITY_IMAGE if store.heatmap_shape[0] > 1 else MODALITY_SIGNAL
 
 
 def colors_of(values: np.ndarray, cmap: str) -> list[str | None]:
@@ -79,6 +64,17 @@ def colors_of(values: np.ndarray, cmap: str) -> list[str | None]:
 
 def _values(values: np.ndarray) -> list[float | None]:
     return [_finite_or_none(v) for v in np.asarray(values, np.float32).tolist()]
+
+
+@dataclass
+class _TokenTexts:
+    ids: dict[int, np.ndarray]
+    strings: dict[int, list[str]] | None
+
+    @property
+    def nbytes(self) -> int:
+        strings = sum(len(s) for tokens in (self.strings or {}).values() for s in tokens)
+        return sum(a.nbytes + 64 for a in self.ids.values()) + 2 * strings
 
 
 class _Sequences:
@@ -101,7 +97,7 @@ class _Sequences:
         self, run: str, store: RunStore, info: EpochInfo, modality: str, sample_id: int
     ) -> np.ndarray:
         """A sample's relevance in one epoch as a 1-D array: per time step, feature or token."""
-        if modality == TOKENS:
+        if modality == MODALITY_TOKENS:
             what = f"the token relevance of epoch {info.epoch} of run {run!r}"
 
             def make() -> dict[int, np.ndarray]:
@@ -115,17 +111,26 @@ class _Sequences:
 
     def _sample_context(self, run: str, store: RunStore, modality: str, sample_id: int) -> dict[str, Any]:
         """What a sample's relevance is drawn over: the signal's input line, feature names, or its tokens."""
-        if modality == TABULAR:
-            return {"labels": run_feature_names(store), "input": None, "token_ids": None}
-        if modality == TOKENS:
-            ids = self._read(f"the token ids of run {run!r}", lambda: store.token_ids([sample_id]))
-            if sample_id not in ids:
+        if modality == MODALITY_TABULAR:
+            return {"labels": store.feature_names, "input": None, "token_ids": None}
+        if modality == MODALITY_TOKENS:
+            token_ids, strings = self._tokens(run, store)
+            if sample_id not in token_ids:
                 raise NotFound(f"sample {sample_id} is not in the probe set of run {run!r}")
-            strings = self._read(f"the tokens of run {run!r}", lambda: store.tokens([sample_id]))
-            token_ids = [int(v) for v in np.asarray(ids[sample_id]).tolist()]
             labels = [str(t) for t in strings[sample_id]] if strings and sample_id in strings else None
-            return {"labels": labels, "input": None, "token_ids": token_ids}
+            return {"labels": labels, "input": None, "token_ids": [int(v) for v in token_ids[sample_id].tolist()]}
         return {"labels": None, "input": self._signal_line(run, store, sample_id), "token_ids": None}
+
+    def _tokens(self, run: str, store: RunStore) -> tuple[dict[int, np.ndarray], dict[int, list[str]] | None]:
+        """Token ids and strings (None without a tokenizer) of every probe sample of a token run, cached."""
+        key = self._probe(run, store).key  # NotFound before the probe set is written
+
+        def make() -> _TokenTexts:
+            what = f"the tokens of the probe set of run {run!r}"
+            return _TokenTexts(self._read(what, store.token_ids), self._read(what, store.tokens))
+
+        texts = self.cache.get_or_make(("tokens", run, *key), make)
+        return texts.ids, texts.strings
 
     def _signal_line(self, run: str, store: RunStore, sample_id: int) -> list[float] | None:
         """The signal's input from its thumbnail: ``[0, 1]`` per point, or None without a thumbnail."""

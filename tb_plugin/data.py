@@ -77,7 +77,7 @@ from ._data_common import (
 )
 from ._data_findings import _Findings, findings_json
 from ._data_images import NONFINITE_COLORS, OVERLAY_ALPHA, _Images, mark_nonfinite
-from ._data_sequences import SEQUENCE_MODALITIES, _Sequences, run_feature_names
+from ._data_sequences import SEQUENCE_MODALITIES, _Sequences
 from .discovery import RunIndex, RunNotFound, RunUnreadable
 
 __all__ = [
@@ -288,7 +288,7 @@ class PluginData(_Images, _AnalysisViews, _Findings, _Sequences):
             "run": run,
             **{key: manifest.get(key) for key in RUN_INFO_KEYS},
             "modality": modality,
-            "feature_names": self._read(f"run {run!r}", lambda: run_feature_names(store)),
+            "feature_names": self._read(f"run {run!r}", lambda: store.feature_names),
             "thumbnails": thumbnails,
             "epochs": epochs,
             "colormaps": sorted(lrp_image.COLOR_MAPS),

@@ -190,7 +190,9 @@ export function epochOf(trajectory, index) {
 export function galleryPicture(app, id, kind, size) {
   const holder = h("span", { class: `sequence-card ${app.info.modality}`, dataset: { sample: String(id) } });
   holder.style.width = `${2 * size}px`;
-  holder.style.height = `${size}px`;
+  // Text takes the lines it needs (up to the card's size); drawings take the whole card.
+  if (app.info.modality === "tokens") holder.style.maxHeight = `${size}px`;
+  else holder.style.height = `${size}px`;
   const run = app.state.run;
   fetchRelevance(app, id).then((data) => {
     if (run !== app.state.run) return;
@@ -232,7 +234,7 @@ export function sampleDetail(app, id) {
       type: "button", class: `epoch-row${epoch === s.epoch ? " current" : ""}`, dataset: { epoch: String(epoch) },
       title: `Show epoch ${epoch}`, onclick: () => app.setEpoch(epoch),
     },
-    h("span", { class: "epoch-label", text: `epoch ${epoch}` }),
+    h("span", { class: "epoch-row-label", text: `epoch ${epoch}` }),
     drawRelevance(app, epochOf(trajectory, i), { compact: true, plain, width: 480, height: 36 })));
     const problems = trajectory.unreadable.map((u) => h("p", { class: "error", text: `epoch ${u.epoch}: ${u.error}` }));
     replace(holder, focus, h("div", { class: "epoch-rows", "aria-label": "relevance over the epochs" }, rows), problems);

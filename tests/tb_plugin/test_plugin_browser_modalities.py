@@ -10,6 +10,7 @@ come from this test: run it with ``LRP_UPDATE_SCREENSHOTS=1`` to rewrite them.
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -19,7 +20,18 @@ import urllib.request
 import numpy as np
 import pytest
 import test_plugin_browser as image_tests
-from synthetic_sequences import CLASS_FEATURES, FEATURES, LENGTH, WINDOWS, build_signal_run, build_tabular_run
+from PIL import Image
+from synthetic_sequences import (
+    CLASS_FEATURES,
+    FEATURES,
+    LENGTH,
+    SPURIOUS,
+    WINDOWS,
+    build_signal_run,
+    build_tabular_run,
+    build_token_run,
+    token_sentences,
+)
 from test_plugin_browser import Tab, _free_port, _open
 
 from lrp_lightning.store import RunStore
@@ -30,6 +42,7 @@ screenshots = image_tests.screenshots  # the screenshots' folder (docs/images wi
 
 SIGNAL = "ecg/version_0"
 TABULAR = "churn/version_0"
+TOKENS = "reviews/version_0"
 EPOCHS = 3
 
 
@@ -38,6 +51,7 @@ def tensorboard(tmp_path_factory: pytest.TempPathFactory):
     logdir = tmp_path_factory.mktemp("modalities")
     build_signal_run(logdir / SIGNAL, epochs=EPOCHS, samples=16)
     build_tabular_run(logdir / TABULAR, epochs=EPOCHS, samples=16)
+    build_token_run(logdir / TOKENS, epochs=EPOCHS, samples=16)
     port = _free_port()
     log = (logdir.parent / "tensorboard-modalities.log").open("w")
     process = subprocess.Popen(
@@ -73,16 +87,33 @@ def _open_run(browser, base: str, run: str, sample: int | None = None):
     context, page, problems = _open(browser, f"{base}/{hash_part}")
     tab = Tab(page).attach()
     assert tab.js("lrp.state.run") == run and tab.js("lrp.info.modality") in ("signal", "tabular", "tokens")
+    _gallery_ready(tab)
+    return context, page, problems, tab
+
+
+def _gallery_ready(tab: Tab) -> None:
+    """Every card of the gallery's page is drawn (each fetches its values)."""
     tab.frame.wait_for_function(
         "() => { const cards = [...document.querySelectorAll('#gallery .sequence-card')];"
         " return cards.length > 0 && cards.every((c) => c.dataset.ready === 'true'); }",
         timeout=20000,
     )
-    return context, page, problems, tab
 
 
 def _detail(tab: Tab) -> None:
     tab.frame.wait_for_selector("#timeline .sequence-detail[data-ready=true]", timeout=20000)
+
+
+def _screenshot(tab: Tab, path) -> None:
+    """The README's picture of a modality: the open sample's timeline above the gallery's first rows."""
+    parts = []
+    for selector in ("#timeline", ".gallery-panel"):
+        parts.append(Image.open(io.BytesIO(tab.frame.locator(selector).screenshot())).convert("RGB"))
+    gallery = parts[1].crop((0, 0, parts[1].width, min(parts[1].height, 330)))
+    picture = Image.new("RGB", (max(parts[0].width, gallery.width), parts[0].height + 8 + gallery.height), "#f5f5f5")
+    picture.paste(parts[0], (0, 0))
+    picture.paste(gallery, (0, parts[0].height + 8))
+    picture.save(path, optimize=True)
 
 
 def _stored(logdir, run: str, epoch: int, sample: int) -> np.ndarray:
@@ -124,14 +155,16 @@ def test_a_signal_run_shows_lines_coloured_by_relevance(tensorboard, browser, sc
     rows = tab.frame.locator("#timeline .epoch-row")
     assert rows.count() == EPOCHS
     assert tab.frame.locator("#timeline .epoch-row.current").get_attribute("data-epoch") == str(EPOCHS - 1)
-    tab.frame.locator("#timeline").screenshot(path=str(screenshots / "plugin-signal.png"))
+    _screenshot(tab, screenshots / "plugin-signal.png")
     rows.first.click()
     tab.frame.wait_for_function("() => lrp.state.epoch === 0")
     _detail(tab)
     assert tab.frame.locator("#timeline .epoch-row.current").get_attribute("data-epoch") == "0"
     # "Input" shows the line alone.
     tab.frame.locator("label.segment:has(#view-input)").click()
-    tab.frame.wait_for_function("() => document.querySelectorAll('#gallery .signal-band').length === 0")
+    tab.frame.wait_for_function("() => lrp.state.view === 'input'")
+    _gallery_ready(tab)
+    assert tab.frame.locator("#gallery .signal-band").count() == 0
     assert tab.frame.locator("#gallery .signal-line").count() == 16
     context.close()
     assert not problems, problems
@@ -165,6 +198,43 @@ def test_a_tabular_run_shows_bars_per_named_feature(tensorboard, browser, screen
         f"feature {CLASS_FEATURES[0]}: relevance {float(stored[index]):+.3f}"
     )
     assert tab.frame.locator("#timeline .epoch-row rect.bar").count() == EPOCHS * len(FEATURES)
-    tab.frame.locator("#timeline").screenshot(path=str(screenshots / "plugin-tabular.png"))
+    _screenshot(tab, screenshots / "plugin-tabular.png")
+    context.close()
+    assert not problems, problems
+
+
+def test_a_token_run_shows_the_text_highlighted_by_relevance(tensorboard, browser, screenshots):
+    base, logdir = tensorboard
+    ids, _, sentences = token_sentences(16)
+    sample, words = int(ids[4]), sentences[4]  # class 0 with the spurious token
+    assert SPURIOUS in words
+    context, page, problems, tab = _open_run(browser, base, TOKENS)
+    # The gallery: each card holds its sample's text, every token highlighted.
+    card = tab.frame.locator(f"#gallery .sequence-card[data-sample='{sample}']")
+    assert card.locator(".token").all_inner_texts() == words
+    assert card.locator(".token.highlighted").count() == len(words)
+    tab.frame.locator(f"#gallery .card[data-sample='{sample}']").click()
+    _detail(tab)
+    detail = tab.frame.locator("#timeline .sequence-focus")
+    assert detail.locator(".token.highlighted").count() == len(words)
+    position = words.index(SPURIOUS)
+    spurious = detail.locator(f".token[data-index='{position}']")
+    assert spurious.inner_text() == SPURIOUS
+    # The token with the most relevance has the colour map's end colour (bwr: red), as in the heatmaps.
+    assert spurious.evaluate("(t) => getComputedStyle(t).backgroundColor") == "rgb(255, 0, 0)"
+    spurious.hover()
+    value = float(RunStore(logdir / TOKENS).token_relevance(EPOCHS - 1, [sample])[sample][position])
+    assert detail.locator(".relevance-readout").inner_text() == (
+        f'token "{SPURIOUS}" (position {position}): relevance {value:+.3f}'
+    )
+    assert tab.frame.locator("#timeline .epoch-row").count() == EPOCHS
+    assert tab.frame.locator("#timeline .epoch-row .token.highlighted").count() == EPOCHS * len(words)
+    _screenshot(tab, screenshots / "plugin-tokens.png")
+    # "Input" shows the text without colours.
+    tab.frame.locator("label.segment:has(#view-input)").click()
+    tab.frame.wait_for_function("() => lrp.state.view === 'input'")
+    _gallery_ready(tab)
+    assert tab.frame.locator("#gallery .token.highlighted").count() == 0
+    assert tab.frame.locator(f"#gallery .sequence-card[data-sample='{sample}'] .token").count() == len(words)
     context.close()
     assert not problems, problems

@@ -10,11 +10,21 @@ import pytest
 from PIL import Image
 from plugin_testing import make_app, route
 from synthetic_runs import build_run
-from synthetic_sequences import FEATURES, LENGTH, WINDOWS, build_signal_run, build_tabular_run
+from synthetic_sequences import (
+    FEATURES,
+    LENGTH,
+    SPURIOUS,
+    WINDOWS,
+    build_signal_run,
+    build_tabular_run,
+    build_token_run,
+    token_sentences,
+)
 
+from lrp_lightning.image import heatmap
 from lrp_lightning.store import DATASET_INDEX, LABEL, SAMPLE_ID, RunStore, make_probe_table
 
-SIGNAL, TABULAR, IMAGE = "signal", "tabular", "image"
+SIGNAL, TABULAR, IMAGE, TOKENS, TOKEN_IDS = "signal", "tabular", "image", "tokens", "token_ids"
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +33,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory):
     build_signal_run(root / SIGNAL, epochs=3, samples=8)
     build_tabular_run(root / TABULAR, epochs=2, samples=8)
     build_run(root / IMAGE, epochs=1, samples=6, analysed=[])
+    build_token_run(root / TOKENS, epochs=3, samples=8)
+    build_token_run(root / TOKEN_IDS, epochs=1, samples=8, strings=False)
     client, plugin = make_app(root)
     return client, plugin, root
 
@@ -39,11 +51,8 @@ def _stored(root: Path, run: str, epoch: int, sample: int) -> np.ndarray:
 
 def test_run_info_names_the_modality_and_the_feature_names(runs):
     client, _, _ = runs
-    assert [_json(client, route("run", run=name))["modality"] for name in (SIGNAL, TABULAR, IMAGE)] == [
-        "signal",
-        "tabular",
-        "image",
-    ]
+    modalities = [_json(client, route("run", run=name))["modality"] for name in (SIGNAL, TABULAR, IMAGE, TOKENS)]
+    assert modalities == ["signal", "tabular", "image", "tokens"]
     assert _json(client, route("run", run=TABULAR))["feature_names"] == list(FEATURES)
     assert _json(client, route("run", run=SIGNAL))["feature_names"] is None
 
@@ -75,6 +84,27 @@ def test_relevance_of_a_tabular_sample_names_its_features(runs):
     assert data["labels"] == list(FEATURES) and data["input"] is None
     assert np.array_equal(np.asarray(data["relevance"], np.float32), _stored(root, TABULAR, 1, 3)[0])
     assert data["colors"][FEATURES.index("income")] == "#ffffff"  # coldnhot's top: class 0's feature is the largest
+
+
+def test_relevance_of_a_token_sample_is_one_value_per_token_padding_removed(runs):
+    client, _, root = runs
+    ids, _, sentences = token_sentences(8)
+    sample = int(ids[0])  # class 0 with the spurious token
+    data = _json(client, route("relevance", run=TOKENS, epoch=2, sample=sample))
+    stored = RunStore(root / TOKENS).token_relevance(2, [sample])[sample]
+    assert data["labels"] == sentences[0] and SPURIOUS in data["labels"]
+    assert len(data["relevance"]) == len(data["token_ids"]) == len(sentences[0]) < 12  # not the padded width
+    assert np.array_equal(np.asarray(data["relevance"], np.float32), stored)
+    # The spurious token carries the most relevance: it gets the colour map's end (bwr: pure red).
+    assert data["colors"][sentences[0].index(SPURIOUS)] == "#ff0000"
+    assert data["colors"] == [
+        f"#{r:02x}{g:02x}{b:02x}" for r, g, b in np.asarray(heatmap(stored[None], cmap="bwr"))[0].tolist()
+    ]
+    # Without a tokenizer: the token ids, no strings.
+    bare = _json(client, route("relevance", run=TOKEN_IDS, epoch=0, sample=sample))
+    assert bare["labels"] is None and bare["token_ids"] == data["token_ids"]
+    timeline = _json(client, route("trajectory", run=TOKENS, sample=sample))
+    assert timeline["epochs"] == [0, 1, 2] and [len(v) for v in timeline["relevance"]] == [len(sentences[0])] * 3
 
 
 def test_trajectory_holds_the_sample_in_every_epoch_each_scaled_on_its_own(runs):
