@@ -62,6 +62,17 @@ def colors_of(values: np.ndarray, cmap: str) -> list[str | None]:
     return [f"#{r:02x}{g:02x}{b:02x}" if ok else None for (r, g, b), ok in zip(pixels.tolist(), finite.tolist())]
 
 
+def peaks(values: np.ndarray, bins: int) -> list[int]:
+    """Per run of ``len(values) / bins`` values (``bins`` equal runs), the index of its value of largest magnitude.
+
+    NaN and infinities count as the largest (they are marked, never hidden).
+    """
+    values = np.asarray(values, np.float64).reshape(-1)
+    magnitude = np.where(np.isfinite(values), np.abs(values), np.inf)
+    edges = (np.arange(bins + 1) * values.size) // bins
+    return [int(start + np.argmax(magnitude[start:stop])) for start, stop in zip(edges[:-1], edges[1:])]
+
+
 def _values(values: np.ndarray) -> list[float | None]:
     return [_finite_or_none(v) for v in np.asarray(values, np.float32).tolist()]
 
@@ -145,7 +156,7 @@ class _Sequences:
             return None
         return [round(v, 4) for v in (gray.mean(axis=0) / 255.0).tolist()]
 
-    def relevance(self, run: str, epoch: int, sample_id: int, cmap: str) -> dict[str, Any]:
+    def relevance(self, run: str, epoch: int, sample_id: int, cmap: str, bins: int = 0) -> dict[str, Any]:
         """One sample's relevance in one epoch as values with their colours (signal, tabular and token runs).
 
         Returns
@@ -155,7 +166,15 @@ class _Sequences:
             feature or token; None for NaN or infinity), ``colors`` (``#rrggbb`` each, None where the
             value is not finite), ``scale`` (the largest absolute value, which gets the map's end
             colours); ``input`` (signals: the input line in ``[0, 1]``, or None), ``labels`` (feature
-            names or token strings, or None) and ``token_ids`` (token runs).
+            names or token strings, or None) and ``token_ids`` (token runs); ``length``, the number
+            of values before binning.
+
+        Parameters
+        ----------
+        bins : int, optional
+            Signals longer than this many time steps are reduced to ``bins`` equal runs of steps, each
+            given by its value of largest magnitude (so a peak stays visible) and that value's colour;
+            0 (default) sends every value. Drawings of a few hundred pixels need no more.
         """
         if cmap not in lrp_image.COLOR_MAPS:
             raise BadArgument(f"unknown colour map {cmap!r}; known: {sorted(lrp_image.COLOR_MAPS)}")
@@ -165,16 +184,22 @@ class _Sequences:
         def make() -> dict[str, Any]:
             values = self._relevance_values(run, store, info, modality, sample_id)
             context = self._sample_context(run, store, modality, sample_id)
+            colored = self._colored(values, cmap)
+            if modality == MODALITY_SIGNAL and 0 < bins < values.size:
+                chosen = peaks(values, bins)
+                colored["relevance"] = [colored["relevance"][i] for i in chosen]
+                colored["colors"] = [colored["colors"][i] for i in chosen]
             return {
                 "run": run,
                 "epoch": info.epoch,
                 "sample_id": sample_id,
                 "modality": modality,
-                **self._colored(values, cmap),
+                "length": int(values.size),
+                **colored,
                 **context,
             }
 
-        return self.cache.get_or_make(("relevance", run, info.epoch, info.commit, sample_id, cmap), make)
+        return self.cache.get_or_make(("relevance", run, info.epoch, info.commit, sample_id, cmap, bins), make)
 
     @staticmethod
     def _colored(values: np.ndarray, cmap: str) -> dict[str, Any]:

@@ -28,7 +28,7 @@ route               parameters                                  response
 ``/findings``       run                                         JSON: findings with their lineage
 ``/finding_map``    run, finding, epoch, cmap                   PNG: mean heatmap of a finding's
                                                                 members in one epoch
-``/relevance``      run, epoch, sample, cmap                    JSON: a signal, tabular or token
+``/relevance``      run, epoch, sample, cmap, bins (optional)   JSON: a signal, tabular or token
                                                                 sample's relevance values, their
                                                                 colours, its input line, feature
                                                                 names or tokens (cacheable)
@@ -79,6 +79,8 @@ MAX_CLUSTER = 2**31 - 1
 SAMPLE_RANGE = (-(2**63), 2**63 - 1)
 MAX_TEXT = MAX_REQUEST_TEXT
 MAX_FINDING_ID = 200
+MAX_BINS = 4096
+"""Most bins a signal's relevance may be reduced to for a drawing (``/relevance?bins=``)."""
 _INTEGER = re.compile(r"[+-]?[0-9]{1,40}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+-]{0,127}")
 IMAGE_MAX_AGE = 600
@@ -411,7 +413,8 @@ class LRPPlugin(base_plugin.TBPlugin):
     def _serve_relevance(self, request: wrappers.Request) -> dict[str, Any]:
         """A signal, tabular or token sample's relevance in one epoch as values with their colours."""
         run, epoch, sample = self._run(request), self._epoch(request), self._sample(request)
-        return self._data.relevance(run, epoch, sample, self._cmap(request))
+        bins = _integer(request, "bins", 0, MAX_BINS, 0)
+        return self._data.relevance(run, epoch, sample, self._cmap(request), bins)
 
     @route("/trajectory", "json")
     def _serve_trajectory(self, request: wrappers.Request) -> dict[str, Any]:

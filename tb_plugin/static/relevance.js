@@ -19,9 +19,31 @@ export function isSequenceRun(app) {
 }
 
 /** A sample's relevance in one epoch ({relevance, colors, scale, input, labels, token_ids}); cached by the browser. */
-export function fetchRelevance(app, id, epoch = app.state.epoch) {
+export function fetchRelevance(app, id, epoch = app.state.epoch, bins = null) {
   const entry = app.info.epochs.find((e) => e.epoch === epoch);
-  return getJSON("relevance", { run: app.state.run, epoch, sample: id, cmap: app.state.cmap, v: entry ? entry.version : null });
+  return getJSON("relevance", { run: app.state.run, epoch, sample: id, cmap: app.state.cmap, bins, v: entry ? entry.version : null });
+}
+
+/**
+ * At most `bins` values of a signal for drawing: per equal run of time steps, the index of its value of largest
+ * magnitude (a peak stays visible; not finite counts as largest). All indices when there are no more values than bins.
+ */
+function peakIndices(values, bins) {
+  const count = values.length;
+  if (count <= bins) return values.map((_, i) => i);
+  const chosen = [];
+  for (let b = 0; b < bins; b += 1) {
+    const start = Math.floor((b * count) / bins);
+    const stop = Math.floor(((b + 1) * count) / bins);
+    let best = start;
+    for (let i = start; i < stop; i += 1) {
+      const size = values[i] === null ? Infinity : Math.abs(values[i]);
+      const bestSize = values[best] === null ? Infinity : Math.abs(values[best]);
+      if (size > bestSize) best = i;
+    }
+    chosen.push(best);
+  }
+  return chosen;
 }
 
 /** A sample's relevance in every epoch (/trajectory). */
@@ -93,10 +115,12 @@ function signalPlot(app, data, { plain, width, height, onHover }) {
   const plot = svg("svg", { class: "signal", width, height, viewBox: `0 0 ${width} ${height}`, role: "img",
     "aria-label": `${count} time steps coloured by relevance` });
   if (!plain) {
+    // One rectangle per time step, or per run of steps where there are more steps than pixels.
     const band = svg("g", { class: "signal-band" });
-    const step = width / Math.max(count, 1);
-    data.relevance.forEach((value, i) => {
-      band.append(svg("rect", { x: (i * step).toFixed(2), y: 0, width: (step + 0.4).toFixed(2), height,
+    const shown = peakIndices(data.relevance, Math.max(1, Math.floor(width)));
+    const step = width / shown.length;
+    shown.forEach((i, k) => {
+      band.append(svg("rect", { x: (k * step).toFixed(2), y: 0, width: (step + 0.4).toFixed(2), height,
         fill: data.colors[i] ?? NONFINITE, "data-index": i }));
     });
     plot.append(band);
@@ -194,7 +218,7 @@ export function galleryPicture(app, id, kind, size) {
   if (app.info.modality === "tokens") holder.style.maxHeight = `${size}px`;
   else holder.style.height = `${size}px`;
   const run = app.state.run;
-  fetchRelevance(app, id).then((data) => {
+  fetchRelevance(app, id, app.state.epoch, app.info.modality === "signal" ? 2 * size : null).then((data) => {
     if (run !== app.state.run) return;
     replace(holder, drawRelevance(app, data, { compact: true, plain: kind === "input", width: 2 * size, height: size }));
     holder.dataset.ready = "true";

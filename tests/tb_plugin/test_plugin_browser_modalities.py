@@ -34,6 +34,7 @@ from synthetic_sequences import (
 )
 from test_plugin_browser import Tab, _free_port, _open
 
+from lrp_lightning.analysis import Embeddings, SpRAy, analyze_run
 from lrp_lightning.store import RunStore
 
 pytestmark = image_tests.pytestmark  # browser tests; skipped without Playwright or Chromium
@@ -49,7 +50,9 @@ EPOCHS = 3
 @pytest.fixture(scope="module")
 def tensorboard(tmp_path_factory: pytest.TempPathFactory):
     logdir = tmp_path_factory.mktemp("modalities")
-    build_signal_run(logdir / SIGNAL, epochs=EPOCHS, samples=16)
+    signal = build_signal_run(logdir / SIGNAL, epochs=EPOCHS, samples=16)
+    # The last epoch analysed (PCA only: seconds), so that the embedding's tooltip can be checked.
+    analyze_run(signal, SpRAy(embeddings=Embeddings(methods=("pca",))), epochs=[EPOCHS - 1], log_scalars=False)
     build_tabular_run(logdir / TABULAR, epochs=EPOCHS, samples=16)
     build_token_run(logdir / TOKENS, epochs=EPOCHS, samples=16)
     port = _free_port()
@@ -133,6 +136,17 @@ def test_a_signal_run_shows_lines_coloured_by_relevance(tensorboard, browser, sc
     assert first.locator(".signal-band rect").count() == LENGTH
     assert first.locator(".signal-line").count() == 1
     assert tab.frame.locator("#gallery img").count() == 0  # no picture of a one-pixel-high strip
+    # The embedding's tooltip draws the hovered sample's signal as the gallery does.
+    left, top = tab.offset()
+    x, y, hovered = tab.js(
+        """() => { const s = lrp.scatter; const [x, y] = s.toScreen(0); const r = s.overlay.getBoundingClientRect();
+             return [r.left + x, r.top + y, Number(lrp.points.columns.sample_id[s.nearest(x, y)])]; }"""
+    )
+    page.mouse.move(left + x, top + y)
+    tab.frame.wait_for_selector(f"#tooltip:not(.hidden) .sequence-card[data-sample='{hovered}'][data-ready=true]")
+    assert tab.frame.locator("#tooltip .signal-band rect").count() == LENGTH
+    assert tab.frame.locator("#tooltip img").count() == 0
+    page.mouse.move(5, 5)
     tab.frame.locator(f"#gallery .card[data-sample='{sample}']").click()
     _detail(tab)
     detail = tab.frame.locator("#timeline .sequence-focus")

@@ -150,3 +150,31 @@ def test_a_signal_without_thumbnails_has_no_input_line(tmp_path):
     client, _ = make_app(tmp_path)
     data = _json(client, route("relevance", run="bare", epoch=0, sample=3))
     assert data["input"] is None and len(data["relevance"]) == LENGTH
+
+
+def test_a_long_signal_is_reduced_to_its_peaks_when_bins_are_asked_for(runs):
+    client, _, root = runs
+    full = _json(client, route("relevance", run=SIGNAL, epoch=1, sample=8))
+    binned = _json(client, route("relevance", run=SIGNAL, epoch=1, sample=8, bins=10))
+    stored = _stored(root, SIGNAL, 1, 8)[0]
+    assert binned["length"] == full["length"] == LENGTH and len(binned["relevance"]) == 10
+    edges = (np.arange(11) * LENGTH) // 10
+    for k, (start, stop) in enumerate(zip(edges[:-1], edges[1:])):
+        peak = start + int(np.argmax(np.abs(stored[start:stop])))
+        assert binned["relevance"][k] == full["relevance"][peak]
+        assert binned["colors"][k] == full["colors"][peak]  # the colour of the step, scaled over the whole signal
+    # Tabular and token values are never binned; more bins than steps send every step.
+    assert len(_json(client, route("relevance", run=TABULAR, epoch=0, sample=3, bins=2))["relevance"]) == len(FEATURES)
+    assert len(_json(client, route("relevance", run=SIGNAL, epoch=1, sample=8, bins=500))["relevance"]) == LENGTH
+    assert "must be in [0, 4096]" in _json(client, route("relevance", run=SIGNAL, epoch=1, sample=8, bins=5000), 400)
+
+
+def test_a_damaged_epoch_is_named_in_the_trajectory_and_the_others_stay(tmp_path):
+    store = build_signal_run(tmp_path / "damaged", epochs=3, samples=4)
+    (store.epoch_dir(1) / "part-00000.parquet").write_bytes(b"PAR1 this is not parquet PAR1")
+    client, _ = make_app(tmp_path)
+    data = _json(client, route("trajectory", run="damaged", sample=3))
+    assert data["epochs"] == [0, 2]
+    assert [u["epoch"] for u in data["unreadable"]] == [1] and "cannot be read" in data["unreadable"][0]["error"]
+    assert str(tmp_path) not in data["unreadable"][0]["error"]  # the logdir is not disclosed
+    assert "cannot be read" in _json(client, route("relevance", run="damaged", epoch=1, sample=3), 404)

@@ -717,7 +717,7 @@ def test_malformed_parameters_are_400_with_a_message(client, name, params, messa
 ROUTES = ["run", "samples", "input", "heatmap", "timeline", "analysis", "embedding", "clusters", "prototype", "lineage",
           "findings", "finding_map", "relevance", "trajectory"]  # fmt: skip
 PARAMETERS = ["run", "epoch", "sample", "cmap", "kind", "category", "embedding", "x", "y", "clustering", "cluster",
-              "finding"]  # fmt: skip
+              "finding", "bins"]  # fmt: skip
 VALUES = st.one_of(
     st.sampled_from(
         [
