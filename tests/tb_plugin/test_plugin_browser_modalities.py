@@ -136,6 +136,7 @@ def test_a_signal_run_shows_lines_coloured_by_relevance(tensorboard, browser, sc
     assert first.locator(".signal-band rect").count() == LENGTH
     assert first.locator(".signal-line").count() == 1
     assert tab.frame.locator("#gallery img").count() == 0  # no picture of a one-pixel-high strip
+    assert not tab.frame.locator("#pixelated").is_visible()  # drawings have no pixels to sample
     # The embedding's tooltip draws the hovered sample's signal as the gallery does.
     left, top = tab.offset()
     x, y, hovered = tab.js(

@@ -63,6 +63,7 @@ class Gallery {
       c.size.value = String(s.size);
       c.wrongOnly.checked = s.wrong;
       c.pageSize.value = String(s.psize);
+      c.pixelated.parentElement.classList.toggle("hidden", isSequenceRun(this.app)); // drawings, not pixels
       this.setKind(s.view);
       // A run without thumbnails has heatmaps only; a token run always has its text.
       const thumbnails = this.app.info.thumbnails || this.app.info.modality === "tokens";
