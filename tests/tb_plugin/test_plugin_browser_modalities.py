@@ -190,6 +190,7 @@ def test_a_tabular_run_shows_bars_per_named_feature(tensorboard, browser, screen
     sample = 3  # class 0: its relevance sits on CLASS_FEATURES[0]
     context, page, problems, tab = _open_run(browser, base, TABULAR, sample=sample)
     assert tab.js("lrp.info.feature_names") == list(FEATURES)
+    assert tab.frame.locator("#view-input").is_disabled()  # bars only: a feature vector has no picture
     first = tab.frame.locator("#gallery .sequence-card").first
     assert first.locator("rect.bar").count() == len(FEATURES)
     _detail(tab)

@@ -65,12 +65,13 @@ class Gallery {
       c.pageSize.value = String(s.psize);
       c.pixelated.parentElement.classList.toggle("hidden", isSequenceRun(this.app)); // drawings, not pixels
       this.setKind(s.view);
-      // A run without thumbnails has heatmaps only; a token run always has its text.
-      const thumbnails = this.app.info.thumbnails || this.app.info.modality === "tokens";
+      // A run without thumbnails has heatmaps only; a token run always has its text; tabular runs show bars only.
+      const modality = this.app.info.modality;
+      const inputs = (this.app.info.thumbnails || modality === "tokens") && modality !== "tabular";
       this.kindInputs.forEach((input) => {
-        input.disabled = input.value !== "heatmap" && !thumbnails;
+        input.disabled = input.value !== "heatmap" && !inputs;
       });
-      if (!thumbnails && this.app.state.view !== "heatmap") this.setKind("heatmap");
+      if (!inputs && this.app.state.view !== "heatmap") this.setKind("heatmap");
       return;
     }
     // Another selection or category is another list of samples: back to its first page.
