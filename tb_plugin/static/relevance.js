@@ -133,13 +133,17 @@ function signalPlot(app, data, { plain, width, height, onHover }) {
   if (onHover) {
     const cursor = svg("line", { class: "signal-cursor hidden", x1: 0, x2: 0, y1: 0, y2: height });
     plot.append(cursor);
-    plot.addEventListener("mousemove", (event) => {
-      const box = plot.getBoundingClientRect();
-      const i = Math.min(count - 1, Math.max(0, Math.floor(((event.clientX - box.left) / box.width) * count)));
+    // Moves the cursor to time step (or run of steps) i; the keyboard uses it too (sampleDetail).
+    plot.pointAt = (i) => {
       const x = ((i + 0.5) / count) * width;
       cursor.setAttribute("x1", x.toFixed(2));
       cursor.setAttribute("x2", x.toFixed(2));
       cursor.classList.remove("hidden");
+    };
+    plot.addEventListener("mousemove", (event) => {
+      const box = plot.getBoundingClientRect();
+      const i = Math.min(count - 1, Math.max(0, Math.floor(((event.clientX - box.left) / box.width) * count)));
+      plot.pointAt(i);
       onHover(i);
     });
     plot.addEventListener("mouseleave", () => cursor.classList.add("hidden"));
@@ -244,15 +248,34 @@ export function sampleDetail(app, id) {
     let index = trajectory.epochs.indexOf(s.epoch);
     if (index < 0) index = trajectory.epochs.length - 1;
     const current = epochOf(trajectory, index);
-    const readout = h("div", { class: "relevance-readout", role: "status", text: "Hover a value to read it." });
+    const readout = h("div", { class: "relevance-readout", role: "status",
+      text: "Hover a value, or focus the drawing and use the arrow keys, to read it." });
+    let shown = -1;
     const show = (i) => {
+      shown = i;
       readout.textContent = `${itemName(app, current, i)}: relevance ${formatValue(current.relevance[i])}`;
     };
+    const drawing = drawRelevance(app, current, { plain, width: 720, height: 160, onHover: show });
+    // The keyboard reads the values one by one: ← →, Home, End.
+    const stage = h("div", { class: "relevance-stage", tabindex: "0", role: "group",
+      "aria-label": "relevance of each value; the arrow keys move from one to the next" }, drawing);
+    stage.addEventListener("keydown", (event) => {
+      const last = current.relevance.length - 1;
+      const moves = { ArrowRight: shown + 1, ArrowLeft: shown - 1, Home: 0, End: last };
+      if (!(event.key in moves) || last < 0) return;
+      event.preventDefault();
+      const i = Math.min(last, Math.max(0, moves[event.key]));
+      show(i);
+      if (drawing.pointAt) drawing.pointAt(i);
+      stage.querySelectorAll(".keyed").forEach((e) => e.classList.remove("keyed"));
+      const item = stage.querySelector(`[data-index="${i}"]:not(rect)`);
+      if (item) item.classList.add("keyed");
+    });
     const focus = h("div", { class: "sequence-focus" },
       h("div", { class: "panel-head" },
         h("h3", { text: `Epoch ${current.epoch}` }),
         h("span", { class: "muted", text: `colours scaled to ±${formatValue(current.scale).replace("+", "")}` })),
-      drawRelevance(app, current, { plain, width: 720, height: 160, onHover: show }),
+      stage,
       readout);
     const rows = trajectory.epochs.map((epoch, i) => h("button", {
       type: "button", class: `epoch-row${epoch === s.epoch ? " current" : ""}`, dataset: { epoch: String(epoch) },

@@ -171,6 +171,11 @@ def test_a_signal_run_shows_lines_coloured_by_relevance(tensorboard, browser, sc
     assert rows.count() == EPOCHS
     assert tab.frame.locator("#timeline .epoch-row.current").get_attribute("data-epoch") == str(EPOCHS - 1)
     _screenshot(tab, screenshots / "plugin-signal.png")
+    # The keyboard reads the time steps too.
+    detail.locator(".relevance-stage").focus()
+    page.keyboard.press("End")
+    last = float(_stored(logdir, SIGNAL, EPOCHS - 1, sample)[LENGTH - 1])
+    assert detail.locator(".relevance-readout").inner_text() == f"time step {LENGTH - 1}: relevance {last:+.3f}"
     rows.first.click()
     tab.frame.wait_for_function("() => lrp.state.epoch === 0")
     _detail(tab)
@@ -246,6 +251,15 @@ def test_a_token_run_shows_the_text_highlighted_by_relevance(tensorboard, browse
     assert tab.frame.locator("#timeline .epoch-row").count() == EPOCHS
     assert tab.frame.locator("#timeline .epoch-row .token.highlighted").count() == EPOCHS * len(words)
     _screenshot(tab, screenshots / "plugin-tokens.png")
+    # The keyboard reads the tokens one by one.
+    detail.locator(".relevance-stage").focus()
+    page.keyboard.press("Home")
+    page.keyboard.press("ArrowRight")
+    assert detail.locator(".token.keyed").get_attribute("data-index") == "1"
+    second = float(RunStore(logdir / TOKENS).token_relevance(EPOCHS - 1, [sample])[sample][1])
+    assert (
+        detail.locator(".relevance-readout").inner_text() == f'token "{words[1]}" (position 1): relevance {second:+.3f}'
+    )
     # "Input" shows the text without colours.
     tab.frame.locator("label.segment:has(#view-input)").click()
     tab.frame.wait_for_function("() => lrp.state.view === 'input'")
