@@ -184,11 +184,7 @@ class _Sequences:
         def make() -> dict[str, Any]:
             values = self._relevance_values(run, store, info, modality, sample_id)
             context = self._sample_context(run, store, modality, sample_id)
-            colored = self._colored(values, cmap)
-            if modality == MODALITY_SIGNAL and 0 < bins < values.size:
-                chosen = peaks(values, bins)
-                colored["relevance"] = [colored["relevance"][i] for i in chosen]
-                colored["colors"] = [colored["colors"][i] for i in chosen]
+            colored = self._binned(self._colored(values, cmap), values, modality, bins)
             return {
                 "run": run,
                 "epoch": info.epoch,
@@ -202,6 +198,18 @@ class _Sequences:
         return self.cache.get_or_make(("relevance", run, info.epoch, info.commit, sample_id, cmap, bins), make)
 
     @staticmethod
+    def _binned(colored: dict[str, Any], values: np.ndarray, modality: str, bins: int) -> dict[str, Any]:
+        """A long signal's values and colours reduced to their peaks in ``bins`` runs of steps (see :func:`peaks`)."""
+        if modality != MODALITY_SIGNAL or not 0 < bins < values.size:
+            return colored
+        chosen = peaks(values, bins)
+        return {
+            **colored,
+            "relevance": [colored["relevance"][i] for i in chosen],
+            "colors": [colored["colors"][i] for i in chosen],
+        }
+
+    @staticmethod
     def _colored(values: np.ndarray, cmap: str) -> dict[str, Any]:
         finite = values[np.isfinite(values)]
         return {
@@ -210,7 +218,7 @@ class _Sequences:
             "scale": float(np.abs(finite).max()) if finite.size else 0.0,
         }
 
-    def relevance_timeline(self, run: str, sample_id: int, cmap: str) -> dict[str, Any]:
+    def relevance_timeline(self, run: str, sample_id: int, cmap: str, bins: int = 0) -> dict[str, Any]:
         """One sample's relevance in every complete epoch that holds it (signal, tabular and token runs).
 
         Returns
@@ -219,7 +227,8 @@ class _Sequences:
             ``run``, ``sample_id``, ``modality``, ``input``, ``labels``, ``token_ids`` as in
             :meth:`relevance`; ``epochs`` (the epochs that hold the sample) and, one entry per epoch,
             ``relevance``, ``colors`` and ``scale`` (each epoch scaled on its own, as its heatmap is);
-            ``unreadable``: epochs left out with the reason.
+            ``unreadable``: epochs left out with the reason; ``length``, the number of values before
+            binning. ``bins`` reduces a long signal as in :meth:`relevance`.
         """
         if cmap not in lrp_image.COLOR_MAPS:
             raise BadArgument(f"unknown colour map {cmap!r}; known: {sorted(lrp_image.COLOR_MAPS)}")
@@ -233,7 +242,8 @@ class _Sequences:
             except NotFound as exc:  # one damaged epoch leaves the others readable
                 result["unreadable"].append({"epoch": info.epoch, "error": str(exc)})
                 continue
-            colored = self._colored(values, cmap)
+            colored = self._binned(self._colored(values, cmap), values, modality, bins)
+            result["length"] = int(values.size)
             result["epochs"].append(info.epoch)
             for key in ("relevance", "colors", "scale"):
                 result[key].append(colored[key])

@@ -32,7 +32,7 @@ route               parameters                                  response
                                                                 sample's relevance values, their
                                                                 colours, its input line, feature
                                                                 names or tokens (cacheable)
-``/trajectory``     run, sample, cmap                           JSON: the same in every epoch
+``/trajectory``     run, sample, cmap, bins (optional)          JSON: the same in every epoch
 ``/index.js`` ...                                               the static frontend: ``static/*``
 ``/views/*.js``                                                 and ``static/views/*.js``
 ==================  ==========================================  ====================================
@@ -420,4 +420,5 @@ class LRPPlugin(base_plugin.TBPlugin):
     def _serve_trajectory(self, request: wrappers.Request) -> dict[str, Any]:
         """A signal, tabular or token sample's relevance in every epoch (its timeline)."""
         run, sample = self._run(request), self._sample(request)
-        return self._data.relevance_timeline(run, sample, self._cmap(request))
+        bins = _integer(request, "bins", 0, MAX_BINS, 0)
+        return self._data.relevance_timeline(run, sample, self._cmap(request), bins)

@@ -12,6 +12,8 @@ import { h, replace, svg } from "./dom.js";
 
 export const NONIMAGE = ["signal", "tabular", "tokens"];
 const NONFINITE = "#ffeb3b"; // NaN or infinite relevance: yellow, in no colour map
+const DETAIL_WIDTH = 720;
+const DETAIL_BINS = 2 * DETAIL_WIDTH;
 
 /** Whether the open run's relevance is drawn from values (signals, tabular, tokens) instead of PNGs. */
 export function isSequenceRun(app) {
@@ -48,7 +50,9 @@ function peakIndices(values, bins) {
 
 /** A sample's relevance in every epoch (/trajectory). */
 export function fetchTrajectory(app, id) {
-  return app.fetchCached("json", "trajectory", { run: app.state.run, sample: id, cmap: app.state.cmap });
+  // A long signal comes as its peaks, two per pixel of the detail's drawing.
+  const bins = app.info.modality === "signal" ? DETAIL_BINS : null;
+  return app.fetchCached("json", "trajectory", { run: app.state.run, sample: id, cmap: app.state.cmap, bins });
 }
 
 export function formatValue(value) {
@@ -255,7 +259,7 @@ export function sampleDetail(app, id) {
       shown = i;
       readout.textContent = `${itemName(app, current, i)}: relevance ${formatValue(current.relevance[i])}`;
     };
-    const drawing = drawRelevance(app, current, { plain, width: 720, height: 160, onHover: show });
+    const drawing = drawRelevance(app, current, { plain, width: DETAIL_WIDTH, height: 160, onHover: show });
     // The keyboard reads the values one by one: ← →, Home, End.
     const stage = h("div", { class: "relevance-stage", tabindex: "0", role: "group",
       "aria-label": "relevance of each value; the arrow keys move from one to the next" }, drawing);

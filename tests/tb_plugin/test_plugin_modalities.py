@@ -178,3 +178,14 @@ def test_a_damaged_epoch_is_named_in_the_trajectory_and_the_others_stay(tmp_path
     assert [u["epoch"] for u in data["unreadable"]] == [1] and "cannot be read" in data["unreadable"][0]["error"]
     assert str(tmp_path) not in data["unreadable"][0]["error"]  # the logdir is not disclosed
     assert "cannot be read" in _json(client, route("relevance", run="damaged", epoch=1, sample=3), 404)
+
+
+def test_the_trajectory_of_a_long_signal_is_reduced_to_its_peaks_in_every_epoch(runs):
+    client, _, _ = runs
+    full = _json(client, route("trajectory", run=SIGNAL, sample=8))
+    binned = _json(client, route("trajectory", run=SIGNAL, sample=8, bins=12))
+    assert binned["epochs"] == full["epochs"] and binned["length"] == LENGTH
+    edges = (np.arange(13) * LENGTH) // 12
+    for values, all_values in zip(binned["relevance"], full["relevance"]):
+        assert values == [max(all_values[a:b], key=abs) for a, b in zip(edges[:-1], edges[1:])]
+    assert binned["scale"] == full["scale"]  # the colours stay scaled over the whole signal
