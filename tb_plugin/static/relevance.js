@@ -80,7 +80,8 @@ export function itemName(app, data, i) {
   const count = data.relevance.length;
   const first = Math.floor((i * length) / count);
   const last = Math.max(first, Math.floor(((i + 1) * length) / count) - 1);
-  return first === last ? `time step ${first}` : `time steps ${first}–${last}`;
+  const binned = data.length !== undefined && data.length > count; // each value: the peak of its steps
+  return first === last ? `time step ${first}` : `time steps ${first}–${last}${binned ? " (largest value)" : ""}`;
 }
 
 function featureName(data, i) {
@@ -213,6 +214,7 @@ export function drawRelevance(app, data, options = {}) {
 export function epochOf(trajectory, index) {
   return {
     modality: trajectory.modality, input: trajectory.input, labels: trajectory.labels, token_ids: trajectory.token_ids,
+    length: trajectory.length,
     epoch: trajectory.epochs[index], relevance: trajectory.relevance[index], colors: trajectory.colors[index],
     scale: trajectory.scale[index],
   };

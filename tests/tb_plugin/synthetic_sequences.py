@@ -29,13 +29,17 @@ VOCABULARY = ("the", "film", "was", "good", "bad", "plot", "acting", "[X]", "rea
 CLASS_WORDS = ("good", "bad")
 SPURIOUS = "[X]"
 MAX_TOKENS = 12
+THUMBNAIL_SIDE = 128
+"""Longest side of the probe thumbnails (LRPCallback's): a longer signal's input line has this many points."""
 
 
 def _gray_png(row: np.ndarray) -> bytes:
     low, high = float(row.min()), float(row.max())
     scaled = (row - low) / (high - low) if high > low else np.zeros_like(row)
     buffer = io.BytesIO()
-    Image.fromarray(np.round(scaled * 255).astype(np.uint8)[None, :]).save(buffer, format="PNG")
+    picture = Image.fromarray(np.round(scaled * 255).astype(np.uint8)[None, :])
+    picture.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.BILINEAR)  # as LRPCallback stores it
+    picture.save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -73,30 +77,33 @@ def _ids(samples: int) -> tuple[np.ndarray, np.ndarray]:
     return ids, np.arange(samples) % 2
 
 
-def build_signal_run(run_dir: str | Path, *, epochs: int = 3, samples: int = 16, seed: int = 0) -> RunStore:
-    """A signal run: inputs ``(2, LENGTH)``, maps ``(1, LENGTH)``; see the module docstring."""
+def build_signal_run(
+    run_dir: str | Path, *, epochs: int = 3, samples: int = 16, seed: int = 0, length: int = LENGTH
+) -> RunStore:
+    """A signal run: inputs ``(2, length)``, maps ``(1, length)``, the :data:`WINDOWS` scaled to the length."""
     rng = np.random.default_rng(seed)
     store = RunStore.create(
         run_dir,
-        heatmap_shape=(1, LENGTH),
-        input_shape=(2, LENGTH),
+        heatmap_shape=(1, length),
+        input_shape=(2, length),
         class_names=["low", "high"],
         target_mode="label",
         modality="signal",
     )
     ids, labels = _ids(samples)
-    steps = np.arange(LENGTH)
-    inputs = rng.normal(0.0, 0.2, (samples, 2, LENGTH)) + np.sin(steps / 6.0)
+    windows = [(start * length // LENGTH, stop * length // LENGTH) for start, stop in WINDOWS]
+    steps = np.arange(length)
+    inputs = rng.normal(0.0, 0.2, (samples, 2, length)) + np.sin(steps * LENGTH / (6.0 * length))
     for i, label in enumerate(labels):
-        start, stop = WINDOWS[label]
+        start, stop = windows[label]
         inputs[i, :, start:stop] += 2.5
     thumbnails = [_gray_png(x.mean(axis=0)) for x in inputs]
     store.write_probe(make_probe_table(sample_id=ids, dataset_index=ids // 5, label=labels, thumbnail=thumbnails))
 
     def maps_of(progress: float) -> np.ndarray:
-        maps = rng.normal(0.0, 0.05 * (1.2 - progress), (samples, 1, LENGTH))
+        maps = rng.normal(0.0, 0.05 * (1.2 - progress), (samples, 1, length))
         for i, label in enumerate(labels):
-            start, stop = WINDOWS[label]
+            start, stop = windows[label]
             maps[i, 0, start:stop] += progress
         return maps
 

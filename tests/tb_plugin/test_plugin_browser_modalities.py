@@ -44,6 +44,8 @@ screenshots = image_tests.screenshots  # the screenshots' folder (docs/images wi
 SIGNAL = "ecg/version_0"
 TABULAR = "churn/version_0"
 TOKENS = "reviews/version_0"
+LONG = "holter/version_0"  # a signal of LONG_STEPS time steps: drawn from its peaks
+LONG_STEPS = 4000
 EPOCHS = 3
 
 
@@ -55,6 +57,7 @@ def tensorboard(tmp_path_factory: pytest.TempPathFactory):
     analyze_run(signal, SpRAy(embeddings=Embeddings(methods=("pca",))), epochs=[EPOCHS - 1], log_scalars=False)
     build_tabular_run(logdir / TABULAR, epochs=EPOCHS, samples=16)
     build_token_run(logdir / TOKENS, epochs=EPOCHS, samples=16)
+    build_signal_run(logdir / LONG, epochs=2, samples=4, length=LONG_STEPS)
     port = _free_port()
     log = (logdir.parent / "tensorboard-modalities.log").open("w")
     process = subprocess.Popen(
@@ -266,5 +269,26 @@ def test_a_token_run_shows_the_text_highlighted_by_relevance(tensorboard, browse
     _gallery_ready(tab)
     assert tab.frame.locator("#gallery .token.highlighted").count() == 0
     assert tab.frame.locator(f"#gallery .sequence-card[data-sample='{sample}'] .token").count() == len(words)
+    context.close()
+    assert not problems, problems
+
+
+def test_a_long_signal_is_drawn_from_its_peaks(tensorboard, browser):
+    base, logdir = tensorboard
+    context, page, problems, tab = _open_run(browser, base, LONG, sample=8)
+    size = tab.js("lrp.state.size")
+    card = tab.frame.locator("#gallery .sequence-card").first
+    assert card.locator(".signal-band rect").count() == 2 * size  # one per pixel, not one per step
+    assert len(card.locator(".signal-line").get_attribute("points").split()) == 128  # the thumbnail's width
+    _detail(tab)
+    detail = tab.frame.locator("#timeline .sequence-focus")
+    assert detail.locator(".signal-band rect").count() == 720
+    detail.locator(".relevance-stage").focus()
+    page.keyboard.press("Home")
+    # 1440 values of 4000 steps, each the largest of its steps: the first covers steps 0-1 (4000 / 1440 = 2.8).
+    ids, maps = RunStore(logdir / LONG).heatmaps(1, [8])
+    first = maps[0, 0, : (4000 // 1440)]
+    peak = float(first[np.argmax(np.abs(first))])
+    assert detail.locator(".relevance-readout").inner_text() == f"time steps 0–1 (largest value): relevance {peak:+.3f}"
     context.close()
     assert not problems, problems
