@@ -608,6 +608,8 @@ def test_every_route_is_registered_once_and_listed_in_the_module_docstring(serve
         "/lineage",
         "/findings",
         "/finding_map",
+        "/relevance",
+        "/trajectory",
     ]
     table = re.findall(r"^``(/[a-z_]+)``", plugin_module.__doc__, flags=re.M)
     assert table == routes
@@ -713,9 +715,9 @@ def test_malformed_parameters_are_400_with_a_message(client, name, params, messa
 
 
 ROUTES = ["run", "samples", "input", "heatmap", "timeline", "analysis", "embedding", "clusters", "prototype", "lineage",
-          "findings", "finding_map"]  # fmt: skip
+          "findings", "finding_map", "relevance", "trajectory"]  # fmt: skip
 PARAMETERS = ["run", "epoch", "sample", "cmap", "kind", "category", "embedding", "x", "y", "clustering", "cluster",
-              "finding"]  # fmt: skip
+              "finding", "bins"]  # fmt: skip
 VALUES = st.one_of(
     st.sampled_from(
         [
