@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import lightning.pytorch as pl
@@ -124,7 +124,9 @@ class ClArCCallback(Callback):
             raise argument_error(OWNER, "layer", "the name of a layer of the model (e.g. 'features.6')", layer)
         self.layer = layer
         if finding is not None and not isinstance(finding, str):
-            raise argument_error(OWNER, "finding", "a finding id (str, e.g. 'class_3/top-left-corner@0') or None", finding)
+            raise argument_error(
+                OWNER, "finding", "a finding id (str, e.g. 'class_3/top-left-corner@0') or None", finding
+            )
         self.finding = finding
         self.min_strength = check_float(min_strength, "min_strength", OWNER, 0.0, 1.0)
         self.from_epoch = check_int(from_epoch, "from_epoch", OWNER, 0)
@@ -236,7 +238,9 @@ class ClArCCallback(Callback):
         self._lrp._analysis.collect(trainer.loggers, wait=True)  # the epoch's analysis, finished
         key = current_analysis_key(store, epoch)
         if key is None:
-            log.warning("%s: epoch %d has no analysis (skipped by the background analysis); not revising yet", OWNER, epoch)
+            log.warning(
+                "%s: epoch %d has no analysis (skipped by the background analysis); not revising yet", OWNER, epoch
+            )
             return
         table = store.read_analysis_table(epoch, S.FINDINGS_TABLE, config_hash=key)
         grid = [int(v) for v in json.loads(table.schema.metadata[S.META_GRID_SHAPE])]
@@ -244,9 +248,7 @@ class ClArCCallback(Callback):
         if self.finding is not None:
             chosen = [f for f in findings if f.finding_id == self.finding]
         else:
-            chosen = [
-                f for f in findings if f.kind == S.FINDING_KIND_ARTIFACT and f.strength >= self.min_strength
-            ]
+            chosen = [f for f in findings if f.kind == S.FINDING_KIND_ARTIFACT and f.strength >= self.min_strength]
         if not chosen:
             self._nothing(store, final=epoch + 1 >= (trainer.max_epochs or 0))
             return
@@ -295,7 +297,8 @@ class ClArCCallback(Callback):
         }
         self._say(
             f"{OWNER}: epoch {epoch}: revising finding {finding.finding_id} ({finding.summary()}) with "
-            f"{self.method or 'nothing (measuring only)'} from epoch {epoch + 1}; CAV ({self.cav_method}) in {self.layer}: "
+            f"{self.method or 'nothing (measuring only)'} from epoch {epoch + 1}; "
+            f"CAV ({self.cav_method}) in {self.layer}: "
             f"held-out AUC {self.cav.auc:.2f}, accuracy {self.cav.accuracy:.2f}"
         )
 

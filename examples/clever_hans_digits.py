@@ -330,9 +330,7 @@ def print_table(rows: list[dict], epochs: int) -> None:
             hits = _targets(row, reference)
             met = "all met" if all(hits.values()) else "missed: " + ", ".join(k for k, v in hits.items() if not v)
         name = "unrevised" if row["method"] == "none" else row["method"]
-        print(
-            f"| {name} | {row['sensitivity']:.1%} | {row['clean_accuracy']:.3f} | {shares} | {met} |"
-        )
+        print(f"| {name} | {row['sensitivity']:.1%} | {row['clean_accuracy']:.3f} | {shares} | {met} |")
     print(
         f"targets: sensitivity <= {MAX_SENSITIVITY:.0%}, clean accuracy within {MAX_ACCURACY_DROP * 100:.0f} point "
         f"of the unrevised run, corner share within {MAX_SHARE_RATIO:.0f}x the rest of the class"
@@ -358,7 +356,9 @@ def revise_main(args: argparse.Namespace, settings: Settings) -> int:
         rows.append(revision_row(method, result))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"rows": rows, "runs": {k: asdict(v) for k, v in results.items()}}, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps({"rows": rows, "runs": {k: asdict(v) for k, v in results.items()}}, indent=2) + "\n"
+        )
     if settings.control:
         reference = rows[0]
         ok = all(

@@ -205,7 +205,11 @@ def fit_cav(
     holdout = check_float(holdout, "holdout", OWNER, 0.0, 0.9)
     regularization = check_float(regularization, "regularization", OWNER, 1e-12, None, note="e.g. 1.0")
     seed = check_int(seed, "seed", OWNER, 0)
-    x = activations.detach().double().cpu().numpy() if isinstance(activations, torch.Tensor) else np.asarray(activations)
+    x = (
+        activations.detach().double().cpu().numpy()
+        if isinstance(activations, torch.Tensor)
+        else np.asarray(activations)
+    )
     x = np.asarray(x, dtype=np.float64)
     t = np.asarray(is_artifact, dtype=bool).reshape(-1)
     if x.ndim != 2 or x.shape[0] != t.size:

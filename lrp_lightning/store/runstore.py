@@ -337,7 +337,8 @@ class RunStore(_AnalysisTables):
             unknown = sorted(set(record) - set(REVISION_RECORD_KEYS))
             if unknown:
                 raise ValueError(
-                    f"record_revisions: unknown revision record keys {unknown}; the keys are {list(REVISION_RECORD_KEYS)}"
+                    f"record_revisions: unknown revision record keys {unknown}; "
+                    f"the keys are {list(REVISION_RECORD_KEYS)}"
                 )
         data = self.manifest
         data[REVISIONS_KEY] = _normalise_json(records, REVISIONS_KEY)
