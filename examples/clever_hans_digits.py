@@ -337,15 +337,37 @@ def print_table(rows: list[dict], epochs: int) -> None:
     )
 
 
+def _revision_run(out: Path, settings: Settings) -> Result:
+    """One run of ``--revise`` (a top-level function: ``--jobs`` runs it in worker processes)."""
+    import torch
+
+    if os.environ.get("LRP_DEMO_THREADS"):
+        torch.set_num_threads(int(os.environ["LRP_DEMO_THREADS"]))
+    return run(out, settings, verbose=False)
+
+
 def revise_main(args: argparse.Namespace, settings: Settings) -> int:
     """``--revise``: the unrevised reference run, then the chosen method(s), and the table of targets."""
+    from dataclasses import replace
+
     methods = ["rrclarc", "pclarc", "aclarc"] if args.revise == "all" else [args.revise]
     runs = ["none", *[m for m in methods if m != "none"]]
+    settings_of = {method: replace(settings, revise=method) for method in runs}
+    if args.jobs > 1:  # the runs are independent and seeded alike: worker processes give the same results
+        import concurrent.futures
+        import multiprocessing
+
+        os.environ["LRP_DEMO_THREADS"] = "1"
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
+            futures = {m: pool.submit(_revision_run, args.out, settings_of[m]) for m in runs}
+            done = {m: f.result() for m, f in futures.items()}
+    else:
+        done = {m: _revision_run(args.out, settings_of[m]) for m in runs}
     rows, results = [], {}
     for method in runs:
         print(f"\n=== run: {'unrevised (measured only)' if method == 'none' else method} ===")
-        settings.revise = method
-        result = run(args.out, settings, verbose=False)
+        result = done[method]
         record = result.revision or {}
         print(
             f"finding {record.get('finding_id')} from epoch {record.get('found_epoch')}; "
@@ -526,6 +548,9 @@ def main(argv: list[str] | None = None) -> int:
         help="also unlearn the found watermark with ClArCCallback from the epoch after it is found: a ClArC method, "
         "'none' (the unrevised reference, measured the same way) or 'all' (the reference and the three methods, "
         "then a table of the targets)",
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="with --revise: run the runs in this many worker processes (default 1)"
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the result as JSON to this file")
     args = parser.parse_args(argv)
