@@ -149,7 +149,8 @@ def test_clever_hans_demo_revises_the_watermark_away(tmp_path):
     # the shortcut: pasting the finding's corner flips other digits to 3 before, hardly after
     assert before["artifact_sensitivity"] >= 0.05
     assert after["artifact_sensitivity"] <= before["artifact_sensitivity"] / 3
-    assert result.shortcut_rate <= 0.05  # the demo's own check, with its watermark function
+    # the demo's own check, with its watermark function (about 20% and more without revision)
+    assert result.shortcut_rate <= 0.1
     # the same numbers are TensorBoard scalars
     events = EventAccumulator(result.run_dir, size_guidance={"scalars": 0}).Reload()
     logged = [e.value for e in events.Scalars(S.revision_tag("artifact_sensitivity"))]
