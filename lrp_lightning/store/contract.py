@@ -540,14 +540,7 @@ MEAN_STABILITY_TAG = "lrp/all/mean_stability"
 """Mean cosine similarity of the samples' maps to the previous complete epoch's."""
 
 
-REVISION_SCALARS = (
-    "artifact_sensitivity",
-    "finding_share",
-    "rest_share",
-    "clean_accuracy",
-    "revising",
-    "penalty",
-)
+REVISION_SCALARS = ("artifact_sensitivity", "finding_share", "rest_share", "clean_accuracy", "revising", "penalty")
 """What the ``ClArCCallback`` logs per epoch as ``lrp/revise_<name>`` (:func:`revision_tag`): the share
 of clean samples of other classes that flip to the artifact's class with the artifact pasted in, the
 finding's samples' and the rest of its class's share of absolute relevance in its region, the
