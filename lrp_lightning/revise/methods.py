@@ -24,7 +24,6 @@ RR-ClArC (Dreyer et al., AAAI 2024), :class:`RRClArC`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -242,9 +241,3 @@ def check_method(method: Any, owner: str) -> str:
     if value not in METHODS:
         raise argument_error(owner, "method", f"one of {', '.join(repr(m) for m in METHODS)}", method)
     return value
-
-
-def labels_or_none(labels: Sequence[int] | torch.Tensor | None) -> torch.Tensor | None:
-    if labels is None:
-        return None
-    return labels if isinstance(labels, torch.Tensor) else torch.as_tensor(labels)
