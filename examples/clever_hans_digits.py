@@ -74,6 +74,7 @@ class Settings:
     seed: int = 0
     control: bool = False  # the watermark on part of every class: it predicts nothing, so nothing to flag
     revise: str | None = None  # "rrclarc", "pclarc", "aclarc" or "none" (measure only): adds a ClArCCallback
+    layer: str = LAYER  # the layer of the artifact direction (with revise)
 
 
 @dataclass
@@ -454,7 +455,7 @@ def run(out: Path, settings: Settings, verbose: bool = True) -> Result:
         from lrp_lightning import ClArCCallback
 
         # the CAV lives in the second conv block's pooled output (32 x 6 x 6): the papers' late conv layer
-        callbacks.append(ClArCCallback(**REVISE[settings.revise], verbose=verbose))
+        callbacks.append(ClArCCallback(**{**REVISE[settings.revise], "layer": settings.layer}, verbose=verbose))
     logger = TensorBoardLogger(save_dir=str(out), name=settings.revise or "digits")
     trainer = L.Trainer(
         max_epochs=settings.epochs,
@@ -557,6 +558,9 @@ def main(argv: list[str] | None = None) -> int:
         "then a table of the targets)",
     )
     parser.add_argument(
+        "--layer", default=LAYER, help=f"with --revise: the layer of the artifact direction (default {LAYER})"
+    )
+    parser.add_argument(
         "--jobs", type=int, default=1, help="with --revise: run the runs in this many worker processes (default 1)"
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the result as JSON to this file")
@@ -569,6 +573,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--epochs must be at least 1")
         settings.epochs = args.epochs
     if args.revise is not None:
+        settings.layer = args.layer
         return revise_main(args, settings)
     result = run(args.out, settings)
     if args.json is not None:
