@@ -208,7 +208,8 @@ class ClArCCallback(Callback):
         if lrp_store is None:
             return
         epoch = trainer.current_epoch
-        if self.record is None and epoch >= self.from_epoch:
+        explained = epoch in {info.epoch for info in lrp_store.epochs()}  # (LRPCallback's every_n_epochs)
+        if self.record is None and epoch >= self.from_epoch and explained:
             self._choose(trainer, pl_module, lrp_store, epoch)
         if self.record is None or self.record[S.REVISION_STATUS] != S.REVISION_STATUS_ACTIVE:
             return
