@@ -817,6 +817,28 @@ def test_findings_of_runs_without_them_are_an_empty_list_that_says_why(client, t
     assert [f["last_epoch"] for f in new["findings"]] == [0]
 
 
+def test_findings_carry_the_runs_revisions_without_member_ids(tmp_path):
+    from synthetic_runs import revision_record
+
+    store = build_run(tmp_path / "revised", epochs=3, samples=12)
+    record = revision_record(WATERMARK_FINDING.format(first=0), start_epoch=1, epochs=3)
+    record["member_ids"] = [1, 2, 3]
+    store.record_revisions([record])
+    fresh, _ = make_app(tmp_path)
+    (revision,) = json.loads(ok(fresh, route("findings", run="revised")).data)["revisions"]
+    assert (revision["finding_id"], revision["method"], revision["status"]) == (
+        record["finding_id"],
+        "rrclarc",
+        "revising",
+    )
+    assert (revision["found_epoch"], revision["start_epoch"], revision["cav_auc"]) == (0, 1, 0.97)
+    assert [e["epoch"] for e in revision["epochs"]] == [0, 1, 2]
+    assert [e["strength"] for e in revision["epochs"]] == pytest.approx([0.75, 0.05, 0.05])
+    assert [e["artifact_sensitivity"] for e in revision["epochs"]] == [0.2, 0.01, 0.01]
+    assert "member_ids" not in revision
+    assert json.loads(ok(fresh, route("findings", run="revised")).data)["findings"]  # the findings are unchanged
+
+
 def test_finding_map_is_the_mean_of_its_members_normalised_heatmaps(client, logdir):
     finding = WATERMARK_FINDING.format(first=0)
     members = _watermarked(logdir, GOOD)

@@ -6,6 +6,7 @@ import { lineChart } from "../charts.js";
 import { h, replace } from "../dom.js";
 import { metaText } from "../format.js";
 import { isSequenceRun, sampleDetail } from "../relevance.js";
+import { revisionMarks } from "./findings.js";
 
 class Timeline {
   constructor(app) {
@@ -36,6 +37,12 @@ class Timeline {
       replace(this.element, h("p", { class: "error", text: error.message }));
       this.element.classList.remove("hidden");
       return;
+    }
+    let marks = [];
+    try { // where a revision started (ClArCCallback): the findings answer, cached, holds it
+      marks = revisionMarks((await app.fetchCached("json", "findings", { run })).revisions);
+    } catch {
+      marks = []; // a run without analysis: no marks
     }
     if (app.state.sample !== id || app.state.run !== run) return;
     const s = app.state;
@@ -72,8 +79,8 @@ class Timeline {
       : h("div", { class: "timeline-body" + (s.px ? " pixelated" : "") }, input, strip);
     replace(this.element, head, details, body,
       h("div", { class: "charts" },
-        lineChart({ xs: data.epoch, ys: data.score, good, current: s.epoch, label: "score", onPick: pick }),
-        lineChart({ xs: data.epoch, ys: data.probability, good, current: s.epoch, label: "probability", onPick: pick })));
+        lineChart({ xs: data.epoch, ys: data.score, good, current: s.epoch, label: "score", onPick: pick, marks }),
+        lineChart({ xs: data.epoch, ys: data.probability, good, current: s.epoch, label: "probability", onPick: pick, marks })));
     this.element.classList.remove("hidden");
     this.element.dataset.sample = String(id);
     if (scroll) this.element.scrollIntoView({ block: "nearest" });
