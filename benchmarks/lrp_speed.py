@@ -9,6 +9,11 @@ the method ran, in a fresh process per method, after resetting the mark through 
 
     python benchmarks/lrp_speed.py --memory               # issue targets: batch 8, 224x224
     python benchmarks/lrp_speed.py --batch 2 --size 112 --repeats 3 --models vgg16
+    python benchmarks/lrp_speed.py --transformers         # text encoder: AttnLRP vs gradient vs LXT 2.1
+
+``--transformers`` times a BERT-base-sized encoder (12 layers, hidden 768, 12 heads, random init, batch 8,
+128 tokens): AttnLRP through :class:`~lrp_lightning.huggingface.BertCanonizer`, the plain gradient x input
+of the token embeddings, and LXT 2.1 (its patches applied around each of its runs and removed after).
 
 zennit is a peer used only here and in tests (the ``test`` extra).
 """
@@ -116,6 +121,74 @@ def timed(fn, x, target, device):
     return time.perf_counter() - start, result
 
 
+def transformer_rows(args, device) -> None:
+    """AttnLRP vs gradient vs LXT 2.1 on a BERT-base-sized encoder, interleaved, median and spread."""
+    import torch.nn as nn
+    import transformers
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "lrp"))
+    from hf_testing import lxt_patched
+
+    from lrp_lightning import types as ltypes
+    from lrp_lightning.composites import LayerMapComposite
+    from lrp_lightning.huggingface import BertCanonizer, _LayerNormRule
+    from lrp_lightning.layer import Sum
+    from lrp_lightning.rules import Epsilon, Norm, Pass
+
+    batch, length = args.batch, args.tokens
+    config = transformers.BertConfig(num_labels=2, attn_implementation="eager")
+    torch.manual_seed(0)
+    model = transformers.BertForSequenceClassification(config).eval().to(device)
+    with lxt_patched("bert") as modeling:
+        lxt_model = modeling.BertForSequenceClassification(config).eval().to(device)
+        lxt_model.load_state_dict(model.state_dict())
+    ids = torch.randint(1000, config.vocab_size, (batch, length), device=device)
+    embeds = model.get_input_embeddings()(ids).detach()
+    seed = torch.zeros(batch, 2, device=device)
+    seed[:, 0] = 1.0
+    composite = LayerMapComposite(
+        [(ltypes.Activation, Pass()), (Sum, Norm()), (nn.Linear, Epsilon()), (nn.LayerNorm, _LayerNormRule())],
+        canonizers=[BertCanonizer()],
+    )
+
+    def ours():
+        leaf = embeds.clone().requires_grad_(True)
+        with composite.context(model):
+            (relevance,) = torch.autograd.grad(model(inputs_embeds=leaf).logits, leaf, seed)
+        return relevance
+
+    def gradient():
+        leaf = embeds.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(model(inputs_embeds=leaf).logits, leaf, seed)
+        return grad * leaf
+
+    def lxt():
+        with lxt_patched("bert"):
+            leaf = embeds.clone().requires_grad_(True)
+            (grad,) = torch.autograd.grad(lxt_model(inputs_embeds=leaf).logits, leaf, seed)
+        return grad * leaf
+
+    runners = {"ours": ours, "grad": gradient, "lxt": lxt}
+    times = {key: [] for key in runners}
+    for fn in runners.values():  # warm-up
+        fn()
+    for _ in range(args.repeats):
+        for key, fn in runners.items():
+            elapsed, _ = timed(lambda x, t, fn=fn: fn(), None, None, device)
+            times[key].append(elapsed)
+            print(f"  {key}: {elapsed:.3f} s", file=sys.stderr, flush=True)
+    med = {key: statistics.median(values) for key, values in times.items()}
+    spread = {key: (min(values), max(values)) for key, values in times.items()}
+    print(f"text encoder: BERT-base config, batch {batch}, {length} tokens, float32; median of {args.repeats}")
+    print(f"{'method':8s} {'median s':>9s} {'min s':>7s} {'max s':>7s}")
+    for key in runners:
+        print(f"{key:8s} {med[key]:9.3f} {spread[key][0]:7.3f} {spread[key][1]:7.3f}", flush=True)
+    print(
+        f"AttnLRP / gradient: {med['ours'] / med['grad']:.2f}   AttnLRP / LXT: {med['ours'] / med['lxt']:.2f}",
+        flush=True,
+    )
+
+
 def main() -> None:
     if len(sys.argv) == 7 and sys.argv[1] == "--measure-memory":
         model_name, name, method, batch, size = sys.argv[2:]
@@ -129,8 +202,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--memory", action="store_true", help="CPU: peak memory per method in fresh processes")
+    parser.add_argument("--transformers", action="store_true", help="time a BERT-base-sized text encoder instead")
+    parser.add_argument("--tokens", type=int, default=128, help="sequence length of --transformers")
     args = parser.parse_args()
     device = torch.device(args.device)
+    if args.transformers:
+        transformer_rows(args, device)
+        return
     torch.manual_seed(0)
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
