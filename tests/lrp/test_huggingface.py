@@ -219,3 +219,25 @@ def test_warns_when_blocks_keep_their_forward():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         warn_uncanonized(nn.Sequential(nn.Linear(2, 2)), "attn_lrp")
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2", "llama"])
+def test_token_ids_through_the_attributor_conserve(family):
+    """Gradient on token ids: under CP-LRP without biases the per-token relevance sums to the initial
+    relevance (1, one-hot target); padding (attention_mask 0) gets exactly 0."""
+    from lrp_lightning.attribution import Gradient
+
+    model = tiny_model(family)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("bias") or "position_embeddings" in name or "token_type" in name or "wpe" in name:
+                param.zero_()
+    ids = torch.randint(1, 100, (2, 6), generator=torch.Generator().manual_seed(3))
+    mask = torch.ones_like(ids)
+    mask[1, 4:] = 0
+    rules = composite(CANONIZERS[family](variant="cp_lrp", epsilon=EPSILON))
+    with Gradient(model, rules, output="logits") as attributor:
+        _, relevance = attributor({"input_ids": ids, "attention_mask": mask}, 1)
+    assert relevance.shape == (2, 6)
+    torch.testing.assert_close(relevance[0].sum(), torch.tensor(1.0, dtype=torch.float64), rtol=1e-9, atol=1e-12)
+    assert torch.all(relevance[1, 4:] == 0.0) and float(relevance[1, :4].abs().sum()) > 0.1
