@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn as nn
 
+from ._conservation import check_conservation
 from ._model_io import OutputSpec, call_model, check_output_spec, padding_mask_of, select_output, token_ids_of
 from ._validation import argument_error, check_choice, check_int, check_type
 from .core import BasicHook, Composite
@@ -246,6 +247,7 @@ class Attributor:
         )
         if gradient is None:
             gradient = torch.zeros_like(leaf)
+        check_conservation(self.model, self.composite, weights, gradient)
         return (output if self.create_graph else output.detach()), gradient
 
     def token_grad(self, inputs: Tensor | Mapping[str, Any], target: Target) -> tuple[Tensor, Tensor]:
@@ -255,12 +257,13 @@ class Attributor:
             raise argument_error(type(self).__name__, "input", "token ids of shape (batch, tokens)", ids)
         batch, length = ids.shape
         captured: list[Tensor] = []
+        skipped: list[nn.Module] = []
 
         def capture(module: nn.Module, args: tuple, out: Any) -> Tensor | None:
             # an embedding output over the tokens, (B, T, H), or broadcast to them (position embeddings (1, T, H))
-            if not isinstance(out, Tensor) or not out.is_floating_point() or out.ndim != 3:
-                return None
-            if out.shape[1] != length or out.shape[0] not in (1, batch):
+            shaped = isinstance(out, Tensor) and out.is_floating_point() and out.ndim == 3
+            if not shaped or out.shape[1] != length or out.shape[0] not in (1, batch):
+                skipped.append(module)
                 return None
             leaf = out.detach().expand(batch, length, out.shape[-1]).clone().requires_grad_(True)
             captured.append(leaf)
@@ -298,6 +301,8 @@ class Attributor:
         for leaf, gradient in zip(captured, gradients):
             if gradient is not None:
                 relevance = relevance + (gradient if relevance_flows else gradient * leaf).sum(-1)
+        if not skipped:
+            check_conservation(self.model, self.composite, weights, relevance)
         mask = padding_mask_of(inputs)
         if mask is not None:
             relevance = relevance.masked_fill(mask.to(relevance.device).reshape(batch, length) == 0, 0.0)
@@ -409,7 +414,7 @@ class IntegratedGradients(Attributor):
         baseline = self.baseline_fn(input)
         if isinstance(target, str) and target == "prediction":
             with torch.no_grad():
-                target = self.model(input).argmax(dim=1)
+                target = select_output(self.model(input), self.output, type(self).__name__).argmax(dim=1)
         result = torch.zeros_like(input)
         output = None
         for alpha in torch.linspace(1.0 / self.n_iter, 1.0, self.n_iter):
@@ -434,6 +439,8 @@ class Occlusion(Attributor):
     stride : int or tuple of int, default 8
     fill_fn : callable, optional
         ``input -> values of hidden elements``; zeros by default.
+    output : None, str, int or callable, optional
+        Which part of the model's output holds the scores (see :class:`Attributor`).
     """
 
     def __init__(
@@ -444,8 +451,9 @@ class Occlusion(Attributor):
         window: int | tuple[int, ...] = 8,
         stride: int | tuple[int, ...] = 8,
         fill_fn: Callable[[Tensor], Tensor] | None = None,
+        output: OutputSpec = None,
     ) -> None:
-        super().__init__(model, composite, attr_output)
+        super().__init__(model, composite, attr_output, output=output)
         for label, value in (("window", window), ("stride", stride)):
             values = (value,) if isinstance(value, int) else tuple(value)
             if not values or not all(isinstance(v, int) and v > 0 for v in values):
@@ -467,7 +475,7 @@ class Occlusion(Attributor):
         window = self._shape(self.window, sample_shape)
         stride = self._shape(self.stride, sample_shape)
         with torch.no_grad():
-            output = self.model(input)
+            output = select_output(self.model(input), self.output, type(self).__name__)
             weights = output_weights(output, target)
             reduce_dims = tuple(range(1, output.ndim))
             base_score = (weights * output).sum(reduce_dims)
@@ -480,7 +488,7 @@ class Occlusion(Attributor):
                 region = tuple(slice(o, o + w) for o, w in zip(offset, window))
                 occluded = input.clone()
                 occluded[(slice(None),) + region] = fill[(slice(None),) + region]
-                score = (weights * self.model(occluded)).sum(reduce_dims)
+                score = (weights * select_output(self.model(occluded), self.output)).sum(reduce_dims)
                 drop = (base_score - score)[(slice(None),) + (None,) * len(sample_shape)]
                 total[(slice(None),) + region] += drop
                 counts[region] += 1
