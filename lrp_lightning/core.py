@@ -730,12 +730,8 @@ class Composite:
         return f"{type(self).__name__}(canonizers={self.canonizers!r})"
 
 
-#: instance attribute a canonizer sets (temporarily) on a module whose forward applies its rule itself
-RULE_IN_FORWARD = "lrp_rule_in_forward"
-
-
 def _needs_rule(module: nn.Module) -> bool:
-    if next(module.children(), None) is not None or module.__dict__.get(RULE_IN_FORWARD, False):
+    if next(module.children(), None) is not None:
         return False
     return not isinstance(module, PASS_THROUGH_TYPES + ltypes.Activation + ltypes.BatchNorm)
 

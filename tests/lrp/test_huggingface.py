@@ -17,18 +17,10 @@ pytest.importorskip("transformers")
 
 from hf_testing import embeddings_of, lxt_relevance, tiny_model  # noqa: E402
 
-from lrp_lightning import types as ltypes  # noqa: E402
 from lrp_lightning.canonizers import auto_canonizers  # noqa: E402
-from lrp_lightning.composites import LayerMapComposite  # noqa: E402
+from lrp_lightning.composites import get_composite  # noqa: E402
 from lrp_lightning.core import MissingRuleError  # noqa: E402
-from lrp_lightning.huggingface import (  # noqa: E402
-    BertCanonizer,
-    GPT2Canonizer,
-    LlamaCanonizer,
-    _LayerNormRule,
-)
-from lrp_lightning.layer import Sum  # noqa: E402
-from lrp_lightning.rules import Epsilon, Norm, Pass  # noqa: E402
+from lrp_lightning.huggingface import BertCanonizer, GPT2Canonizer, LlamaCanonizer  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -36,23 +28,19 @@ EPSILON = 1e-14
 CANONIZERS = {"bert": BertCanonizer, "gpt2": GPT2Canonizer, "llama": LlamaCanonizer}
 
 
-def composite(canonizer, epsilon=EPSILON):
-    return LayerMapComposite(
-        [
-            (ltypes.Activation, Pass()),
-            (Sum, Norm(epsilon)),
-            (nn.Linear, Epsilon(epsilon)),
-            (nn.LayerNorm, _LayerNormRule(epsilon)),
-        ],
-        canonizers=[canonizer],
-        strict=True,
-    )
+def canonizer(family):
+    return GPT2Canonizer(epsilon=EPSILON) if family == "gpt2" else CANONIZERS[family]()
 
 
-def relevance(model, canonizer, embeds, target, **kwargs):
+def composite(canonizer, variant="attn_lrp"):
+    """The engine's AttnLRP / CP-LRP composite with ``canonizer``, stabilizers tiny (LXT uses none)."""
+    return get_composite(variant, epsilon=EPSILON, stabilizer=EPSILON, canonizers=[canonizer])
+
+
+def relevance(model, canonizer, embeds, target, variant="attn_lrp", **kwargs):
     """Our relevance of ``embeds`` with the logit of ``target`` as the initial relevance."""
     leaf = embeds.clone().requires_grad_(True)
-    with composite(canonizer).context(model):
+    with composite(canonizer, variant).context(model):
         logits = model(inputs_embeds=leaf, **kwargs).logits
         seed = torch.zeros_like(logits)
         seed[torch.arange(len(logits)), target] = 1.0
@@ -88,7 +76,7 @@ def test_parity_with_lxt(family, implementation, variant, tolerance):
     model = tiny_model(family, implementation)
     embeds, target = inputs(model)
     ours_variant = "attn_lrp" if variant == "attnLRP" else "cp_lrp"
-    ours, logits = relevance(model, CANONIZERS[family](variant=ours_variant, epsilon=EPSILON), embeds, target)
+    ours, logits = relevance(model, canonizer(family), embeds, target, ours_variant)
     theirs, their_logits = lxt_relevance(family, model, embeds, target, variant=variant)
     torch.testing.assert_close(logits, their_logits, rtol=1e-12, atol=1e-15)
     assert relative_error(ours, theirs) < tolerance
@@ -103,7 +91,7 @@ def test_parity_with_lxt_with_padding():
     embeds, target = inputs(model)
     mask = torch.ones(2, 7, dtype=torch.long)
     mask[1, 4:] = 0
-    ours, _ = relevance(model, BertCanonizer(epsilon=EPSILON), embeds, target, attention_mask=mask)
+    ours, _ = relevance(model, BertCanonizer(), embeds, target, attention_mask=mask)
     theirs, _ = lxt_relevance("bert", model, embeds, target, attention_mask=mask)
     assert relative_error(ours, theirs) < 1e-9
 
@@ -117,7 +105,7 @@ def test_cp_lrp_conserves_without_biases(family):
             if name.endswith("bias") or "position_embeddings" in name or "token_type" in name or "wpe" in name:
                 param.zero_()
     embeds, target = inputs(model)
-    ours, logits = relevance(model, CANONIZERS[family](variant="cp_lrp", epsilon=EPSILON), embeds, target)
+    ours, logits = relevance(model, canonizer(family), embeds, target, "cp_lrp")
     expected = logits[torch.arange(2), target]
     torch.testing.assert_close(ours.sum((1, 2)), expected, rtol=1e-9, atol=1e-12)
 
@@ -166,9 +154,10 @@ def test_auto_picks_the_family_canonizer(family):
 def test_without_canonizer_a_strict_composite_refuses_the_activation():
     model = tiny_model("bert")
     embeds, target = inputs(model)
-    strict = LayerMapComposite([(nn.Linear, Epsilon()), (nn.LayerNorm, _LayerNormRule())], strict=True)
-    with pytest.raises(MissingRuleError, match="GELUActivation"), strict.context(model):
-        model(inputs_embeds=embeds.requires_grad_(True))
+    with pytest.warns(UserWarning, match="BertCanonizer"):
+        strict = get_composite("attn_lrp", canonizers=[])
+        with pytest.raises(MissingRuleError, match="GELUActivation"), strict.context(model):
+            model(inputs_embeds=embeds.requires_grad_(True))
 
 
 def test_token_ids_reach_the_embedding_output():
@@ -205,8 +194,6 @@ def test_refuses_a_key_value_cache():
 
 
 def test_bad_arguments_are_named():
-    with pytest.raises(ValueError, match="variant"):
-        BertCanonizer(variant="attnlrp")
     with pytest.raises(ValueError, match="epsilon"):
         GPT2Canonizer(epsilon=-1.0)
 
@@ -235,7 +222,7 @@ def test_token_ids_through_the_attributor_conserve(family):
     ids = torch.randint(1, 100, (2, 6), generator=torch.Generator().manual_seed(3))
     mask = torch.ones_like(ids)
     mask[1, 4:] = 0
-    rules = composite(CANONIZERS[family](variant="cp_lrp", epsilon=EPSILON))
+    rules = composite(canonizer(family), "cp_lrp")
     with Gradient(model, rules, output="logits") as attributor:
         _, relevance = attributor({"input_ids": ids, "attention_mask": mask}, 1)
     assert relevance.shape == (2, 6)
