@@ -12,7 +12,8 @@ the method ran, in a fresh process per method, after resetting the mark through 
     python benchmarks/lrp_speed.py --transformers         # text encoder: AttnLRP vs gradient vs LXT 2.1
 
 ``--transformers`` times a BERT-base-sized encoder (12 layers, hidden 768, 12 heads, random init, batch 8,
-128 tokens): AttnLRP through :class:`~lrp_lightning.huggingface.BertCanonizer`, the plain gradient x input
+128 tokens): AttnLRP (composite ``attn_lrp``, which picks :class:`~lrp_lightning.huggingface.BertCanonizer`),
+the plain gradient x input
 of the token embeddings, and LXT 2.1 (its patches applied around each of its runs and removed after).
 
 zennit is a peer used only here and in tests (the ``test`` extra).
@@ -123,17 +124,10 @@ def timed(fn, x, target, device):
 
 def transformer_rows(args, device) -> None:
     """AttnLRP vs gradient vs LXT 2.1 on a BERT-base-sized encoder, interleaved, median and spread."""
-    import torch.nn as nn
     import transformers
 
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "lrp"))
     from hf_testing import lxt_patched
-
-    from lrp_lightning import types as ltypes
-    from lrp_lightning.composites import LayerMapComposite
-    from lrp_lightning.huggingface import BertCanonizer, _LayerNormRule
-    from lrp_lightning.layer import Sum
-    from lrp_lightning.rules import Epsilon, Norm, Pass
 
     batch, length = args.batch, args.tokens
     config = transformers.BertConfig(num_labels=2, attn_implementation="eager")
@@ -146,10 +140,7 @@ def transformer_rows(args, device) -> None:
     embeds = model.get_input_embeddings()(ids).detach()
     seed = torch.zeros(batch, 2, device=device)
     seed[:, 0] = 1.0
-    composite = LayerMapComposite(
-        [(ltypes.Activation, Pass()), (Sum, Norm()), (nn.Linear, Epsilon()), (nn.LayerNorm, _LayerNormRule())],
-        canonizers=[BertCanonizer()],
-    )
+    composite = get_composite("attn_lrp", canonizers="auto")  # picks BertCanonizer
 
     def ours():
         leaf = embeds.clone().requires_grad_(True)

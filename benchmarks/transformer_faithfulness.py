@@ -7,7 +7,7 @@ Two tiny transformers are trained here, on CPU, on generated data (a minute or t
 * a text transformer: a 2-layer BERT-style encoder over 24 tokens; the class is given by keywords (one
   keyword set per class) placed among random filler tokens.
 
-For every held-out sample, AttnLRP (:class:`~lrp_lightning.huggingface.BertCanonizer`), input x gradient
+For every held-out sample, AttnLRP (composite ``attn_lrp``, canonizers ``auto``), input x gradient
 and a random map are scored with :class:`lrp_lightning.metrics.RegionPerturbation`: the most relevant
 patches (images: 4x4 pixels) or tokens (text: a token's embedding set to zero) are removed first and the
 area over the perturbation curve of the target logit is reported (AOPC, higher = more faithful). As in the
@@ -26,12 +26,8 @@ import torch
 import torch.nn as nn
 import transformers
 
-from lrp_lightning import types as ltypes
-from lrp_lightning.composites import LayerMapComposite
-from lrp_lightning.huggingface import BertCanonizer, _LayerNormRule
-from lrp_lightning.layer import Sum
+from lrp_lightning.composites import get_composite
 from lrp_lightning.metrics import RegionPerturbation
-from lrp_lightning.rules import Epsilon, Norm, Pass
 
 HIDDEN, LAYERS, HEADS = 32, 2, 2
 
@@ -119,11 +115,7 @@ def train(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, epochs: 
 
 
 def attn_lrp(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    composite = LayerMapComposite(
-        [(ltypes.Activation, Pass()), (Sum, Norm()), (nn.Linear, Epsilon()), (nn.LayerNorm, _LayerNormRule())],
-        canonizers=[BertCanonizer()],
-        strict=True,
-    )
+    composite = get_composite("attn_lrp", canonizers="auto")  # picks BertCanonizer for the encoder
     leaf = inputs.clone().requires_grad_(True)
     with composite.context(model):
         output = model(leaf)
