@@ -29,7 +29,8 @@ every rule below returns the relevance of its inputs. Formulas (``R`` the releva
 Building blocks for canonizers (reused by model-family canonizers):
 
 * :class:`MatMul` (and its roles :class:`AttentionScores`, :class:`AttentionValues`), :class:`Multiply`,
-  :class:`Pointwise`, ``nn.Softmax``, :class:`~lrp_lightning.layer.Sum` — operation modules. They compute
+  :class:`Functional` (any differentiable function, e.g. rotary embeddings; epsilon rule through its
+  Jacobian), :class:`Pointwise`, ``nn.Softmax``, :class:`~lrp_lightning.layer.Sum` — operation modules. They compute
   exactly the functional operation; while a composite gives them a rule, an attributed call runs the rule
   in the backward pass. :class:`Projection` is a part of a packed weight (``in_proj_weight[:E]``) as a
   parameter-free ``nn.Linear``, so linear rules (Epsilon, Gamma) apply to it.
@@ -80,6 +81,8 @@ __all__ = [
     "AttentionValues",
     "CPMatMul",
     "ConstantFactor",
+    "EpsilonFunctional",
+    "Functional",
     "LayerNormRule",
     "MatMul",
     "Multiply",
@@ -201,6 +204,27 @@ class Multiply(_Op):
 
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         return self._run(torch.mul, (a, b))
+
+
+class Functional(_Op):
+    """Any differentiable function of one or more tensors as a module, e.g. rotary position embeddings
+    (``q * cos + rotate_half(q) * sin``) or a scaling; composites give it :class:`EpsilonFunctional`.
+
+    Parameters
+    ----------
+    function : callable
+        ``(*tensors) -> tensor``.
+    """
+
+    def __init__(self, function: Callable[..., Tensor]) -> None:
+        super().__init__()
+        self.function = function
+
+    def forward(self, *inputs: Tensor) -> Tensor:
+        return self._run(self.function, inputs)
+
+    def extra_repr(self) -> str:
+        return getattr(self.function, "__name__", repr(self.function))
 
 
 class Pointwise(nn.Module):
@@ -453,6 +477,38 @@ class CPMatMul(UniformMatMul):
         return None, b * (a.transpose(-2, -1) @ ratio).sum_to_size(b.shape)
 
 
+class EpsilonFunctional(OpRule):
+    """The epsilon rule for any function ``y = f(x_1, ..., x_n)`` of a :class:`Functional` module.
+
+    ``R_{x_k} = x_k * J_k^T (R / y)`` with the Jacobian of ``f`` (autograd): Taylor's first-order term at
+    the input, which is the epsilon rule for a function that is linear in its inputs (rotary embeddings,
+    scalings, sums), with anything that is not (a bias) absorbing its share.
+
+    Parameters
+    ----------
+    epsilon : float or callable, default 1e-6
+        Stabilizer of ``y``.
+    """
+
+    def __init__(self, epsilon: float | Callable[[Tensor], Tensor] = 1e-6) -> None:
+        self.epsilon = epsilon
+        self._stabilize = Stabilizer.ensure(epsilon)
+
+    def relevance(self, module, inputs, output, relevance):
+        used = [i for i, x in enumerate(inputs) if x.requires_grad]
+        leaves = [x.detach().requires_grad_(i in used) for i, x in enumerate(inputs)]
+        with torch.enable_grad():
+            out = module.function(*leaves)
+            gradients = torch.autograd.grad(out, [leaves[i] for i in used], relevance / self._stabilize(out.detach()))
+        result: list[Tensor | None] = [None] * len(inputs)
+        for i, gradient in zip(used, gradients):
+            result[i] = inputs[i] * gradient
+        return tuple(result)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(epsilon={self.epsilon})"
+
+
 class UniformProduct(OpRule):
     """AttnLRP's rule for element-wise products ``a * b`` (gates): ``R_a = R_b = R / 2``."""
 
@@ -552,12 +608,13 @@ def merge_masks(
     keys: int,
     dtype: torch.dtype,
     is_causal: bool = False,
+    device: torch.device | None = None,
 ) -> Tensor | None:
     """One additive mask broadcastable to ``(batch, heads, queries, keys)`` (``-inf`` where masked).
 
     ``attn_mask``: ``(queries, keys)``, ``(batch * heads, queries, keys)`` or 4-D; ``key_padding_mask``:
     ``(batch, keys)``. Boolean masks are True where attention is *not* allowed (torch's convention); float
-    masks are added. ``is_causal`` without ``attn_mask`` masks the future.
+    masks are added. ``is_causal`` without ``attn_mask`` masks the future (a mask made on ``device``).
     """
 
     def additive(mask: Tensor) -> Tensor:
@@ -567,7 +624,7 @@ def merge_masks(
 
     merged = None
     if attn_mask is None and is_causal:
-        attn_mask = torch.ones(queries, keys, dtype=torch.bool).triu(1)
+        attn_mask = torch.ones(queries, keys, dtype=torch.bool, device=device).triu(1)
     if attn_mask is not None:
         mask = additive(attn_mask)
         if mask.ndim == 3:

@@ -35,6 +35,8 @@ from .attention import (
     AttentionValues,
     ConstantFactor,
     CPMatMul,
+    EpsilonFunctional,
+    Functional,
     LayerNormRule,
     MatMul,
     Multiply,
@@ -554,6 +556,7 @@ def attention_layer_map(
         rules += [(nn.Softmax, SoftmaxRule()), (Multiply, UniformProduct())]
     rules += [
         (MatMul, UniformMatMul(epsilon=epsilon)),
+        (Functional, EpsilonFunctional(epsilon=epsilon)),
         (_LAYER_NORMS, LayerNormRule(epsilon=epsilon)),
         (_RMS_NORMS, RMSNormRule(epsilon=epsilon)),
         (Pointwise, Pass()),
