@@ -23,14 +23,15 @@ parameters or their ``.grad``.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import torch
 import torch.nn as nn
 
+from ._model_io import OutputSpec, call_model, check_output_spec, padding_mask_of, select_output, token_ids_of
 from ._validation import argument_error, check_choice, check_int, check_type
-from .core import Composite
+from .core import BasicHook, Composite
 
 Tensor = torch.Tensor
 Target = None | int | str | Sequence[int] | Tensor | Callable[[Tensor], Tensor]
@@ -153,6 +154,20 @@ class Attributor:
         Build a graph of the attribution, so that it can be differentiated again (as in Zennit).
     retain_graph : bool, optional
         Keep the forward graph after the attribution; defaults to ``create_graph``.
+    output : None, str, int or callable, optional
+        Which part of the model's output holds the scores (see :func:`lrp_lightning._model_io.select_output`):
+        by default the tensor itself, else a ``"logits"`` key or attribute.
+
+    Notes
+    -----
+    Token input: besides a float tensor, :class:`Gradient` accepts integer token ids ``(B, T)`` or a mapping
+    with ``"input_ids"`` (and e.g. ``"attention_mask"``; the model is called with the keys its ``forward``
+    accepts). The relevance is then per token, shape ``(B, T)``: the relevance reaching the outputs of the
+    model's ``nn.Embedding`` layers with an output of shape ``(B, T, hidden)`` or ``(1, T, hidden)`` (token,
+    position and type embeddings alike; one computed for the whole batch counts per sample), summed over the
+    hidden dimension; embeddings of another shape (e.g. ``(T, hidden)``) are not counted, like a bias.
+    Without an LRP composite it is gradient x embedding summed over the hidden dimension. Padding positions
+    (``attention_mask == 0``) are exactly 0.
     """
 
     def __init__(
@@ -162,6 +177,7 @@ class Attributor:
         attr_output: Target = None,
         create_graph: bool = False,
         retain_graph: bool | None = None,
+        output: OutputSpec = None,
     ) -> None:
         owner = type(self).__name__
         check_type(model, "model", owner, nn.Module, "a torch.nn.Module")
@@ -172,6 +188,7 @@ class Attributor:
         self.attr_output = attr_output
         self.create_graph = create_graph
         self.retain_graph = retain_graph
+        self.output = check_output_spec(output, owner)
         self._registered = False
 
     def __enter__(self) -> Attributor:
@@ -191,12 +208,19 @@ class Attributor:
     def __call__(self, input: Tensor, attr_output: Target = None) -> Attribution:
         """Attribute ``input`` for ``attr_output`` (or the default target); returns ``(output, relevance)``."""
         target = self.attr_output if attr_output is None else attr_output
+        ids = token_ids_of(input)
+        tokens = ids is not None and (isinstance(input, Mapping) or ids.ndim == 2)
+        if tokens and not isinstance(self, Gradient):
+            raise argument_error(
+                type(self).__name__, "input", "a float tensor", input, "token input is attributed by Gradient only"
+            )
         with torch.inference_mode(False), torch.enable_grad():
-            input = _prepare_input(input)
+            input = _prepare_tokens(input) if tokens else _prepare_input(input)
+            forward = self.token_grad if tokens else self.forward
             if self.composite is None or self._registered:
-                return Attribution(*self.forward(input, target))
+                return Attribution(*forward(input, target))
             with self:
-                return Attribution(*self.forward(input, target))
+                return Attribution(*forward(input, target))
 
     def forward(self, input: Tensor, target: Target) -> tuple[Tensor, Tensor]:
         """Compute ``(output, attribution)``; the composite is registered already."""
@@ -205,12 +229,7 @@ class Attributor:
     def grad(self, input: Tensor, target: Target) -> tuple[Tensor, Tensor]:
         """Output and (modified) gradient of the target w.r.t. ``input``."""
         leaf = input.detach().requires_grad_(True)
-        output = self.model(leaf)
-        if not isinstance(output, Tensor):
-            raise TypeError(
-                f"the model returned {type(output).__name__}; attributors need a tensor of scores "
-                "(wrap the model so that forward returns the logits)"
-            )
+        output = select_output(self.model(leaf), self.output, type(self).__name__)
         if not output.requires_grad:
             raise RuntimeError(
                 "the model's output does not depend on its input through autograd (is a part of forward "
@@ -228,6 +247,83 @@ class Attributor:
         if gradient is None:
             gradient = torch.zeros_like(leaf)
         return (output if self.create_graph else output.detach()), gradient
+
+    def token_grad(self, inputs: Tensor | Mapping[str, Any], target: Target) -> tuple[Tensor, Tensor]:
+        """Output and per-token relevance ``(B, T)`` for token ids or a mapping with ``"input_ids"``."""
+        ids = token_ids_of(inputs)
+        if ids.ndim != 2:
+            raise argument_error(type(self).__name__, "input", "token ids of shape (batch, tokens)", ids)
+        batch, length = ids.shape
+        captured: list[Tensor] = []
+
+        def capture(module: nn.Module, args: tuple, out: Any) -> Tensor | None:
+            # an embedding output over the tokens, (B, T, H), or broadcast to them (position embeddings (1, T, H))
+            if not isinstance(out, Tensor) or not out.is_floating_point() or out.ndim != 3:
+                return None
+            if out.shape[1] != length or out.shape[0] not in (1, batch):
+                return None
+            leaf = out.detach().expand(batch, length, out.shape[-1]).clone().requires_grad_(True)
+            captured.append(leaf)
+            return leaf.clone()  # not the leaf itself: the model may change it in place
+
+        embeddings = [module for module in self.model.modules() if isinstance(module, nn.Embedding)]
+        if not embeddings:
+            raise TypeError(
+                f"{type(self).__name__}: token input needs a model with nn.Embedding layers (the relevance of a "
+                f"token is read at their outputs), {type(self.model).__name__} has none; pass embedded inputs as "
+                "a float tensor instead"
+            )
+        handles = [module.register_forward_hook(capture) for module in embeddings]
+        try:
+            output = select_output(call_model(self.model, inputs), self.output, type(self).__name__)
+        finally:
+            for handle in handles:
+                handle.remove()
+        if not captured or not output.requires_grad:
+            raise RuntimeError(
+                f"{type(self).__name__}: no embedding output of shape (batch, {length}, hidden) reached the model's "
+                "output through autograd; token relevance is read at the outputs of the nn.Embedding layers"
+            )
+        weights = output_weights(output, target)
+        gradients = torch.autograd.grad(
+            output,
+            captured,
+            grad_outputs=weights,
+            allow_unused=True,
+            create_graph=self.create_graph,
+            retain_graph=self.retain_graph,
+        )
+        relevance_flows = _relevance_flows(self.composite)
+        relevance = torch.zeros((batch, length), dtype=captured[0].dtype, device=captured[0].device)
+        for leaf, gradient in zip(captured, gradients):
+            if gradient is not None:
+                relevance = relevance + (gradient if relevance_flows else gradient * leaf).sum(-1)
+        mask = padding_mask_of(inputs)
+        if mask is not None:
+            relevance = relevance.masked_fill(mask.to(relevance.device).reshape(batch, length) == 0, 0.0)
+        return (output if self.create_graph else output.detach()), relevance
+
+
+def _prepare_tokens(inputs: Tensor | Mapping[str, Any]) -> Tensor | dict[str, Any]:
+    """Token input outside inference mode (inference tensors cannot take part in an attribution)."""
+
+    def prepare(value: Any) -> Any:
+        if not isinstance(value, Tensor):
+            return value
+        value = value.detach()
+        return value.clone() if value.is_inference() else value
+
+    if isinstance(inputs, Mapping):
+        return {key: prepare(value) for key, value in inputs.items()}
+    return prepare(inputs)
+
+
+def _relevance_flows(composite: Composite | None) -> bool:
+    """Whether ``composite``'s rules propagate relevance (LRP), not a (modified) gradient."""
+    if composite is None:
+        return False
+    rules = [getattr(rule, "first", rule) for rule in composite.rule_map.values()]
+    return any(isinstance(rule, BasicHook) or getattr(rule, "propagates_relevance", False) for rule in rules)
 
 
 class Gradient(Attributor):

@@ -24,9 +24,24 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from . import attention_canonizers as _attention_canonizers  # noqa: F401 - registers the attention canonizers
 from . import torchvision as _torchvision  # noqa: F401 - registers the VGG and ResNet canonizers
 from . import types as ltypes
 from ._validation import argument_error
+from .attention import (
+    AttentionValues,
+    ConstantFactor,
+    CPMatMul,
+    LayerNormRule,
+    MatMul,
+    Multiply,
+    Pointwise,
+    RMSNormRule,
+    SoftmaxRule,
+    UniformMatMul,
+    UniformProduct,
+    ZeroRelevance,
+)
 from .canonizers import resolve_canonizers, warn_uncanonized
 from .core import Composite, Hook
 from .layer import Sum
@@ -46,6 +61,8 @@ from .rules import (
 
 __all__ = [
     "COMPOSITES",
+    "AttnLRP",
+    "CPLRP",
     "BetaSmooth",
     "DeconvNet",
     "EpsilonAlpha2Beta1",
@@ -499,3 +516,102 @@ class BetaSmooth(LayerMapComposite):
         layer_map, _ = _maps(layer_map)
         layer_map += [(nn.ReLU, ReLUBetaSmooth(beta_smooth=beta_smooth))]
         super().__init__(layer_map=layer_map, canonizers=canonizers, strict=strict)
+
+
+#: normalisation layers of torch (RMSNorm since torch 2.4)
+_LAYER_NORMS: tuple[type, ...] = (nn.LayerNorm,)
+_RMS_NORMS: tuple[type, ...] = (nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()
+
+
+def attention_layer_map(
+    conservative: bool,
+    epsilon: float = 1e-6,
+    gamma: float | None = None,
+    stabilizer: float = 1e-6,
+    zero_params: str | Sequence[str] | None = None,
+) -> list[tuple[Any, Hook | None]]:
+    """The rules of :class:`AttnLRP` (``conservative=False``) and :class:`CPLRP` (``conservative=True``).
+
+    Model-family canonizers that add operation modules of :mod:`lrp_lightning.attention` get their rules
+    from here. ``nn.MultiheadAttention`` itself gets no rule: its canonizer routes its parts through rules.
+    """
+    if gamma is None:
+        affine_rule: Hook = Epsilon(epsilon=epsilon, zero_params=zero_params)
+    else:
+        affine_rule = Gamma(gamma=gamma, stabilizer=stabilizer, zero_params=zero_params)
+    rules: list[tuple[Any, Hook | None]] = [(nn.MultiheadAttention, None)]
+    if conservative:
+        rules += [
+            (AttentionValues, CPMatMul(epsilon=epsilon)),
+            (nn.Softmax, ZeroRelevance()),
+            (Multiply, ConstantFactor(0)),
+        ]
+    else:
+        rules += [(nn.Softmax, SoftmaxRule()), (Multiply, UniformProduct())]
+    rules += [
+        (MatMul, UniformMatMul(epsilon=epsilon)),
+        (_LAYER_NORMS, LayerNormRule(epsilon=epsilon)),
+        (Pointwise, Pass()),
+    ]
+    if _RMS_NORMS:
+        rules.append((_RMS_NORMS, RMSNormRule(epsilon=epsilon)))
+    return rules + layer_map_base(stabilizer) + [(ltypes.Convolution, affine_rule), (nn.Linear, affine_rule)]
+
+
+class _AttentionComposite(LayerMapComposite):
+    conservative = False
+
+    def __init__(
+        self,
+        epsilon: float = 1e-6,
+        gamma: float | None = None,
+        stabilizer: float = 1e-6,
+        layer_map: LayerMap | None = None,
+        zero_params: str | Sequence[str] | None = None,
+        canonizers: Canonizers = "auto",
+        strict: bool = True,
+    ) -> None:
+        if gamma is not None and (isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or gamma < 0):
+            raise argument_error(type(self).__name__, "gamma", "None (epsilon rule) or a float >= 0", gamma)
+        layer_map, _ = _maps(layer_map)
+        layer_map += attention_layer_map(self.conservative, epsilon, gamma, stabilizer, zero_params)
+        super().__init__(layer_map=layer_map, canonizers=canonizers, strict=strict)
+
+
+@register_composite("attn_lrp")
+class AttnLRP(_AttentionComposite):
+    """AttnLRP (Achtibat et al., ICML 2024) for transformers.
+
+    Epsilon (or, with ``gamma``, Gamma, the paper's choice for ViTs) on linear layers and convolutions; the
+    AttnLRP rules of :mod:`lrp_lightning.attention` on LayerNorm/RMSNorm, softmax, the bilinear products of
+    attention (uniform split) and element-wise gates; identity on point-wise non-linearities and dropout;
+    residual sums in proportion. Canonizers are picked automatically by default (``"auto"``), which routes
+    the functional parts of ``nn.MultiheadAttention``, ``nn.TransformerEncoderLayer`` and torchvision's ViT
+    through these rules.
+
+    Parameters
+    ----------
+    epsilon : float, default 1e-6
+        Stabilizer of the epsilon rule (linear layers, normalisation, products).
+    gamma : float, optional
+        Use Gamma with this value on linear layers and convolutions instead of Epsilon.
+    stabilizer : float, default 1e-6
+        Stabilizer of Gamma and of the sums.
+    layer_map : list of (types, rule), optional
+        Put before the defaults.
+    zero_params : str or list of str, optional
+        E.g. ``"bias"``.
+    canonizers : "auto", list or None, default "auto"
+    strict : bool, default True
+    """
+
+
+@register_composite("cp_lrp")
+class CPLRP(_AttentionComposite):
+    """CP-LRP (Ali et al., ICML 2022): :class:`AttnLRP` with the attention weights (and gates) held constant.
+
+    The values of attention get all the relevance of ``A @ v``; nothing flows through the softmax into the
+    queries and keys. Same parameters as :class:`AttnLRP`.
+    """
+
+    conservative = True

@@ -152,7 +152,6 @@ _UNSUPPORTED_TORCHVISION = (
     "ShuffleNetV2",
     "SqueezeNet",
     "SwinTransformer",
-    "VisionTransformer",
     "MNASNet",
     "MaxVit",
 )
