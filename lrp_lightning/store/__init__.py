@@ -12,6 +12,7 @@ Lightning). Every public name of its modules is importable from ``lrp_lightning.
   of a commit (documented at the top of that module).
 * :mod:`~lrp_lightning.store.manifest`: ``manifest.json`` and format versions; :func:`find_runs`.
 * :mod:`~lrp_lightning.store.runstore`: :class:`RunStore`.
+* :mod:`~lrp_lightning.store.modalities`: the modality of a run and its token data (RunStore methods).
 * :mod:`~lrp_lightning.store.lock`: one writer per store: :class:`WriterLock` and the run id
   (:func:`new_run_id`, :func:`check_run_id`).
 * :mod:`~lrp_lightning.store.fileio`: atomic file I/O, for other writers of run files (not re-exported).
@@ -56,6 +57,7 @@ from .contract import (
     EPOCHS_KEY,
     EPOCHS_SEEN,
     EVENT,
+    FEATURE_NAMES_KEY,
     FINDING_CLUSTERS,
     FINDING_ID,
     FINDING_KIND,
@@ -88,6 +90,7 @@ from .contract import (
     MANIFEST_FILE,
     MATCH_JACCARD,
     MAX_ROW_GROUP_ROWS,
+    MAX_TOKENS_KEY,
     MEAN_STABILITY_TAG,
     MEMBER_IDS,
     MESSAGE,
@@ -98,6 +101,12 @@ from .contract import (
     META_HEATMAP_SHAPE,
     META_SOURCE_COMMIT,
     METRIC_PREFIX,
+    MODALITIES,
+    MODALITY_IMAGE,
+    MODALITY_KEY,
+    MODALITY_SIGNAL,
+    MODALITY_TABULAR,
+    MODALITY_TOKENS,
     N_MEMBERS,
     N_NEIGHBORS,
     N_SAMPLES,
@@ -145,6 +154,12 @@ from .contract import (
     STORE_SUBDIR,
     TARGET,
     THUMBNAIL,
+    TOKEN_ID_FIELD,
+    TOKEN_IDS,
+    TOKEN_RELEVANCE,
+    TOKEN_RELEVANCE_FIELD,
+    TOKEN_STRING_FIELD,
+    TOKENS,
     TRACK,
     TYPICAL,
     WRITER_LOCK_FILE,
@@ -154,6 +169,7 @@ from .contract import (
     cluster_column,
     embedding_columns,
     epoch_dirname,
+    infer_modality,
     legacy_epoch_dirname,
     legacy_replaced_dirname,
     metric_column,
@@ -192,6 +208,7 @@ from .tables import (
     encode_relevance,
     make_attribution_table,
     make_probe_table,
+    token_maps,
 )
 
 __all__ = [
@@ -232,6 +249,21 @@ __all__ = [
     "EPOCH",
     "EPOCHS_KEY",
     "EPOCHS_SEEN",
+    "FEATURE_NAMES_KEY",
+    "MAX_TOKENS_KEY",
+    "MODALITIES",
+    "MODALITY_IMAGE",
+    "MODALITY_KEY",
+    "MODALITY_SIGNAL",
+    "MODALITY_TABULAR",
+    "MODALITY_TOKENS",
+    "TOKENS",
+    "TOKEN_IDS",
+    "TOKEN_ID_FIELD",
+    "TOKEN_RELEVANCE",
+    "TOKEN_RELEVANCE_FIELD",
+    "TOKEN_STRING_FIELD",
+    "infer_modality",
     "EVENT",
     "EpochInfo",
     "EpochNotFoundError",
@@ -352,6 +384,7 @@ __all__ = [
     "lock_holder",
     "make_attribution_table",
     "make_probe_table",
+    "token_maps",
     "legacy_epoch_dirname",
     "legacy_replaced_dirname",
     "metric_column",

@@ -38,6 +38,19 @@ not skip hidden names) and ``_commit.json`` (Polars refuses a folder of mixed fi
 Relevance maps are stored channel-summed as float16 (little-endian, row-major), one ``binary`` value
 of ``H * W * 2`` bytes per row; ``heatmap_shape`` in the manifest gives ``(H, W)``.
 
+Modalities
+----------
+The manifest's :data:`MODALITY_KEY` says what a sample is, one of :data:`MODALITIES`: ``"image"``
+(maps ``(H, W)``), ``"signal"`` (a 1-D sequence, maps ``(1, L)``), ``"tabular"`` (a feature vector,
+maps ``(1, F)``; :data:`FEATURE_NAMES_KEY` names the features when known) or ``"tokens"``. A token
+sample has a length of its own: ``probe.parquet`` holds its token ids with the padding removed
+(:data:`TOKEN_IDS`) and, when the writer was given a tokenizer or vocabulary, the token strings
+(:data:`TOKENS`); each attribution row holds its relevance per token (:data:`TOKEN_RELEVANCE`, as many
+values as the sample's token ids). The fixed-shape ``relevance`` column of a token run is that
+relevance padded with zeros (or cut) to :data:`MAX_TOKENS_KEY` values, ``heatmap_shape`` being
+``(1, max_tokens)``, so that readers of maps (gallery, SpRAy) work on every modality. Stores written
+before 2.1 have no modality key: readers infer it from ``input_shape`` (:func:`infer_modality`).
+
 Versioning
 ----------
 ``format_version`` is ``"major.minor"``. Minor versions only add (columns, manifest keys); a reader
@@ -63,6 +76,7 @@ per explanation metric), the analysis' per-category indicators (:func:`category_
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -106,6 +120,7 @@ __all__ = [
     "EPOCHS_KEY",
     "EPOCHS_SEEN",
     "EVENT",
+    "FEATURE_NAMES_KEY",
     "FINDINGS_SCHEMA",
     "FINDINGS_TABLE",
     "FINDING_CLUSTERS",
@@ -138,9 +153,16 @@ __all__ = [
     "MANIFEST_FILE",
     "MATCH_JACCARD",
     "MAX_ROW_GROUP_ROWS",
+    "MAX_TOKENS_KEY",
     "MEAN_STABILITY_TAG",
     "MEMBER_IDS",
     "MESSAGE",
+    "MODALITIES",
+    "MODALITY_IMAGE",
+    "MODALITY_KEY",
+    "MODALITY_SIGNAL",
+    "MODALITY_TABULAR",
+    "MODALITY_TOKENS",
     "META_ANALYSIS_CONFIG",
     "META_CONFIG_HASH",
     "META_FORMAT",
@@ -196,6 +218,12 @@ __all__ = [
     "WRITER_LOCK_FILE",
     "TARGET",
     "THUMBNAIL",
+    "TOKENS",
+    "TOKEN_IDS",
+    "TOKEN_ID_FIELD",
+    "TOKEN_RELEVANCE",
+    "TOKEN_RELEVANCE_FIELD",
+    "TOKEN_STRING_FIELD",
     "TRACK",
     "TYPICAL",
     "analysis_filename",
@@ -204,6 +232,7 @@ __all__ = [
     "cluster_column",
     "embedding_columns",
     "epoch_dirname",
+    "infer_modality",
     "legacy_epoch_dirname",
     "legacy_replaced_dirname",
     "metric_column",
@@ -221,11 +250,13 @@ __all__ = [
 # Paths and file names
 # --------------------------------------------------------------------------------------------------
 
-FORMAT_VERSION = "2.0"
+FORMAT_VERSION = "2.1"
 """Store format written by this library, ``"major.minor"``. 1.1 added each part's size and hash to the
 manifest's epoch entries (:data:`PART_SIZES_KEY`, :data:`PART_HASHES_KEY`) and Parquet page checksums.
 2.0 renamed the epoch folders from ``epoch=000003`` to ``epoch_000003``, moved analysis tables to
-``analysis/<name>/epoch_000003.parquet`` and gave them an ``epoch`` column (see Interoperability)."""
+``analysis/<name>/epoch_000003.parquet`` and gave them an ``epoch`` column (see Interoperability).
+2.1 added the modality (:data:`MODALITY_KEY`, :data:`FEATURE_NAMES_KEY`, :data:`MAX_TOKENS_KEY`) and
+the token columns (:data:`TOKEN_IDS`, :data:`TOKENS`, :data:`TOKEN_RELEVANCE`); see "Modalities"."""
 READABLE_MAJOR_VERSIONS = (1, 2)
 """Major format versions this library reads; stores of an older one are migrated before writing."""
 
@@ -337,6 +368,19 @@ PART_HASHES_KEY = "blake2b"
 PART_HASH_BYTES = 32
 """Digest size of :data:`PART_HASHES_KEY`."""
 CLASS_NAMES_KEY = "class_names"
+MODALITY_KEY = "modality"
+"""Manifest key (format 2.1): what a sample is, one of :data:`MODALITIES`."""
+MODALITY_IMAGE = "image"
+MODALITY_SIGNAL = "signal"
+MODALITY_TABULAR = "tabular"
+MODALITY_TOKENS = "tokens"
+MODALITIES = (MODALITY_IMAGE, MODALITY_SIGNAL, MODALITY_TABULAR, MODALITY_TOKENS)
+"""Values of :data:`MODALITY_KEY`."""
+FEATURE_NAMES_KEY = "feature_names"
+"""Manifest key (format 2.1): the name of each feature of a tabular run (list of str), or null."""
+MAX_TOKENS_KEY = "max_tokens"
+"""Manifest key (format 2.1): the width of a token run's ``relevance`` maps (``heatmap_shape`` is
+``(1, max_tokens)``), or null for other modalities."""
 
 RUN_METADATA_KEYS = (
     "model_class",
@@ -348,8 +392,12 @@ RUN_METADATA_KEYS = (
     "target_mode",
     "probe",
     "metadata",
+    MODALITY_KEY,
+    FEATURE_NAMES_KEY,
+    MAX_TOKENS_KEY,
 )
-"""Manifest keys that describe a run; resuming into a store requires all of them to be equal."""
+"""Manifest keys that describe a run; resuming into a store requires all of them to be equal (a key
+that a store of an older minor version lacks is not compared, and is added by the resume)."""
 
 RUN_ID_KEY = "run_id"
 """Manifest key: the id of the training that owns the store (a random hex string, see
@@ -366,6 +414,8 @@ RUN_INFO_KEYS = (
     "input_shape",
     HEATMAP_SHAPE_KEY,
     CLASS_NAMES_KEY,
+    MODALITY_KEY,
+    FEATURE_NAMES_KEY,
 )
 """Manifest keys that describe a run to a person (the plugin's run view), in display order."""
 
@@ -399,6 +449,13 @@ RELEVANCE_SUM = "relevance_sum"
 RELEVANCE = "relevance"
 DATASET_INDEX = "dataset_index"
 THUMBNAIL = "thumbnail"
+TOKEN_IDS = "token_ids"
+"""``probe.parquet`` column of token runs: ``list<int32>``, the sample's token ids, padding removed."""
+TOKENS = "tokens"
+"""``probe.parquet`` column of token runs written with a tokenizer or vocabulary: ``list<string>``, one
+string per token id (null without one)."""
+TOKEN_RELEVANCE = "token_relevance"
+"""Attribution column of token runs: ``list<float32>``, the relevance of each of the sample's tokens."""
 
 ATTRIBUTION_SCHEMA = pa.schema(
     [
@@ -419,7 +476,11 @@ ATTRIBUTION_SCHEMA = pa.schema(
         ),
     ]
 )
-"""Required columns of an attribution part, in order. Extra numeric columns may follow."""
+"""Required columns of an attribution part, in order. Extra numeric columns may follow, and in token
+runs :data:`TOKEN_RELEVANCE_FIELD`."""
+TOKEN_RELEVANCE_FIELD = pa.field(TOKEN_RELEVANCE, pa.list_(pa.float32()), nullable=False)
+TOKEN_ID_FIELD = pa.field(TOKEN_IDS, pa.list_(pa.int32()), nullable=False)
+TOKEN_STRING_FIELD = pa.field(TOKENS, pa.list_(pa.string()), nullable=True)
 ATTRIBUTION_COLUMNS: tuple[str, ...] = tuple(ATTRIBUTION_SCHEMA.names)
 
 METRIC_PREFIX = "metric_"
@@ -433,8 +494,20 @@ PROBE_SCHEMA = pa.schema(
         pa.field(THUMBNAIL, pa.binary(), nullable=True, metadata={b"encoding": b"PNG"}),
     ]
 )
-"""Required columns of ``probe.parquet``, in order. User metadata columns of any type may follow."""
+"""Required columns of ``probe.parquet``, in order. Token runs add :data:`TOKEN_ID_FIELD` and
+:data:`TOKEN_STRING_FIELD`; user metadata columns of any type may follow."""
 PROBE_COLUMNS: tuple[str, ...] = tuple(PROBE_SCHEMA.names)
+
+
+def infer_modality(input_shape: Sequence[int] | None, *, integer: bool = False) -> str | None:
+    """The modality of samples of ``input_shape`` (without the batch axis): integer inputs are tokens,
+    ``(C, H, W)`` an image, ``(C, L)`` a signal and ``(F,)`` tabular; None when the shape says nothing.
+    A 1-D signal stored as ``(L,)`` is told apart from a feature vector only by an explicit modality."""
+    if integer:
+        return MODALITY_TOKENS
+    if input_shape is None:
+        return None
+    return {3: MODALITY_IMAGE, 2: MODALITY_SIGNAL, 1: MODALITY_TABULAR}.get(len(input_shape))
 
 
 def metric_column(name: str) -> str:

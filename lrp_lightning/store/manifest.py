@@ -28,6 +28,7 @@ from .contract import (
 )
 from .epochs import _entry_from_json
 from .errors import CorruptFileError, SchemaError, StoreNotFoundError, UnsupportedFormatError
+from .modalities import _check_modality_values
 
 __all__ = ["find_runs"]
 
@@ -193,6 +194,7 @@ def _check_run_values(data: Mapping[str, Any], source: Path) -> None:
                 f"{source}: {key!r} must be {expected} or null, got {value!r}; the file was edited by hand "
                 f"or is damaged. Restore the value, or set it to null."
             )
+    _check_modality_values(data, source)
 
 
 def _manifest_heatmap_shape(value: Any, source: Path) -> tuple[int, int]:

@@ -26,11 +26,16 @@ from . import migration as _migration
 from .analysis_tables import _AnalysisTables
 from .contract import (
     EPOCHS_KEY,
+    FEATURE_NAMES_KEY,
     FORMAT_VERSION,
     FORMAT_VERSION_KEY,
     HEATMAP_SHAPE_KEY,
     LIBRARY_VERSION_KEY,
     MANIFEST_FILE,
+    MAX_TOKENS_KEY,
+    MODALITIES,
+    MODALITY_KEY,
+    MODALITY_TOKENS,
     PROBE_FILE,
     RELEVANCE,
     RUN_ID_KEY,
@@ -62,6 +67,7 @@ from .manifest import (
     _resolve_store_dir,
     find_runs,
 )
+from .modalities import _Modalities
 from .tables import (
     _conform_attribution_table,
     _conform_probe_table,
@@ -74,7 +80,33 @@ from .tables import (
 __all__ = ["RunStore"]
 
 
-class RunStore(_AnalysisTables):
+def _modality_keys(
+    modality: Any, feature_names: Any, max_tokens: Any, heatmap_shape: Sequence[int], input_shape: Any
+) -> dict[str, Any]:
+    """The manifest's modality keys, checked against each other and the shapes."""
+    if modality is not None and modality not in MODALITIES:
+        raise SchemaError(f"modality must be one of {list(MODALITIES)} or None, got {modality!r}")
+    names = None
+    if feature_names is not None:
+        if isinstance(feature_names, str) or not isinstance(feature_names, Sequence):
+            raise SchemaError(f"feature_names must be a list of str, one per feature, got {feature_names!r}")
+        names = [str(name) for name in feature_names]
+        if input_shape is not None and len(input_shape) == 1 and len(names) != int(input_shape[0]):
+            raise SchemaError(
+                f"feature_names has {len(names)} names, but the inputs hold {int(input_shape[0])} features"
+            )
+    if modality == MODALITY_TOKENS:
+        max_tokens = _check_index(max_tokens, "max_tokens", minimum=1)
+        if tuple(heatmap_shape) != (1, max_tokens):
+            raise SchemaError(
+                f"a token run's heatmap_shape must be (1, max_tokens) = (1, {max_tokens}), got {tuple(heatmap_shape)}"
+            )
+    elif max_tokens is not None:
+        raise SchemaError(f"max_tokens belongs to token runs (modality='tokens'), got modality {modality!r}")
+    return {MODALITY_KEY: modality, FEATURE_NAMES_KEY: names, MAX_TOKENS_KEY: max_tokens}
+
+
+class RunStore(_AnalysisTables, _Modalities):
     """Read and write the lrp-lightning files of one run.
 
     Parameters
@@ -125,6 +157,9 @@ class RunStore(_AnalysisTables):
         metadata: Mapping[str, Any] | None = None,
         run_id: str | None = None,
         adopt_unowned: bool = False,
+        modality: str | None = None,
+        feature_names: Sequence[str] | None = None,
+        max_tokens: int | None = None,
     ) -> RunStore:
         """Create a store, or open an existing one of the same run for writing (resume).
 
@@ -156,6 +191,13 @@ class RunStore(_AnalysisTables):
             resume). Default: none, not tied to a training (e.g. dataset-wide attributions).
         adopt_unowned : bool, default False
             Give ``run_id`` to an existing store without one (format 1.0), on a resume of that version.
+        modality : str, optional
+            What a sample is, one of :data:`MODALITIES`. Default: not recorded (readers infer it from
+            ``input_shape``).
+        feature_names : sequence of str, optional
+            Name of each feature of a tabular run (as many as ``input_shape`` says, when given).
+        max_tokens : int, optional
+            Token runs (required there): the width of the maps, ``heatmap_shape == (1, max_tokens)``.
 
         Returns
         -------
@@ -169,6 +211,7 @@ class RunStore(_AnalysisTables):
             If the existing store has another major format version or a newer minor one.
         """
         store_dir = _store_dir_for_create(Path(path))
+        modality_keys = _modality_keys(modality, feature_names, max_tokens, heatmap_shape, input_shape)
         run = {
             "model_class": model_class,
             "composite": composite,
@@ -179,6 +222,7 @@ class RunStore(_AnalysisTables):
             "target_mode": target_mode,
             "probe": probe,
             "metadata": dict(metadata) if metadata is not None else None,
+            **modality_keys,
         }
         run = {key: _normalise_json(value, key) for key, value in run.items()}
         manifest_path = store_dir / MANIFEST_FILE
@@ -188,7 +232,9 @@ class RunStore(_AnalysisTables):
             if not _needs_migration(existing, manifest_path):  # an older layout is migrated below
                 _check_writable(existing, manifest_path)
             adopt = check_run_id(existing, run_id, store_dir, adopt=adopt_unowned)
-            differences = [key for key in RUN_METADATA_KEYS if existing.get(key) != run[key]]
+            # keys of a newer minor version than the store's are not compared: the resume adds them
+            compared = [key for key in RUN_METADATA_KEYS if key in existing or key not in modality_keys]
+            differences = [key for key in compared if existing.get(key) != run[key]]
             if differences:
                 details = "; ".join(f"{key} is {existing.get(key)!r} there but {run[key]!r} now" for key in differences)
                 raise IncompatibleRunError(
@@ -198,8 +244,12 @@ class RunStore(_AnalysisTables):
                 )
             store.migrate()
             store._recover()
-            if adopt:  # after _recover, so that the manifest read here is the final one
-                fileio.atomic_write_json(manifest_path, {**store.manifest, RUN_ID_KEY: run_id})
+            upgrade = {key: run[key] for key in modality_keys if key not in existing}
+            if adopt or upgrade:  # after _recover, so that the manifest read here is the final one
+                manifest = {**store.manifest, **upgrade, **({RUN_ID_KEY: run_id} if adopt else {})}
+                if upgrade:  # an older minor version gains this version's keys (additive: old readers read it)
+                    manifest[FORMAT_VERSION_KEY] = FORMAT_VERSION
+                fileio.atomic_write_json(manifest_path, manifest)
             return store
         store_dir.mkdir(parents=True, exist_ok=True)
         manifest = {
@@ -418,6 +468,7 @@ class RunStore(_AnalysisTables):
         rank = _check_index(rank, "rank")
         self._require_writable()
         table = _conform_attribution_table(table, self.heatmap_shape, epoch, global_step)
+        self._check_token_rows(table)
         staging = _epochs._staging_dir(self._store_dir, epoch, global_step)
         staging.mkdir(parents=True, exist_ok=True)
         path = staging / part_filename(rank)

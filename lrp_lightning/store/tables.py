@@ -53,10 +53,16 @@ from .contract import (
     SCORE,
     TARGET,
     THUMBNAIL,
+    TOKEN_ID_FIELD,
+    TOKEN_IDS,
+    TOKEN_RELEVANCE,
+    TOKEN_RELEVANCE_FIELD,
+    TOKEN_STRING_FIELD,
+    TOKENS,
 )
 from .errors import CorruptFileError, SchemaError, _check_heatmap_shape, _check_index
 
-__all__ = ["decode_relevance", "encode_relevance", "make_attribution_table", "make_probe_table"]
+__all__ = ["decode_relevance", "encode_relevance", "make_attribution_table", "make_probe_table", "token_maps"]
 
 _FLOAT16_MAX = 65504.0
 
@@ -387,6 +393,7 @@ def make_attribution_table(
     relevance: Any,
     relevance_sum: Any = None,
     extra: Mapping[str, Any] | None = None,
+    token_relevance: Sequence[Any] | None = None,
 ) -> pa.Table:
     """Build an attribution table (:data:`ATTRIBUTION_SCHEMA`) from arrays, one row per sample.
 
@@ -404,6 +411,10 @@ def make_attribution_table(
         Total relevance per sample; default: computed from ``relevance`` before the float16 cast.
     extra : mapping of str to array_like, optional
         Extra numeric columns (e.g. metrics), one value per sample. Default: none.
+    token_relevance : sequence of 1-D array_like, optional
+        Token runs: each sample's relevance per token (padding removed), stored as
+        :data:`~lrp_lightning.store.TOKEN_RELEVANCE`; ``relevance`` is then its :func:`token_maps`.
+        ``relevance_sum`` defaults to its sums. Default: none (other modalities).
 
     Returns
     -------
@@ -415,7 +426,10 @@ def make_attribution_table(
     maps = np.asarray(relevance)
     encoded = encode_relevance(maps)
     n = maps.shape[0]
-    if relevance_sum is None:
+    tokens = None if token_relevance is None else _token_relevance_column(token_relevance, n)
+    if relevance_sum is None and tokens is not None:
+        sums = np.array([np.sum(v, dtype=np.float64) for v in tokens.to_numpy(zero_copy_only=False)], np.float32)
+    elif relevance_sum is None:
         sums = maps.sum(axis=(1, 2), dtype=np.float64).astype(np.float32)
     else:
         sums = _float_column(relevance_sum, RELEVANCE_SUM, n)
@@ -442,9 +456,61 @@ def make_attribution_table(
             raise SchemaError(f"extra column {name!r} must hold one value per map ({n}), got {array.shape}")
         arrays.append(array)
         fields.append(pa.field(name, pa.from_numpy_dtype(array.dtype)))
+    if tokens is not None:
+        arrays.append(tokens)
+        fields.append(TOKEN_RELEVANCE_FIELD)
     shape = json.dumps(list(maps.shape[1:])).encode()
     schema = pa.schema(fields, metadata={META_HEATMAP_SHAPE: shape})
     return pa.Table.from_arrays([_as_arrow(a) for a in arrays], schema=schema)
+
+
+def _ragged(values: Sequence[Any], name: str, length: int, kind: str, dtype: Any) -> list[np.ndarray]:
+    """One 1-D array per sample, of ``dtype``; the values' numpy kind must be in ``kind``."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence | np.ndarray):
+        raise SchemaError(f"{name} must be a sequence of 1-D arrays, one per sample, got {type(values).__name__}")
+    if len(values) != length:
+        raise SchemaError(f"{name} must hold one array per sample ({length}), got {len(values)}")
+    arrays = []
+    for row, value in enumerate(values):
+        array = np.asarray(value)
+        if array.ndim != 1 or (array.size and array.dtype.kind not in kind):
+            raise SchemaError(
+                f"{name} of row {row} must be a 1-D array of {'integers' if kind == 'iu' else 'numbers'}, got "
+                f"dtype {array.dtype} of shape {array.shape}"
+            )
+        arrays.append(array.astype(dtype))
+    return arrays
+
+
+def _list_array(arrays: Sequence[np.ndarray], value_type: pa.DataType) -> pa.ListArray:
+    offsets = np.zeros(len(arrays) + 1, np.int32)
+    np.cumsum([a.size for a in arrays], out=offsets[1:])
+    flat = np.concatenate(arrays) if arrays else np.empty(0)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, type=value_type))
+
+
+def _token_relevance_column(values: Sequence[Any], length: int) -> pa.ListArray:
+    return _list_array(_ragged(values, TOKEN_RELEVANCE, length, "fiu", np.float32), pa.float32())
+
+
+def token_maps(token_relevance: Sequence[Any], max_tokens: int) -> np.ndarray:
+    """The fixed-shape maps of a token run: each sample's relevance per token, zero-padded or cut to
+    ``max_tokens``, as ``float32`` of shape ``(N, 1, max_tokens)`` (the ``relevance`` column's maps).
+
+    Parameters
+    ----------
+    token_relevance : sequence of 1-D array_like
+        Relevance per token of each sample (padding removed).
+    max_tokens : int
+        The run's map width (:attr:`RunStore.max_tokens`).
+    """
+    max_tokens = _check_index(max_tokens, "max_tokens", minimum=1)
+    rows = _ragged(token_relevance, TOKEN_RELEVANCE, len(token_relevance), "fiu", np.float32)
+    maps = np.zeros((len(rows), 1, max_tokens), np.float32)
+    for row, values in enumerate(rows):
+        kept = values[:max_tokens]
+        maps[row, 0, : kept.size] = kept
+    return maps
 
 
 def _as_arrow(values: Any) -> pa.Array | pa.ChunkedArray:
@@ -460,6 +526,8 @@ def make_probe_table(
     label: Any,
     thumbnail: Sequence[bytes | None] | None = None,
     metadata: Mapping[str, Any] | None = None,
+    token_ids: Sequence[Any] | None = None,
+    tokens: Sequence[Sequence[str] | None] | None = None,
 ) -> pa.Table:
     """Build a probe table (:data:`PROBE_SCHEMA`), one row per probe sample.
 
@@ -471,6 +539,11 @@ def make_probe_table(
         PNG bytes of the input per sample. Default: no thumbnails (null).
     metadata : mapping of str to array_like, optional
         User metadata columns, one value per sample, any Arrow-convertible type. Default: none.
+    token_ids : sequence of 1-D array_like of int, optional
+        Token runs: each sample's token ids, padding removed (:data:`~lrp_lightning.store.TOKEN_IDS`).
+    tokens : sequence of (sequence of str or None), optional
+        Token runs: each sample's token strings, as many as its token ids
+        (:data:`~lrp_lightning.store.TOKENS`). Default: none (null). Needs ``token_ids``.
 
     Returns
     -------
@@ -492,8 +565,14 @@ def make_probe_table(
         pa.array(thumbs, type=pa.binary()),
     ]
     fields = list(PROBE_SCHEMA)
+    if tokens is not None and token_ids is None:
+        raise SchemaError("tokens (token strings) need token_ids: pass the token ids of each sample too")
+    if token_ids is not None:
+        ids_column, strings = _token_columns(token_ids, tokens, n)
+        arrays += [ids_column, strings]
+        fields += [TOKEN_ID_FIELD, TOKEN_STRING_FIELD]
     for name, values in (metadata or {}).items():
-        if name in PROBE_COLUMNS:
+        if name in PROBE_COLUMNS or name in (TOKEN_IDS, TOKENS):
             raise SchemaError(f"metadata column {name!r} clashes with a required probe column")
         column = pa.array(values)
         if len(column) != n:
@@ -501,6 +580,29 @@ def make_probe_table(
         arrays.append(column)
         fields.append(pa.field(name, column.type))
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def _token_columns(token_ids: Sequence[Any], tokens: Sequence[Any] | None, n: int) -> tuple[pa.Array, pa.Array]:
+    ids = _ragged(token_ids, TOKEN_IDS, n, "iu", np.int64)
+    for row, values in enumerate(ids):
+        if values.size and (values.min() < 0 or values.max() > np.iinfo(np.int32).max):
+            raise SchemaError(f"token ids of row {row} must be in [0, 2**31 - 1], got {values.min()}..{values.max()}")
+    ids_column = _list_array([v.astype(np.int32) for v in ids], pa.int32())
+    if tokens is None:
+        return ids_column, pa.nulls(n, TOKEN_STRING_FIELD.type)
+    if len(tokens) != n:
+        raise SchemaError(f"tokens must hold one list of token strings per sample ({n}), got {len(tokens)}")
+    rows = []
+    for row, (strings, values) in enumerate(zip(tokens, ids)):
+        if strings is not None:
+            strings = list(strings)
+            if len(strings) != values.size or not all(isinstance(t, str) for t in strings):
+                raise SchemaError(
+                    f"tokens of row {row} must be {values.size} strings, one per token id, got {strings[:5]!r}"
+                    f"{'...' if len(strings) > 5 else ''} ({len(strings)} items)"
+                )
+        rows.append(strings)
+    return ids_column, pa.array(rows, type=TOKEN_STRING_FIELD.type)
 
 
 def _conform_required(table: pa.Table, schema: pa.Schema, what: str, builder: str) -> list[Any]:
@@ -511,20 +613,20 @@ def _conform_required(table: pa.Table, schema: pa.Schema, what: str, builder: st
     missing = [name for name in schema.names if name not in table.column_names]
     if missing:
         raise SchemaError(f"{what} lacks column(s) {missing}; build it with {builder}")
-    columns = []
-    for field in schema:
-        column = table.column(field.name)
-        if column.null_count and not field.nullable:
-            raise SchemaError(f"column {field.name!r} of the {what} has {column.null_count} null values")
-        if column.type != field.type:
-            try:
-                column = column.cast(field.type, safe=True)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                raise SchemaError(
-                    f"column {field.name!r} of the {what} has type {column.type}, expected {field.type} ({exc})"
-                ) from exc
-        columns.append(column)
-    return columns
+    return [_conform_column(table.column(field.name), field, what) for field in schema]
+
+
+def _conform_column(column: pa.ChunkedArray, field: pa.Field, what: str) -> pa.ChunkedArray:
+    if column.null_count and not field.nullable:
+        raise SchemaError(f"column {field.name!r} of the {what} has {column.null_count} null values")
+    if column.type != field.type:
+        try:
+            column = column.cast(field.type, safe=True)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise SchemaError(
+                f"column {field.name!r} of the {what} has type {column.type}, expected {field.type} ({exc})"
+            ) from exc
+    return column
 
 
 def _conform_attribution_table(
@@ -537,6 +639,10 @@ def _conform_attribution_table(
             continue
         column = table.column(name)
         kind = column.type
+        if name == TOKEN_RELEVANCE:
+            columns.append(_conform_column(column, TOKEN_RELEVANCE_FIELD, "attribution table"))
+            fields.append(TOKEN_RELEVANCE_FIELD)
+            continue
         if not (pa.types.is_floating(kind) or pa.types.is_integer(kind) or pa.types.is_boolean(kind)):
             raise SchemaError(
                 f"extra attribution column {name!r} has type {kind}; extra columns must be numeric or bool "
@@ -586,8 +692,10 @@ def _conform_probe_table(table: pa.Table) -> pa.Table:
     fields = list(PROBE_SCHEMA)
     for name in table.column_names:
         if name not in PROBE_COLUMNS:
-            columns.append(table.column(name))
-            fields.append(table.schema.field(name))
+            field = {TOKEN_IDS: TOKEN_ID_FIELD, TOKENS: TOKEN_STRING_FIELD}.get(name)
+            column = table.column(name)
+            columns.append(column if field is None else _conform_column(column, field, "probe table"))
+            fields.append(table.schema.field(name) if field is None else field)
     ids = columns[0].to_numpy()
     unique, counts = np.unique(ids, return_counts=True)
     if np.any(counts > 1):
