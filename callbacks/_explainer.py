@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lrp_lightning._model_io import OutputSpec
 from lrp_lightning._validation import argument_error
 from lrp_lightning.attribution import Gradient
 from lrp_lightning.core import Composite, MissingRuleError
@@ -27,6 +28,7 @@ from lrp_lightning.metrics import ExplanationMetric, check_requirements, get_met
 from lrp_lightning.store import (
     CALLBACK_SCALAR_TAGS,
     METRIC_PREFIX,
+    MODALITY_TOKENS,
     NONFINITE_SAMPLES_TAG,
     POSITIVE_SHARE_TAG,
     PROBE_ACCURACY_TAG,
@@ -35,9 +37,11 @@ from lrp_lightning.store import (
     make_attribution_table,
     metric_column,
     metric_tag,
+    token_maps,
 )
 
 from ._config import TargetSpec, qualified_name
+from ._modality import Modality, real_tokens
 from ._training_state import ExplainedModel
 
 PreviousMaps = Callable[[np.ndarray], Tensor | None]
@@ -243,8 +247,13 @@ class ProbeMetrics:
         stored: np.ndarray,
         previous: Tensor | None,
         sample_ids: np.ndarray | None = None,
+        token_relevance: list[np.ndarray] | None = None,
     ) -> dict[str, np.ndarray]:
-        """Per-sample values of each metric, as float32 arrays keyed by metric name."""
+        """Per-sample values of each metric, as float32 arrays keyed by metric name.
+
+        Token runs (``token_relevance`` given) compute each sample's value on its real tokens only (padding
+        would change e.g. the Gini index); metrics that perturb or localise inputs do not apply to tokens.
+        """
         values: dict[str, np.ndarray] = {}
         count = int(relevance.shape[0])
         for metric in self.metrics:
@@ -253,6 +262,23 @@ class ProbeMetrics:
                     values[metric.name] = np.full(count, np.nan, np.float32)
                     continue
                 result = metric.per_sample(torch.from_numpy(as_stored(stored)), previous=previous.cpu())
+            elif token_relevance is not None:
+                if metric.needs_model or metric.needs_masks:
+                    raise ValueError(
+                        f"{self.owner}: metric {metric.name!r} perturbs or localises image inputs and does not apply "
+                        "to token inputs; leave it out of metrics (e.g. metrics=['sparseness', 'entropy', "
+                        "'conservation', 'stability'])"
+                    )
+                result = torch.cat(
+                    [
+                        metric.per_sample(
+                            torch.from_numpy(row)[None],
+                            targets=classes[index : index + 1],
+                            outputs=outputs[index : index + 1],
+                        ).cpu()
+                        for index, row in enumerate(token_relevance)
+                    ]
+                )
             else:
                 result = metric.per_sample(
                     relevance,
@@ -301,11 +327,19 @@ class Explained:
     num_classes: int | None = None
     metrics: dict[str, np.ndarray] = field(default_factory=dict)
     """Per-sample metric values (float32) keyed by metric name."""
+    modality: str | None = None
+    token_ids: list[np.ndarray] | None = None
+    """Token runs: each sample's token ids, padding removed."""
+    token_relevance: list[np.ndarray] | None = None
+    """Token runs: each sample's relevance per token, padding removed (``maps`` holds it padded)."""
 
     @classmethod
-    def empty(cls, heatmap_shape: tuple[int, int], metric_names: Sequence[str] = ()) -> Explained:
+    def empty(
+        cls, heatmap_shape: tuple[int, int], metric_names: Sequence[str] = (), modality: str | None = None
+    ) -> Explained:
         ints = np.empty(0, np.int64)
         floats = np.empty(0, np.float32)
+        tokens = modality == MODALITY_TOKENS
         return cls(
             ints,
             ints,
@@ -317,6 +351,9 @@ class Explained:
             np.empty((0, *heatmap_shape), np.float32),
             np.zeros(len(STAT_FIELDS)),
             metrics={name: floats for name in metric_names},
+            modality=modality,
+            token_ids=[] if tokens else None,
+            token_relevance=[] if tokens else None,
         )
 
     def to_table(self, epoch: int, global_step: int, extra: Mapping[str, np.ndarray] | None = None):
@@ -333,6 +370,7 @@ class Explained:
             relevance=self.maps,
             relevance_sum=self.relevance_sum,
             extra=dict(extra) if extra else None,
+            token_relevance=self.token_relevance,
         )
 
     @classmethod
@@ -356,6 +394,9 @@ class Explained:
             input_shape=first.input_shape,
             num_classes=first.num_classes,
             metrics={name: np.concatenate([p.metrics[name] for p in parts]) for name in first.metrics},
+            modality=first.modality,
+            token_ids=None if first.token_ids is None else [row for p in parts for row in p.token_ids],
+            token_relevance=None if first.token_relevance is None else [r for p in parts for r in p.token_relevance],
         )
 
     def __len__(self) -> int:
@@ -376,6 +417,15 @@ class BatchExplainer:
         Name of the calling callback, shown in errors.
     metrics : ProbeMetrics, optional
         Explanation-quality metrics computed per batch (their values go to :attr:`Explained.metrics`).
+    output : None, str, int or callable, optional
+        Which part of the model's output holds the class scores
+        (:func:`lrp_lightning._model_io.select_output`).
+    modality : Modality, optional
+        The ``modality``, ``feature_names`` and ``tokenizer`` arguments. Default: inferred, none.
+
+    Token inputs get relevance per token (padding removed, :attr:`Explained.token_relevance`); their
+    maps are that relevance zero-padded to :attr:`max_tokens`, which the caller sets (else the first
+    batch's width fixes it).
     """
 
     def __init__(
@@ -386,6 +436,8 @@ class BatchExplainer:
         heatmap_size: tuple[int, int] | None,
         owner: str,
         metrics: ProbeMetrics | None = None,
+        output: OutputSpec = None,
+        modality: Modality | None = None,
     ) -> None:
         self.composite = composite
         self.composite_label = composite_label
@@ -393,6 +445,9 @@ class BatchExplainer:
         self.heatmap_size = heatmap_size
         self.owner = owner
         self.metrics = metrics if metrics else None
+        self.output = output
+        self.modality = modality or Modality(None, None, None, owner)
+        self.max_tokens: int | None = None
 
     def run(
         self,
@@ -405,7 +460,7 @@ class BatchExplainer:
         ``previous(sample_ids)`` gives the previous explained epoch's stored maps of those samples (NaN
         maps where missing), or None when there is no previous epoch; metrics that need it get NaN then.
         """
-        model = ExplainedModel(module)
+        model = ExplainedModel(module, self.output, self.owner)
         name = type(module).__name__
         attributor = Gradient(model=model, composite=self.composite)
 
@@ -443,6 +498,7 @@ class BatchExplainer:
                         stored=explained.maps,
                         previous=None if previous is None else previous(sample_ids),
                         sample_ids=sample_ids,
+                        token_relevance=explained.token_relevance,
                     )
                     if not registered:
                         register()
@@ -454,11 +510,18 @@ class BatchExplainer:
         return results
 
     def _explain(
-        self, attributor: Gradient, name: str, sample_ids: np.ndarray, x: Tensor, labels: Tensor | None
-    ) -> tuple[Explained, tuple[Tensor, Tensor, Tensor]]:
+        self, attributor: Gradient, name: str, sample_ids: np.ndarray, x: Any, labels: Tensor | None
+    ) -> tuple[Explained, tuple[Any, Tensor, Tensor]]:
         """The rows of a batch, and the (possibly cast) inputs, full relevance and output for the metrics."""
+        modality = self.modality.of(x)
+        tokens = modality == MODALITY_TOKENS
+        if tokens and self.heatmap_size is not None:
+            raise ValueError(
+                f"{self.owner}: heatmap_size applies to images and signals; token runs store one value per token "
+                "(leave heatmap_size=None)"
+            )
         parameter = next((p for p in attributor.model.parameters() if p.is_floating_point()), None)
-        if parameter is not None and x.dtype != parameter.dtype:
+        if not tokens and parameter is not None and x.dtype != parameter.dtype:
             x = x.to(parameter.dtype)  # e.g. Trainer(precision="bf16-true")
         weights = _TargetWeights(self.target, labels, sample_ids, self.owner)
         try:
@@ -469,13 +532,21 @@ class BatchExplainer:
                 "return the class scores (logits)"
             ) from exc
         except TypeError as exc:
-            if "returned" not in str(exc):
+            if "returned" not in str(exc) or str(exc).startswith(f"{self.owner}:"):
                 raise
             raise TypeError(f"{self.owner}: {name}.forward(): {exc}") from exc
         classes = weights.classes
         output = output.detach().float()
-        full = channel_summed(relevance)
-        stored = sum_pool(full, self.heatmap_size)
+        token_ids = token_relevance = None
+        if tokens:
+            token_ids, token_relevance = real_tokens(x, relevance)
+            if self.max_tokens is None:
+                self.max_tokens = int(relevance.shape[1])
+            full = relevance.detach().float()[:, None, :]  # padding is exactly 0
+            stored = torch.from_numpy(token_maps(token_relevance, self.max_tokens))
+        else:
+            full = channel_summed(relevance)
+            stored = sum_pool(full, self.heatmap_size)
         rows = torch.arange(output.shape[0], device=output.device)
         score = output[rows, classes]
         probability = torch.softmax(output, dim=1)[rows, classes]
@@ -496,10 +567,12 @@ class BatchExplainer:
         else:
             label = labels.to(device=prediction.device, dtype=torch.long)
             correct, labelled = int(((prediction == label) & finite).sum()), int(finite.sum())
+        # pixels, or real tokens (padding left out)
+        values = full64.numel() if not tokens else sum(int(r.size) for r, f in zip(token_ids, finite.tolist()) if f)
         stats = np.array(
             [
                 float(full64.abs().sum()),
-                float(full64.numel()),
+                float(values),
                 float(full64.clamp(min=0).sum()),
                 float(relevance_sum.double()[finite.to(relevance_sum.device)].sum()),
                 float(score64.abs().sum()),
@@ -519,8 +592,11 @@ class BatchExplainer:
             relevance_sum=relevance_sum.cpu().numpy().astype(np.float32),
             maps=stored.cpu().numpy().astype(np.float32),
             stats=stats,
-            input_shape=tuple(int(v) for v in x.shape[1:]),
+            input_shape=(self.max_tokens,) if tokens else tuple(int(v) for v in x.shape[1:]),
             num_classes=int(output.shape[1]),
+            modality=modality,
+            token_ids=token_ids,
+            token_relevance=token_relevance,
         )
         return explained, (x, relevance.detach(), output)
 

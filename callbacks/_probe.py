@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import IterableDataset
 
 MAX_LABEL_SCAN = 10_000
 """Without a ``targets``/``labels`` attribute, labels are read from at most ``max(this, 10 * num_samples)``
@@ -110,3 +111,30 @@ def select_probe(
         labels = np.concatenate(parts).astype(np.int64)
     chosen = stratified_sample(candidates, labels, num_samples, seed)
     return chosen, labels[np.searchsorted(candidates, chosen)]
+
+
+def as_probe(probe: Any, owner: str) -> np.ndarray | Any | None:
+    """Validate ``probe``: None, dataset indices (returned as a sorted int64 array) or a map-style dataset."""
+    if probe is None:
+        return None
+    if isinstance(probe, (torch.Tensor, np.ndarray, list, tuple, range)):
+        values = probe.detach().cpu().numpy() if isinstance(probe, torch.Tensor) else np.asarray(probe)
+        if values.ndim != 1 or values.size == 0 or values.dtype.kind not in "iu":
+            raise ValueError(
+                f"{owner}: probe must be a non-empty list of validation dataset indices (ints) or a Dataset, got "
+                f"{type(probe).__name__} of shape {values.shape} and dtype {values.dtype}"
+            )
+        if values.min() < 0:
+            raise ValueError(f"{owner}: probe indices must be >= 0, got {int(values.min())}")
+        unique, counts = np.unique(values, return_counts=True)
+        if np.any(counts > 1):
+            raise ValueError(f"{owner}: probe indices must be unique; repeated: {unique[counts > 1][:10].tolist()}")
+        return unique.astype(np.int64)
+    if isinstance(probe, IterableDataset) or not (hasattr(probe, "__getitem__") and hasattr(probe, "__len__")):
+        raise TypeError(
+            f"{owner}: probe must be None (choose from the validation data), a list of dataset indices or a "
+            f"map-style Dataset (with __len__ and __getitem__), not {type(probe).__name__}"
+        )
+    if len(probe) == 0:
+        raise ValueError(f"{owner}: the probe dataset is empty; pass a dataset with at least one sample")
+    return probe

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from lrp_lightning._model_io import OutputSpec, call_model, select_output
+
 
 def sync_errors(trainer: Any, device: torch.device, error: BaseException | None, what: str, owner: str) -> None:
     """Collective on all ranks: raise everywhere when any rank failed, instead of leaving others waiting."""
@@ -68,17 +70,25 @@ def _is_auxiliary(module: nn.Module) -> bool:
 
 
 class ExplainedModel(nn.Module):
-    """A view of ``module`` for the LRP engine: the same layers and ``forward``, minus losses and metrics.
+    """A view of ``module`` for the LRP engine: the same layers and ``forward``, minus losses and metrics,
+    returning the class scores that ``output`` selects (:func:`lrp_lightning._model_io.select_output`).
 
     The children are the module's own (rules attach to them); the view owns no parameters of its own.
+    Keyword inputs (a token batch) reach ``module.forward`` restricted to the names it accepts.
     """
 
-    def __init__(self, module: nn.Module) -> None:
+    def __init__(self, module: nn.Module, output: OutputSpec = None, owner: str | None = None) -> None:
         super().__init__()
         object.__setattr__(self, "_lrp_explained", module)  # not registered: its metrics would need rules
+        self._lrp_output = output
+        self._lrp_owner = owner
         for name, child in module.named_children():
             if not _is_auxiliary(child):
                 self.add_module(name, child)
 
-    def forward(self, input: Tensor) -> Any:
-        return self._lrp_explained(input)
+    def forward(self, *args: Any, **kwargs: Any) -> Tensor:
+        if kwargs:
+            raw = call_model(self._lrp_explained, kwargs)
+        else:
+            raw = self._lrp_explained(*args)
+        return select_output(raw, self._lrp_output, self._lrp_owner)

@@ -17,15 +17,14 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
-from torch.utils.data import IterableDataset
-from torch.utils.data._utils.collate import default_collate
-from tqdm import tqdm
 
+from lrp_lightning._model_io import OutputSpec, check_output_spec
 from lrp_lightning._validation import argument_error, check_bool, check_callable, check_int, check_path
 from lrp_lightning.core import Composite
 from lrp_lightning.metrics import ExplanationMetric
 from lrp_lightning.store import (
     HEATMAPS_IMAGE_TAG,
+    MODALITY_TOKENS,
     SAMPLE_ID,
     THUMBNAIL,
     RunStore,
@@ -34,7 +33,7 @@ from lrp_lightning.store import (
 )
 
 from ._background import BackgroundAnalysis, load_analysis
-from ._batches import UnpackBatch, unpack
+from ._batches import UnpackBatch
 from ._config import (
     TargetSpec,
     check_class_names,
@@ -46,7 +45,6 @@ from ._config import (
     target_mode,
 )
 from ._explainer import (
-    NO_LABEL,
     STAT_FIELDS,
     BatchExplainer,
     Explained,
@@ -54,8 +52,10 @@ from ._explainer import (
     as_stored,
     scalars,
 )
+from ._modality import Modality, check_feature_names, check_modality, check_tokenizer, real_tokens
 from ._pictures import heatmap_grid, thumbnail_png
-from ._probe import dataset_labels, select_probe
+from ._probe import as_probe
+from ._probe_set import ProbeSet
 from ._store_owner import StoreOwner
 from ._training_state import sync_errors, untouched_training_state
 
@@ -68,34 +68,7 @@ DEFAULT_METRICS = ("sparseness", "entropy", "conservation", "stability")
 """Metrics computed by default: cheap (no forward passes), no masks needed."""
 
 
-def _as_probe(probe: Any) -> np.ndarray | Any | None:
-    """Validate ``probe``: None, dataset indices (returned as a sorted int64 array) or a map-style dataset."""
-    if probe is None:
-        return None
-    if isinstance(probe, (torch.Tensor, np.ndarray, list, tuple, range)):
-        values = probe.detach().cpu().numpy() if isinstance(probe, torch.Tensor) else np.asarray(probe)
-        if values.ndim != 1 or values.size == 0 or values.dtype.kind not in "iu":
-            raise ValueError(
-                f"{OWNER}: probe must be a non-empty list of validation dataset indices (ints) or a Dataset, got "
-                f"{type(probe).__name__} of shape {values.shape} and dtype {values.dtype}"
-            )
-        if values.min() < 0:
-            raise ValueError(f"{OWNER}: probe indices must be >= 0, got {int(values.min())}")
-        unique, counts = np.unique(values, return_counts=True)
-        if np.any(counts > 1):
-            raise ValueError(f"{OWNER}: probe indices must be unique; repeated: {unique[counts > 1][:10].tolist()}")
-        return unique.astype(np.int64)
-    if isinstance(probe, IterableDataset) or not (hasattr(probe, "__getitem__") and hasattr(probe, "__len__")):
-        raise TypeError(
-            f"{OWNER}: probe must be None (choose from the validation data), a list of dataset indices or a "
-            f"map-style Dataset (with __len__ and __getitem__), not {type(probe).__name__}"
-        )
-    if len(probe) == 0:
-        raise ValueError(f"{OWNER}: the probe dataset is empty; pass a dataset with at least one sample")
-    return probe
-
-
-class LRPCallback(Callback):
+class LRPCallback(ProbeSet, Callback):
     """Explain a fixed probe set of validation samples with LRP at the end of validation epochs.
 
     At the first explained epoch the callback chooses the probe set (``num_samples`` validation
@@ -191,6 +164,19 @@ class LRPCallback(Callback):
         Which validation dataloader the probe set comes from.
     verbose : bool, default False
         Log a line per explained epoch (rank 0).
+    output : None, str, int or callable, optional
+        Which part of the model's output holds the class scores: a key or attribute (``"logits"``), an index
+        into a tuple, or a callable ``output -> scores``. Default: the output itself when it is a tensor, else
+        its ``"logits"`` key or ``.logits`` attribute (Hugging Face model outputs).
+    modality : {"image", "signal", "tabular", "tokens"}, optional
+        What a sample is, stored in the manifest. Default: inferred from the first batch: token ids (an
+        integer tensor, or a dict batch with ``"input_ids"``) are tokens, ``(C, H, W)`` an image, ``(C, L)`` a
+        signal, ``(F,)`` tabular (pass ``"signal"`` for a 1-D signal without a channel axis).
+    feature_names : sequence of str, optional
+        Tabular runs: the name of each input feature, stored in the manifest.
+    tokenizer : object with ``convert_ids_to_tokens``, or sequence of str, optional
+        Token runs: turns token ids into the token strings stored in ``probe.parquet`` (a Hugging Face
+        tokenizer, or a vocabulary indexed by token id). Default: token ids only.
     probe_metadata : mapping or callable, optional
         Extra columns of ``probe.parquet``, kept with the probe set (e.g. which samples carry a
         watermark); the plugin lists them in a sample's details and can colour the embedding by them: a
@@ -198,12 +184,21 @@ class LRPCallback(Callback):
         indexed by dataset index}`` or a callable ``(dataset, sample_ids) -> {column: one value per
         sample id}``. Default: none.
 
+    Token inputs: a dict batch such as ``{"input_ids", "attention_mask", "labels"}`` works as it is (the
+    labels are found by name; the model is called with the other keys that its ``forward`` accepts); the
+    relevance is per token, padding (``attention_mask == 0``) left out. ``probe.parquet`` keeps each
+    sample's token ids (and strings, with ``tokenizer``), each row its relevance per token; the fixed-size
+    maps are as wide as the longest probe sample.
+
+    The model is checked on a few probe samples when training starts (its output, the target, a rule
+    for every layer that runs, the input type), so that a mistake fails before the first epoch.
+
     Raises
     ------
     ValueError, TypeError
-        At construction, for invalid arguments; during training, for a model whose output is not
-        ``(batch, classes)`` scores, targets out of range, a probe set larger than the validation
-        data, or batches without labels when ``target="label"``.
+        At construction, for invalid arguments; when training starts or during it, for a model whose
+        output is not ``(batch, classes)`` scores (or not what ``output`` names), targets out of range, a
+        probe set larger than the validation data, or batches without labels when ``target="label"``.
     lrp_lightning.core.MissingRuleError
         When the composite has no rule for a layer of the model (the message names it).
 
@@ -270,6 +265,10 @@ class LRPCallback(Callback):
         verbose: bool = False,
         metrics: Sequence[str | ExplanationMetric | type[ExplanationMetric]] | None = DEFAULT_METRICS,
         probe_metadata: Mapping[str, Sequence[Any]] | Callable[[Any, list[int]], Mapping[str, Any]] | None = None,
+        output: OutputSpec = None,
+        modality: str | None = None,
+        feature_names: Sequence[str] | None = None,
+        tokenizer: Any = None,
     ) -> None:
         if probe_metadata is not None and not (isinstance(probe_metadata, Mapping) or callable(probe_metadata)):
             raise argument_error(
@@ -290,13 +289,18 @@ class LRPCallback(Callback):
         self.dataloader_idx = check_int(dataloader_idx, "dataloader_idx", OWNER, 0)
         self.target = check_target(target, OWNER)
         self.heatmap_size = check_heatmap_size(heatmap_size, OWNER)
-        self.probe = _as_probe(probe)
+        self.probe = as_probe(probe, OWNER)
         self.class_names = check_class_names(class_names, OWNER)
         self.dirpath = check_path(dirpath, "dirpath", OWNER, allow_none=True)
         self.unpack_batch = check_callable(
             unpack_batch, "unpack_batch", OWNER, "a callable batch -> (inputs, labels)", allow_none=True
         )
         self.verbose = check_bool(verbose, "verbose", OWNER)
+        self.output = check_output_spec(output, OWNER)
+        self.modality = check_modality(modality, OWNER)
+        self.feature_names = check_feature_names(feature_names, self.modality, OWNER)
+        self.tokenizer = check_tokenizer(tokenizer, self.modality, OWNER)
+        self._modality = Modality(self.modality, self.feature_names, self.tokenizer, OWNER)
         self.composite, self._composite_config, self._canonizer_config = resolve_composite(
             composite, canonizers, composite_kwargs, OWNER
         )
@@ -306,7 +310,14 @@ class LRPCallback(Callback):
         self._metrics = ProbeMetrics(metrics, OWNER)
         self.metrics = list(self._metrics.names)
         self._explainer = BatchExplainer(
-            self.composite, self._composite_config["name"], self.target, self.heatmap_size, OWNER, self._metrics
+            self.composite,
+            self._composite_config["name"],
+            self.target,
+            self.heatmap_size,
+            OWNER,
+            self._metrics,
+            output=self.output,
+            modality=self._modality,
         )
         self._recent_maps: dict[int, dict[int, np.ndarray]] = {}  # epoch -> sample id -> stored map (this rank)
         self._probe_ids: np.ndarray | None = None
@@ -351,6 +362,8 @@ class LRPCallback(Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._claim_store(trainer, pl_module)
+        if not trainer.fast_dev_run:
+            self._check_model(trainer, pl_module)
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.state.fn == TrainerFn.VALIDATING:
@@ -439,6 +452,7 @@ class LRPCallback(Callback):
         dataset, collate = self._probe_source(trainer)
         with untouched_training_state(pl_module):
             self._ensure_probe(trainer, pl_module, dataset, collate)
+            self._fix_max_tokens(trainer, dataset, collate)
             share = self._probe_ids[rank::world]
             explained, error = None, None
             try:
@@ -459,7 +473,7 @@ class LRPCallback(Callback):
                 if self._store is None:
                     self._store = RunStore(self._run_dir)
                 if rows is None:  # more ranks than probe samples
-                    rows = Explained.empty(self._store.heatmap_shape, self._metrics.names)
+                    rows = Explained.empty(self._store.heatmap_shape, self._metrics.names, self._store.modality)
                 self._store.write_part(epoch, step, self._table(rows, epoch, step), rank=rank)
             except Exception as exc:
                 error = exc
@@ -537,149 +551,6 @@ class LRPCallback(Callback):
     ) -> None:
         sync_errors(trainer, pl_module.device, error, what, OWNER)
 
-    # ------------------------------------------------------------------------------ probe set
-
-    def _requested_probe_config(self) -> dict[str, Any]:
-        if self.probe is None:
-            return {
-                "selection": "stratified",
-                "num_samples": self.num_samples,
-                "seed": self.seed,
-                "dataloader_idx": self.dataloader_idx,
-            }
-        if isinstance(self.probe, np.ndarray):
-            return {"selection": "indices", "num_samples": int(self.probe.size), "dataloader_idx": self.dataloader_idx}
-        return {"selection": "dataset", "dataset": qualified_name(self.probe), "num_samples": len(self.probe)}
-
-    def _probe_source(self, trainer: pl.Trainer) -> tuple[Any, Callable[[list], Any]]:
-        loaders = trainer.val_dataloaders
-        if isinstance(loaders, Mapping):
-            loaders = list(loaders.values())
-        elif loaders is not None and not isinstance(loaders, (list, tuple)):
-            loaders = [loaders]
-        loader = None
-        if loaders:
-            if self.dataloader_idx >= len(loaders):
-                raise ValueError(
-                    f"{OWNER}: dataloader_idx={self.dataloader_idx}, but there are {len(loaders)} validation "
-                    f"dataloaders; pass dataloader_idx between 0 and {len(loaders) - 1}"
-                )
-            loader = loaders[self.dataloader_idx]
-        collate = getattr(loader, "collate_fn", None)
-        if collate is None or not getattr(loader, "_auto_collation", True):
-            collate = default_collate
-        if self.probe is not None and not isinstance(self.probe, np.ndarray):
-            return self.probe, collate
-        dataset = getattr(loader, "dataset", None)
-        if dataset is None or isinstance(dataset, IterableDataset) or not hasattr(dataset, "__getitem__"):
-            raise TypeError(
-                f"{OWNER} takes its probe samples by index from the validation DataLoader's dataset, but the "
-                f"validation data is {type(dataset if dataset is not None else loader).__name__}, which cannot "
-                "be indexed; pass probe=<a map-style Dataset of the samples to explain>"
-            )
-        return dataset, collate
-
-    def _fetch(
-        self,
-        trainer: pl.Trainer,
-        dataset: Any,
-        collate: Callable,
-        ids: Sequence[int],
-        need_labels: bool,
-        masks: bool = False,
-    ):
-        """Yield ``(sample_ids, inputs, labels)`` batches of ``dataset[ids]``, collated and on the device.
-
-        With ``masks``, yield ``(sample_ids, inputs, labels, masks)`` and raise the metrics' error when a
-        batch holds no masks.
-        """
-        for start in range(0, len(ids), self.batch_size):
-            chunk = [int(i) for i in ids[start : start + self.batch_size]]
-            batch = collate([dataset[i] for i in chunk])
-            batch = trainer.strategy.batch_to_device(batch, dataloader_idx=self.dataloader_idx)
-            log.debug("%s: explaining samples %d..%d of %d", OWNER, start, start + len(chunk), len(ids))
-            if masks:
-                x, y, m = unpack(batch, self.unpack_batch, len(chunk), need_labels, OWNER, with_masks=True)
-                self._metrics.check_masks(m is not None)
-                yield np.asarray(chunk, dtype=np.int64), x, y, m
-            else:
-                x, y = unpack(batch, self.unpack_batch, len(chunk), need_labels, OWNER)
-                yield np.asarray(chunk, dtype=np.int64), x, y
-
-    def _read_labels(self, trainer: pl.Trainer, dataset: Any, collate: Callable, ids: Sequence[int]):
-        """Labels of ``dataset[ids]`` in batches; the one long step of a run (once), so it shows progress."""
-        progress = tqdm(
-            total=len(ids),
-            desc=f"{OWNER}: reading labels to choose the probe set",
-            unit="samples",
-            leave=False,
-            disable=None if len(ids) > 1000 else True,  # on a terminal, for long scans
-        )
-        with progress:
-            for sample_ids, _, labels in self._fetch(trainer, dataset, collate, ids, self.target == "label"):
-                progress.update(len(sample_ids))
-                yield None if labels is None else labels.cpu().numpy()
-
-    def _ensure_probe(self, trainer: pl.Trainer, pl_module: pl.LightningModule, dataset: Any, collate: Callable):
-        """Choose the probe set once (rank 0) and share it; collective on all ranks."""
-        if self._probe_ids is not None:
-            self._check_probe_range(self._probe_ids, len(dataset))
-            return
-        payload: Any = None
-        error = None
-        if trainer.is_global_zero:
-            try:
-                payload = ("ok", *self._select_probe(trainer, dataset, collate))
-            except Exception as exc:
-                error = exc
-                payload = ("error", f"{type(exc).__name__}: {exc}")
-        payload = trainer.strategy.broadcast(payload, src=0)
-        if error is not None:
-            raise error
-        if payload[0] == "error":
-            raise RuntimeError(f"{OWNER}: rank 0 failed to choose the probe set: {payload[1]}")
-        _, ids, labels, config = payload
-        self._probe_ids = np.asarray(ids, dtype=np.int64)
-        self._probe_labels = np.asarray(labels, dtype=np.int64)
-        self._probe_config = config
-
-    @staticmethod
-    def _check_probe_range(ids: np.ndarray, length: int) -> None:
-        if ids.size and int(ids.max()) >= length:
-            raise ValueError(
-                f"{OWNER}: probe index {int(ids.max())} is out of range for the validation dataset of "
-                f"{length} samples; pass indices below {length}"
-            )
-
-    def _select_probe(self, trainer: pl.Trainer, dataset: Any, collate: Callable):
-        length = len(dataset)
-        config = self._requested_probe_config()
-        known = dataset_labels(dataset)
-        if self.probe is None:
-            if self.num_samples > length:
-                raise ValueError(
-                    f"{OWNER}: num_samples={self.num_samples} is larger than the validation dataset "
-                    f"({length} samples); pass num_samples={length} (or fewer)"
-                )
-            ids, labels = select_probe(
-                length,
-                self.num_samples,
-                self.seed,
-                known,
-                lambda indices: self._read_labels(trainer, dataset, collate, indices),
-            )
-        else:
-            ids = self.probe if isinstance(self.probe, np.ndarray) else np.arange(length, dtype=np.int64)
-            self._check_probe_range(ids, length)
-            if known is not None:
-                labels = known[ids]
-            else:
-                parts = list(self._read_labels(trainer, dataset, collate, ids.tolist()))
-                labels = (
-                    np.full(ids.size, NO_LABEL, np.int64) if any(p is None for p in parts) else np.concatenate(parts)
-                )
-        return ids.tolist(), np.asarray(labels, dtype=np.int64).tolist(), config
-
     # ------------------------------------------------------------------------------ store
 
     def _class_names(self, dataset: Any, num_classes: int | None) -> list[str] | None:
@@ -700,6 +571,7 @@ class LRPCallback(Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, dataset: Any, collate: Callable, first: Explained
     ) -> None:
         """Rank 0: create (or reopen, when resuming) the store and write the probe set once."""
+        tokens = first.modality == MODALITY_TOKENS
         store = RunStore.create(
             self._run_dir,
             heatmap_shape=first.maps.shape[1:],
@@ -713,44 +585,30 @@ class LRPCallback(Callback):
             metadata={"writer": OWNER},
             run_id=self._store_owner.run_id,
             adopt_unowned=self._store_owner.legacy,
+            modality=first.modality,
+            feature_names=self.feature_names,
+            max_tokens=self._explainer.max_tokens if tokens else None,
         )
         if not store.probe_path.exists():
             thumbnails: list[bytes | None] = []
+            token_ids: list[np.ndarray] = []
             for _, x, _ in self._fetch(trainer, dataset, collate, self._probe_ids, need_labels=False):
-                thumbnails.extend(thumbnail_png(sample, THUMBNAIL_SIZE) for sample in x)
+                if tokens:
+                    token_ids.extend(real_tokens(x)[0])
+                else:
+                    thumbnails.extend(thumbnail_png(sample, THUMBNAIL_SIZE) for sample in x)
             store.write_probe(
                 make_probe_table(
                     sample_id=self._probe_ids,
                     dataset_index=self._probe_ids,
                     label=self._probe_labels,
-                    thumbnail=thumbnails,
+                    thumbnail=None if tokens else thumbnails,
                     metadata=self._probe_metadata_columns(dataset),
+                    token_ids=token_ids if tokens else None,
+                    tokens=self._modality.token_strings(token_ids) if tokens else None,
                 )
             )
         self._store = store
-
-    def _probe_metadata_columns(self, dataset: Any) -> dict[str, list[Any]] | None:
-        if self.probe_metadata is None:
-            return None
-        ids = [int(i) for i in self._probe_ids]
-        if callable(self.probe_metadata):
-            columns = dict(self.probe_metadata(dataset, ids))
-        else:
-            columns = {}
-            for name, values in self.probe_metadata.items():
-                try:
-                    columns[name] = [values[i] for i in ids]
-                except (IndexError, KeyError) as error:
-                    raise ValueError(
-                        f"{OWNER}: probe_metadata[{name!r}] has no value for dataset index {error}; give one value "
-                        "per sample of the validation dataset"
-                    ) from None
-        for name, values in columns.items():
-            if len(values) != len(ids):
-                raise ValueError(
-                    f"{OWNER}: probe_metadata column {name!r} has {len(values)} values for {len(ids)} probe samples"
-                )
-        return {name: list(values) for name, values in columns.items()}
 
     def _table(self, rows: Explained, epoch: int, step: int):
         metric_columns = {

@@ -17,9 +17,10 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
+from lrp_lightning._model_io import OutputSpec, check_output_spec
 from lrp_lightning._validation import check_bool, check_callable, check_int, check_path
 from lrp_lightning.core import Composite
-from lrp_lightning.store import PartWriter, RunStore, SchemaError, WriterLock, make_probe_table
+from lrp_lightning.store import MODALITY_TOKENS, PartWriter, RunStore, SchemaError, WriterLock, make_probe_table
 
 from ._batches import UnpackBatch, unpack
 from ._config import (
@@ -32,6 +33,7 @@ from ._config import (
     target_mode,
 )
 from ._explainer import BatchExplainer, Explained
+from ._modality import Modality, check_feature_names, check_modality, check_tokenizer
 from ._pictures import thumbnail_png
 from ._training_state import sync_errors, untouched_training_state
 
@@ -89,6 +91,18 @@ class LRPPredictionWriter(BasePredictionWriter):
         Log a line when the epoch is written (rank 0).
     flush_every : int, default 4096
         Rows a rank collects before writing them to its part file.
+    output : None, str, int or callable, optional
+        Which part of the model's output holds the class scores, as for :class:`LRPCallback`.
+    modality : {"image", "signal", "tabular", "tokens"}, optional
+        What a sample is, as for :class:`LRPCallback`. Default: inferred from the first batch.
+    feature_names : sequence of str, optional
+        Tabular data: the name of each input feature.
+    tokenizer : object with ``convert_ids_to_tokens``, or sequence of str, optional
+        Token data: turns token ids into the token strings stored in ``probe.parquet``.
+
+    Token data (integer token ids, or dict batches with ``"input_ids"``) is stored with its token ids
+    and relevance per token, padding removed; the fixed-size maps are as wide as the first batch's
+    tokens (longer samples keep all their token relevance, but their map is cut there).
 
     Examples
     --------
@@ -114,6 +128,10 @@ class LRPPredictionWriter(BasePredictionWriter):
         unpack_batch: UnpackBatch | None = None,
         verbose: bool = False,
         flush_every: int = 4096,
+        output: OutputSpec = None,
+        modality: str | None = None,
+        feature_names: Sequence[str] | None = None,
+        tokenizer: Any = None,
     ) -> None:
         super().__init__(write_interval="batch")
         self.dirpath = check_path(dirpath, "dirpath", OWNER, allow_none=True)
@@ -127,11 +145,22 @@ class LRPPredictionWriter(BasePredictionWriter):
         )
         self.verbose = check_bool(verbose, "verbose", OWNER)
         self.flush_every = check_int(flush_every, "flush_every", OWNER, 1)
+        self.output = check_output_spec(output, OWNER)
+        self.modality = check_modality(modality, OWNER)
+        self.feature_names = check_feature_names(feature_names, self.modality, OWNER)
+        self.tokenizer = check_tokenizer(tokenizer, self.modality, OWNER)
+        self._modality = Modality(self.modality, self.feature_names, self.tokenizer, OWNER)
         self.composite, self._composite_config, self._canonizer_config = resolve_composite(
             composite, canonizers, composite_kwargs, OWNER
         )
         self._explainer = BatchExplainer(
-            self.composite, self._composite_config["name"], self.target, self.heatmap_size, OWNER
+            self.composite,
+            self._composite_config["name"],
+            self.target,
+            self.heatmap_size,
+            OWNER,
+            output=self.output,
+            modality=self._modality,
         )
         self._run_dir: Path | None = None
         self._checkpoint: tuple[int, int] | None = None
@@ -151,7 +180,10 @@ class LRPPredictionWriter(BasePredictionWriter):
         self._ids: list[int] = []
         self._labels: list[int] = []
         self._thumbnails: list[bytes | None] = []
+        self._token_ids: list[np.ndarray] = []
         self._start = time.perf_counter()
+        if hasattr(self, "_explainer"):
+            self._explainer.max_tokens = None  # each prediction's first batch sets its width
 
     @property
     def state_key(self) -> str:
@@ -211,7 +243,7 @@ class LRPPredictionWriter(BasePredictionWriter):
             if not keep.any():
                 return
             if not keep.all():
-                x, y, ids = x[torch.as_tensor(keep)], None if y is None else y[torch.as_tensor(keep)], ids[keep]
+                x, y, ids = _take(x, keep), None if y is None else y[torch.as_tensor(keep)], ids[keep]
             (rows,) = self._explainer.run(pl_module, [(ids, x, y)])
         self._seen.update(ids.tolist())
         self._ids.extend(rows.sample_id.tolist())
@@ -226,7 +258,10 @@ class LRPPredictionWriter(BasePredictionWriter):
             self._buffered += len(chunk)
         if self._buffered >= self.flush_every:
             self._flush(trainer)
-        if self.thumbnail_size:
+        if rows.token_ids is not None:
+            self._token_ids.extend(rows.token_ids)
+            self._thumbnails.extend([None] * len(ids))
+        elif self.thumbnail_size:
             self._thumbnails.extend(thumbnail_png(sample, self.thumbnail_size) for sample in x)
         else:
             self._thumbnails.extend([None] * len(ids))
@@ -247,7 +282,8 @@ class LRPPredictionWriter(BasePredictionWriter):
                 raise self._flush_error
             self._flush(trainer)
             if self._part is None:
-                store.write_part(epoch, step, Explained.empty(store.heatmap_shape).to_table(epoch, step), rank=rank)
+                empty = Explained.empty(store.heatmap_shape, modality=store.modality)
+                store.write_part(epoch, step, empty.to_table(epoch, step), rank=rank)
             elif tuple(self._part.heatmap_shape) != tuple(store.heatmap_shape):
                 raise SchemaError(
                     f"rank {rank} explained maps of shape {self._part.heatmap_shape}, but the store holds maps of "
@@ -259,10 +295,11 @@ class LRPPredictionWriter(BasePredictionWriter):
         except Exception as exc:
             error = exc
         self._sync_errors(trainer, pl_module, error, "writing attributions")  # every part is written
-        probe = _gather_to_rank_zero((self._ids, self._labels, self._thumbnails), world)
+        tokens = self._token_ids if store.modality == MODALITY_TOKENS else None
+        probe = _gather_to_rank_zero((self._ids, self._labels, self._thumbnails, tokens), world)
         if trainer.is_global_zero:
             try:
-                store.write_probe(_probe_table(probe))
+                store.write_probe(_probe_table(probe, self._modality))
                 info = store.commit_epoch(epoch, step, world_size=world)
             except Exception as exc:
                 error = exc
@@ -335,6 +372,9 @@ class LRPPredictionWriter(BasePredictionWriter):
             target_mode=target_mode(self.target),
             probe={"selection": "dataset-wide"},
             metadata={"writer": OWNER},
+            modality=rows.modality,
+            feature_names=self.feature_names,
+            max_tokens=self._explainer.max_tokens if rows.modality == MODALITY_TOKENS else None,
         )
 
 
@@ -347,7 +387,20 @@ def _slice(rows: Explained, start: int, stop: int) -> Explained:
         input_shape=rows.input_shape,
         num_classes=rows.num_classes,
         metrics={name: values[start:stop] for name, values in rows.metrics.items()},
+        modality=rows.modality,
+        token_ids=None if rows.token_ids is None else rows.token_ids[start:stop],
+        token_relevance=None if rows.token_relevance is None else rows.token_relevance[start:stop],
     )
+
+
+def _take(x: Any, keep: np.ndarray) -> Any:
+    """The kept samples of a model input: a tensor, or each tensor of a token batch's dict."""
+    index = torch.as_tensor(keep)
+    if isinstance(x, Mapping):
+        return {
+            key: value[index.to(value.device)] if isinstance(value, torch.Tensor) else value for key, value in x.items()
+        }
+    return x[index.to(x.device)]
 
 
 def _gather_to_rank_zero(value: Any, world_size: int) -> list[Any]:
@@ -359,19 +412,22 @@ def _gather_to_rank_zero(value: Any, world_size: int) -> list[Any]:
     return gathered or []
 
 
-def _probe_table(parts: Sequence[tuple[list[int], list[int], list[bytes | None]]]) -> pa.Table:
+def _probe_table(parts: Sequence[tuple[list[int], list[int], list[bytes | None], Any]], modality: Modality) -> pa.Table:
     """One row per sample id over all ranks' parts (the first occurrence wins, as for readers)."""
     ids: list[int] = []
     labels: list[int] = []
     thumbnails: list[bytes | None] = []
+    token_ids: list[np.ndarray] | None = None if not parts or parts[0][3] is None else []
     seen: set[int] = set()
-    for part_ids, part_labels, part_thumbnails in parts:
-        for sample_id, label, thumbnail in zip(part_ids, part_labels, part_thumbnails):
+    for part_ids, part_labels, part_thumbnails, part_tokens in parts:
+        for row, (sample_id, label, thumbnail) in enumerate(zip(part_ids, part_labels, part_thumbnails)):
             if sample_id not in seen:
                 seen.add(sample_id)
                 ids.append(sample_id)
                 labels.append(label)
                 thumbnails.append(thumbnail)
+                if token_ids is not None:
+                    token_ids.append(part_tokens[row])
     if not ids:
         warnings.warn(f"{OWNER}: no samples were predicted; the epoch is written empty", RuntimeWarning, stacklevel=2)
     order = np.argsort(np.asarray(ids, dtype=np.int64), kind="stable")
@@ -380,4 +436,6 @@ def _probe_table(parts: Sequence[tuple[list[int], list[int], list[bytes | None]]
         dataset_index=np.asarray(ids, dtype=np.int64)[order],
         label=np.asarray(labels, dtype=np.int64)[order],
         thumbnail=[thumbnails[i] for i in order],
+        token_ids=None if token_ids is None else [token_ids[i] for i in order],
+        tokens=None if token_ids is None else modality.token_strings([token_ids[i] for i in order]),
     )
