@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn as nn
 
+from ._conservation import check_conservation
 from ._model_io import OutputSpec, call_model, check_output_spec, padding_mask_of, select_output, token_ids_of
 from ._validation import argument_error, check_choice, check_int, check_type
 from .core import BasicHook, Composite
@@ -246,6 +247,7 @@ class Attributor:
         )
         if gradient is None:
             gradient = torch.zeros_like(leaf)
+        check_conservation(self.model, self.composite, weights, gradient)
         return (output if self.create_graph else output.detach()), gradient
 
     def token_grad(self, inputs: Tensor | Mapping[str, Any], target: Target) -> tuple[Tensor, Tensor]:
@@ -255,12 +257,13 @@ class Attributor:
             raise argument_error(type(self).__name__, "input", "token ids of shape (batch, tokens)", ids)
         batch, length = ids.shape
         captured: list[Tensor] = []
+        skipped: list[nn.Module] = []
 
         def capture(module: nn.Module, args: tuple, out: Any) -> Tensor | None:
             # an embedding output over the tokens, (B, T, H), or broadcast to them (position embeddings (1, T, H))
-            if not isinstance(out, Tensor) or not out.is_floating_point() or out.ndim != 3:
-                return None
-            if out.shape[1] != length or out.shape[0] not in (1, batch):
+            shaped = isinstance(out, Tensor) and out.is_floating_point() and out.ndim == 3
+            if not shaped or out.shape[1] != length or out.shape[0] not in (1, batch):
+                skipped.append(module)
                 return None
             leaf = out.detach().expand(batch, length, out.shape[-1]).clone().requires_grad_(True)
             captured.append(leaf)
@@ -298,6 +301,8 @@ class Attributor:
         for leaf, gradient in zip(captured, gradients):
             if gradient is not None:
                 relevance = relevance + (gradient if relevance_flows else gradient * leaf).sum(-1)
+        if not skipped:
+            check_conservation(self.model, self.composite, weights, relevance)
         mask = padding_mask_of(inputs)
         if mask is not None:
             relevance = relevance.masked_fill(mask.to(relevance.device).reshape(batch, length) == 0, 0.0)
