@@ -31,9 +31,14 @@ patch; a signal's window of time steps; a tabular feature; a token id) where
     thumbnails of ``probe.parquet`` (PNG, grayscale, resized to the analysis grid). Thumbnails are
     scaled per sample to its minimum and maximum, so for tabular data a feature that is most of the
     members' extreme value (shown as 0 or 1 whatever it is) does not count as "the same".
-    For tokens, (b) is that the members share one token id: at least ``min_token_presence`` (0.9)
-    of them hold the token the relevance concentrates on (its column of the bag-of-tokens form,
-    :mod:`~lrp_lightning.analysis.tokens`; the finding's ``input_spread`` is the share without it).
+    For tokens (regions are token ids, :mod:`~lrp_lightning.analysis.tokens`), (a) also asks the token
+    to be the most relevant token of at least ``min_token_top`` (0.8) of the members, and (b) is that
+    the members share that token id: at least ``min_token_presence`` (0.9) of them hold it (the
+    finding's ``input_spread`` is the share without it), and the cluster holds at least
+    ``min_token_coverage`` (0.8) of the category's samples that hold it. A class keyword is a token
+    too; these two guards keep groups that read one of several keywords out (measured on
+    :func:`~lrp_lightning.analysis.synthetic.planted_tokens`), but a group that reads a single
+    keyword remains a finding, and its reason says to check it.
     When a run holds no thumbnails (a
     prediction-writer run without them, a store written by hand) evidence (b) cannot be measured:
     the finding then rests on (a) and (c), its ``input_spread`` is null and its reason says the
@@ -666,7 +671,8 @@ class Findings(Step):
         clusterings = len({c.split("/")[1] for c in finding.clusters})
         return text + (
             f"; not chance: permutation test against random same-size subsets, FDR-adjusted q = {finding.q_value:.2g}; "
-            f"merged from {len(finding.clusters)} flagged cluster(s) of {clusterings} clustering(s)"
+            f"merged from {len(finding.clusters)} flagged cluster(s) of {clusterings} clustering(s); "
+            "a group that reads one class keyword looks the same: check that the model may rely on this token"
         )
 
     def _carry_ids(self, epoch: int, findings: list[Finding], previous: Sequence[Finding]) -> None:

@@ -202,7 +202,7 @@ class SpRAy(Step):
         Default ``Preprocess()``: signed maps, sum-pooled to 32x32, unit L2 norm.
     tokens : TokenForm, optional
         Default ``TokenForm()``: how token runs become fixed-length (bag of tokens over the epoch's
-        256 most relevant token ids, plus 16 position bins at half weight); see :mod:`.tokens`.
+        256 most relevant token ids, plus 16 position bins at a quarter weight); see :mod:`.tokens`.
     affinity : KNNGraph, optional
         Default ``KNNGraph()``: symmetric 10-nearest-neighbour graph.
     spectral : SpectralEmbedding, optional

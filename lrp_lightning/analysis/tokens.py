@@ -14,13 +14,20 @@ sample into two blocks:
   ``[0, max_tokens)``; it tells apart samples that read the start of the text from those that read the
   end, whatever the words.
 
-Each block is scaled to unit L2 norm per sample and the position block is weighted by
-``position_weight`` (0.5: words first); the concatenation is what neighbours, spectra, clusterings and
-layouts compare. The *indicators and findings* use the bag block only, as the shares of each sample's
-absolute relevance per vocabulary column (each sample's absolute relevance summed per token id, so a
-word's positive and negative occurrences do not cancel), and as the inputs of evidence (b) the
-presence of each vocabulary item in each sample (1 if the sample holds the token, else 0). A
-cluster's prototype is its mean signed bag of tokens (unit L1 per sample).
+Each block holds absolute relevance by default (``sign``), is scaled to unit L2 norm per sample, and
+the position block is weighted by ``position_weight`` (0.25: words first); the concatenation is what
+neighbours, spectra, clusterings and layouts compare. Both defaults were chosen on the runs of
+``examples/text_shortcut.py``: a trained text model puts sizeable relevance of either sign on filler
+words, and a shortcut token stands anywhere in the text, so signed values and a heavier position block
+split the samples that rely on the shortcut (their 10 nearest neighbours agreed on holding it 84% of
+the time in the last epoch with signed values at weight 0.5, 92% with these defaults; the shortcut's
+finding then held 97% to 100% of its texts in every epoch, at purity 1.00).
+
+The *indicators and findings* use the bag block only, as the shares of each sample's absolute relevance
+per vocabulary column (each sample's absolute relevance summed per token id, so a word's positive and
+negative occurrences do not cancel), and as the inputs of evidence (b) the presence of each vocabulary
+item in each sample (1 if the sample holds the token, else 0). A cluster's prototype is its mean signed
+bag of tokens (unit L1 per sample).
 
 A finding of a token run is therefore one token id: the cluster's relevance concentrates on it (its
 share in the cluster against the rest of the class, evidence (a)), the members contain it (evidence
@@ -130,9 +137,9 @@ class TokenForm(Step):
         when the epoch holds fewer distinct tokens); every other token shares one more column.
     position_bins : int, default 16
         Bins of the position block (at most ``max_tokens``); 0 leaves positions out.
-    position_weight : float, default 0.5
+    position_weight : float, default 0.25
         Weight of the (unit-norm) position block against the (unit-norm) bag block.
-    sign : {"signed", "absolute", "positive"}, default "signed"
+    sign : {"signed", "absolute", "positive"}, default "absolute"
         The relevance the clustering compares: signed, absolute, or positive values (the findings
         always measure absolute shares).
 
@@ -146,7 +153,11 @@ class TokenForm(Step):
     """
 
     def __init__(
-        self, vocabulary_size: int = 256, position_bins: int = 16, position_weight: float = 0.5, sign: str = "signed"
+        self,
+        vocabulary_size: int = 256,
+        position_bins: int = 16,
+        position_weight: float = 0.25,
+        sign: str = "absolute",
     ) -> None:
         owner = "TokenForm"
         self.vocabulary_size = check_int(vocabulary_size, "vocabulary_size", owner, 1)

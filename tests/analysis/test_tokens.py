@@ -24,7 +24,7 @@ def _no_image_words(*texts: str) -> None:
 def test_token_form_sums_relevance_per_vocabulary_item_and_per_position():
     ids = [np.array([5, 7, 5, 9]), np.array([7, 8])]
     relevance = [np.array([1.0, -2.0, 1.0, 0.5]), np.array([3.0, 1.0])]
-    form = TokenForm(vocabulary_size=2, position_bins=2, position_weight=0.5)
+    form = TokenForm(vocabulary_size=2, position_bins=2, position_weight=0.5, sign="signed")
     # per-sample shares of |relevance|: id 7 gets 0.444 + 0.75, id 5 0.444, id 8 0.25, id 9 0.111
     assert form.vocabulary(ids, relevance).tolist() == [7, 5]
     maps = form.transform(ids, relevance, names={7: "seven"})
