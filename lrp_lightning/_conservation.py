@@ -9,8 +9,11 @@ warns once per model, naming these likely causes. (A functional ``x.mean(1)`` co
 relevance uniformly; no sum can show that.)
 
 A rule says whether it conserves relevance on a module with a ``conserves(module)`` method (the rules of
-:mod:`lrp_lightning.attention`); the rules of :mod:`lrp_lightning.rules` are known here: they conserve when
-the module has no (or a zero, or a zeroed) bias, AlphaBeta only with ``alpha - beta == 1``.
+:mod:`lrp_lightning.attention`); the rules of :mod:`lrp_lightning.rules` are known here. Only rules that
+conserve for every input count: Pass, Norm, and Epsilon (``epsilon <= 1e-4``), Flat and WSquare on layers
+without (or with a zero, or a zeroed) bias. Gamma, ZPlus, AlphaBeta and ZBox drop the relevance of
+outputs whose denominator is zero, so a composite with them is not checked. The difference is measured
+per sample against the sum of the magnitudes of the target's relevance.
 """
 
 from __future__ import annotations
@@ -35,7 +38,9 @@ CONSERVATION_RTOL = 1e-2
 _WARNED: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 _CACHE: weakref.WeakKeyDictionary[Composite, tuple[int, int, bool]] = weakref.WeakKeyDictionary()
 
-_AFFINE_RULES = (lrules.Epsilon, lrules.Gamma, lrules.ZPlus, lrules.ZBox, lrules.Flat, lrules.WSquare)
+_AFFINE_RULES = (lrules.Flat, lrules.WSquare)
+#: the largest Epsilon that counts as conserving (a larger one absorbs relevance by design)
+_EPSILON_LIMIT = 1e-4
 
 
 def _no_bias(rule: Hook, module: nn.Module) -> bool:
@@ -56,8 +61,10 @@ def rule_conserves(rule: Hook | None, module: nn.Module) -> bool:
         return bool(conserves(module))
     if isinstance(rule, (lrules.Pass, lrules.Norm)):
         return True
-    if isinstance(rule, lrules.AlphaBeta):
-        return float(rule.alpha) - float(rule.beta) == 1.0 and _no_bias(rule, module)
+    if isinstance(rule, lrules.Epsilon):
+        epsilon = rule.epsilon
+        small = isinstance(epsilon, (int, float)) and not isinstance(epsilon, bool) and abs(epsilon) <= _EPSILON_LIMIT
+        return small and _no_bias(rule, module)
     if isinstance(rule, _AFFINE_RULES):
         return _no_bias(rule, module)
     return False
@@ -98,9 +105,10 @@ def check_conservation(
     if not composite_conserves(composite, model):
         return
     with torch.no_grad():
-        expected = target_relevance.detach().reshape(target_relevance.shape[0], -1).sum(1).double()
+        target = target_relevance.detach().reshape(target_relevance.shape[0], -1).double()
+        expected = target.sum(1)
         reached = input_relevance.detach().reshape(input_relevance.shape[0], -1).sum(1).double()
-        scale = expected.abs()
+        scale = target.abs().sum(1)
         checked = scale > 0
         if not bool(checked.any()):
             return

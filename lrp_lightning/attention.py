@@ -29,13 +29,19 @@ every rule below returns the relevance of its inputs. Formulas (``R`` the releva
 Building blocks for canonizers (reused by model-family canonizers):
 
 * :class:`MatMul` (and its roles :class:`AttentionScores`, :class:`AttentionValues`), :class:`Multiply`,
-  :class:`Pointwise`, ``nn.Softmax``, :class:`~lrp_lightning.layer.Sum` — operation modules. They compute
+  :class:`Functional` (any differentiable function, e.g. rotary embeddings; epsilon rule through its
+  Jacobian), :class:`Pointwise`, ``nn.Softmax``, :class:`~lrp_lightning.layer.Sum` — operation modules. They compute
   exactly the functional operation; while a composite gives them a rule, an attributed call runs the rule
   in the backward pass. :class:`Projection` is a part of a packed weight (``in_proj_weight[:E]``) as a
   parameter-free ``nn.Linear``, so linear rules (Epsilon, Gamma) apply to it.
 * :class:`AttentionOps` holds one of each for a block; :func:`attention` is scaled dot-product attention
   through them, :func:`residual` a residual sum, :func:`merge_masks` turns boolean / float / padding masks
   into one additive mask.
+* :class:`Projection` also turns a linear layer with a transposed weight (GPT-2's ``Conv1D``) into an
+  ``nn.Linear``: ``Projection(conv1d.weight.T, conv1d.bias)``.
+* :data:`LAYER_NORM_NAMES` and :data:`RMS_NORM_NAMES`: class names (not types, so that no library is
+  imported) of normalisation layers that the transformer composites give :class:`LayerNormRule` /
+  :class:`RMSNormRule`; :func:`class_names` makes such a name set usable in a layer map.
 * :func:`temporary_child` attaches an operation module to a model's block for the duration of a
   canonization (removed exactly); together with :func:`lrp_lightning.canonizers.override_forward` and
   :func:`lrp_lightning.core.override_params` it is all a canonizer needs.
@@ -53,17 +59,30 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import Hook, RemovableHandleList, Stabilizer, _evaluating, _Finalizer, _no_hooks, module_params
+from .core import (
+    MISSING_RULE_ADVICE,
+    Hook,
+    RemovableHandleList,
+    Stabilizer,
+    _evaluating,
+    _Finalizer,
+    _no_hooks,
+    module_params,
+)
 from .layer import Sum
 
 Tensor = torch.Tensor
 
 __all__ = [
+    "LAYER_NORM_NAMES",
+    "RMS_NORM_NAMES",
     "AttentionOps",
     "AttentionScores",
     "AttentionValues",
     "CPMatMul",
     "ConstantFactor",
+    "EpsilonFunctional",
+    "Functional",
     "LayerNormRule",
     "MatMul",
     "Multiply",
@@ -76,6 +95,7 @@ __all__ = [
     "UniformProduct",
     "ZeroRelevance",
     "attention",
+    "class_names",
     "merge_masks",
     "residual",
     "temporary_child",
@@ -184,6 +204,27 @@ class Multiply(_Op):
 
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         return self._run(torch.mul, (a, b))
+
+
+class Functional(_Op):
+    """Any differentiable function of one or more tensors as a module, e.g. rotary position embeddings
+    (``q * cos + rotate_half(q) * sin``) or a scaling; composites give it :class:`EpsilonFunctional`.
+
+    Parameters
+    ----------
+    function : callable
+        ``(*tensors) -> tensor``.
+    """
+
+    def __init__(self, function: Callable[..., Tensor]) -> None:
+        super().__init__()
+        self.function = function
+
+    def forward(self, *inputs: Tensor) -> Tensor:
+        return self._run(self.function, inputs)
+
+    def extra_repr(self) -> str:
+        return getattr(self.function, "__name__", repr(self.function))
 
 
 class Pointwise(nn.Module):
@@ -436,6 +477,38 @@ class CPMatMul(UniformMatMul):
         return None, b * (a.transpose(-2, -1) @ ratio).sum_to_size(b.shape)
 
 
+class EpsilonFunctional(OpRule):
+    """The epsilon rule for any function ``y = f(x_1, ..., x_n)`` of a :class:`Functional` module.
+
+    ``R_{x_k} = x_k * J_k^T (R / y)`` with the Jacobian of ``f`` (autograd): Taylor's first-order term at
+    the input, which is the epsilon rule for a function that is linear in its inputs (rotary embeddings,
+    scalings, sums), with anything that is not (a bias) absorbing its share.
+
+    Parameters
+    ----------
+    epsilon : float or callable, default 1e-6
+        Stabilizer of ``y``.
+    """
+
+    def __init__(self, epsilon: float | Callable[[Tensor], Tensor] = 1e-6) -> None:
+        self.epsilon = epsilon
+        self._stabilize = Stabilizer.ensure(epsilon)
+
+    def relevance(self, module, inputs, output, relevance):
+        used = [i for i, x in enumerate(inputs) if x.requires_grad]
+        leaves = [x.detach().requires_grad_(i in used) for i, x in enumerate(inputs)]
+        with torch.enable_grad():
+            out = module.function(*leaves)
+            gradients = torch.autograd.grad(out, [leaves[i] for i in used], relevance / self._stabilize(out.detach()))
+        result: list[Tensor | None] = [None] * len(inputs)
+        for i, gradient in zip(used, gradients):
+            result[i] = inputs[i] * gradient
+        return tuple(result)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(epsilon={self.epsilon})"
+
+
 class UniformProduct(OpRule):
     """AttnLRP's rule for element-wise products ``a * b`` (gates): ``R_a = R_b = R / 2``."""
 
@@ -469,6 +542,33 @@ class ConstantFactor(OpRule):
 
     def __repr__(self) -> str:
         return f"ConstantFactor(constant={self.constant})"
+
+
+#: class names of layer normalisations outside torch (``y = (x - mean) / sigma * w + b``), matched by name
+LAYER_NORM_NAMES: set[str] = {"FusedLayerNorm", "LayerNorm2d"}
+#: class names of RMS normalisations outside torch (``y = x / rms * w``; read ``eps`` or ``variance_epsilon``)
+RMS_NORM_NAMES: set[str] = {
+    "LlamaRMSNorm",
+    "MistralRMSNorm",
+    "MixtralRMSNorm",
+    "Qwen2RMSNorm",
+    "Qwen3RMSNorm",
+    "PhiRMSNorm",
+    "T5LayerNorm",
+}
+
+
+class _ClassNameMeta(type):
+    def __instancecheck__(cls, instance: Any) -> bool:
+        return type(instance).__name__ in cls.names  # type: ignore[attr-defined]
+
+    def __repr__(cls) -> str:
+        return f"class_names({sorted(cls.names)})"  # type: ignore[attr-defined]
+
+
+def class_names(names: set[str] | frozenset[str]) -> type:
+    """A "type" for layer maps and ``isinstance`` that matches modules by class name (``names`` is read live)."""
+    return _ClassNameMeta("ClassNames", (), {"names": names})
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -508,12 +608,13 @@ def merge_masks(
     keys: int,
     dtype: torch.dtype,
     is_causal: bool = False,
+    device: torch.device | None = None,
 ) -> Tensor | None:
     """One additive mask broadcastable to ``(batch, heads, queries, keys)`` (``-inf`` where masked).
 
     ``attn_mask``: ``(queries, keys)``, ``(batch * heads, queries, keys)`` or 4-D; ``key_padding_mask``:
     ``(batch, keys)``. Boolean masks are True where attention is *not* allowed (torch's convention); float
-    masks are added. ``is_causal`` without ``attn_mask`` masks the future.
+    masks are added. ``is_causal`` without ``attn_mask`` masks the future (a mask made on ``device``).
     """
 
     def additive(mask: Tensor) -> Tensor:
@@ -523,7 +624,7 @@ def merge_masks(
 
     merged = None
     if attn_mask is None and is_causal:
-        attn_mask = torch.ones(queries, keys, dtype=torch.bool).triu(1)
+        attn_mask = torch.ones(queries, keys, dtype=torch.bool, device=device).triu(1)
     if attn_mask is not None:
         mask = additive(attn_mask)
         if mask.ndim == 3:
@@ -588,3 +689,18 @@ def temporary_child(module: nn.Module, name: str, child: nn.Module) -> Iterator[
         yield child
     finally:
         del module._modules[name]
+
+
+_ADVICE = (
+    "it is a part of transformers; explain attention models with composite='attn_lrp' or 'cp_lrp', or give it "
+    "a rule of lrp_lightning.attention (e.g. layer_map=[({name}, {rule})])"
+)
+MISSING_RULE_ADVICE.update(
+    {
+        _Op: _ADVICE.format(name="lrp_lightning.attention.MatMul", rule="UniformMatMul()"),
+        nn.LayerNorm: _ADVICE.format(name="torch.nn.LayerNorm", rule="LayerNormRule()"),
+        nn.Softmax: _ADVICE.format(name="torch.nn.Softmax", rule="SoftmaxRule()"),
+    }
+)
+if hasattr(nn, "RMSNorm"):
+    MISSING_RULE_ADVICE[nn.RMSNorm] = _ADVICE.format(name="torch.nn.RMSNorm", rule="RMSNormRule()")

@@ -14,6 +14,7 @@ Registered names (``canonizers="auto"`` picks them for models that hold these mo
 
 * ``"multihead_attention"``: :class:`MultiheadAttentionCanonizer`.
 * ``"transformer_encoder_layer"``: :class:`TransformerEncoderLayerCanonizer` (with the attention inside).
+* ``"transformer_decoder_layer"``: :class:`TransformerDecoderLayerCanonizer` (self- and cross-attention).
 * ``"vision_transformer"``: :class:`VisionTransformerCanonizer`, torchvision's ``EncoderBlock`` (residual
   sums) and ``Encoder`` (the position embedding, added like a bias), with the attention inside.
 """
@@ -39,6 +40,7 @@ Tensor = torch.Tensor
 __all__ = [
     "BlockCanonizer",
     "MultiheadAttentionCanonizer",
+    "TransformerDecoderLayerCanonizer",
     "TransformerEncoderLayerCanonizer",
     "VisionTransformerCanonizer",
 ]
@@ -174,7 +176,7 @@ def _mha_forward(
     q = q_proj(query).reshape(batch, queries, heads, head_dim).transpose(1, 2)
     k = k_proj(key).reshape(batch, keys, heads, head_dim).transpose(1, 2)
     v = v_proj(value).reshape(batch, keys, heads, head_dim).transpose(1, 2)
-    mask = merge_masks(attn_mask, key_padding_mask, batch, heads, queries, keys, q.dtype, is_causal)
+    mask = merge_masks(attn_mask, key_padding_mask, batch, heads, queries, keys, q.dtype, is_causal, q.device)
     dropout_p = module.dropout if module.training else 0.0
     output, weights = attention(ops, q, k, v, mask, 1.0 / math.sqrt(head_dim), dropout_p)
     output = module.out_proj(output.transpose(1, 2).reshape(batch, queries, module.embed_dim))
@@ -230,6 +232,92 @@ def _encoder_layer_forward(
         return residual(ops, x, feed_forward(module.norm2(x)))
     x = module.norm1(residual(ops, x, attend(x)))
     return module.norm2(residual(ops, x, feed_forward(x)))
+
+
+class _DecoderLayerBlock(BlockCanonizer):
+    @classmethod
+    def matches(cls, module: nn.Module) -> bool:
+        return isinstance(module, nn.TransformerDecoderLayer)
+
+    def canonize(self, module: nn.Module, stack: ExitStack) -> None:
+        activation = module.activation
+        functional = None if isinstance(activation, nn.Module) else activation
+        ops = stack.enter_context(temporary_child(module, OPS_NAME, AttentionOps(activation=functional)))
+        stack.enter_context(override_forward(module, functools.partial(_decoder_layer_forward, module, ops)))
+
+
+def _decoder_layer_forward(
+    module: nn.TransformerDecoderLayer,
+    ops: AttentionOps,
+    tgt: Tensor,
+    memory: Tensor,
+    tgt_mask: Tensor | None = None,
+    memory_mask: Tensor | None = None,
+    tgt_key_padding_mask: Tensor | None = None,
+    memory_key_padding_mask: Tensor | None = None,
+    tgt_is_causal: bool = False,
+    memory_is_causal: bool = False,
+) -> Tensor:
+    activation: Callable[[Tensor], Tensor] = ops.activation if ops.activation is not None else module.activation
+
+    def attend(x: Tensor) -> Tensor:
+        out = module.self_attn(
+            x,
+            x,
+            x,
+            attn_mask=tgt_mask,
+            key_padding_mask=tgt_key_padding_mask,
+            is_causal=tgt_is_causal,
+            need_weights=False,
+        )[0]
+        return module.dropout1(out)
+
+    def cross(x: Tensor) -> Tensor:
+        out = module.multihead_attn(
+            x,
+            memory,
+            memory,
+            attn_mask=memory_mask,
+            key_padding_mask=memory_key_padding_mask,
+            is_causal=memory_is_causal,
+            need_weights=False,
+        )[0]
+        return module.dropout2(out)
+
+    def feed_forward(x: Tensor) -> Tensor:
+        return module.dropout3(module.linear2(module.dropout(activation(module.linear1(x)))))
+
+    x = tgt
+    if module.norm_first:
+        x = residual(ops, x, attend(module.norm1(x)))
+        x = residual(ops, x, cross(module.norm2(x)))
+        return residual(ops, x, feed_forward(module.norm3(x)))
+    x = module.norm1(residual(ops, x, attend(x)))
+    x = module.norm2(residual(ops, x, cross(x)))
+    return module.norm3(residual(ops, x, feed_forward(x)))
+
+
+@register_canonizer("transformer_decoder_layer")
+class TransformerDecoderLayerCanonizer(CompositeCanonizer):
+    """``nn.TransformerDecoderLayer``: residual sums and a functional activation as modules, with the
+    :class:`MultiheadAttentionCanonizer` for its self- and cross-attention (pre- and post-norm layers)."""
+
+    def __init__(self) -> None:
+        super().__init__([MultiheadAttentionCanonizer(), _DecoderLayerBlock()])
+
+    def copy(self) -> TransformerDecoderLayerCanonizer:
+        return type(self)()
+
+    @classmethod
+    def applies(cls, model: nn.Module) -> bool:
+        return _DecoderLayerBlock.applies(model)
+
+    @classmethod
+    def uncanonized(cls, model: nn.Module) -> str | None:
+        return _DecoderLayerBlock.uncanonized(model)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
 
 
 @register_canonizer("transformer_encoder_layer")

@@ -414,7 +414,7 @@ class IntegratedGradients(Attributor):
         baseline = self.baseline_fn(input)
         if isinstance(target, str) and target == "prediction":
             with torch.no_grad():
-                target = self.model(input).argmax(dim=1)
+                target = select_output(self.model(input), self.output, type(self).__name__).argmax(dim=1)
         result = torch.zeros_like(input)
         output = None
         for alpha in torch.linspace(1.0 / self.n_iter, 1.0, self.n_iter):
@@ -439,6 +439,8 @@ class Occlusion(Attributor):
     stride : int or tuple of int, default 8
     fill_fn : callable, optional
         ``input -> values of hidden elements``; zeros by default.
+    output : None, str, int or callable, optional
+        Which part of the model's output holds the scores (see :class:`Attributor`).
     """
 
     def __init__(
@@ -449,8 +451,9 @@ class Occlusion(Attributor):
         window: int | tuple[int, ...] = 8,
         stride: int | tuple[int, ...] = 8,
         fill_fn: Callable[[Tensor], Tensor] | None = None,
+        output: OutputSpec = None,
     ) -> None:
-        super().__init__(model, composite, attr_output)
+        super().__init__(model, composite, attr_output, output=output)
         for label, value in (("window", window), ("stride", stride)):
             values = (value,) if isinstance(value, int) else tuple(value)
             if not values or not all(isinstance(v, int) and v > 0 for v in values):
@@ -472,7 +475,7 @@ class Occlusion(Attributor):
         window = self._shape(self.window, sample_shape)
         stride = self._shape(self.stride, sample_shape)
         with torch.no_grad():
-            output = self.model(input)
+            output = select_output(self.model(input), self.output, type(self).__name__)
             weights = output_weights(output, target)
             reduce_dims = tuple(range(1, output.ndim))
             base_score = (weights * output).sum(reduce_dims)
@@ -485,7 +488,7 @@ class Occlusion(Attributor):
                 region = tuple(slice(o, o + w) for o, w in zip(offset, window))
                 occluded = input.clone()
                 occluded[(slice(None),) + region] = fill[(slice(None),) + region]
-                score = (weights * self.model(occluded)).sum(reduce_dims)
+                score = (weights * select_output(self.model(occluded), self.output)).sum(reduce_dims)
                 drop = (base_score - score)[(slice(None),) + (None,) * len(sample_shape)]
                 total[(slice(None),) + region] += drop
                 counts[region] += 1
@@ -502,7 +505,7 @@ _ATTRIBUTORS: dict[str, type[Attributor]] = {
 
 def explain(
     model: nn.Module,
-    input: Tensor,
+    input: Tensor | Mapping[str, Any],
     target: Target = "prediction",
     composite: str | Composite | None = "epsilon_gamma_box",
     canonizers: Any = "auto",
@@ -515,8 +518,9 @@ def explain(
     Parameters
     ----------
     model : torch.nn.Module
-    input : torch.Tensor
-        A batch, e.g. ``(N, C, H, W)``.
+    input : torch.Tensor or mapping
+        A batch, e.g. ``(N, C, H, W)``; or token ids ``(N, T)`` / a dict with ``"input_ids"`` (relevance per
+        token, see :class:`Attributor`; use ``composite="attn_lrp"`` or ``"cp_lrp"`` for transformers).
     target : target, default "prediction"
         What to explain (see the module docstring).
     composite : str or Composite or None, default "epsilon_gamma_box"

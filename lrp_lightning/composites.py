@@ -29,9 +29,13 @@ from . import torchvision as _torchvision  # noqa: F401 - registers the VGG and 
 from . import types as ltypes
 from ._validation import argument_error
 from .attention import (
+    LAYER_NORM_NAMES,
+    RMS_NORM_NAMES,
     AttentionValues,
     ConstantFactor,
     CPMatMul,
+    EpsilonFunctional,
+    Functional,
     LayerNormRule,
     MatMul,
     Multiply,
@@ -41,6 +45,7 @@ from .attention import (
     UniformMatMul,
     UniformProduct,
     ZeroRelevance,
+    class_names,
 )
 from .canonizers import resolve_canonizers, warn_uncanonized
 from .core import Composite, Hook
@@ -518,9 +523,9 @@ class BetaSmooth(LayerMapComposite):
         super().__init__(layer_map=layer_map, canonizers=canonizers, strict=strict)
 
 
-#: normalisation layers of torch (RMSNorm since torch 2.4)
-_LAYER_NORMS: tuple[type, ...] = (nn.LayerNorm,)
-_RMS_NORMS: tuple[type, ...] = (nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()
+#: normalisation layers (torch's RMSNorm since torch 2.4; others by class name, see lrp_lightning.attention)
+_LAYER_NORMS: tuple[type, ...] = (nn.LayerNorm, class_names(LAYER_NORM_NAMES))
+_RMS_NORMS: tuple[type, ...] = ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()) + (class_names(RMS_NORM_NAMES),)
 
 
 def attention_layer_map(
@@ -550,11 +555,11 @@ def attention_layer_map(
         rules += [(nn.Softmax, SoftmaxRule()), (Multiply, UniformProduct())]
     rules += [
         (MatMul, UniformMatMul(epsilon=epsilon)),
+        (Functional, EpsilonFunctional(epsilon=epsilon)),
         (_LAYER_NORMS, LayerNormRule(epsilon=epsilon)),
+        (_RMS_NORMS, RMSNormRule(epsilon=epsilon)),
         (Pointwise, Pass()),
     ]
-    if _RMS_NORMS:
-        rules.append((_RMS_NORMS, RMSNormRule(epsilon=epsilon)))
     return rules + layer_map_base(stabilizer) + [(ltypes.Convolution, affine_rule), (nn.Linear, affine_rule)]
 
 

@@ -736,10 +736,18 @@ def _needs_rule(module: nn.Module) -> bool:
     return not isinstance(module, PASS_THROUGH_TYPES + ltypes.Activation + ltypes.BatchNorm)
 
 
+#: what the strict composites' error advises for a layer type without a rule (instead of a Norm rule);
+#: filled by the modules that know these layers (lrp_lightning.attention for LayerNorm, softmax, ...)
+MISSING_RULE_ADVICE: dict[type, str] = {}
+
+
 def _missing_rule_message(composite: Composite, missing: Iterable[tuple[str, nn.Module]]) -> str:
     label = composite.name or type(composite).__name__
     lines = [f"layer {name or '<root>'} ({type(mod).__name__}) has no rule" for name, mod in missing]
     first = type(next(iter(missing))[1])
+    advice = next((text for kind, text in MISSING_RULE_ADVICE.items() if issubclass(first, kind)), None)
+    if advice:
+        return f"{'; '.join(lines)} in composite {label}; {advice}"
     hint = f"torch.nn.{first.__name__}" if getattr(torch.nn, first.__name__, None) is first else first.__name__
     return (
         f"{'; '.join(lines)} in composite {label}; add one with layer_map=[({hint}, Norm())] "

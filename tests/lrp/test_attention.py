@@ -199,3 +199,42 @@ def test_attn_lrp_relevance_passes_through_softmax_into_queries_and_keys():
     _, attn = Gradient(model, get_composite("attn_lrp", epsilon=0.0, stabilizer=0.0))(x, 0)
     assert torch.isfinite(attn).all()
     assert (attn - cp).abs().max() > 1e-6  # the softmax path adds relevance that CP-LRP leaves out
+
+
+class LlamaRMSNorm(nn.Module):
+    """A stand-in with the class name and attributes of Hugging Face's LLaMA RMSNorm (no import needed)."""
+
+    def __init__(self, size, eps=1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(size))
+        self.variance_epsilon = eps
+
+    def forward(self, x):
+        return self.weight * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
+
+
+def test_normalisations_outside_torch_are_matched_by_class_name():
+    model = nn.Sequential(nn.Linear(4, 4, bias=False), LlamaRMSNorm(4), nn.Linear(4, 2, bias=False)).double()
+    composite = get_composite("attn_lrp", epsilon=0.0)
+    with composite.context(model):
+        assert isinstance(composite.rule_map["1"], RMSNormRule)
+    _, relevance = Gradient(model, composite)(torch.randn(3, 4, dtype=D), 1)
+    torch.testing.assert_close(relevance.sum(1), torch.ones(3, dtype=D), rtol=1e-9, atol=1e-9)  # conserved
+
+
+def test_functional_epsilon_rule_on_a_rotary_embedding():
+    from lrp_lightning.attention import EpsilonFunctional, Functional
+
+    cos, sin = torch.rand(4, dtype=D), torch.rand(4, dtype=D)
+
+    def rotate(q):  # linear in q: q * cos + rotate_half(q) * sin
+        half = torch.cat([-q[..., 2:], q[..., :2]], dim=-1)
+        return q * cos + half * sin
+
+    q = torch.randn(3, 4, dtype=D)
+    relevance = torch.randn(3, 4, dtype=D)
+    output, (rq,) = _op_relevance(Functional(rotate), EpsilonFunctional(epsilon=1e-3), (q,), relevance)
+    torch.testing.assert_close(output, rotate(q))
+    matrix = torch.stack([rotate(row) for row in torch.eye(4, dtype=D)])  # y = q @ matrix
+    expected = q[:, :, None] * matrix[None] * (relevance / _sign_shift(q @ matrix, 1e-3))[:, None, :]
+    torch.testing.assert_close(rq, expected.sum(-1), rtol=1e-12, atol=1e-12)

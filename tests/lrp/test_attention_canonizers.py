@@ -213,5 +213,132 @@ def test_cp_lrp_parity_with_lxt_on_a_torchvision_vit(monkeypatch):
     model(leaf).backward(onehot)
     reference = leaf * leaf.grad
     difference = ((ours - reference).abs().max() / reference.abs().max()).item()
+    print(f"relative max difference {difference:.2e}")
     assert difference <= 1e-8, difference
     torch.testing.assert_close(ours.sum((1, 2, 3)), reference.sum((1, 2, 3)), rtol=1e-8, atol=0)
+
+
+def test_a_cnn_composite_on_a_transformer_names_the_attention_composites():
+    from lrp_lightning.core import MissingRuleError
+
+    model = _vit(layers=1)
+    with pytest.raises(
+        MissingRuleError, match=r"ln_1 \(LayerNorm\) has no rule .*composite='attn_lrp' or 'cp_lrp'.*LayerNormRule"
+    ):
+        Gradient(model, get_composite("epsilon_plus", canonizers="auto"))(torch.randn(1, 3, 16, 16, dtype=D), 0)
+    assert "lrp_ops" not in dict(model.named_children()).get("encoder")._modules
+
+
+def test_training_is_unaffected_by_attributions_in_between():
+    def train(attribute):
+        torch.manual_seed(5)
+        model = _TextEncoder()
+        model.encoder.layers[0].dropout.p = 0.1  # dropout draws from the RNG in training
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        batch = {"input_ids": torch.randint(1, 20, (4, 6)), "attention_mask": torch.ones(4, 6, dtype=torch.long)}
+        for _ in range(3):
+            optimizer.zero_grad()
+            model(**batch)["logits"].sum().backward()
+            optimizer.step()
+            if attribute:
+                model.eval()
+                Gradient(model, get_composite("attn_lrp"))(batch, 0)
+                model.train()
+        return [p.detach().clone() for p in model.parameters()], torch.rand(1)
+
+    (plain, plain_rng), (attributed, attributed_rng) = train(False), train(True)
+    assert all(torch.equal(a, b) for a, b in zip(plain, attributed))
+    assert torch.equal(plain_rng, attributed_rng)
+
+
+def _lxt_explicit_attn_lrp(vit, x, relevance_out):
+    """AttnLRP of a torchvision ViT written with LXT 2.1's explicit rule functions (its relevance-flow API)."""
+    import torch.nn.functional as F
+    from lxt.explicit import functional as lxt_f
+    from lxt.explicit.functional import layer_norm_grad_fn
+    from lxt.explicit.rules import epsilon_lrp, identity
+
+    def norm(module, t):
+        return layer_norm_grad_fn.apply(t, module.weight.detach(), module.bias.detach(), module.eps, 0.0)
+
+    def linear(module_or_weight, t, bias=None):
+        if isinstance(module_or_weight, nn.Linear):
+            module_or_weight, bias = module_or_weight.weight, module_or_weight.bias
+        return lxt_f.linear_epsilon(t, module_or_weight.detach(), bias.detach(), 0.0)
+
+    width = vit.hidden_dim
+    leaf = x.clone().requires_grad_(True)
+    h = epsilon_lrp(vit.conv_proj, 0.0, leaf)
+    n = h.shape[0]
+    h = h.reshape(n, width, -1).permute(0, 2, 1)
+    h = torch.cat([vit.class_token.detach().expand(n, -1, -1), h], dim=1)
+    h = lxt_f.add2(h, vit.encoder.pos_embedding.detach().expand_as(h), False, 0.0)
+    for block in vit.encoder.layers:
+        a = norm(block.ln_1, h)
+        mha = block.self_attention
+        heads, tokens = mha.num_heads, a.shape[1]
+        dim = width // heads
+        weight, bias = mha.in_proj_weight, mha.in_proj_bias
+        q, k, v = (
+            linear(weight[i * width : (i + 1) * width], a, bias[i * width : (i + 1) * width])
+            .reshape(n, tokens, heads, dim)
+            .transpose(1, 2)
+            for i in range(3)
+        )
+        q = identity(lambda t, scale=dim**-0.5: t * scale, q)
+        weights = lxt_f.softmax(lxt_f.matmul(q, k.transpose(-1, -2), False, 0.0), -1)
+        o = lxt_f.matmul(weights, v, False, 0.0).transpose(1, 2).reshape(n, tokens, width)
+        h = lxt_f.add2(linear(mha.out_proj, o), h, False, 0.0)
+        m = norm(block.ln_2, h)
+        m = linear(block.mlp[3], identity(F.gelu, linear(block.mlp[0], m)))
+        h = lxt_f.add2(h, m, False, 0.0)
+    logits = linear(vit.heads.head, norm(vit.encoder.ln, h)[:, 0])
+    logits.backward(relevance_out)
+    return leaf.grad
+
+
+@pytest.mark.slow
+def test_attn_lrp_parity_with_lxt_explicit_rules_on_a_torchvision_vit():
+    pytest.importorskip("lxt")
+    model = _vit(seed=6)
+    x = torch.randn(2, 3, 16, 16, dtype=D)
+    onehot = torch.zeros(2, 5, dtype=D)
+    onehot[0, 2] = onehot[1, 4] = 1.0
+    _, ours = Gradient(model, get_composite("attn_lrp", epsilon=0.0, stabilizer=0.0))(x, onehot)
+    reference = _lxt_explicit_attn_lrp(model, x, onehot)
+    difference = ((ours - reference).abs().max() / reference.abs().max()).item()
+    print(f"relative max difference {difference:.2e}")
+    assert difference <= 1e-8, difference
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_decoder_layer_canonizer_keeps_outputs_restores_and_conserves(norm_first):
+    from lrp_lightning.attention_canonizers import TransformerDecoderLayerCanonizer
+
+    torch.manual_seed(7)
+    layer = nn.TransformerDecoderLayer(8, 2, 16, dropout=0.0, batch_first=True, norm_first=norm_first, bias=False)
+    layer = layer.double().eval()
+    tgt, memory = torch.randn(2, 4, 8, dtype=D), torch.randn(2, 6, 8, dtype=D)
+    causal = nn.Transformer.generate_square_subsequent_mask(4, dtype=D)
+    expected = layer(tgt, memory, tgt_mask=causal, tgt_is_causal=True)
+    before = snapshot(layer)
+    remove = _apply(TransformerDecoderLayerCanonizer(), layer)
+    output = layer(tgt, memory, tgt_mask=causal, tgt_is_causal=True)
+    remove()
+    torch.testing.assert_close(output, expected, rtol=1e-12, atol=1e-12)
+    assert_restored(layer, before)
+
+    class Head(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = layer
+            self.head = nn.Linear(32, 3, bias=False).double()
+
+        def forward(self, x):
+            return self.head(self.layer(x, x, tgt_mask=causal, tgt_is_causal=True).flatten(1))
+
+    model = Head()
+    assert any(isinstance(c, TransformerDecoderLayerCanonizer) for c in resolve_canonizers("auto", model))
+    _, relevance = Gradient(model, get_composite("cp_lrp", epsilon=0.0, stabilizer=0.0))(tgt, 1)
+    # the memory is the input itself, so all relevance (bias-free, CP-LRP) comes back to it
+    torch.testing.assert_close(relevance.sum((1, 2)), torch.ones(2, dtype=D), rtol=1e-6, atol=1e-6)

@@ -69,9 +69,10 @@ def test_rule_conservation_table():
     biased, unbiased = nn.Linear(2, 2), nn.Linear(2, 2, bias=False)
     assert rule_conserves(Epsilon(), unbiased) and not rule_conserves(Epsilon(), biased)
     assert rule_conserves(Epsilon(zero_params="bias"), biased)
-    assert rule_conserves(Gamma(), unbiased) and rule_conserves(AlphaBeta(alpha=2, beta=1), unbiased)
+    assert not rule_conserves(Epsilon(epsilon=0.25), unbiased)  # a large epsilon absorbs relevance
+    assert not rule_conserves(Gamma(), unbiased) and not rule_conserves(AlphaBeta(alpha=2, beta=1), unbiased)
     assert not rule_conserves(ReLUGuidedBackprop(), nn.ReLU())
-    composite = get_composite("epsilon_plus")
+    composite = get_composite("epsilon_plus")  # ZPlus on convolutions: a dense model conserves
     model = nn.Sequential(unbiased, nn.ReLU(), nn.Linear(2, 1, bias=False))
     with composite.context(model):
         assert composite_conserves(composite, model)

@@ -96,3 +96,30 @@ def test_token_input_in_inference_mode():
         ids = torch.tensor([[1, 2, 3, 4, 5]])
         _, relevance = Gradient(model)({"input_ids": ids}, 0)
     assert relevance.shape == (1, 5) and torch.isfinite(relevance).all()
+
+
+class _TupleOutput(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.linear = nn.Linear(6, 3)
+
+    def forward(self, x):
+        hidden = x * 2
+        return hidden, {"scores": self.linear(x)}
+
+
+def test_output_selection_for_float_input_in_every_attributor():
+    from lrp_lightning.attribution import IntegratedGradients, Occlusion
+
+    model = _TupleOutput().double()
+    x = torch.randn(2, 6, dtype=torch.float64)
+    pick = lambda raw: raw[1]["scores"]  # noqa: E731
+    expected = model.linear.weight.detach()[[1, 1]]
+    _, gradient = Gradient(model, output=pick)(x, 1)
+    torch.testing.assert_close(gradient, expected)
+    _, integrated = IntegratedGradients(model, output=pick, n_iter=4)(x, "prediction")
+    predicted = model.linear(x).argmax(1)
+    torch.testing.assert_close(integrated, x * model.linear.weight.detach()[predicted])  # linear: exact
+    _, occlusion = Occlusion(model, output=pick, window=1, stride=1)(x, 1)
+    torch.testing.assert_close(occlusion, x * expected)
