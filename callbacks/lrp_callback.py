@@ -186,7 +186,8 @@ class LRPCallback(ProbeSet, Callback):
 
     Token inputs: a dict batch such as ``{"input_ids", "attention_mask", "labels"}`` works as it is (the
     labels are found by name; the model is called with the other keys that its ``forward`` accepts); the
-    relevance is per token, padding (``attention_mask == 0``) left out. ``probe.parquet`` keeps each
+    relevance is per token, padding (``attention_mask == 0``) left out; token ids given as one integer
+    tensor ``(batch, tokens)`` have no mask, so every position counts as a token. ``probe.parquet`` keeps each
     sample's token ids (and strings, with ``tokenizer``), each row its relevance per token; the fixed-size
     maps are as wide as the longest probe sample.
 

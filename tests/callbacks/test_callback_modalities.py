@@ -176,3 +176,38 @@ def test_prediction_writer_stores_token_runs(tmp_path):
     assert {i: r.size for i, r in relevance.items()} == {i: v.size for i, v in ids.items()}
     first = pad_collate([data[i] for i in range(5)])["input_ids"].shape[1]
     assert store.max_tokens == first  # the first batch's width
+
+
+def test_an_output_object_with_logits_works_by_default_and_scores_are_its_logits(tmp_path):
+    torch.manual_seed(0)
+    model = TinyTokenNet(output_kind="object")
+    data = TokenData(9, seed=3)
+    writer = LRPPredictionWriter(dirpath=tmp_path / "wide", composite=COMPOSITE, target="prediction")
+    trainer(tmp_path, callbacks=[writer], logger=False).predict(model, token_loader(data), return_predictions=False)
+    table = RunStore(tmp_path / "wide").attributions(0, ["sample_id", "score", "prediction"]).to_pydict()
+    batch = pad_collate([data[i] for i in table["sample_id"]])
+    with torch.no_grad():
+        logits = model.eval()(batch["input_ids"], batch["attention_mask"]).logits
+    np.testing.assert_allclose(table["score"], logits.max(dim=1).values.numpy(), rtol=1e-6)
+    assert table["prediction"] == logits.argmax(dim=1).tolist()
+
+
+class _IdsNet(VectorNet):
+    """Token ids ``(B, T)`` as one positional tensor (no mask): every position is a token."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Embedding(len(VOCAB), 4), torch.nn.Flatten(), torch.nn.Linear(4 * 5, 2))
+
+
+def test_integer_tensor_batches_are_tokens(tmp_path):
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(1, len(VOCAB), (16, 5), generator=generator)
+    data = torch.utils.data.TensorDataset(ids, torch.arange(16) % 2)
+    run = trainer(tmp_path, callbacks=[LRPCallback(composite=COMPOSITE, num_samples=6)], max_epochs=1)
+    run.fit(_IdsNet(), DataLoader(data, batch_size=8), DataLoader(data, batch_size=8))
+    store = RunStore(run.log_dir)
+    stored = store.token_ids()
+    assert store.modality == "tokens" and store.max_tokens == 5 and store.tokens() is None
+    assert all(stored[i].tolist() == ids[i].tolist() for i in stored)
+    assert all(r.size == 5 for r in store.token_relevance(0).values())

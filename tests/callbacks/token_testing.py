@@ -56,10 +56,19 @@ def token_loader(dataset: Dataset, batch_size: int = 8, shuffle: bool = False) -
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=pad_collate)
 
 
+class ModelOutput:
+    """Like a Hugging Face ``ModelOutput``: the scores in an attribute ``logits``."""
+
+    def __init__(self, logits: torch.Tensor, pooled: torch.Tensor) -> None:
+        self.logits = logits
+        self.pooled = pooled
+
+
 class TinyTokenNet(L.LightningModule):
     """Embedding -> Linear -> ReLU -> masked sum over tokens -> Linear; ``forward`` returns a dict.
 
-    ``output_kind="tuple"`` returns ``(logits, pooled)`` instead, for ``output=0``.
+    ``output_kind="tuple"`` returns ``(logits, pooled)`` instead, for ``output=0``; ``"object"`` a
+    :class:`ModelOutput`.
     """
 
     def __init__(self, hidden: int = 8, classes: int = 2, output_kind: str = "dict") -> None:
@@ -78,10 +87,14 @@ class TinyTokenNet(L.LightningModule):
             x = x * attention_mask[..., None].to(x)
         pooled = x.sum(dim=1)
         logits = self.head(pooled)
+        if self.output_kind == "object":
+            return ModelOutput(logits, pooled)
         return (logits, pooled) if self.output_kind == "tuple" else {"logits": logits, "pooled": pooled}
 
     def _logits(self, batch):
         out = self(batch["input_ids"], batch["attention_mask"])
+        if isinstance(out, ModelOutput):
+            return out.logits
         return out[0] if isinstance(out, tuple) else out["logits"]
 
     def training_step(self, batch, batch_idx):
