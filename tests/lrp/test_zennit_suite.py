@@ -57,7 +57,10 @@ def _zennit_tests() -> Path:
             )
     with tarfile.open(archive) as tar:
         members = [m for m in tar.getmembers() if m.name.startswith(f"zennit-{VERSION}/tests/") and m.isfile()]
-        tar.extractall(_cache_dir(), members=members, filter="data")
+        try:
+            tar.extractall(_cache_dir(), members=members, filter="data")
+        except TypeError:  # a Python without extraction filters (3.10 before 3.10.12)
+            tar.extractall(_cache_dir(), members=members)
     return root / "tests"
 
 
