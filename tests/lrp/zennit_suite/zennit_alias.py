@@ -74,8 +74,10 @@ def _test_id(nodeid: str) -> str:
 def pytest_collection_modifyitems(config, items):
     for item in items:
         test_id = _test_id(item.nodeid)
-        for patterns, reason in DIFFERENCES:
-            if any(fnmatch.fnmatchcase(test_id, pattern) for pattern in patterns):
+        for patterns, reason, *excluded in DIFFERENCES:
+            if any(fnmatch.fnmatchcase(test_id, pattern) for pattern in patterns) and not any(
+                fnmatch.fnmatchcase(test_id, pattern) for pattern in (excluded[0] if excluded else ())
+            ):
                 item.add_marker(pytest.mark.xfail(reason=f"deliberate difference: {reason}", strict=True))
                 break
 
