@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -37,10 +37,23 @@ if TYPE_CHECKING:
     ArrayLike = np.ndarray | torch.Tensor | Sequence[Any]
     ColorLike = tuple[int, int, int] | str
 
-__all__ = ["COLOR_MAPS", "PALETTE_SIZE", "ColorMap", "get_cmap", "register_cmap"]
+__all__ = [
+    "COLOR_MAPS",
+    "PALETTE_SIZE",
+    "ColorMap",
+    "ColorMapSyntaxError",
+    "LazyColorMapCache",
+    "get_cmap",
+    "register_cmap",
+]
 
 #: Number of entries in every palette.
 PALETTE_SIZE = 256
+
+
+class ColorMapSyntaxError(ValueError, RuntimeError):
+    """A malformed colour-map specification or stop (a RuntimeError too, as Zennit raises for these)."""
+
 
 _INDEX_TEXT = re.compile(r"[0-9a-fA-F]{1,2}")
 _COLOR_TEXT = re.compile(r"[0-9a-fA-F]{3}|[0-9a-fA-F]{6}")
@@ -68,13 +81,13 @@ def _parse_spec(spec: str) -> list[tuple[int | None, tuple[int, int, int]]]:
         elif _INDEX_TEXT.fullmatch(index_text):
             index = int(index_text * 2 if len(index_text) == 1 else index_text, 16)
         else:
-            raise ValueError(
+            raise ColorMapSyntaxError(
                 f"colour map spec {spec!r}: entry {number} ({entry.strip()!r}) has the index "
                 f"{index_text!r}; an index is 1 or 2 hex digits from 0 to ff followed by ':', e.g. '80:fff'"
             )
         color = _parse_hex_color(color_text)
         if color is None or color_text.strip().startswith("#"):
-            raise ValueError(
+            raise ColorMapSyntaxError(
                 f"colour map spec {spec!r}: entry {number} ({entry.strip()!r}) has the colour "
                 f"{color_text.strip()!r}; a colour is 3 or 6 hex digits, e.g. 'f00' or 'ff0000'"
             )
@@ -89,14 +102,14 @@ def _stops_to_entries(stops: Sequence[Any]) -> list[tuple[int | None, tuple[int,
         try:
             position, color = stop
         except (TypeError, ValueError):
-            raise ValueError(
+            raise ColorMapSyntaxError(
                 f"colour stop {number} ({stop!r}) is not a pair; pass (position, (r, g, b)), "
                 "e.g. (0.5, (255, 255, 255))"
             ) from None
         if isinstance(position, bool) or not isinstance(position, (int, float, np.integer, np.floating)):
-            raise ValueError(f"colour stop {number}: position {position!r} is not a number in [0, 1]")
+            raise ColorMapSyntaxError(f"colour stop {number}: position {position!r} is not a number in [0, 1]")
         if not 0.0 <= float(position) <= 1.0:
-            raise ValueError(f"colour stop {number}: position {position!r} is outside [0, 1]")
+            raise ColorMapSyntaxError(f"colour stop {number}: position {position!r} is outside [0, 1]")
         entries.append((_position_to_index(float(position)), _stop_color(color, number)))
     return entries
 
@@ -111,7 +124,7 @@ def _stop_color(color: Any, number: int) -> tuple[int, int, int]:
     if isinstance(color, str):
         parsed = _parse_hex_color(color)
         if parsed is None:
-            raise ValueError(
+            raise ColorMapSyntaxError(
                 f"colour stop {number}: colour {color!r} is not 3 or 6 hex digits, e.g. 'f00' or '#ff0000'"
             )
         return parsed
@@ -120,13 +133,13 @@ def _stop_color(color: Any, number: int) -> tuple[int, int, int]:
     except TypeError:
         components = ()
     if len(components) != 3:
-        raise ValueError(f"colour stop {number}: colour {color!r} is not (r, g, b) or a hex string")
+        raise ColorMapSyntaxError(f"colour stop {number}: colour {color!r} is not (r, g, b) or a hex string")
     for component in components:
         integral = isinstance(component, (int, np.integer)) or (
             isinstance(component, (float, np.floating)) and float(component).is_integer()
         )
         if isinstance(component, bool) or not integral or not 0 <= component <= 255:
-            raise ValueError(
+            raise ColorMapSyntaxError(
                 f"colour stop {number}: colour {color!r} needs integer components from 0 to 255; "
                 "for floats in [0, 1], multiply by 255 and round"
             )
@@ -136,7 +149,7 @@ def _stop_color(color: Any, number: int) -> tuple[int, int, int]:
 def _place(entries: list[tuple[int | None, tuple[int, int, int]]], what: str) -> list[tuple[int, np.ndarray]]:
     """Give every entry a palette index and add the held colour at index 0."""
     if len(entries) < 2:
-        raise ValueError(f"{what} has {len(entries)} colour(s); a colour map needs at least 2, e.g. '000,fff'")
+        raise ColorMapSyntaxError(f"{what} has {len(entries)} colour(s); a colour map needs at least 2, e.g. '000,fff'")
     first_index, first_color = entries[0]
     placed = [(0, first_color)]
     if first_index:
@@ -150,7 +163,7 @@ def _place(entries: list[tuple[int | None, tuple[int, int, int]]], what: str) ->
             index = PALETTE_SIZE - 1
         previous = placed[-1][0]
         if index < previous:
-            raise ValueError(
+            raise ColorMapSyntaxError(
                 f"{what}: entry {number} has index {index:02x}, below the previous index {previous:02x}; "
                 "indices must ascend from left to right"
             )
@@ -192,6 +205,10 @@ class ColorMap:
     """
 
     def __init__(self, spec: str | Sequence[tuple[float, ColorLike]], name: str | None = None) -> None:
+        self.name = name
+        self._compile(spec)
+
+    def _compile(self, spec: str | Sequence[tuple[float, ColorLike]]) -> None:
         if isinstance(spec, str):
             placed = _place(_parse_spec(spec), f"colour map spec {spec!r}")
             self._spec = spec
@@ -202,7 +219,6 @@ class ColorMap:
             raise argument_error(
                 "ColorMap", "spec", "a spec string like '00f,80:fff,f00' or a list of (position, colour) stops", spec
             )
-        self.name = name
         # A held copy of the last colour past the end lets every value in [0, 255] find a right neighbour.
         self._indices = np.array([index for index, _ in placed] + [PALETTE_SIZE], dtype=np.float64)
         self._colors = np.stack([color for _, color in placed] + [placed[-1][1]])
@@ -212,6 +228,15 @@ class ColorMap:
     def spec(self) -> str:
         """The specification string this map was made from (a generated one for stops)."""
         return self._spec
+
+    @property
+    def source(self) -> str:
+        """The specification, as Zennit's ``ColorMap.source``; assigning a new one recompiles the map."""
+        return self._spec
+
+    @source.setter
+    def source(self, value: str | Sequence[tuple[float, ColorLike]]) -> None:
+        self._compile(value)
 
     @property
     def stops(self) -> tuple[tuple[int, tuple[int, int, int]], ...]:
@@ -281,6 +306,45 @@ class ColorMap:
             cached.setflags(write=False)
             self._palettes[level] = cached
         return cached
+
+
+class LazyColorMapCache(MutableMapping):
+    """Named colour-map specifications, compiled into :class:`ColorMap` objects on first access.
+
+    Assigning a new specification to a compiled name recompiles that same ColorMap object (so
+    references to it see the change), as Zennit's ``LazyColorMapCache`` does.
+
+    Parameters
+    ----------
+    sources : mapping of str to str
+        Names and their specifications.
+    """
+
+    def __init__(self, sources: dict[str, str]) -> None:
+        self._sources = dict(sources)
+        self._compiled: dict[str, ColorMap] = {}
+
+    def __getitem__(self, name: str) -> ColorMap:
+        if name not in self._sources:
+            raise KeyError(name)
+        if name not in self._compiled:
+            self._compiled[name] = ColorMap(self._sources[name], name=name)
+        return self._compiled[name]
+
+    def __setitem__(self, name: str, value: str) -> None:
+        self._sources[name] = value
+        if name in self._compiled:
+            self._compiled[name].source = value
+
+    def __delitem__(self, name: str) -> None:
+        del self._sources[name]
+        self._compiled.pop(name, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._sources)
+
+    def __len__(self) -> int:
+        return len(self._sources)
 
 
 _BUILTIN_SPECS = {

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import torch
@@ -45,10 +46,30 @@ __all__ = [
     "Occlusion",
     "SmoothGrad",
     "explain",
+    "identity",
+    "occlude_independent",
     "output_weights",
 ]
 
 _TARGET_KINDS = "class indices, 'prediction', None, a tensor or a callable output -> weights"
+
+
+def identity(obj: Any) -> Any:
+    """Return ``obj`` (Zennit's default ``attr_output``: the output itself is the initial relevance)."""
+    return obj
+
+
+def occlude_independent(
+    input: Tensor, mask: Tensor, fill_fn: Callable[[Tensor], Tensor] = torch.zeros_like, invert: bool = False
+) -> Tensor:
+    """Keep ``input`` where ``mask`` is True and take ``fill_fn(input)`` elsewhere (the reverse with ``invert``).
+
+    An ``occlusion_fn`` for :class:`Occlusion`, e.g. ``functools.partial(occlude_independent, invert=True)``
+    hides the window instead of keeping it.
+    """
+    if invert:
+        mask = ~mask
+    return input * mask + ~mask * fill_fn(input)
 
 
 class Attribution(NamedTuple):
@@ -131,8 +152,10 @@ def output_weights(output: Tensor, target: Target) -> Tensor:
     raise argument_error(None, "target", _TARGET_KINDS, target)
 
 
-def _prepare_input(input: Tensor) -> Tensor:
+def _prepare_input(input: Tensor, keep_graph: bool = False) -> Tensor:
     check_type(input, "input", None, Tensor, "a torch.Tensor")
+    if keep_graph and input.requires_grad:
+        return input  # create_graph: the attribution stays differentiable w.r.t. the caller's input
     input = input.detach()
     if input.is_inference():
         input = input.clone()
@@ -216,7 +239,7 @@ class Attributor:
                 type(self).__name__, "input", "a float tensor", input, "token input is attributed by Gradient only"
             )
         with torch.inference_mode(False), torch.enable_grad():
-            input = _prepare_tokens(input) if tokens else _prepare_input(input)
+            input = _prepare_tokens(input) if tokens else _prepare_input(input, keep_graph=self.create_graph)
             forward = self.token_grad if tokens else self.forward
             if self.composite is None or self._registered:
                 return Attribution(*forward(input, target))
@@ -227,9 +250,21 @@ class Attributor:
         """Compute ``(output, attribution)``; the composite is registered already."""
         raise NotImplementedError
 
+    @contextmanager
+    def inactive(self):
+        """Inside the context the composite's rules are off (see :meth:`Composite.inactive`)."""
+        if self.composite is None:
+            yield self
+        else:
+            with self.composite.inactive():
+                yield self
+
     def grad(self, input: Tensor, target: Target) -> tuple[Tensor, Tensor]:
         """Output and (modified) gradient of the target w.r.t. ``input``."""
-        leaf = input.detach().requires_grad_(True)
+        if self.create_graph and input.requires_grad:
+            leaf = input  # differentiable again w.r.t. the caller's input (second-order gradients)
+        else:
+            leaf = input.detach().requires_grad_(True)
         output = select_output(self.model(leaf), self.output, type(self).__name__)
         if not output.requires_grad:
             raise RuntimeError(
@@ -441,6 +476,12 @@ class Occlusion(Attributor):
         ``input -> values of hidden elements``; zeros by default.
     output : None, str, int or callable, optional
         Which part of the model's output holds the scores (see :class:`Attributor`).
+    occlusion_fn : callable, optional
+        Zennit's form: ``(input, mask) -> occluded input`` (e.g. :func:`occlude_independent`). When given,
+        the attribution is Zennit's: each element gets the sum of the target scores of the occluded inputs
+        whose window mask covers it (windows wrap around the borders, as in Zennit), and ``fill_fn`` is unused.
+        The score of a class target is the class's output; for ``None``, a callable or a float tensor it is
+        the sum of what they give (Zennit's definition, where ``attr_output`` returns the score).
     """
 
     def __init__(
@@ -452,25 +493,35 @@ class Occlusion(Attributor):
         stride: int | tuple[int, ...] = 8,
         fill_fn: Callable[[Tensor], Tensor] | None = None,
         output: OutputSpec = None,
+        occlusion_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
     ) -> None:
-        super().__init__(model, composite, attr_output, output=output)
         for label, value in (("window", window), ("stride", stride)):
-            values = (value,) if isinstance(value, int) else tuple(value)
-            if not values or not all(isinstance(v, int) and v > 0 for v in values):
+            values = (value,) if isinstance(value, int) else value
+            if (
+                not isinstance(values, tuple)
+                or not values
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values)
+            ):
                 raise argument_error(type(self).__name__, label, "an int >= 1 or a tuple of ints >= 1", value)
+        super().__init__(model, composite, attr_output, output=output)
         self.window = window
         self.stride = stride
         self.fill_fn = fill_fn or torch.zeros_like
+        self.occlusion_fn = occlusion_fn
 
     def _shape(self, value: int | tuple[int, ...], sample_shape: tuple[int, ...]) -> tuple[int, ...]:
         if isinstance(value, int):
             return tuple(min(value, size) for size in sample_shape)
         value = tuple(value)
+        if len(value) == len(sample_shape) + 1:  # with the batch dimension (Zennit's form): windows are per sample
+            value = value[1:]
         if len(value) > len(sample_shape):
             raise ValueError(f"window/stride {value} has more dimensions than the input sample {sample_shape}")
         return tuple(sample_shape[: len(sample_shape) - len(value)]) + value
 
     def forward(self, input: Tensor, target: Target) -> tuple[Tensor, Tensor]:
+        if self.occlusion_fn is not None:
+            return self._summed_scores(input, target)
         sample_shape = tuple(input.shape[1:])
         window = self._shape(self.window, sample_shape)
         stride = self._shape(self.stride, sample_shape)
@@ -493,6 +544,36 @@ class Occlusion(Attributor):
                 total[(slice(None),) + region] += drop
                 counts[region] += 1
         return output, total / counts.clamp(min=1)
+
+    def _summed_scores(self, input: Tensor, target: Target) -> tuple[Tensor, Tensor]:
+        """Zennit's occlusion: per element, the summed scores of ``occlusion_fn(input, mask)`` over its masks."""
+        shape = tuple(input.shape)
+        # Zennit's resolution: an int covers every sample dimension (clipped), a shorter tuple is led by the
+        # input's (window) or the window's (stride) sizes
+        window, stride = self.window, self.stride
+        if isinstance(window, int):
+            window = tuple(min(window, size) for size in shape[1:])
+        if isinstance(stride, int):
+            stride = tuple(min(stride, size) for size in shape[1:])
+        window = shape[: len(shape) - len(window)] + tuple(window)
+        stride = window[: len(window) - len(stride)] + tuple(stride)
+        root_mask = torch.zeros_like(input, dtype=torch.bool)
+        root_mask[tuple(slice(0, size) for size in window)] = True
+        result = torch.zeros_like(input)
+        dims = tuple(range(input.ndim))
+        with torch.no_grad():
+            for offset in itertools.product(*(range(0, size, step) for size, step in zip(shape, stride))):
+                mask = root_mask.roll(offset, dims)
+                output = select_output(self.model(self.occlusion_fn(input, mask)), self.output, type(self).__name__)
+                score = output_weights(output, target)
+                if isinstance(target, (int, str, Sequence)) or (
+                    isinstance(target, Tensor) and not target.is_floating_point()
+                ):
+                    score = score * output  # a class: its score; Zennit's forms (None, callable, tensor) are the score
+                score = score.sum(tuple(range(1, output.ndim)))
+                result += mask * score[(slice(None),) + (None,) * (input.ndim - 1)]
+            output = select_output(self.model(input), self.output, type(self).__name__)
+        return output, result
 
 
 _ATTRIBUTORS: dict[str, type[Attributor]] = {

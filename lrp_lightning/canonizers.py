@@ -35,7 +35,7 @@ from __future__ import annotations
 import functools
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import Any, TypeVar
 
@@ -43,7 +43,7 @@ import torch
 import torch.nn as nn
 
 from . import types as ltypes
-from .core import affine_forward, module_params, override_params
+from .core import affine_forward, collect_leaves, module_params, override_params
 
 __all__ = [
     "CANONIZERS",
@@ -68,7 +68,8 @@ class Canonizer(ABC):
 
     @abstractmethod
     def apply(self, root_module: nn.Module) -> list[Any]:
-        """Apply to ``root_module``; return objects with ``remove()``."""
+        """Apply to ``root_module``; return objects with ``remove()`` (here none: subclasses extend the list)."""
+        return []
 
     def register(self, *args: Any, **kwargs: Any) -> None:  # noqa: B027 - optional in subclasses
         """Apply to specific modules (used by :meth:`apply` of subclasses)."""
@@ -99,16 +100,6 @@ class Canonizer(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
-
-
-def collect_leaves(module: nn.Module) -> Iterator[nn.Module]:
-    """Leaf modules of ``module`` in definition (depth-first) order; ``module`` itself if it has none."""
-    children = list(module.children())
-    if not children:
-        yield module
-        return
-    for child in children:
-        yield from collect_leaves(child)
 
 
 @contextmanager

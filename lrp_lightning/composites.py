@@ -153,6 +153,8 @@ class SpecialFirstLayerMapComposite(LayerMapComposite):
             for types, rule in self.first_map:
                 if isinstance(module, types):
                     ctx["first_layer_visited"] = True
+                    if rule.uses_zennit_protocol():  # a hook written for Zennit: Zennit's behaviour, every call
+                        return rule
                     # a layer called again later in the forward pass (shared weights) is not the input
                     # layer there: the first-layer rule (e.g. ZBox, which assumes the input's bounds)
                     # belongs to its first call only, its later calls get the layer map's rule

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import threading
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
@@ -27,6 +26,19 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import types as ltypes
+from ._hook_protocol import HookProtocol
+from ._primitives import (
+    Identity,
+    RemovableHandle,
+    RemovableHandleList,
+    Stabilizer,
+    _evaluating,
+    _Finalizer,
+    _no_hooks,
+    collect_leaves,
+    expand,
+    stabilize,
+)
 from ._validation import argument_error
 
 Tensor = torch.Tensor
@@ -36,11 +48,13 @@ __all__ = [
     "Composite",
     "CompositeContext",
     "Hook",
+    "Identity",
     "MissingRuleError",
     "ParamMod",
     "RemovableHandle",
     "RemovableHandleList",
     "Stabilizer",
+    "collect_leaves",
     "expand",
     "module_params",
     "override_params",
@@ -50,129 +64,6 @@ __all__ = [
 
 class MissingRuleError(RuntimeError):
     """A layer that needs an LRP rule was given none by the composite."""
-
-
-# --------------------------------------------------------------------------------------------------------
-# Stabilizer
-# --------------------------------------------------------------------------------------------------------
-
-
-def stabilize(
-    input: Tensor,
-    epsilon: float = 1e-6,
-    clip: bool = False,
-    norm_scale: bool = False,
-    dim: Sequence[int] | None = None,
-) -> Tensor:
-    """Stabilize ``input`` for a safe division.
-
-    Parameters
-    ----------
-    input : torch.Tensor
-        The denominator to stabilize.
-    epsilon : float, default 1e-6
-        Shift away from zero: each entry moves by ``epsilon`` in the direction of its sign (``+`` for ``+0``).
-    clip : bool, default False
-        Instead of shifting, clip the magnitude of each entry to at least ``epsilon``, keeping its sign.
-    norm_scale : bool, default False
-        Scale ``epsilon`` by the root mean square of ``input`` over ``dim`` (per sample).
-    dim : sequence of int, optional
-        Dimensions of the root mean square of ``norm_scale``; all but the batch dimension by default.
-
-    Returns
-    -------
-    torch.Tensor
-        A new tensor without zeros.
-    """
-    if not (norm_scale or clip):
-        # the common case in two passes (torch.where is several times slower on CPU); equal to
-        # input + sign * epsilon with sign(+0) = +1 (and sign(-0) = -1, a zero denominator either way)
-        shift = torch.copysign(torch.full((), epsilon, dtype=input.dtype, device=input.device), input)
-        return input + shift if torch.is_grad_enabled() else shift.add_(input)
-    sign = (input == 0.0).to(input) + input.sign()
-    if norm_scale:
-        if dim is None:
-            dim = tuple(range(1, input.ndim))
-        epsilon = epsilon * (input**2).mean(dim=tuple(dim), keepdim=True) ** 0.5
-    if clip:
-        return sign * input.abs().clip(min=epsilon)
-    return input + sign * epsilon
-
-
-class Stabilizer:
-    """A callable that stabilizes denominators, see :func:`stabilize`.
-
-    Parameters
-    ----------
-    epsilon : float, default 1e-6
-    clip : bool, default False
-    norm_scale : bool, default False
-    dim : sequence of int, optional
-    """
-
-    def __init__(
-        self,
-        epsilon: float = 1e-6,
-        clip: bool = False,
-        norm_scale: bool = False,
-        dim: Sequence[int] | None = None,
-    ) -> None:
-        self.epsilon = epsilon
-        self.clip = clip
-        self.norm_scale = norm_scale
-        self.dim = dim
-
-    def __call__(self, input: Tensor) -> Tensor:
-        return stabilize(input, self.epsilon, self.clip, self.norm_scale, self.dim)
-
-    @property
-    def shift(self) -> float | None:
-        """``epsilon`` when this stabilizer only shifts away from zero (no clip, no norm scale), else None.
-
-        Fast paths use it on denominators of known sign, shifting them in place.
-        """
-        return None if (self.clip or self.norm_scale) else float(self.epsilon)
-
-    def __repr__(self) -> str:
-        return f"Stabilizer(epsilon={self.epsilon}, clip={self.clip}, norm_scale={self.norm_scale}, dim={self.dim})"
-
-    @classmethod
-    def ensure(cls, value: float | Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
-        """Return a stabilizer for a number (used as ``epsilon``) or a callable (used as is)."""
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return cls(epsilon=float(value))
-        if callable(value):
-            return value
-        raise argument_error(None, "stabilizer", "a number (e.g. 1e-6) or a callable tensor -> tensor", value)
-
-
-def expand(value: Any, shape: Sequence[int], cut_batch_dim: bool = False) -> Tensor:
-    """Broadcast a number or tensor to ``shape``.
-
-    A vector of length ``C`` is per channel for an ``(N, C, ...)`` shape (also when ``N == C``); other
-    tensors with fewer dimensions than ``shape`` get trailing singleton dimensions, so ``(1, C, 1, 1)``
-    and ``(N, 1, 1, 1)`` broadcast as written.
-    With ``cut_batch_dim``, a tensor with a longer batch dimension is cut to the first ``shape[0]`` rows.
-    """
-    tensor = value if isinstance(value, Tensor) else torch.as_tensor(value)
-    shape = tuple(shape)
-    if tensor.ndim == 0:
-        return tensor.expand(shape)
-    if tensor.ndim == 1 and len(shape) >= 2 and tensor.shape[0] == shape[1] and tensor.shape[0] > 1:
-        # a per-channel vector for an (N, C, ...) input, also when N == C
-        tensor = tensor[(None, slice(None)) + (None,) * (len(shape) - 2)]
-    if tensor.ndim < len(shape) and all(a in (1, b) for a, b in zip(tensor.shape, shape)):
-        tensor = tensor[(...,) + (None,) * (len(shape) - tensor.ndim)]
-    if tensor.ndim == len(shape):
-        if all(a in (1, b) for a, b in zip(tensor.shape, shape)):
-            return tensor.expand(shape)
-        if (
-            cut_batch_dim
-            and tensor.shape[0] > shape[0]
-            and all(a in (1, b) for a, b in zip(tensor.shape[1:], shape[1:]))
-        ):
-            return tensor[: shape[0]].expand(shape)
-    raise RuntimeError(f"cannot broadcast a tensor of shape {tuple(tensor.shape)} to the input shape {shape}")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -243,8 +134,15 @@ class ParamMod:
             return cls(modifier)
         raise argument_error(None, "param_modifier", "a ParamMod or a callable (param, name) -> param", modifier)
 
-    def __call__(self, module: nn.Module, params: dict[str, Tensor | None]) -> dict[str, Tensor | None]:
-        """Return the modified parameters (a new dict; ``params`` is not changed)."""
+    def __call__(self, module: nn.Module, params: dict[str, Tensor | None] | None = None) -> Any:
+        """Return the modified parameters (a new dict; ``params`` is not changed).
+
+        Called with the module alone (Zennit's form, ``with param_mod(module) as modified:``), it returns a
+        context manager that yields a shallow copy of ``module`` holding the modified parameters; the module
+        itself is not touched.
+        """
+        if params is None:
+            return self._modified_copy(module)
         keys = list(params) if self.param_keys is None else self.param_keys
         missing = [key for key in keys if key not in params and not hasattr(module, key)]
         if missing and self.require_params:
@@ -264,6 +162,21 @@ class ParamMod:
             else:
                 result[key] = self.modifier(value, key)
         return result
+
+    @contextmanager
+    def _modified_copy(self, module: nn.Module):
+        modified = self(module, module_params(module))
+        clone = copy.copy(module)
+        clone._parameters = dict(module._parameters)
+        clone._buffers = dict(module._buffers)
+        for key, value in modified.items():
+            if key in clone._parameters:
+                clone._parameters[key] = None if value is None else nn.Parameter(value, requires_grad=False)
+            elif key in clone._buffers:
+                clone._buffers[key] = value
+            else:
+                object.__setattr__(clone, key, value)
+        yield clone
 
 
 def _identity(obj: Any, name: str | None = None) -> Any:
@@ -334,22 +247,6 @@ def affine_input_gradient(module: nn.Module, grad_output: Tensor, input: Tensor,
 # Rules and their attachment to modules
 # --------------------------------------------------------------------------------------------------------
 
-_local = threading.local()
-
-
-def _evaluating() -> bool:
-    return getattr(_local, "depth", 0) > 0
-
-
-@contextmanager
-def _no_hooks():
-    """Modules called by a rule in the backward pass must not trigger rules themselves."""
-    _local.depth = getattr(_local, "depth", 0) + 1
-    try:
-        yield
-    finally:
-        _local.depth -= 1
-
 
 class _RuleFunction(torch.autograd.Function):
     """Replaces a module's output; its backward is the rule's relevance for the module's input."""
@@ -398,7 +295,7 @@ def _attributed_call(args: tuple) -> bool:
 
 def _apply_rule(rule: Hook, mod: nn.Module, args: tuple, output: Any) -> Tensor | None:
     """Forward hook of a rule: replace the module's output by a node whose backward is the rule."""
-    if not _attributed_call(args):
+    if not _attributed_call(args) or not rule.active:
         return None
     rule = rule.rule_for_call()  # type: ignore[assignment]
     if rule is None:
@@ -412,12 +309,18 @@ def _apply_rule(rule: Hook, mod: nn.Module, args: tuple, output: Any) -> Tensor 
     return _RuleFunction.apply(rule, mod, args[0], [output.detach()])
 
 
-class Hook:
+class Hook(HookProtocol):
     """Base class of all rules.
 
     A rule implements :meth:`backward`: given the module, its input (when :attr:`needs_input`) and the
     relevance arriving at its output (``grad_output``), return the relevance of its input. Rules are
     stateless templates; one instance may be attached to many modules.
+
+    A subclass written for Zennit's ``zennit.core.Hook`` works unchanged: when its ``backward`` takes
+    ``(module, grad_input, grad_output)`` or it defines Zennit's ``forward``, ``pre_forward``,
+    ``post_forward`` or ``pre_backward``, it is run by Zennit's protocol (tuples of gradients,
+    :attr:`stored_tensors`, :attr:`active`; see :class:`lrp_lightning._hook_protocol.HookProtocol`), one
+    autograd hook pair per call. Set :attr:`zennit_protocol` to choose explicitly.
     """
 
     #: whether :meth:`backward` needs the module's input (kept alive until the backward pass)
@@ -425,14 +328,18 @@ class Hook:
     #: whether :meth:`backward` takes ``output=`` (the module's output, or ``None`` when an in-place
     #: operation changed it after the module)
     needs_output: bool = False
-
-    def backward(self, module: nn.Module, input: Tensor, grad_output: Tensor) -> Tensor:
-        """Return the relevance of ``module``'s input."""
-        raise NotImplementedError
+    #: True: Zennit's hook protocol; False: ours; None: decided from the methods the subclass defines
+    zennit_protocol: bool | None = None
+    #: False switches the rule off: forward passes compute the plain gradient (a Zennit-protocol hook also
+    #: stops modifying backward passes of graphs built while it was on)
+    active: bool = True
 
     def copy(self) -> Hook:
-        """Return an independent copy (rules are stateless; kept for Zennit compatibility)."""
-        return copy.copy(self)
+        """Return an independent copy: the same settings, its own :attr:`stored_tensors` and :attr:`active`."""
+        duplicate = copy.copy(self)
+        duplicate.__dict__.pop("_stored_tensors", None)
+        duplicate.__dict__.pop("active", None)
+        return duplicate
 
     def rule_for_call(self) -> Hook | None:
         """The rule for this attributed call of the module: this rule (a rule that depends on which call
@@ -441,6 +348,8 @@ class Hook:
 
     def register(self, module: nn.Module) -> RemovableHandleList:
         """Attach this rule to ``module`` until the returned handle is removed."""
+        if self.uses_zennit_protocol():
+            return self.register_zennit_protocol(module)
         handles = RemovableHandleList([module.register_forward_hook(functools.partial(_apply_rule, self))])
         if getattr(module, "inplace", False) is True:
             # an in-place module (ReLU(inplace=True)) would overwrite its input, which the rule needs and which
@@ -507,7 +416,14 @@ class BasicHook(Hook):
         self.gradient_mapper = gradient_mapper or _default_gradient_mapper
         self.reducer = reducer or _default_reducer
 
+    def forward(self, module: nn.Module, input: tuple, output: Any) -> None:
+        """Zennit's protocol (for subclasses that run by it): keep the input for :meth:`backward`."""
+        self.stored_tensors["input"] = input
+
     def backward(self, module: nn.Module, input: Tensor, grad_output: Tensor) -> Tensor:
+        if isinstance(input, tuple):  # Zennit's protocol: (module, grad_input, grad_output), tuples
+            relevance = self.backward(module, self.stored_tensors["input"][0], grad_output[0])
+            return tuple(relevance if grad.shape == relevance.shape else None for grad in input)
         params = module_params(module)
         inputs = [modifier(input) for modifier in self.input_modifiers]
         param_sets = [modifier(module, params) for modifier in self.param_modifiers]
@@ -579,41 +495,6 @@ def _call_with_params(module: nn.Module, input: Tensor, params: dict, original: 
 # --------------------------------------------------------------------------------------------------------
 
 
-class _Finalizer:
-    def __init__(self, fn: Callable[[], None]) -> None:
-        self.fn = fn
-
-    def remove(self) -> None:
-        self.fn()
-
-
-class RemovableHandle:
-    """Calls ``remove`` on a (weakly referenced) object, e.g. a canonizer instance."""
-
-    def __init__(self, instance: Any) -> None:
-        self.instance_ref = weakref.ref(instance)
-
-    def remove(self) -> None:
-        instance = self.instance_ref()
-        if instance is not None:
-            instance.remove()
-
-
-class RemovableHandleList(list):
-    """A list of handles removed together, last registered first."""
-
-    def remove(self) -> None:  # type: ignore[override]
-        errors = []
-        while self:
-            handle = super().pop()
-            try:
-                handle.remove()
-            except Exception as error:  # keep removing the rest, report afterwards
-                errors.append(error)
-        if errors:
-            raise errors[0]
-
-
 class CompositeContext:
     """Registers a composite on entering and removes it on exiting (also on exceptions)."""
 
@@ -629,6 +510,8 @@ class CompositeContext:
         self.composite.remove()
         return False
 
+
+_UNSET = object()
 
 #: layer types that may go without a rule: relevance flows through them as the gradient does
 PASS_THROUGH_TYPES: tuple[type, ...] = ltypes.MaxPool + ltypes.Structural + (nn.Sequential, nn.ModuleList)
@@ -665,6 +548,8 @@ class Composite:
         self.strict = strict
         self.handles = RemovableHandleList()
         self.rule_map: dict[str, Hook] = {}
+        #: the rules registered now (copies of the module map's templates), as Zennit's ``hook_refs``
+        self.hook_refs: weakref.WeakSet = weakref.WeakSet()
 
     def register(self, module: nn.Module) -> None:
         """Apply the canonizers and attach the rules to ``module`` and all its children."""
@@ -674,9 +559,13 @@ class Composite:
                 self.handles.extend(canonizer.apply(module))
             ctx: dict = {}
             for name, child in module.named_modules():
-                rule = self.module_map(ctx, name, child)
-                if rule is not None:
+                template = self.module_map(ctx, name, child)
+                if template is not None:
+                    # a copy per layer, as in Zennit: its own `active` flag (and, for a hook of Zennit's
+                    # protocol, its own stored tensors); our rules keep no other state
+                    rule = template.copy()
                     self.rule_map[name] = rule
+                    self.hook_refs.add(rule)
                     self.handles.append(rule.register(child))
                 elif self.strict and _needs_rule(child):
                     # only a layer that the attributed forward pass runs needs a rule (a loss or a metric
@@ -715,6 +604,7 @@ class Composite:
         """Detach all rules and revert all canonizers."""
         self.rule_map = {}
         self.handles.remove()
+        self.hook_refs.clear()
 
     def context(self, module: nn.Module) -> CompositeContext:
         """A context manager registering this composite on ``module``."""
@@ -722,9 +612,24 @@ class Composite:
 
     @contextmanager
     def inactive(self):
-        """Temporarily compute plain gradients (rules switched off), e.g. for a second-order gradient."""
-        with _no_hooks():
-            yield self
+        """Temporarily compute plain gradients (rules switched off), e.g. for a second-order gradient.
+
+        Sets ``active = False`` on every registered rule: forward passes inside the context build the plain
+        gradient, and rules of Zennit's protocol also stop modifying graphs built before.
+        """
+        rules = list(self.hook_refs)
+        states = [rule.__dict__.get("active", _UNSET) for rule in rules]
+        try:
+            for rule in rules:
+                rule.active = False
+            with _no_hooks():
+                yield self
+        finally:
+            for rule, state in zip(rules, states):
+                if state is _UNSET:
+                    rule.__dict__.pop("active", None)
+                else:
+                    rule.active = state
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(canonizers={self.canonizers!r})"

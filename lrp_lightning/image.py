@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from ._colormaps import COLOR_MAPS, PALETTE_SIZE, ColorMap, get_cmap, register_cmap
+from ._colormaps import COLOR_MAPS, PALETTE_SIZE, ColorMap, LazyColorMapCache, get_cmap, register_cmap
 from ._validation import argument_error, check_int, check_type
 
 if TYPE_CHECKING:
@@ -48,13 +48,18 @@ if TYPE_CHECKING:
 __all__ = [
     "COLOR_MAPS",
     "ColorMap",
+    "LazyColorMapCache",
     "get_cmap",
     "grid",
+    "gridify",
     "heatmap",
     "heatmap_batch",
     "imgify",
+    "imsave",
+    "interval_norm_bounds",
     "normalize",
     "overlay",
+    "palette",
     "register_cmap",
     "to_png_bytes",
 ]
@@ -464,9 +469,11 @@ def _channels_last(array: np.ndarray, axis: int, what: str) -> np.ndarray:
         return array
     if array.shape[axis] in (1, 3):
         return np.moveaxis(array, axis, -1)
-    raise ValueError(
-        f"{what} has shape {array.shape}; its colour axis (first or last of an image) must have 1 or 3 "
-        "channels, or be left out"
+    raise argument_error(
+        None,
+        f"{what}'s colour axis (first or last of an image)",
+        "of 1 or 3 channels, or left out",
+        array.shape,
     )
 
 
@@ -535,17 +542,17 @@ def imgify(
         index 127 (:func:`heatmap` uses 128, the exact centre).
     """
     array = _as_numpy(obj, "obj")
+    if not (isinstance(grid, bool) or (isinstance(grid, (tuple, list)) and len(grid) == 2)):
+        raise argument_error("imgify", "grid", "True, False or (rows, columns)", grid)
     if grid:
-        if isinstance(grid, (tuple, list)) and len(grid) != 2:
-            raise argument_error("imgify", "grid", "True or (rows, columns)", grid)
         if array.ndim not in (3, 4):
-            raise ValueError(f"obj has shape {array.shape}; with grid it must be (N, H, W) or (N, C, H, W)")
+            raise argument_error("imgify", "obj's shape with grid", "(N, H, W) or (N, C, H, W)", array.shape)
         if array.ndim == 4:
             array = _channels_last(array, 1, "obj")
         batched = True
     else:
         if array.ndim not in (2, 3):
-            raise ValueError(f"obj has shape {array.shape}; expected (H, W), (C, H, W) or (H, W, C)")
+            raise argument_error("imgify", "obj's shape", "(H, W), (C, H, W) or (H, W, C)", array.shape)
         if array.ndim == 3:
             array = _channels_last(array, 0, "obj")
         batched = False
@@ -574,3 +581,65 @@ def imgify(
     image = Image.fromarray(np.ascontiguousarray(array[:, :, 0]))
     image.putpalette(get_cmap("bwr" if cmap is None else cmap).palette(level).tobytes())
     return image
+
+
+def palette(cmap: CmapLike = "bwr", level: float = 1.0) -> np.ndarray:
+    """The 256-colour ``uint8`` palette of ``cmap`` (a name, a specification or a ColorMap) at ``level``."""
+    return get_cmap(cmap).palette(level=level)
+
+
+def gridify(obj: ArrayLike, shape: tuple[int, int] | None = None, fill_value: Any = None) -> np.ndarray:
+    """Tile a batch ``(N, H, W)``, ``(N, C, H, W)`` or ``(N, H, W, C)`` into one ``(rows * H, columns * W, C)`` array.
+
+    Parameters
+    ----------
+    obj : array-like
+        A batch of images with 1 or 3 channels (first or last), or without a channel axis.
+    shape : (int, int), optional
+        ``(rows, columns)``; a near-square grid of ``floor(sqrt(N))`` columns by default.
+    fill_value : number or array-like, optional
+        Value of empty cells; each channel's minimum by default.
+
+    Returns
+    -------
+    numpy.ndarray
+        The grid, channels last (a channel axis of 1 is added when there was none).
+    """
+    array = _as_numpy(obj, "obj")
+    if array.ndim not in (3, 4):
+        raise argument_error("gridify", "obj's shape", "(N, H, W), (N, C, H, W) or (N, H, W, C)", array.shape)
+    array = array[..., None] if array.ndim == 3 else _channels_last(array, 1, "obj")
+    return _tile(array, shape, fill_value)
+
+
+def imsave(
+    fp: Any,
+    obj: ArrayLike,
+    vmin: float | ArrayLike | None = None,
+    vmax: float | ArrayLike | None = None,
+    cmap: CmapLike | None = None,
+    level: float = 1.0,
+    grid: bool | tuple[int, int] = False,
+    format: str | None = None,
+    writer_params: dict[str, Any] | None = None,
+    symmetric: bool = False,
+    gridfill: int | ArrayLike | None = None,
+) -> None:
+    """Save ``imgify(obj, ...)`` to ``fp`` (a path or a binary file) with PIL, as ``zennit.image.imsave`` does.
+
+    ``format`` and ``writer_params`` go to ``PIL.Image.Image.save``; the other arguments are :func:`imgify`'s.
+    """
+    image = imgify(obj, vmin=vmin, vmax=vmax, cmap=cmap, symmetric=symmetric, level=level, grid=grid, gridfill=gridfill)
+    image.save(fp, format=format, **(writer_params or {}))
+
+
+def interval_norm_bounds(
+    input: ArrayLike, symmetric: bool = False, dim: tuple[int, ...] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The bounds ``(low, high)`` that scale ``input`` to ``[0, 1]`` over ``dim`` (all but axis 0 by default).
+
+    ``symmetric`` uses ``-max|x|`` and ``max|x|``, so that 0 lands on 0.5; otherwise the minimum and maximum.
+    """
+    array = _as_numpy(input, "input")
+    axes = tuple(range(1, array.ndim)) if dim is None else tuple(dim)
+    return _data_bounds(array, symmetric, axes)

@@ -645,10 +645,19 @@ class ReLUDeconvNet(Hook):
 
 
 class ReLUGuidedBackprop(Hook):
-    """Guided backpropagation's ReLU: the ReLU gradient, masked to positive upper gradients."""
+    """Guided backpropagation: the module's gradient, masked to where the upper gradient is positive.
+
+    On a ReLU this is ``R * 1[x > 0] * 1[R > 0]``; on another element-wise activation (Softplus, Tanh,
+    Sigmoid, Softmax) it is the activation's own input gradient, masked the same way, as in Zennit.
+    """
 
     def backward(self, module: nn.Module, input: Tensor, grad_output: Tensor) -> Tensor:
-        return grad_output * (input > 0) * (grad_output > 0)
+        if type(module) is nn.ReLU:
+            return grad_output * (input > 0) * (grad_output > 0)
+        with torch.enable_grad():
+            leaf = input.detach().requires_grad_(True)
+            (gradient,) = torch.autograd.grad(module.forward(leaf), leaf, grad_output)
+        return gradient * (grad_output > 0)
 
 
 class ReLUBetaSmooth(Hook):
