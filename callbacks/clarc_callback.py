@@ -96,6 +96,12 @@ class ClArCCallback(Callback):
         RR-ClArC: whose output gradient is penalised.
     aclarc_classes : {"others", "all"}, default "others"
         A-ClArC: which training samples get the artifact.
+    refit_cav : bool, default False
+        Fit the CAV again on the current model after each explained epoch of the revision (the layers
+        below ``layer`` keep training, so the artifact's direction in it drifts away from the first
+        fit): each epoch is revised along the direction of the model at its start (P-ClArC's projection
+        that stays after ``fit`` is the one fitted at the start of the last epoch). The manifest
+        records the last fit.
     seed : int, default 0
         Seed of the CAV's held-out split and of ``rr_target="random"``.
     verbose : bool, default False
@@ -116,6 +122,7 @@ class ClArCCallback(Callback):
         strength: float = 1.0,
         rr_target: str = "all",
         aclarc_classes: str = "others",
+        refit_cav: bool = False,
         seed: int = 0,
         verbose: bool = False,
     ) -> None:
@@ -142,6 +149,7 @@ class ClArCCallback(Callback):
         if aclarc_classes not in ("others", "all"):
             raise argument_error(OWNER, "aclarc_classes", "'others' or 'all'", aclarc_classes)
         self.aclarc_classes = aclarc_classes
+        self.refit_cav = check_bool(refit_cav, "refit_cav", OWNER)
         self.seed = check_int(seed, "seed", OWNER, 0)
         self.verbose = check_bool(verbose, "verbose", OWNER)
         self.record: dict[str, Any] | None = None
@@ -217,8 +225,20 @@ class ClArCCallback(Callback):
         self._log(trainer, values)
         self.record[S.REVISION_EPOCHS].append({"epoch": epoch, **values})
         lrp_store.record_revisions([self.record])
-        if epoch + 1 == self.record[S.REVISION_START_EPOCH] and self.method is not None:
+        if self.method is None:
+            return
+        if epoch + 1 == self.record[S.REVISION_START_EPOCH]:
             self._attach(pl_module)
+        elif self.refit_cav and explained and epoch + 1 < (trainer.max_epochs or 0):
+            self._refit(pl_module, epoch)
+
+    def _detach(self) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = self.pclarc = None
+        if self._output_handle is not None:
+            self._output_handle.remove()
+            self._output_handle = None
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         # the training-time hooks go; P-ClArC's projection stays (remove it with callback.pclarc.remove())
@@ -259,21 +279,16 @@ class ClArCCallback(Callback):
         artifact_class = int(finding.category.split("_", 1)[1])
         ids, inputs, labels = self._probe_inputs(trainer, pl_module)
         members = np.isin(ids, finding.member_ids)
-        in_class = labels.cpu().numpy() == artifact_class
-        with untouched_training_state(pl_module):
-            acts = layer_activations(pl_module, self.layer, inputs[torch.from_numpy(in_class)])
-        self.cav = fit_cav(
-            acts,
-            members[in_class],
-            layer=self.layer,
-            method=self.cav_method,
-            holdout=self.cav_holdout,
-            seed=self.seed,
-        )
+        self.cav = self._fit_cav(pl_module, finding.member_ids, artifact_class)
         self._paste = self.artifact or ArtifactPaste.from_finding(
             inputs[torch.from_numpy(members)].cpu(), finding.region_cells, grid
         )
-        settings = {"layer": self.layer, "cav_method": self.cav_method, "cav_holdout": self.cav_holdout}
+        settings = {
+            "layer": self.layer,
+            "cav_method": self.cav_method,
+            "cav_holdout": self.cav_holdout,
+            "refit_cav": self.refit_cav,
+        }
         settings.update(
             {
                 "rrclarc": {"strength": self.strength, "rr_target": self.rr_target},
@@ -301,6 +316,29 @@ class ClArCCallback(Callback):
             f"{self.method or 'nothing (measuring only)'} from epoch {epoch + 1}; "
             f"CAV ({self.cav_method}) in {self.layer}: "
             f"held-out AUC {self.cav.auc:.2f}, accuracy {self.cav.accuracy:.2f}"
+        )
+
+    def _fit_cav(self, pl_module: pl.LightningModule, member_ids: Any, artifact_class: int) -> Any:
+        """The CAV of the finding's samples against the rest of their class, on the current model."""
+        ids, inputs, labels = self._probe
+        members = np.isin(ids, member_ids)
+        in_class = labels.cpu().numpy() == artifact_class
+        with untouched_training_state(pl_module):
+            acts = layer_activations(pl_module, self.layer, inputs[torch.from_numpy(in_class)])
+        return fit_cav(
+            acts, members[in_class], layer=self.layer, method=self.cav_method, holdout=self.cav_holdout, seed=self.seed
+        )
+
+    def _refit(self, pl_module: pl.LightningModule, epoch: int) -> None:
+        """``refit_cav``: take the hook off, fit the CAV on the model as it is now, put the hook back on."""
+        self._detach()
+        record = self.record
+        self.cav = self._fit_cav(pl_module, record[S.REVISION_MEMBER_IDS], record[S.REVISION_ARTIFACT_CLASS])
+        record[S.REVISION_CAV] = self.cav.summary()
+        self._attach(pl_module)
+        self._say(
+            f"{OWNER}: epoch {epoch}: CAV fitted again in {self.layer}: held-out AUC {self.cav.auc:.2f}, "
+            f"accuracy {self.cav.accuracy:.2f}"
         )
 
     def _nothing(self, store: S.RunStore, final: bool = True) -> None:

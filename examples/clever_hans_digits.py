@@ -46,11 +46,13 @@ MIN_PURITY = 0.9
 
 SIZE = 24
 WATERMARK = (slice(1, 4), slice(1, 4))  # a 3x3 square, one pixel in from the top-left corner
-LAYER = "net.6"
-"""The layer of the artifact direction (CAV): the second conv block's pooled output, 32 x 6 x 6."""
+LAYER = "net.3"
+"""The layer of the artifact direction (CAV): the first conv block's pooled output, 16 x 12 x 12, where the
+watermark's path from the input is cut closest to where its relevance enters (``--layer`` chooses another)."""
 REVISE = {
     "none": {"method": None, "layer": LAYER},
-    "rrclarc": {"method": "rrclarc", "layer": LAYER, "strength": 10.0, "rr_target": "all"},
+    # lambda 100 (10 left the corner share at 8x): the mean penalty of the first revised epoch is then about 0.2
+    "rrclarc": {"method": "rrclarc", "layer": LAYER, "strength": 100.0, "rr_target": "all"},
     "pclarc": {"method": "pclarc", "layer": LAYER},
     "aclarc": {"method": "aclarc", "layer": LAYER},
 }
@@ -75,6 +77,9 @@ class Settings:
     control: bool = False  # the watermark on part of every class: it predicts nothing, so nothing to flag
     revise: str | None = None  # "rrclarc", "pclarc", "aclarc" or "none" (measure only): adds a ClArCCallback
     layer: str = LAYER  # the layer of the artifact direction (with revise)
+    strength: float | None = None  # RR-ClArC's lambda (None: REVISE's)
+    aclarc_classes: str | None = None  # A-ClArC: "others" or "all" (None: REVISE's)
+    refit_cav: bool = True  # fit the CAV again after every epoch of the revision (--fixed-cav: once)
 
 
 @dataclass
@@ -101,6 +106,7 @@ class Result:
     shortcut_rate: float = float("nan")
     clean_accuracy: float = float("nan")
     revision: dict | None = None
+    cav_quality: dict = field(default_factory=dict)  # --revise none: held-out AUC of the CAV per layer
     seconds: float = 0.0
 
 
@@ -404,6 +410,12 @@ def revise_main(args: argparse.Namespace, settings: Settings) -> int:
             print(f"  {row['method']}: {row['status']}, clean accuracy {row['clean_accuracy']:.3f}")
         return 0 if ok else 1
     print_table(rows, settings.epochs)
+    quality = results["none"].cav_quality
+    if quality:
+        print(
+            "CAV quality per layer (held-out AUC of the finding's samples vs the rest of the class, unrevised model, "
+            "last epoch): " + ", ".join(f"{k} {'-' if v is None else f'{v:.2f}'}" for k, v in quality.items())
+        )
     revised = [row for row in rows if row["method"] != "none"]
     return 0 if revised and all(all(_targets(row, rows[0]).values()) for row in revised) else 1
 
@@ -454,8 +466,12 @@ def run(out: Path, settings: Settings, verbose: bool = True) -> Result:
     if settings.revise is not None:
         from lrp_lightning import ClArCCallback
 
-        # the CAV lives in the second conv block's pooled output (32 x 6 x 6): the papers' late conv layer
-        callbacks.append(ClArCCallback(**{**REVISE[settings.revise], "layer": settings.layer}, verbose=verbose))
+        options = {**REVISE[settings.revise], "layer": settings.layer, "refit_cav": settings.refit_cav}
+        if settings.strength is not None and settings.revise == "rrclarc":
+            options["strength"] = settings.strength
+        if settings.aclarc_classes is not None and settings.revise == "aclarc":
+            options["aclarc_classes"] = settings.aclarc_classes
+        callbacks.append(ClArCCallback(**options, verbose=verbose))
     logger = TensorBoardLogger(save_dir=str(out), name=settings.revise or "digits")
     trainer = L.Trainer(
         max_epochs=settings.epochs,
@@ -500,10 +516,29 @@ def run(out: Path, settings: Settings, verbose: bool = True) -> Result:
 
         revisions = S.RunStore(run_dir).revisions()
         result.revision = revisions[0] if revisions else None
+        if settings.revise == "none" and result.revision and result.revision.get(S.REVISION_MEMBER_IDS):
+            result.cav_quality = cav_quality(model, x_val[y_val == c], np.flatnonzero(y_val.numpy() == c), result)
     result.seconds = time.perf_counter() - start
     if verbose:
         report(result, out)
     return result
+
+
+def cav_quality(model, inputs, ids: np.ndarray, result: Result) -> dict[str, float | None]:
+    """The held-out AUC of the finding's CAV in every layer of the trained model (the callback's estimator)."""
+    import torch
+
+    from lrp_lightning import store as S
+    from lrp_lightning.revise import fit_cav, layer_activations
+
+    members = np.isin(ids, result.revision[S.REVISION_MEMBER_IDS])
+    quality = {}
+    for name, module in model.named_modules():
+        if not name.startswith("net.") or isinstance(module, torch.nn.Flatten):
+            continue
+        activations = layer_activations(model, name, inputs)
+        quality[name] = fit_cav(activations, members, layer=name, holdout=0.3, seed=0).summary()["heldout_auc"]
+    return quality
 
 
 def report(result: Result, out: Path) -> None:
@@ -561,6 +596,20 @@ def main(argv: list[str] | None = None) -> int:
         "--layer", default=LAYER, help=f"with --revise: the layer of the artifact direction (default {LAYER})"
     )
     parser.add_argument(
+        "--strength", type=float, default=None, help="with --revise rrclarc: the penalty's weight lambda"
+    )
+    parser.add_argument(
+        "--aclarc-classes",
+        choices=["others", "all"],
+        default=None,
+        help="with --revise aclarc: add the artifact to samples of the other classes or of every class",
+    )
+    parser.add_argument(
+        "--fixed-cav",
+        action="store_true",
+        help="with --revise: fit the CAV once, at the finding's epoch (default: again after every revised epoch)",
+    )
+    parser.add_argument(
         "--jobs", type=int, default=1, help="with --revise: run the runs in this many worker processes (default 1)"
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the result as JSON to this file")
@@ -573,7 +622,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--epochs must be at least 1")
         settings.epochs = args.epochs
     if args.revise is not None:
-        settings.layer = args.layer
+        settings.layer, settings.strength, settings.aclarc_classes = args.layer, args.strength, args.aclarc_classes
+        settings.refit_cav = not args.fixed_cav
         return revise_main(args, settings)
     result = run(args.out, settings)
     if args.json is not None:

@@ -39,6 +39,7 @@ def test_exported_from_the_package_and_the_callbacks():
         ({"layer": "features.2", "cav_method": "svm"}, "cav_method must be one of"),
         ({"layer": "features.2", "rr_target": "some"}, "rr_target must be one of"),
         ({"layer": "features.2", "strength": -1.0}, "strength must be a number"),
+        ({"layer": "features.2", "refit_cav": "yes"}, "refit_cav must be"),
     ],
 )
 def test_constructor_rejects_bad_arguments_and_says_what_to_pass(kwargs, message):

@@ -142,6 +142,7 @@ def test_clever_hans_demo_revises_the_watermark_away(tmp_path):
     assert record[S.REVISION_FINDING_ID].startswith("class_3/top-left-corner@")
     assert record[S.REVISION_START_EPOCH] == record[S.REVISION_FOUND_EPOCH] + 1 <= 2
     assert record[S.REVISION_CAV]["heldout_auc"] >= 0.9  # the watermark's direction separates held-out samples
+    assert record[S.REVISION_SETTINGS]["refit_cav"] is True and record[S.REVISION_CAV]["layer"] == demo.LAYER
     epochs = record[S.REVISION_EPOCHS]
     assert [e["epoch"] for e in epochs] == list(range(record[S.REVISION_FOUND_EPOCH], 3))
     before, after = epochs[0], epochs[-1]
