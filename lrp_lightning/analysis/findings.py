@@ -510,7 +510,7 @@ class Findings(Step):
                         columns = [int(np.flatnonzero(r.cells)[0]) for r in region_list]
                         in_class = x[:, columns].sum(axis=0)
                         rest_top = top[~member & outside[:, best]]
-                        *confinement, p_confined = confinement_test(in_class, held_all, rest_top, best, least, prior)
+                        *confinement, p_confined = confinement_test(in_class, held_all, rest_top, best, 1, prior)
                         p = max(p, p_confined)
                 elif x is not None:
                     cells = region_list[best].cells

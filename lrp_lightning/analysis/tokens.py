@@ -267,18 +267,18 @@ def confinement_test(
 
     The *confinement* of a token is the share of the samples holding it (over every class category) that
     belong to the class. The class's *evidence tokens* are the tokens other than the candidate that are
-    the most relevant token of at least ``least`` samples of the rest of the class (what the rest of the
-    class is decided by) and that are words of the class: their confinement is at least halfway from the
-    class's share of all samples (``prior``) to 1 (fillers that a class holds a little more often by
-    chance, and counter-evidence, are left out); the *reference* is their pooled confinement. The token
-    is tested against it: the number of its holders outside the class is binomial under "the token is as
-    good a label as the class's words" (each holder outside with probability ``1 - reference``), and the
-    one-sided p value of at most the observed number joins the permutation tests of the findings. In the
-    demo ``[X]`` gives 100% against 79% to 90% (p at most 3e-5) in every epoch, "bland" 86% against 79%
-    to 83% (p at least 0.29), "weak" 70%, "lovely" 29% (no finding; 8 findings over 5 epochs without
-    (d)). Limits: without evidence tokens p is 1 (the token is then the class's only evidence, not a
-    shortcut past it), and when the class's words are perfect labels (a reference of 100%) a tag is no
-    finding either: the data cannot tell it from a keyword.
+    the most relevant token of at least ``least`` samples of the rest of the class (the findings use 1;
+    what the rest of the class is decided by) and that are words of the class: their confinement is at
+    least halfway from the class's share of all samples (``prior``) to 1 (fillers that a class holds a
+    little more often by chance, and counter-evidence, are left out); the *reference* is their pooled
+    confinement. The token is tested against it: the number of its holders outside the class is binomial
+    under "the token is as good a label as the class's words" (each holder outside with
+    probability ``1 - reference``), and the one-sided p value of at most the observed number joins the permutation tests
+    of the findings. In the demo ``[X]`` gives 100% against 77% to 84% (p at most 3e-8) in every epoch,
+    "bland" 86% against 80% to 81% (p at least 0.31), "weak" 70%, "lovely" 29% (no finding; 8 findings
+    over 5 epochs without (d)). Limits: without evidence tokens p is 1 (the token is then the class's
+    only evidence, not a shortcut past it), and when the class's words are perfect labels (a reference
+    of 100%) a tag is no finding either: the data cannot tell it from a keyword.
 
     Parameters
     ----------
