@@ -36,9 +36,13 @@ patch; a signal's window of time steps; a tabular feature; a token id) where
     the members share that token id: at least ``min_token_presence`` (0.9) of them hold it (the
     finding's ``input_spread`` is the share without it), and the cluster holds at least
     ``min_token_coverage`` (0.8) of the category's samples that hold it. A class keyword is a token
-    too; these two guards keep groups that read one of several keywords out (measured on
-    :func:`~lrp_lightning.analysis.synthetic.planted_tokens`), but a group that reads a single
-    keyword remains a finding, and its reason says to check it.
+    too, and a group that reads one strong keyword ("bland") passes (a) and (b) like a shortcut tag,
+    so tokens need a fourth piece of evidence:
+(d) for tokens, *confinement beyond the class's own evidence*: the share of the samples holding
+    the token that belong to the class is larger than the same share pooled over the tokens the rest
+    of the class relies on (a one-sided binomial test, joined to (c)). A keyword is no cleaner a
+    label than the class's other words; a shortcut tag is. The criterion, its figures and its limit
+    are in :func:`~lrp_lightning.analysis.tokens.confinement_test`.
     When a run holds no thumbnails (a
     prediction-writer run without them, a store written by hand) evidence (b) cannot be measured:
     the finding then rests on (a) and (c), its ``input_spread`` is null and its reason says the
@@ -46,7 +50,8 @@ patch; a signal's window of time steps; a tabular feature; a token id) where
 
 (c) Significance: a permutation test against ``n_permutations`` random subsets of the category of
 the same size, in the same region: the relevance share (the statistic of (a)) and, with inputs, the
-input spread (of (b); for tokens the share of members that hold the token). The conjunction is
+input spread (of (b); for tokens the share of members that hold the token, and the binomial test of
+(d)). The conjunction is
 tested as an intersection-union test, so the cluster's p value is the larger of the two. Where fewer
 than 10 random subsets reach the cluster's statistic the tail is approximated by a normal fit to the
 random subsets' statistics (as permutation tools do with tail approximations), so p values are not
@@ -96,6 +101,7 @@ from .regions import (
     region_set,
     token_regions,
 )
+from .tokens import confinement_test
 
 __all__ = [
     "FINDINGS_SCHEMA",
@@ -282,6 +288,7 @@ class _Tested:
     category_size: int = 0
     presence: tuple[float, float] | None = None  # tokens: share of members, and of the rest, holding the token
     top_share: float | None = None  # tokens: share of members whose most relevant token it is
+    confinement: tuple[float, float] | None = None  # tokens: share of holders in the class; same for its evidence
 
 
 @dataclass
@@ -429,7 +436,13 @@ class Findings(Step):
     # ---------------------------------------------------------------------------------- testing
 
     def _test_category(
-        self, category: str, data: CategoryInput, region_list: list[Region], modality: str = "image"
+        self,
+        category: str,
+        data: CategoryInput,
+        region_list: list[Region],
+        modality: str = "image",
+        held_all: np.ndarray | None = None,
+        prior: float = 0.0,
     ) -> list[_Tested]:
         n = len(data.sample_ids)
         least = self.min_cluster_size(n)
@@ -493,6 +506,12 @@ class Findings(Step):
                     spread = 1.0 - presence[0] if coverage >= self.min_token_coverage else 1.0
                     null_presence = (subsets.astype(np.float64) @ held) / m
                     p = max(p, permutation_pvalue(presence[0], null_presence))
+                    if held_all is not None:  # evidence (d): more confined to the class than its own evidence
+                        columns = [int(np.flatnonzero(r.cells)[0]) for r in region_list]
+                        in_class = x[:, columns].sum(axis=0)
+                        rest_top = top[~member & outside[:, best]]
+                        *confinement, p_confined = confinement_test(in_class, held_all, rest_top, best, 1, prior)
+                        p = max(p, p_confined)
                 elif x is not None:
                     cells = region_list[best].cells
                     weights = np.asarray(data.absolute, dtype=np.float64)[member][:, cells].mean(axis=0)
@@ -511,7 +530,7 @@ class Findings(Step):
                 seen[key] = _Tested(
                     category, f"{clustering}/{cluster}", int(cluster), data.sample_ids[member], region_list[best],
                     float(share[best]), float(rest[best]), spread, p, category_size=n, input_std=input_std,
-                    presence=presence,
+                    presence=presence, confinement=None if held_all is None else tuple(confinement),
                     top_share=None if top is None else float(np.mean(top[member] == best)),
                 )  # fmt: skip
         return list(seen.values())
@@ -551,7 +570,17 @@ class Findings(Step):
         # looks elsewhere stands out; in "all samples" every class is such a subgroup, so it is tested
         # only when no class is analysed on its own
         classes = [c for c in categories if c != "all"] or list(categories)
-        tested = [t for c in classes for t in self._test_category(c, categories[c], region_list, modality)]
+        held_all, total = None, sum(len(categories[c].sample_ids) for c in classes)
+        if modality == "tokens" and len(classes) > 1 and all(categories[c].inputs is not None for c in classes):
+            columns = [int(np.flatnonzero(r.cells)[0]) for r in region_list]
+            held_all = sum(np.asarray(categories[c].inputs, np.float64)[:, columns].sum(axis=0) for c in classes)
+        tested = [
+            t
+            for c in classes
+            for t in self._test_category(
+                c, categories[c], region_list, modality, held_all, len(categories[c].sample_ids) / max(total, 1)
+            )
+        ]
         q = benjamini_hochberg([t.p_value for t in tested])
         for t, value in zip(tested, q):
             t.q_value = float(value)
@@ -668,11 +697,16 @@ class Findings(Step):
             text += (
                 f"; {held} of its {len(best.members)} samples hold the token, against {best.presence[1]:.0%} of {rest}"
             )
+        if best.confinement is not None:
+            text += (
+                f"; {best.confinement[0]:.0%} of the texts holding it are of this class, against "
+                f"{best.confinement[1]:.0%} for the tokens the rest of the class relies on"
+            )
         clusterings = len({c.split("/")[1] for c in finding.clusters})
         return text + (
             f"; not chance: permutation test against random same-size subsets, FDR-adjusted q = {finding.q_value:.2g}; "
             f"merged from {len(finding.clusters)} flagged cluster(s) of {clusterings} clustering(s); "
-            "a group that reads one class keyword looks the same: check that the model may rely on this token"
+            "a token that labels the class more cleanly than its words do: check that the model may rely on it"
         )
 
     def _carry_ids(self, epoch: int, findings: list[Finding], previous: Sequence[Finding]) -> None:

@@ -127,6 +127,7 @@ def planted_tokens(
     shortcut_class: int = 1,
     shortcut_fraction: float = 0.5,
     shortcut_share: float = 0.5,
+    keyword_noise: float = 0.25,
     random_state: int = 0,
 ) -> PlantedTokens:
     """Token relevance of a text classifier, with a planted shortcut token in part of one class.
@@ -137,6 +138,11 @@ def planted_tokens(
     carrying ``shortcut_share`` of their absolute relevance: what a model that learnt the shortcut
     shows. Id 0 is padding (never used), 1 ``"[CLS]"`` opens every sample, 2 is unused.
 
+    A ``keyword_noise`` share of the keywords come from another class, as words of real text are not
+    perfect labels ("not bad"); they carry the same amount of relevance with the opposite sign (evidence
+    against the sample's class). The draws of the noise come from a stream of their own, so the rest of
+    the data is the same for every ``keyword_noise``.
+
     Returns
     -------
     PlantedTokens
@@ -146,6 +152,7 @@ def planted_tokens(
     n_classes = check_int(n_classes, "n_classes", owner, 2)
     check_float(shortcut_fraction, "shortcut_fraction", owner, 0.0, 1.0)
     check_float(shortcut_share, "shortcut_share", owner, 0.0, 0.99)
+    check_float(keyword_noise, "keyword_noise", owner, 0.0, 1.0)
     first_keyword = 4
     first_filler = first_keyword + n_classes * keywords_per_class
     if vocabulary_size <= first_filler + 10:
@@ -153,6 +160,7 @@ def planted_tokens(
             f"{owner}: vocabulary_size must be > {first_filler + 10} for these keywords, got {vocabulary_size}"
         )
     rng = np.random.default_rng(random_state)
+    noise_rng = np.random.default_rng((random_state, 1))
     labels = rng.permutation(np.arange(n_samples) % n_classes).astype(np.int64)
     members = np.flatnonzero(labels == shortcut_class)
     planted = np.sort(rng.permutation(members)[: int(round(shortcut_fraction * members.size))])
@@ -173,6 +181,10 @@ def planted_tokens(
             + rng.integers(0, keywords_per_class, size=keyword_spots.size)
         )
         values[keyword_spots] = rng.uniform(0.5, 1.0, size=keyword_spots.size)
+        for spot in keyword_spots[noise_rng.random(keyword_spots.size) < keyword_noise]:
+            other = (labels[i] + noise_rng.integers(1, n_classes)) % n_classes
+            ids[spot] += (other - labels[i]) * keywords_per_class
+            values[spot] = -values[spot]
         if is_planted[i]:
             spot = spots[-1]
             ids[spot] = shortcut

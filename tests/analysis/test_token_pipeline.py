@@ -14,7 +14,7 @@ MAX_TOKENS = 32  # shorter than the longest texts: the fixed-shape maps are cut,
 
 
 def _token_run(tmp_path, epochs=2, strings=True):
-    data = planted_tokens(n_samples=200, length=(12, 40), random_state=2)
+    data = planted_tokens(n_samples=200, length=(12, 40), random_state=3)
     store = S.RunStore.create(
         tmp_path / "run",
         heatmap_shape=(1, MAX_TOKENS),

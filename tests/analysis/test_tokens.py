@@ -10,7 +10,7 @@ from lrp_lightning.analysis import Embeddings, Indicators, SpRAy
 from lrp_lightning.analysis import findings as F
 from lrp_lightning.analysis.regions import indicator_regions, token_name
 from lrp_lightning.analysis.synthetic import planted_tokens
-from lrp_lightning.analysis.tokens import TokenForm
+from lrp_lightning.analysis.tokens import TokenForm, confinement_test
 
 IMAGE_WORDS = ("corner", "border", "patch", "px")
 
@@ -86,7 +86,7 @@ def test_a_planted_shortcut_token_is_one_finding_in_its_words():
         'token "[X]" carries 50% of the relevance in this cluster against 0% in the rest of the class '
         "(75 of 150 samples of class 1; the most relevant token of 100% of them); 75 of its 75 samples hold the token"
     )
-    assert finding.input_spread == 0.0 and finding.q_value < 1e-10
+    assert finding.input_spread == 0.0 and finding.q_value < 1e-6
     _no_image_words(finding.reason, finding.summary())
     # the indicators flag the cluster in the same words
     flagged = [s for s in results[1].summaries[results[1].selected] if s.flagged]
@@ -101,9 +101,56 @@ def test_groups_reading_one_of_several_class_keywords_are_no_finding():
     data = planted_tokens(n_samples=300, shortcut_fraction=0.0, random_state=0)
     detection, _ = _analyse(data)
     assert detection.findings == []
-    # the same groups are findings without these two guards
+    # without these two guards the keyword groups are tested, and evidence (d) keeps them out: a keyword is
+    # about as confined to its class as the class's other keywords (noise: a quarter come from the other class)
     loose, _ = _analyse(data, findings=F.Findings(min_token_top=0.0, min_token_coverage=0.0))
-    assert loose.findings and all(f.region.startswith('token "class') for f in loose.findings)
+    keyword_groups = [t for t in loose.tested if t.region.name.startswith('token "class')]
+    assert loose.findings == [] and keyword_groups
+    assert all(t.confinement[0] < 0.95 and 0.6 < t.confinement[1] < 0.9 for t in keyword_groups)
+
+
+def _with_strong_keyword(factor: float, keyword_noise: float):
+    """Keywords only (no shortcut), one of class 1's 12 keywords carrying ``factor`` times the relevance."""
+    data = planted_tokens(n_samples=300, shortcut_fraction=0.0, keyword_noise=keyword_noise, random_state=0)
+    strong = 4 + 12  # class1_word0
+    for ids, values in zip(data.token_ids, data.relevance):
+        values[ids == strong] *= factor
+    return data
+
+
+@pytest.mark.parametrize("keyword_noise", [0.25, 0.0])
+def test_a_class_decided_by_one_strong_keyword_among_several_is_no_finding(keyword_noise):
+    """The control of evidence (d): the texts holding the strongest keyword form a group that relies on it
+    (the only guards of (a) and (b) flag it), yet that keyword is no more confined to the class than the
+    class's other keywords, so it is a class signal, not a shortcut; with perfect keywords too."""
+    data = _with_strong_keyword(3.0, keyword_noise)
+    detection, _ = _analyse(data)
+    assert detection.findings == [], [f.summary() for f in detection.findings]
+    strong = [t for t in detection.tested if t.region.name == 'token "class1_word0"']
+    assert strong and all(t.share >= 0.3 and t.top_share >= 0.8 for t in strong)  # (a) and (b) hold
+    assert all(t.q_value > 0.05 for t in strong)
+    # the planted shortcut in the same data is still exactly one finding
+    planted = planted_tokens(n_samples=300, keyword_noise=keyword_noise, random_state=0)
+    found, _ = _analyse(planted)
+    if keyword_noise:
+        assert [f.region for f in found.findings] == ['token "[X]"']
+        assert found.findings[0].member_ids.tolist() == planted.planted.tolist()
+    else:  # perfect keywords are as confined as the tag: nothing tells the tag from a keyword
+        assert found.findings == []
+
+
+def test_confinement_is_tested_against_the_class_evidence_tokens():
+    held = np.array([50.0, 20.0, 30.0, 10.0])
+    held_all = np.array([50.0, 25.0, 40.0, 20.0])  # token 3 is as common in the other class
+    top_rest = np.array([1] * 6 + [2] * 6 + [3] * 6)
+    confinement, reference, p = confinement_test(held, held_all, top_rest, 0, least=5, prior=0.5)
+    assert confinement == 1.0 and reference == pytest.approx(50 / 65)  # tokens 1 and 2, not 3 (not the class's)
+    assert p == pytest.approx((50 / 65) ** 50)
+    # a token no more confined than the evidence: not significant; no evidence tokens: p = 1
+    assert confinement_test(held, held_all, top_rest, 1, 5, 0.5)[2] > 0.3
+    assert confinement_test(held, held_all, np.zeros(18, int), 1, 5, 0.5)[1:] == (1.0, 1.0)  # evidence: token 0
+    _, reference, p = confinement_test(held, held_all, np.ones(18, int), 1, 5, 0.5)  # only the candidate itself
+    assert np.isnan(reference) and p == 1.0
 
 
 def _token_category(held: int):
