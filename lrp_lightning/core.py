@@ -42,7 +42,10 @@ __all__ = [
     "RemovableHandleList",
     "Stabilizer",
     "expand",
+    "input_known_non_negative",
+    "known_non_negative",
     "module_params",
+    "non_negative_input",
     "override_params",
     "stabilize",
 ]
@@ -351,13 +354,95 @@ def _no_hooks():
         _local.depth -= 1
 
 
+def input_known_non_negative() -> bool:
+    """Whether the input of the rule now evaluated is known to be ``>= 0`` from the forward graph.
+
+    Rules read this instead of checking the values (a reduction and a host-device synchronisation per
+    layer): the engine decides it in the forward pass from what produced the input, see
+    :func:`known_non_negative`. False outside a rule's backward unless :func:`non_negative_input` says so.
+    """
+    return getattr(_local, "non_negative", False)
+
+
+@contextmanager
+def non_negative_input(known: bool = True):
+    """Tell rules evaluated inside the context that their input is (or is not) known to be ``>= 0``."""
+    previous = getattr(_local, "non_negative", False)
+    _local.non_negative = known
+    try:
+        yield
+    finally:
+        _local.non_negative = previous
+
+
+#: modules whose output is never negative, whatever the input
+NON_NEGATIVE_MODULES: tuple[type, ...] = (nn.ReLU, nn.ReLU6, nn.Sigmoid, nn.Softplus, nn.Softmax, nn.Hardsigmoid)
+#: modules whose output is non-negative when their input is (pooling, reshapes, dropout)
+_SIGN_KEEPING_MODULES: tuple[type, ...] = ltypes.AvgPool + ltypes.MaxPool + ltypes.Structural
+#: autograd nodes of operations whose output is never negative
+_NON_NEGATIVE_NODES = frozenset(
+    {"ReluBackward0", "ReluBackward1", "SigmoidBackward0", "SoftmaxBackward0", "SoftplusBackward0", "ExpBackward0"}
+)
+#: autograd nodes of operations whose output is non-negative when their (first) input is
+_SIGN_KEEPING_NODES = frozenset(
+    {
+        "MaxPool1DWithIndicesBackward0",
+        "MaxPool2DWithIndicesBackward0",
+        "MaxPool3DWithIndicesBackward0",
+        "AvgPool2DBackward0",
+        "AvgPool3DBackward0",
+        "AdaptiveAvgPool2DBackward0",
+        "AdaptiveAvgPool3DBackward0",
+        "AdaptiveMaxPool2DBackward0",
+        "MeanBackward1",
+        "ViewBackward0",
+        "ReshapeAliasBackward0",
+        "UnsafeViewBackward0",
+        "CloneBackward0",
+        "NativeDropoutBackward0",
+        "PermuteBackward0",
+        "TransposeBackward0",
+        "SqueezeBackward1",
+        "UnsqueezeBackward0",
+        "ExpandBackward0",
+        "SliceBackward0",
+        "SelectBackward0",
+    }
+)
+
+
+def known_non_negative(tensor: Tensor, depth: int = 16) -> bool:
+    """Whether ``tensor`` is ``>= 0`` by construction, read from its autograd graph (no values are read).
+
+    True for the output of a ReLU (module or function), sigmoid, softmax, ... and of pooling, reshapes and
+    dropout applied to such an output; False when unknown (a leaf, an addition, an in-place change).
+    """
+    node = tensor.grad_fn
+    while node is not None and depth > 0:
+        if isinstance(node, _RuleFunction._backward_cls):
+            return bool(getattr(node, "non_negative_output", False))
+        name = type(node).__name__
+        if name in _NON_NEGATIVE_NODES:
+            return True
+        if name not in _SIGN_KEEPING_NODES or not node.next_functions:
+            return False
+        node = node.next_functions[0][0]
+        depth -= 1
+    return False
+
+
 class _RuleFunction(torch.autograd.Function):
     """Replaces a module's output; its backward is the rule's relevance for the module's input."""
 
     @staticmethod
-    def forward(ctx, rule: Hook, module: nn.Module, input: Tensor, output: list) -> Tensor:  # type: ignore[override]
+    def forward(ctx, rule: Hook, module: nn.Module, input: Tensor, output: list, non_negative: bool) -> Tensor:  # type: ignore[override]
         ctx.rule = rule
         ctx.module = module
+        # decided here from the graph, so that no rule needs to read the input's values to know its sign
+        ctx.input_non_negative = non_negative
+        ctx.non_negative_output = isinstance(module, NON_NEGATIVE_MODULES) or (
+            non_negative and isinstance(module, _SIGN_KEEPING_MODULES)
+        )
         ctx.input_shape = input.shape
         ctx.save_for_backward(input if rule.needs_input else None)
         # the output arrives in a list, not as a tensor argument: a tensor argument returned as is would
@@ -371,7 +456,7 @@ class _RuleFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output: Tensor):  # type: ignore[override]
         (input,) = ctx.saved_tensors
-        with _no_hooks():
+        with _no_hooks(), non_negative_input(ctx.input_non_negative):
             if ctx.rule.needs_output:
                 # used once and released (a repeated backward with retain_graph=True recomputes it)
                 output, ctx.output = ctx.output, None
@@ -386,7 +471,7 @@ class _RuleFunction(torch.autograd.Function):
                 f"{tuple(relevance.shape)} for an input of shape {tuple(ctx.input_shape)}; "
                 "map this layer to a rule that fits it (e.g. Norm())"
             )
-        return None, None, relevance, None
+        return None, None, relevance, None, None
 
 
 def _attributed_call(args: tuple) -> bool:
@@ -409,7 +494,7 @@ def _apply_rule(rule: Hook, mod: nn.Module, args: tuple, output: Any) -> Tensor 
             f"{type(output).__name__}; rules apply to modules with a single tensor output. "
             "Map this layer to no rule (e.g. a name map) or wrap it in a module returning one tensor."
         )
-    return _RuleFunction.apply(rule, mod, args[0], [output.detach()])
+    return _RuleFunction.apply(rule, mod, args[0], [output.detach()], known_non_negative(args[0]))
 
 
 class Hook:

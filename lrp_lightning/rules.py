@@ -27,7 +27,17 @@ import torch.nn as nn
 
 from . import types as ltypes
 from ._validation import argument_error, check_float
-from .core import BasicHook, Hook, ParamMod, Stabilizer, affine_forward, affine_input_gradient, expand, module_params
+from .core import (
+    BasicHook,
+    Hook,
+    ParamMod,
+    Stabilizer,
+    affine_forward,
+    affine_input_gradient,
+    expand,
+    input_known_non_negative,
+    module_params,
+)
 from .layer import Sum
 
 Tensor = torch.Tensor
@@ -173,8 +183,9 @@ def _mixed_sign_relevance(
 
 
 def _non_negative(input: Tensor) -> bool:
-    # one reduction, no temporary (a comparison and any() take several times as long)
-    return input.numel() > 0 and bool(input.amin() >= 0)
+    # known from the forward graph (a ReLU before the layer), never by reading the values: checking them
+    # would cost a reduction and a host-device synchronisation per layer
+    return input.numel() > 0 and input_known_non_negative()
 
 
 def _shift_of(stabilizer: Callable[[Tensor], Tensor]) -> float | None:
@@ -214,7 +225,7 @@ def _reuses_output(rule: BasicHook, module: nn.Module, grad_output: Tensor, outp
 
 def _like(value: float | Tensor, input: Tensor) -> Tensor:
     if isinstance(value, Tensor):
-        return value.to(input)
+        return value.to(input, non_blocking=True)
     return torch.full((), float(value), dtype=input.dtype, device=input.device)
 
 
@@ -500,7 +511,16 @@ class ZBox(BasicHook):
                 return lambda input: extreme(input, dim=tuple(range(1, input.ndim)), keepdim=True).expand_as(input)
             # a number becomes a scalar on the input's device (a CPU tensor expanded first would be copied to
             # the GPU at full size in every backward pass)
-            return lambda input: expand(_like(value, input), input.shape, cut_batch_dim=True)
+            # (a tensor is moved once per device and dtype, without waiting: no synchronisation per backward)
+            moved: dict[tuple, Tensor] = {}
+
+            def fixed(input: Tensor) -> Tensor:
+                key = (input.device, input.dtype)
+                if key not in moved:
+                    moved[key] = _like(value, input)
+                return expand(moved[key], input.shape, cut_batch_dim=True)
+
+            return fixed
 
         super().__init__(
             input_modifiers=[lambda input: input, bound(low, torch.amin), bound(high, torch.amax)],
