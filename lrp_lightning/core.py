@@ -41,6 +41,7 @@ __all__ = [
     "RemovableHandle",
     "RemovableHandleList",
     "Stabilizer",
+    "derived_param",
     "expand",
     "input_known_non_negative",
     "known_non_negative",
@@ -190,8 +191,40 @@ def module_params(module: nn.Module) -> dict[str, Tensor | None]:
     params: dict[str, Tensor | None] = {name: param.detach() for name, param in module.named_parameters(recurse=False)}
     override = _PARAM_OVERRIDES.get(module)
     if override:
-        params.update(override)
+        for key, value in override.items():
+            params[key] = value() if callable(value) else value
     return params
+
+
+#: per module with a registered rule: tensors computed from its parameters alone (w+, w-, gamma-modified
+#: or batch-norm-merged weights), kept while the rule is registered
+_DERIVED: weakref.WeakKeyDictionary[nn.Module, dict[Any, tuple]] = weakref.WeakKeyDictionary()
+
+
+def derived_param(module: nn.Module, key: Any, sources: Sequence[Tensor | None], compute: Callable[[], Any]) -> Any:
+    """``compute()``, cached for ``module`` while a rule is registered on it, until one of ``sources`` changes.
+
+    A source changes when it is written in place (an optimizer step raises its version counter) or replaced
+    by another tensor (``load_state_dict``, ``.to()``); the cache holds the sources, so their memory cannot be
+    reused by a new tensor at the same address. Without a registered rule nothing is cached. Values are
+    computed without a graph (parameters are constants to the rules). ``key`` names the value (e.g.
+    ``(rule, "w+")``).
+    """
+    cache = _DERIVED.get(module)
+    if cache is None:
+        return compute()
+    stamp = tuple(None if t is None else (t.data_ptr(), t._version, t.shape, t.dtype, t.device) for t in sources)
+    entry = cache.get(key)
+    if entry is not None and entry[0] == stamp:
+        return entry[2]
+    with torch.no_grad():
+        value = compute()
+    cache[key] = (stamp, tuple(sources), value)
+    return value
+
+
+def _forget_derived(module: nn.Module) -> None:
+    _DERIVED.pop(module, None)
 
 
 @contextmanager
@@ -527,6 +560,8 @@ class Hook:
     def register(self, module: nn.Module) -> RemovableHandleList:
         """Attach this rule to ``module`` until the returned handle is removed."""
         handles = RemovableHandleList([module.register_forward_hook(functools.partial(_apply_rule, self))])
+        _DERIVED.setdefault(module, {})
+        handles.append(_Finalizer(lambda: _forget_derived(module)))
         if getattr(module, "inplace", False) is True:
             # an in-place module (ReLU(inplace=True)) would overwrite its input, which the rule needs and which
             # must stay the node that relevance flows to: run it out of place while the rule is attached (one
@@ -595,8 +630,14 @@ class BasicHook(Hook):
     def backward(self, module: nn.Module, input: Tensor, grad_output: Tensor) -> Tensor:
         params = module_params(module)
         inputs = [modifier(input) for modifier in self.input_modifiers]
-        param_sets = [modifier(module, params) for modifier in self.param_modifiers]
         if self._identity_outputs and isinstance(module, ltypes.Linear):
+            # parameter modifiers are functions of the parameters: computed once until a parameter changes
+            param_sets = derived_param(
+                module,
+                (self, "param_sets"),
+                list(params.values()),
+                lambda: [modifier(module, params) for modifier in self.param_modifiers],
+            )
             outputs = [affine_forward(module, x, p["weight"], p.get("bias")) for x, p in zip(inputs, param_sets)]
             grad_outputs = _as_list(self.gradient_mapper(grad_output, outputs), len(outputs))
             gradients = [
@@ -604,6 +645,7 @@ class BasicHook(Hook):
                 for g, x, p in zip(grad_outputs, inputs, param_sets)
             ]
             return self.reducer(inputs, gradients)
+        param_sets = [modifier(module, params) for modifier in self.param_modifiers]
         return self._autograd_backward(module, params, inputs, param_sets, grad_output)
 
     def _autograd_backward(self, module, params, inputs, param_sets, grad_output):

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
-from lrp_testing import no_host_reads
+from lrp_testing import no_host_reads, small_cnn
 
 from lrp_lightning import core
 from lrp_lightning.attribution import Gradient
@@ -99,3 +99,71 @@ def test_fast_paths_run_exactly_where_the_input_is_known_non_negative(monkeypatc
         reference = attributor(x, torch.eye(3, dtype=torch.float64)[[0, 2]]).relevance
     assert torch.allclose(relevance, reference, rtol=1e-10, atol=1e-12)
     assert reference.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", ["epsilon_gamma_box", "epsilon_plus_flat", "epsilon_alpha2_beta1"])
+def test_cached_weights_follow_an_optimizer_step_inside_one_registration(name):
+    # weights derived once per registration (w+, w-, gamma weights, merged batch norm) are recomputed when a
+    # parameter or a running statistic changes in place: the result equals a fresh registration's
+    torch.manual_seed(2)
+    model = small_cnn().double().eval()
+    x = torch.rand(3, 1, 8, 8, dtype=torch.float64)
+    target = torch.eye(5, dtype=torch.float64)[[0, 3, 4]]
+    kwargs = {"low": 0.0, "high": 1.0} if name == "epsilon_gamma_box" else {}
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    with Gradient(model, get_composite(name, canonizers="auto", **kwargs)) as attributor:
+        before = attributor(x, target).relevance
+        assert torch.equal(attributor(x, target).relevance, before)  # from the cache: the same numbers
+        for param in model.parameters():
+            param.grad = torch.randn_like(param)
+        optimizer.step()
+        model[1].running_mean.add_(0.3)  # a statistics update, as a training forward pass makes
+        after = attributor(x, target).relevance
+    with Gradient(model, get_composite(name, canonizers="auto", **kwargs)) as attributor:
+        fresh = attributor(x, target).relevance
+    assert not torch.allclose(after, before)
+    torch.testing.assert_close(after, fresh, rtol=1e-12, atol=1e-14)
+
+
+def test_nothing_is_cached_after_the_composite_is_removed():
+    model = small_cnn().eval()
+    with Gradient(model, get_composite("epsilon_gamma_box", canonizers="auto", low=0.0, high=1.0)) as attributor:
+        attributor(torch.rand(1, 1, 8, 8), 0)
+        assert len(core._DERIVED) > 0
+        assert all(module in dict(model.named_modules()).values() for module in core._DERIVED)
+    assert len(core._DERIVED) == 0
+
+
+#: operations that launch no kernel (views, metadata); not counted
+METADATA_OPS = {"detach", "expand", "select", "unsqueeze", "reshape", "flatten", "unflatten", "view", "to", "alias"}
+
+
+def count_ops(run) -> int:
+    """Top-level ATen operations (each at least one kernel) that ``run()`` calls, by the profiler."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run()
+    return sum(
+        1
+        for event in prof.events()
+        if event.name.startswith("aten::")
+        and event.name[6:] not in METADATA_OPS
+        and (event.cpu_parent is None or not event.cpu_parent.name.startswith("aten::"))
+    )
+
+
+def test_an_attribution_stays_under_its_op_count():
+    # ResNet-18 at one 32 px image, EpsilonGammaBox: 646 kernel-launching operations before the sign check
+    # moved to the graph and the weights were cached (amin, comparison and sync per layer; w+, w-, w + g w+
+    # and w + g w- per layer per call); 488 after. A regression that adds a few ops per layer fails here.
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=1000).eval()
+    x, target = torch.randn(1, 3, 32, 32), torch.eye(1000)[[1]]
+    with Gradient(model, get_composite("epsilon_gamma_box", canonizers="auto", low=-3.0, high=3.0)) as lrp:
+        lrp(x, target)  # the first call fills the weight cache
+        ops = count_ops(lambda: lrp(x, target))
+    with Gradient(model) as gradient:
+        gradient_ops = count_ops(lambda: gradient(x, target))
+    assert ops <= 500, ops
+    assert gradient_ops < ops <= 4 * gradient_ops, (ops, gradient_ops)
