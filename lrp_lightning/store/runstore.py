@@ -38,6 +38,8 @@ from .contract import (
     MODALITY_TOKENS,
     PROBE_FILE,
     RELEVANCE,
+    REVISION_RECORD_KEYS,
+    REVISIONS_KEY,
     RUN_ID_KEY,
     RUN_METADATA_KEYS,
     SAMPLE_ID,
@@ -364,6 +366,33 @@ class RunStore(_AnalysisTables, _Modalities):
         data[LIBRARY_VERSION_KEY] = _library_version()
         kept = [raw for key, (raw, _) in self._manifest_data()["_bad_epochs"].items() if key not in epochs]
         data[EPOCHS_KEY] = [epochs[e].to_json() for e in sorted(epochs)] + kept
+        fileio.atomic_write_json(self._store_dir / MANIFEST_FILE, data)
+
+    def revisions(self) -> list[dict[str, Any]]:
+        """The revision records of the run (:data:`REVISIONS_KEY`; empty when nothing was revised)."""
+        value = self._manifest_data().get(REVISIONS_KEY) or []
+        return copy.deepcopy([dict(r) for r in value if isinstance(r, Mapping)])
+
+    def record_revisions(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """Replace the revision records in ``manifest.json`` (atomically; the writer of the store only).
+
+        Parameters
+        ----------
+        records : sequence of mapping
+            JSON-serialisable records with the keys of :data:`REVISION_RECORD_KEYS`.
+        """
+        self._require_writable()
+        records = [dict(r) for r in records]
+        for record in records:
+            unknown = sorted(set(record) - set(REVISION_RECORD_KEYS))
+            if unknown:
+                raise ValueError(
+                    f"record_revisions: unknown revision record keys {unknown}; "
+                    f"the keys are {list(REVISION_RECORD_KEYS)}"
+                )
+        data = self.manifest
+        data[REVISIONS_KEY] = _normalise_json(records, REVISIONS_KEY)
+        data[LIBRARY_VERSION_KEY] = _library_version()
         fileio.atomic_write_json(self._store_dir / MANIFEST_FILE, data)
 
     def _require_writable(self) -> None:
