@@ -166,7 +166,7 @@ def small(args, device) -> None:
                 print(
                     f"{model_name} 1x{size}px{'':8s} {name:21s} {key:12s} {statistics.median(values) * 1e3:8.2f} "
                     f"{statistics.median(ratios):7.2f} {min(ratios):6.2f}-{max(ratios):<6.2f} "
-                    f"{count_ops(fn, x, target) if device.type == 'cpu' else -1:6d}",
+                    f"{count_ops(runners[key], x, target) if device.type == 'cpu' else -1:6d}",
                     flush=True,
                 )
 
