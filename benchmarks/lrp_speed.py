@@ -9,7 +9,13 @@ the method ran, in a fresh process per method, after resetting the mark through 
 
     python benchmarks/lrp_speed.py --memory               # issue targets: batch 8, 224x224
     python benchmarks/lrp_speed.py --batch 2 --size 112 --repeats 3 --models vgg16
+    python benchmarks/lrp_speed.py --small                # overhead-bound: ResNet-18 1x32 px, ResNet-50 1x64 px
     python benchmarks/lrp_speed.py --transformers         # vit_b_16 and a text encoder: AttnLRP vs gradient vs LXT
+
+``--small`` times ours and zennit each registered once for all calls ("kept", on its own copy of the model,
+as the callback does for an epoch's probe set, and as a user attributing many batches would) against the
+gradient, reports the median and the min-max spread of the ratios over the repeats, and counts the
+kernel-launching ATen operations of one attribution (profiler; views and ``detach`` not counted).
 
 ``--transformers`` times torchvision's ``vit_b_16`` (random init, batch 8, 224x224; LXT with its ViT map,
 cp_LRP) and a BERT-base-sized encoder (12 layers, hidden 768, 12 heads, random init, batch 8,
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import functools
 import gc
 import os
@@ -95,6 +102,73 @@ def zennit_runner(model, name, kwargs, model_name):
             return attributor(x, target)[1]
 
     return run
+
+
+def kept_runner(model, name, kwargs, model_name, peer=False):
+    """An attributor registered once (entered here, left when the process ends), called per repeat."""
+    if peer:
+        from zennit import composites as zc
+        from zennit import torchvision as ztv
+        from zennit.attribution import Gradient as ZGradient
+
+        canonizers = [ztv.ResNetCanonizer()] if model_name.startswith("resnet") else [ztv.VGGCanonizer()]
+        attributor = ZGradient(model, zc.COMPOSITES[name](canonizers=canonizers, **kwargs))
+    else:
+        attributor = Gradient(model, get_composite(name, canonizers="auto", **kwargs))
+    attributor.__enter__()
+    return lambda x, target: attributor(x, target)[1]
+
+
+METADATA_OPS = {"detach", "expand", "select", "unsqueeze", "reshape", "flatten", "unflatten", "view", "to", "alias"}
+
+
+def count_ops(fn, x, target) -> int:
+    """Top-level kernel-launching ATen operations of one call (as tests/lrp/test_host_sync.py counts them)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn(x, target)
+    return sum(
+        1
+        for event in prof.events()
+        if event.name.startswith("aten::")
+        and event.name[6:] not in METADATA_OPS
+        and (event.cpu_parent is None or not event.cpu_parent.name.startswith("aten::"))
+    )
+
+
+def small(args, device) -> None:
+    """Overhead-bound inputs: per-layer cost, not arithmetic, dominates."""
+    print(f"median of {args.repeats} interleaved repeats; ratios to the gradient as median [min-max over repeats]")
+    print(f"{'case':22s} {'composite':21s} {'method':12s} {'ms':>8s} {'x grad':>7s} {'spread':>13s} {'ops':>6s}")
+    for model_name, size in (("resnet18", 32), ("resnet50", 64)):
+        model = getattr(torchvision.models, model_name)(num_classes=1000).eval().to(device)
+        x = torch.randn(1, 3, size, size, device=device)
+        target = torch.eye(1000, device=device)[[7]]
+        for name in args.composites:
+            kwargs = {"low": -3.0, "high": 3.0} if name == "epsilon_gamma_box" else {}
+            # each kept attributor on its own copy of the model: two registrations on one model would mix
+            runners = {
+                "grad": gradient_runner(model),
+                "ours kept": kept_runner(copy.deepcopy(model), name, kwargs, model_name),
+                "zennit kept": kept_runner(copy.deepcopy(model), name, kwargs, model_name, peer=True),
+            }
+            times = {key: [] for key in runners}
+            for fn in runners.values():
+                fn(x, target)
+            for _ in range(args.repeats):
+                for key, fn in runners.items():
+                    elapsed, _ = timed(fn, x, target, device)
+                    times[key].append(elapsed)
+            grads = times["grad"]
+            for key, values in times.items():
+                ratios = [value / grad for value, grad in zip(values, grads)]
+                print(
+                    f"{model_name} 1x{size}px{'':8s} {name:21s} {key:12s} {statistics.median(values) * 1e3:8.2f} "
+                    f"{statistics.median(ratios):7.2f} {min(ratios):6.2f}-{max(ratios):<6.2f} "
+                    f"{count_ops(runners[key], x, target) if device.type == 'cpu' else -1:6d}",
+                    flush=True,
+                )
 
 
 def ours_runner(model, name, kwargs):
@@ -255,6 +329,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--memory", action="store_true", help="CPU: peak memory per method in fresh processes")
+    parser.add_argument("--small", action="store_true", help="ResNet-18 1x32 px and ResNet-50 1x64 px, kept")
     parser.add_argument("--transformers", action="store_true", help="time a BERT-base-sized text encoder instead")
     parser.add_argument("--tokens", type=int, default=128, help="sequence length of --transformers")
     parser.add_argument(
@@ -270,7 +345,11 @@ def main() -> None:
         f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"threads {torch.get_num_threads()}, device {device}"
         + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else "")
+        + f", load average {os.getloadavg()[0]:.1f}"
     )
+    if args.small:
+        small(args, device)
+        return
     print(f"inputs: batch {args.batch}, 3x{args.size}x{args.size}, float32, random weights; median of {args.repeats}")
     header = f"{'model':9s} {'composite':22s} {'ours s':>8s} {'zennit s':>9s} {'grad s':>8s} "
     header += f"{'ours/grad':>9s} {'zennit/grad':>11s} {'speed-up':>8s} "

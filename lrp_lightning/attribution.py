@@ -79,14 +79,15 @@ class Attribution(NamedTuple):
     relevance: Tensor
 
 
-def _one_hot(indices: Tensor, output: Tensor) -> Tensor:
+def _one_hot(indices: Tensor, output: Tensor, checked: bool = False) -> Tensor:
     if output.ndim != 2:
         raise ValueError(
             f"class targets need class scores of shape (batch, classes), but the model returned shape "
             f"{tuple(output.shape)}; return logits from forward() or pass target as a tensor shaped like the output"
         )
     classes = output.shape[1]
-    indices = indices.to(device=output.device, dtype=torch.long).reshape(-1)
+    # checked where the indices are (CPU indices: no host-device synchronisation), then moved
+    indices = indices.to(dtype=torch.long).reshape(-1)
     if indices.numel() == 1 and output.shape[0] != 1:
         indices = indices.expand(output.shape[0])
     if indices.numel() != output.shape[0]:
@@ -97,7 +98,8 @@ def _one_hot(indices: Tensor, output: Tensor) -> Tensor:
             indices.tolist(),
         )
     bad = (indices < 0) | (indices >= classes)
-    if bool(bad.any()):
+    # (predicted classes are valid by construction: no check, which would wait for the device)
+    if not checked and bool(bad.any()):
         raise argument_error(
             None,
             "target",
@@ -105,9 +107,8 @@ def _one_hot(indices: Tensor, output: Tensor) -> Tensor:
             int(indices[bad][0]),
             f"the output has {classes} classes",
         )
-    weights = torch.zeros_like(output)
-    weights[torch.arange(output.shape[0], device=output.device), indices] = 1.0
-    return weights
+    indices = indices.to(device=output.device, non_blocking=True)
+    return torch.zeros_like(output).scatter_(1, indices[:, None], 1.0)
 
 
 def output_weights(output: Tensor, target: Target) -> Tensor:
@@ -119,7 +120,7 @@ def output_weights(output: Tensor, target: Target) -> Tensor:
         check_choice(target, "target", None, ["prediction"], note="or class indices, a tensor or a callable")
         if output.ndim != 2:
             return _one_hot(torch.zeros(0), output)  # raises the shape error
-        return _one_hot(output.argmax(dim=1), output)
+        return _one_hot(output.argmax(dim=1), output, checked=True)
     if callable(target) and not isinstance(target, Tensor):
         weights = target(output)
         if not isinstance(weights, Tensor) or weights.shape != output.shape:

@@ -43,7 +43,7 @@ import torch
 import torch.nn as nn
 
 from . import types as ltypes
-from .core import affine_forward, collect_leaves, module_params, override_params
+from .core import affine_forward, collect_leaves, derived_param, module_params, override_params
 
 __all__ = [
     "CANONIZERS",
@@ -248,14 +248,16 @@ class MergeBatchNorm(Canonizer):
         self._stack: ExitStack | None = None
 
     @staticmethod
-    def merged_params(linear: nn.Module, batch_norm: nn.Module) -> dict[str, torch.Tensor]:
-        """Weight and bias of ``linear`` followed by ``batch_norm`` in evaluation mode."""
+    def merged_params(
+        linear: nn.Module, batch_norm: nn.Module, params: dict[str, torch.Tensor | None] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Weight and bias of ``linear`` (or of ``params``) followed by ``batch_norm`` in evaluation mode."""
         if batch_norm.running_var is None or batch_norm.running_mean is None:
             raise ValueError(
                 f"{type(batch_norm).__name__} has no running statistics (track_running_stats=False) and cannot "
                 "be merged; pass canonizers=[] to leave it out"
             )
-        params = module_params(linear)
+        params = module_params(linear) if params is None else params
         weight = params["weight"]
         bias = params.get("bias")
         std = (batch_norm.running_var.detach() + batch_norm.eps) ** 0.5
@@ -273,6 +275,20 @@ class MergeBatchNorm(Canonizer):
             "bias": ((bias - batch_norm.running_mean.detach()) * scale + shift).to(weight),
         }
 
+    def _current_merge(self, linear: nn.Module, batch_norm: nn.Module, base: dict) -> dict[str, torch.Tensor]:
+        """The merged parameters of the current weights and statistics: computed again only when one of them
+        changed (an optimizer step, a statistics update), see :func:`~lrp_lightning.core.derived_param`."""
+        own = linear._parameters
+        stats = (batch_norm.weight, batch_norm.bias, batch_norm.running_mean, batch_norm.running_var)
+        # the parameters themselves (not detached copies: no op per call), whose version counters see a step
+        sources = [*own.values(), *stats]
+
+        def merge() -> dict[str, torch.Tensor]:
+            params = {**base, **{name: value.detach() for name, value in own.items() if value is not None}}
+            return self.merged_params(linear, batch_norm, params)
+
+        return derived_param(linear, ("merged batch norm", batch_norm), sources, merge)
+
     def register(self, linears: Sequence[nn.Module], batch_norm: nn.Module) -> None:
         if batch_norm.training:
             warnings.warn(
@@ -283,9 +299,13 @@ class MergeBatchNorm(Canonizer):
         stack = ExitStack()
         try:
             for linear in linears:
-                params = self.merged_params(linear, batch_norm)
-                stack.enter_context(override_params(linear, params))
-                stack.enter_context(override_forward(linear, functools.partial(affine_forward, linear, **params)))
+                self.merged_params(linear, batch_norm)  # raises here for a batch norm that cannot be merged
+                merged = functools.partial(self._current_merge, linear, batch_norm, module_params(linear))
+                lazy = {
+                    key: functools.partial(lambda key, merged: merged()[key], key, merged) for key in ("weight", "bias")
+                }
+                stack.enter_context(override_params(linear, lazy))
+                stack.enter_context(override_forward(linear, functools.partial(_merged_forward, linear, merged)))
             stack.enter_context(override_forward(batch_norm, _identity_forward))
         except BaseException:
             stack.close()
@@ -436,3 +456,7 @@ class CompositeCanonizer(Canonizer):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.canonizers!r})"
+
+
+def _merged_forward(linear: nn.Module, merged: Callable[[], dict], input: torch.Tensor) -> torch.Tensor:
+    return affine_forward(linear, input, **merged())

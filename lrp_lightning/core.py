@@ -55,8 +55,12 @@ __all__ = [
     "RemovableHandleList",
     "Stabilizer",
     "collect_leaves",
+    "derived_param",
     "expand",
+    "input_known_non_negative",
+    "known_non_negative",
     "module_params",
+    "non_negative_input",
     "override_params",
     "stabilize",
 ]
@@ -78,8 +82,40 @@ def module_params(module: nn.Module) -> dict[str, Tensor | None]:
     params: dict[str, Tensor | None] = {name: param.detach() for name, param in module.named_parameters(recurse=False)}
     override = _PARAM_OVERRIDES.get(module)
     if override:
-        params.update(override)
+        for key, value in override.items():
+            params[key] = value() if callable(value) else value
     return params
+
+
+#: per module with a registered rule: tensors computed from its parameters alone (w+, w-, gamma-modified
+#: or batch-norm-merged weights), kept while the rule is registered
+_DERIVED: weakref.WeakKeyDictionary[nn.Module, dict[Any, tuple]] = weakref.WeakKeyDictionary()
+
+
+def derived_param(module: nn.Module, key: Any, sources: Sequence[Tensor | None], compute: Callable[[], Any]) -> Any:
+    """``compute()``, cached for ``module`` while a rule is registered on it, until one of ``sources`` changes.
+
+    A source changes when it is written in place (an optimizer step raises its version counter) or replaced
+    by another tensor (``load_state_dict``, ``.to()``); the cache holds the sources, so their memory cannot be
+    reused by a new tensor at the same address. Without a registered rule nothing is cached. Values are
+    computed without a graph (parameters are constants to the rules). ``key`` names the value (e.g.
+    ``(rule, "w+")``).
+    """
+    cache = _DERIVED.get(module)
+    if cache is None:
+        return compute()
+    stamp = tuple(None if t is None else (t.data_ptr(), t._version, t.shape, t.dtype, t.device) for t in sources)
+    entry = cache.get(key)
+    if entry is not None and entry[0] == stamp:
+        return entry[2]
+    with torch.no_grad():
+        value = compute()
+    cache[key] = (stamp, tuple(sources), value)
+    return value
+
+
+def _forget_derived(module: nn.Module) -> None:
+    _DERIVED.pop(module, None)
 
 
 @contextmanager
@@ -248,13 +284,95 @@ def affine_input_gradient(module: nn.Module, grad_output: Tensor, input: Tensor,
 # --------------------------------------------------------------------------------------------------------
 
 
+def input_known_non_negative() -> bool:
+    """Whether the input of the rule now evaluated is known to be ``>= 0`` from the forward graph.
+
+    Rules read this instead of checking the values (a reduction and a host-device synchronisation per
+    layer): the engine decides it in the forward pass from what produced the input, see
+    :func:`known_non_negative`. False outside a rule's backward unless :func:`non_negative_input` says so.
+    """
+    return getattr(_local, "non_negative", False)
+
+
+@contextmanager
+def non_negative_input(known: bool = True):
+    """Tell rules evaluated inside the context that their input is (or is not) known to be ``>= 0``."""
+    previous = getattr(_local, "non_negative", False)
+    _local.non_negative = known
+    try:
+        yield
+    finally:
+        _local.non_negative = previous
+
+
+#: modules whose output is never negative, whatever the input
+NON_NEGATIVE_MODULES: tuple[type, ...] = (nn.ReLU, nn.ReLU6, nn.Sigmoid, nn.Softplus, nn.Softmax, nn.Hardsigmoid)
+#: modules whose output is non-negative when their input is (pooling, reshapes, dropout)
+_SIGN_KEEPING_MODULES: tuple[type, ...] = ltypes.AvgPool + ltypes.MaxPool + ltypes.Structural
+#: autograd nodes of operations whose output is never negative
+_NON_NEGATIVE_NODES = frozenset(
+    {"ReluBackward0", "ReluBackward1", "SigmoidBackward0", "SoftmaxBackward0", "SoftplusBackward0", "ExpBackward0"}
+)
+#: autograd nodes of operations whose output is non-negative when their (first) input is
+_SIGN_KEEPING_NODES = frozenset(
+    {
+        "MaxPool1DWithIndicesBackward0",
+        "MaxPool2DWithIndicesBackward0",
+        "MaxPool3DWithIndicesBackward0",
+        "AvgPool2DBackward0",
+        "AvgPool3DBackward0",
+        "AdaptiveAvgPool2DBackward0",
+        "AdaptiveAvgPool3DBackward0",
+        "AdaptiveMaxPool2DBackward0",
+        "MeanBackward1",
+        "ViewBackward0",
+        "ReshapeAliasBackward0",
+        "UnsafeViewBackward0",
+        "CloneBackward0",
+        "NativeDropoutBackward0",
+        "PermuteBackward0",
+        "TransposeBackward0",
+        "SqueezeBackward1",
+        "UnsqueezeBackward0",
+        "ExpandBackward0",
+        "SliceBackward0",
+        "SelectBackward0",
+    }
+)
+
+
+def known_non_negative(tensor: Tensor, depth: int = 16) -> bool:
+    """Whether ``tensor`` is ``>= 0`` by construction, read from its autograd graph (no values are read).
+
+    True for the output of a ReLU (module or function), sigmoid, softmax, ... and of pooling, reshapes and
+    dropout applied to such an output; False when unknown (a leaf, an addition, an in-place change).
+    """
+    node = tensor.grad_fn
+    while node is not None and depth > 0:
+        if isinstance(node, _RuleFunction._backward_cls):
+            return bool(getattr(node, "non_negative_output", False))
+        name = type(node).__name__
+        if name in _NON_NEGATIVE_NODES:
+            return True
+        if name not in _SIGN_KEEPING_NODES or not node.next_functions:
+            return False
+        node = node.next_functions[0][0]
+        depth -= 1
+    return False
+
+
 class _RuleFunction(torch.autograd.Function):
     """Replaces a module's output; its backward is the rule's relevance for the module's input."""
 
     @staticmethod
-    def forward(ctx, rule: Hook, module: nn.Module, input: Tensor, output: list) -> Tensor:  # type: ignore[override]
+    def forward(ctx, rule: Hook, module: nn.Module, input: Tensor, output: list, non_negative: bool) -> Tensor:  # type: ignore[override]
         ctx.rule = rule
         ctx.module = module
+        # decided here from the graph, so that no rule needs to read the input's values to know its sign
+        ctx.input_non_negative = non_negative
+        ctx.non_negative_output = isinstance(module, NON_NEGATIVE_MODULES) or (
+            non_negative and isinstance(module, _SIGN_KEEPING_MODULES)
+        )
         ctx.input_shape = input.shape
         ctx.save_for_backward(input if rule.needs_input else None)
         # the output arrives in a list, not as a tensor argument: a tensor argument returned as is would
@@ -268,7 +386,7 @@ class _RuleFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output: Tensor):  # type: ignore[override]
         (input,) = ctx.saved_tensors
-        with _no_hooks():
+        with _no_hooks(), non_negative_input(ctx.input_non_negative):
             if ctx.rule.needs_output:
                 # used once and released (a repeated backward with retain_graph=True recomputes it)
                 output, ctx.output = ctx.output, None
@@ -283,7 +401,7 @@ class _RuleFunction(torch.autograd.Function):
                 f"{tuple(relevance.shape)} for an input of shape {tuple(ctx.input_shape)}; "
                 "map this layer to a rule that fits it (e.g. Norm())"
             )
-        return None, None, relevance, None
+        return None, None, relevance, None, None
 
 
 def _attributed_call(args: tuple) -> bool:
@@ -306,7 +424,7 @@ def _apply_rule(rule: Hook, mod: nn.Module, args: tuple, output: Any) -> Tensor 
             f"{type(output).__name__}; rules apply to modules with a single tensor output. "
             "Map this layer to no rule (e.g. a name map) or wrap it in a module returning one tensor."
         )
-    return _RuleFunction.apply(rule, mod, args[0], [output.detach()])
+    return _RuleFunction.apply(rule, mod, args[0], [output.detach()], known_non_negative(args[0]))
 
 
 class Hook(HookProtocol):
@@ -351,6 +469,8 @@ class Hook(HookProtocol):
         if self.uses_zennit_protocol():
             return self.register_zennit_protocol(module)
         handles = RemovableHandleList([module.register_forward_hook(functools.partial(_apply_rule, self))])
+        _DERIVED.setdefault(module, {})
+        handles.append(_Finalizer(lambda: _forget_derived(module)))
         if getattr(module, "inplace", False) is True:
             # an in-place module (ReLU(inplace=True)) would overwrite its input, which the rule needs and which
             # must stay the node that relevance flows to: run it out of place while the rule is attached (one
@@ -426,8 +546,14 @@ class BasicHook(Hook):
             return tuple(relevance if grad.shape == relevance.shape else None for grad in input)
         params = module_params(module)
         inputs = [modifier(input) for modifier in self.input_modifiers]
-        param_sets = [modifier(module, params) for modifier in self.param_modifiers]
         if self._identity_outputs and isinstance(module, ltypes.Linear):
+            # parameter modifiers are functions of the parameters: computed once until a parameter changes
+            param_sets = derived_param(
+                module,
+                (self, "param_sets"),
+                list(params.values()),
+                lambda: [modifier(module, params) for modifier in self.param_modifiers],
+            )
             outputs = [affine_forward(module, x, p["weight"], p.get("bias")) for x, p in zip(inputs, param_sets)]
             grad_outputs = _as_list(self.gradient_mapper(grad_output, outputs), len(outputs))
             gradients = [
@@ -435,6 +561,7 @@ class BasicHook(Hook):
                 for g, x, p in zip(grad_outputs, inputs, param_sets)
             ]
             return self.reducer(inputs, gradients)
+        param_sets = [modifier(module, params) for modifier in self.param_modifiers]
         return self._autograd_backward(module, params, inputs, param_sets, grad_output)
 
     def _autograd_backward(self, module, params, inputs, param_sets, grad_output):

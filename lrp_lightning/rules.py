@@ -27,7 +27,18 @@ import torch.nn as nn
 
 from . import types as ltypes
 from ._validation import argument_error, check_float
-from .core import BasicHook, Hook, ParamMod, Stabilizer, affine_forward, affine_input_gradient, expand, module_params
+from .core import (
+    BasicHook,
+    Hook,
+    ParamMod,
+    Stabilizer,
+    affine_forward,
+    affine_input_gradient,
+    derived_param,
+    expand,
+    input_known_non_negative,
+    module_params,
+)
 from .layer import Sum
 
 Tensor = torch.Tensor
@@ -148,33 +159,52 @@ def _mixed_sign_affine_inputs(rule: BasicHook, module: nn.Module, input: Tensor)
     return params["weight"], None if "bias" in zero else params.get("bias")
 
 
+def _signed(rule: BasicHook, module: nn.Module, weight: Tensor) -> tuple[Tensor, Tensor]:
+    """``(w+, w-)``, computed once per registration until the weight changes (see :func:`derived_param`)."""
+    return derived_param(module, (rule, "signed"), (weight,), lambda: (weight.clamp(min=0), weight.clamp(max=0)))
+
+
+def _clamped(rule: BasicHook, module: nn.Module, bias: Tensor | None, which: str) -> Tensor | None:
+    """``b+`` (``which="+"``) or ``b-`` of ``bias``, cached like :func:`_signed`."""
+    if bias is None:
+        return None
+    return derived_param(
+        module, (rule, "bias" + which), (bias,), lambda: bias.clamp(min=0) if which == "+" else bias.clamp(max=0)
+    )
+
+
 def _mixed_sign_relevance(
     rule: BasicHook, module: nn.Module, input: Tensor, grad_output: Tensor, weight: Tensor, rule_bias, alpha, beta
 ) -> Tensor:
     """``alpha`` times the positive and ``beta`` times the negative contributions' shares, for mixed-sign inputs."""
     dim = -1 if isinstance(module, nn.Linear) else 1
     stacked = torch.cat([input.clamp(min=0), input.clamp(max=0)], dim=dim)
-    positive = weight.clamp(min=0)
-    negative = weight - positive
-    # x+ w+ + x- w- + b+ >= 0
-    favoured = torch.cat([positive, negative], dim=1)
-    bias = None if rule_bias is None else rule_bias.clamp(min=0)
+    # x+ w+ + x- w- + b+ >= 0 (and x+ w- + x- w+ + b- <= 0): weights side by side, cached per registration
+    favoured, opposed = derived_param(
+        module,
+        (rule, "stacked"),
+        (weight,),
+        lambda: (
+            torch.cat([weight.clamp(min=0), weight.clamp(max=0)], dim=1),
+            torch.cat([weight.clamp(max=0), weight.clamp(min=0)], dim=1),
+        ),
+    )
+    bias = _clamped(rule, module, rule_bias, "+")
     share = _share(grad_output, affine_forward(module, stacked, favoured, bias), rule._stabilize, 1)
     gradient = affine_input_gradient(module, share, stacked, favoured)
     if alpha != 1:
         gradient.mul_(alpha)
     if beta:
-        # x+ w- + x- w+ + b- <= 0
-        opposed = torch.cat([negative, positive], dim=1)
-        bias = None if rule_bias is None else rule_bias.clamp(max=0)
+        bias = _clamped(rule, module, rule_bias, "-")
         share = _share(grad_output, affine_forward(module, stacked, opposed, bias), rule._stabilize, -1)
         gradient.sub_(affine_input_gradient(module, share, stacked, opposed), alpha=beta)
     return gradient.mul_(stacked).unflatten(dim, (2, -1)).sum(dim if dim > 0 else dim - 1)
 
 
 def _non_negative(input: Tensor) -> bool:
-    # one reduction, no temporary (a comparison and any() take several times as long)
-    return input.numel() > 0 and bool(input.amin() >= 0)
+    # known from the forward graph (a ReLU before the layer), never by reading the values: checking them
+    # would cost a reduction and a host-device synchronisation per layer
+    return input.numel() > 0 and input_known_non_negative()
 
 
 def _shift_of(stabilizer: Callable[[Tensor], Tensor]) -> float | None:
@@ -214,7 +244,7 @@ def _reuses_output(rule: BasicHook, module: nn.Module, grad_output: Tensor, outp
 
 def _like(value: float | Tensor, input: Tensor) -> Tensor:
     if isinstance(value, Tensor):
-        return value.to(input)
+        return value.to(input, non_blocking=True)
     return torch.full((), float(value), dtype=input.dtype, device=input.device)
 
 
@@ -312,14 +342,16 @@ class Gamma(BasicHook):
             return super().backward(module, input, grad_output)
         weight, bias, rule_bias = fast
         gamma = self.gamma
-        positive = weight.clamp(min=0)
-        negative = weight - positive
+        # w+, w-, w + g w+ and w + g w-: computed once per registration until the weight changes
+        positive, negative, favoured, opposed = derived_param(
+            module, (self, "gamma"), (weight,), lambda: _gamma_weights(weight, gamma)
+        )
         full_bias = rule_bias is not None or bias is None
         if full_bias and output is not None and output.shape == grad_output.shape:
             # the layer's output z is known, and one forward gives z+ = x w+ + b+. Then
             #   x (w + g w+) + b + g b+ = z + g z+   and   x (w + g w-) + b + g b- = (1 + g) z - g z+;
             # both contain g |z+-| >= the rounding error of the sum, so they stay accurate
-            with_positive = affine_forward(module, input, positive, None if bias is None else bias.clamp(min=0))
+            with_positive = affine_forward(module, input, positive, _clamped(self, module, bias, "+"))
             positive_out = torch.add(output, with_positive, alpha=gamma)
             negative_out = torch.lerp(with_positive, output, 1 + gamma)
         else:
@@ -349,8 +381,8 @@ class Gamma(BasicHook):
             zero = grad_output.new_zeros(())
             positive_share = torch.where(output > 0.0, grad_output / self._stabilize(positive_out), zero)
             negative_share = torch.where(output < 0.0, grad_output / self._stabilize(negative_out), zero)
-        gradient = affine_input_gradient(module, positive_share, input, torch.add(weight, positive, alpha=gamma))
-        gradient += affine_input_gradient(module, negative_share, input, torch.add(weight, negative, alpha=gamma))
+        gradient = affine_input_gradient(module, positive_share, input, favoured)
+        gradient += affine_input_gradient(module, negative_share, input, opposed)
         return gradient.mul_(input)
 
 
@@ -385,8 +417,8 @@ class ZPlus(BasicHook):
                 return super().backward(module, input, grad_output)
             return _mixed_sign_relevance(self, module, input, grad_output, *mixed, alpha=1.0, beta=0.0)
         weight, _, rule_bias = fast
-        positive = weight.clamp(min=0)
-        rule_bias = None if rule_bias is None else rule_bias.clamp(min=0)
+        positive, _ = _signed(self, module, weight)
+        rule_bias = _clamped(self, module, rule_bias, "+")
         # x+ w+ + b+ >= 0
         share = _share(grad_output, affine_forward(module, input, positive, rule_bias), self._stabilize, 1)
         return affine_input_gradient(module, share, input, positive).mul_(input)
@@ -455,9 +487,8 @@ class AlphaBeta(BasicHook):
                 return super().backward(module, input, grad_output)
             return _mixed_sign_relevance(self, module, input, grad_output, *mixed, alpha=self.alpha, beta=self.beta)
         weight, _, rule_bias = fast
-        positive = weight.clamp(min=0)
-        negative = weight - positive
-        with_positive = affine_forward(module, input, positive, None if rule_bias is None else rule_bias.clamp(min=0))
+        positive, negative = _signed(self, module, weight)
+        with_positive = affine_forward(module, input, positive, _clamped(self, module, rule_bias, "+"))
         # x+ w+ + b+ >= 0 and x+ w- + b- <= 0
         gradient = affine_input_gradient(
             module, _share(grad_output, with_positive, self._stabilize, 1), input, positive
@@ -465,7 +496,7 @@ class AlphaBeta(BasicHook):
         if self.alpha != 1:
             gradient.mul_(self.alpha)
         if self.beta:
-            negative_bias = None if rule_bias is None else rule_bias.clamp(max=0)
+            negative_bias = _clamped(self, module, rule_bias, "-")
             with_negative = affine_forward(module, input, negative, negative_bias)
             negative_share = _share(grad_output, with_negative, self._stabilize, -1)
             gradient.sub_(affine_input_gradient(module, negative_share, input, negative), alpha=self.beta)
@@ -500,7 +531,16 @@ class ZBox(BasicHook):
                 return lambda input: extreme(input, dim=tuple(range(1, input.ndim)), keepdim=True).expand_as(input)
             # a number becomes a scalar on the input's device (a CPU tensor expanded first would be copied to
             # the GPU at full size in every backward pass)
-            return lambda input: expand(_like(value, input), input.shape, cut_batch_dim=True)
+            # (a tensor is moved once per device and dtype, without waiting: no synchronisation per backward)
+            moved: dict[tuple, Tensor] = {}
+
+            def fixed(input: Tensor) -> Tensor:
+                key = (input.device, input.dtype)
+                if key not in moved:
+                    moved[key] = _like(value, input)
+                return expand(moved[key], input.shape, cut_batch_dim=True)
+
+            return fixed
 
         super().__init__(
             input_modifiers=[lambda input: input, bound(low, torch.amin), bound(high, torch.amax)],
@@ -530,9 +570,13 @@ class ZBox(BasicHook):
         # x w - l w+ - h w- as one affine map of the stacked inputs [x, l, h] with weights [w, -w+, -w-];
         # the biases cancel (b - b+ - b- = 0), and one transposed map gives all three gradients
         weight = module_params(module)["weight"]
-        positive = weight.clamp(min=0)
         in_dim = 0 if isinstance(module, ltypes.ConvolutionTranspose) else 1
-        stacked_weight = torch.cat([weight, -positive, positive - weight], dim=in_dim)
+        stacked_weight = derived_param(
+            module,
+            (self, "stacked"),
+            (weight,),
+            lambda: torch.cat([weight, -weight.clamp(min=0), -weight.clamp(max=0)], dim=in_dim),
+        )
         low, high = self.input_modifiers[1](input), self.input_modifiers[2](input)
         channel = -1 if isinstance(module, nn.Linear) else 1
         stacked_input = torch.cat([input, low, high], dim=channel)
@@ -619,6 +663,12 @@ class Norm(BasicHook):
         if output is None or output.shape != grad_output.shape:
             output = module(input)
         return input * _divide(grad_output, output, self._stabilize).unsqueeze(-1)
+
+
+def _gamma_weights(weight: Tensor, gamma: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    positive = weight.clamp(min=0)
+    negative = weight - positive
+    return positive, negative, torch.add(weight, positive, alpha=gamma), torch.add(weight, negative, alpha=gamma)
 
 
 def _two_forwards(module: nn.Module, input: Tensor, first: Tensor, second: Tensor) -> tuple[Tensor, Tensor]:

@@ -1,5 +1,7 @@
 """Models and checks shared by the LRP engine tests."""
 
+from contextlib import contextmanager
+
 import torch
 import torch.nn as nn
 
@@ -40,3 +42,28 @@ def assert_restored(model, before):
     for module in model.modules():
         assert not module._forward_hooks and not module._forward_pre_hooks
         assert not module._backward_hooks
+
+
+SYNCING = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__", "numpy")
+
+
+@contextmanager
+def no_host_reads():
+    """Fail on every method that copies a tensor's values to the host (each one a sync on a GPU)."""
+    saved = {name: getattr(torch.Tensor, name) for name in SYNCING}
+    calls: list[str] = []
+
+    def failing(name):
+        def method(self, *args, **kwargs):
+            calls.append(name)
+            raise AssertionError(f"Tensor.{name} read a tensor's values on the host during an attribution")
+
+        return method
+
+    try:
+        for name in SYNCING:
+            setattr(torch.Tensor, name, failing(name))
+        yield calls
+    finally:
+        for name, method in saved.items():
+            setattr(torch.Tensor, name, method)

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from lrp_lightning.core import Stabilizer
+from lrp_lightning.core import Stabilizer, non_negative_input
 from lrp_lightning.rules import AlphaBeta, Epsilon, Gamma, Norm, ZPlus
 
 FAST_LAYERS = {
@@ -42,12 +42,19 @@ def test_fast_paths_for_non_negative_inputs_equal_the_rule_definition(layer_name
     layer, shape = _fast_layer(layer_name, bias)
     x = torch.randn(*shape, dtype=torch.float64).clamp(min=0)  # after a ReLU: the fast path applies
     grad_output = torch.randn_like(layer(x))
-    fast = rule.backward(layer, x, grad_output)
+    with torch.no_grad(), non_negative_input():  # as the engine says for a layer after a ReLU
+        fast = rule.backward(layer, x, grad_output)
     reference = BasicHook.backward(rule, layer, x, grad_output)  # the declarative terms, one by one
     assert torch.allclose(fast, reference, rtol=1e-10, atol=1e-12 * reference.abs().max().item())
     assert reference.abs().max() > 0
+    with torch.no_grad(), non_negative_input():  # the fast path ran: on inputs of both signs it would drop the x- terms
+        mixed = torch.randn_like(x)
+        assert not torch.allclose(
+            rule.backward(layer, mixed, grad_output), BasicHook.backward(rule, layer, mixed, grad_output)
+        )
     if rule.needs_output:  # the path that reuses the layer's output z
-        with_output = rule.backward(layer, x, grad_output, output=layer(x).detach())
+        with torch.no_grad(), non_negative_input():
+            with_output = rule.backward(layer, x, grad_output, output=layer(x).detach())
         assert torch.allclose(with_output, reference, rtol=1e-9, atol=1e-11 * reference.abs().max().item())
 
 
@@ -101,10 +108,11 @@ def test_fast_paths_with_other_stabilizers_and_output_reuse(layer_name, bias, ru
     kept = output.clone()
     grad_output = torch.randn_like(output)
     reference = BasicHook.backward(rule, layer, x, grad_output)
-    if rule.needs_output:
-        fast = rule.backward(layer, x, grad_output, output=output)
-    else:
-        fast = rule.backward(layer, x, grad_output)
+    with torch.no_grad(), non_negative_input(not isinstance(rule, Epsilon)):
+        if rule.needs_output:
+            fast = rule.backward(layer, x, grad_output, output=output)
+        else:
+            fast = rule.backward(layer, x, grad_output)
     assert torch.allclose(fast, reference, rtol=1e-9, atol=1e-11 * reference.abs().max().item())
     assert reference.abs().max() > 0
     assert torch.equal(output, kept)  # the layer's output (the next layer's input) is never written into
