@@ -34,6 +34,7 @@ from ._primitives import (
     Stabilizer,
     _evaluating,
     _Finalizer,
+    _local,
     _no_hooks,
     collect_leaves,
     expand,
