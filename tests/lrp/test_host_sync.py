@@ -129,9 +129,10 @@ def test_nothing_is_cached_after_the_composite_is_removed():
     model = small_cnn().eval()
     with Gradient(model, get_composite("epsilon_gamma_box", canonizers="auto", low=0.0, high=1.0)) as attributor:
         attributor(torch.rand(1, 1, 8, 8), 0)
-        assert len(core._DERIVED) > 0
-        assert all(module in dict(model.named_modules()).values() for module in core._DERIVED)
-    assert len(core._DERIVED) == 0
+        cached = [module for module in model.modules() if module in core._DERIVED]
+        assert len(cached) > 0
+    # only this model's modules: other tests' models may still be registered or awaiting garbage collection
+    assert [module for module in model.modules() if module in core._DERIVED] == []
 
 
 #: operations that launch no kernel (views, metadata); not counted
