@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from .contract import (
     ACCURACY,
+    ANALYSES_DIR,
     ANALYSIS_DIR,
     ANALYSIS_FORMAT_VERSION,
     ANALYSIS_SCHEMAS,
@@ -49,6 +50,8 @@ from .contract import (
     CONCENTRATION,
     CORNER_SHARE,
     DATASET_INDEX,
+    DEFAULT_ANALYSIS,
+    DEFAULT_METHOD,
     EIGENGAP,
     EIGENGAP_K,
     EIGENVALUES,
@@ -100,6 +103,9 @@ from .contract import (
     META_GRID_SHAPE,
     META_HEATMAP_SHAPE,
     META_SOURCE_COMMIT,
+    METHOD,
+    METHOD_FIELD,
+    METHODS_KEY,
     METRIC_PREFIX,
     MODALITIES,
     MODALITY_IMAGE,
@@ -163,6 +169,7 @@ from .contract import (
     TRACK,
     TYPICAL,
     WRITER_LOCK_FILE,
+    analysis_dirname,
     analysis_filename,
     category_tag,
     class_category,
@@ -172,6 +179,7 @@ from .contract import (
     infer_modality,
     legacy_epoch_dirname,
     legacy_replaced_dirname,
+    method_tag,
     metric_column,
     metric_tag,
     parse_analysis_filename,
@@ -202,6 +210,7 @@ from .errors import (
 )
 from .lock import WriterLock, check_run_id, lock_holder, new_run_id
 from .manifest import find_runs
+from .methods import check_name, method_names
 from .runstore import RunStore
 from .tables import (
     decode_relevance,
@@ -212,6 +221,14 @@ from .tables import (
 )
 
 __all__ = [
+    "METHOD",
+    "METHOD_FIELD",
+    "METHODS_KEY",
+    "DEFAULT_METHOD",
+    "DEFAULT_ANALYSIS",
+    "ANALYSES_DIR",
+    "method_tag",
+    "analysis_dirname",
     "ACCURACY",
     "ANALYSIS_DIR",
     "ANALYSIS_FORMAT_VERSION",
@@ -397,4 +414,6 @@ __all__ = [
     "part_filename",
     "replaced_dirname",
     "staging_dirname",
+    "check_name",
+    "method_names",
 ]
