@@ -106,6 +106,7 @@ from .contract import (
     METHOD,
     METHOD_FIELD,
     METHODS_KEY,
+    METHODS_LAYOUT_CATEGORY,
     METRIC_PREFIX,
     MODALITIES,
     MODALITY_IMAGE,
@@ -221,6 +222,7 @@ from .tables import (
 )
 
 __all__ = [
+    "METHODS_LAYOUT_CATEGORY",
     "METHOD",
     "METHOD_FIELD",
     "METHODS_KEY",

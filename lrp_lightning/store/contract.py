@@ -422,6 +422,10 @@ def method_tag(tag: str, method: str) -> str:
     return f"{tag}/{method}"
 
 
+METHODS_LAYOUT_CATEGORY = "LRP methods"
+"""Category of the Custom Scalars layout that charts each callback scalar of every method in one chart."""
+
+
 def category_tag(category: str, name: str) -> str:
     """Return the scalar tag of an analysis indicator of a category, e.g. ``"lrp/class_3/eigengap"``."""
     return f"{SCALAR_PREFIX}{category}/{name}"
