@@ -12,10 +12,17 @@ artifact), how well its samples match the watermarked ones, and the epoch where 
     python examples/clever_hans_digits.py                 # about 30-60 s on 2 CPU cores
     python examples/clever_hans_digits.py --fast          # reduced (the test runs this)
     tensorboard --logdir runs/clever_hans                 # the tab "LRP"
+    python examples/clever_hans_digits.py --revise all --jobs 4   # and unlearn it: ClArC methods vs the targets
 
 Success means: in the last epoch there is exactly one finding, it holds at least 90% of the
 watermarked probe samples of the class, and at least 90% of its samples are watermarked. Exit status 0 on
 success, 1 if the shortcut was not found.
+
+With ``--revise rrclarc|pclarc|aclarc|all`` a ``ClArCCallback`` takes the finding of epoch 0 and unlearns
+it from epoch 1 on; the script runs the unrevised reference too (``--revise none`` alone) and prints the
+targets' table: watermark sensitivity <= 2%, clean accuracy within 1 point of the reference, and the
+finding's corner share within 2x the rest of the class. Exit status 0 when every method meets every
+target.
 """
 
 from __future__ import annotations
@@ -39,6 +46,15 @@ MIN_PURITY = 0.9
 
 SIZE = 24
 WATERMARK = (slice(1, 4), slice(1, 4))  # a 3x3 square, one pixel in from the top-left corner
+LAYER = "net.6"
+"""The layer of the artifact direction (CAV): the second conv block's pooled output, 32 x 6 x 6."""
+REVISE = {
+    "none": {"method": None, "layer": LAYER},
+    "rrclarc": {"method": "rrclarc", "layer": LAYER, "strength": 10.0, "rr_target": "all"},
+    "pclarc": {"method": "pclarc", "layer": LAYER},
+    "aclarc": {"method": "aclarc", "layer": LAYER},
+}
+"""ClArCCallback settings per ``--revise`` method ("none": the unrevised reference, measured the same way)."""
 ANALYSIS = {
     "random_state": 0,
     # PCA layouts only, to keep the demo fast on 2 cores (t-SNE of 11 categories takes about 12 s per
@@ -57,6 +73,8 @@ class Settings:
     val_share: float = 0.3
     seed: int = 0
     control: bool = False  # the watermark on part of every class: it predicts nothing, so nothing to flag
+    revise: str | None = None  # "rrclarc", "pclarc", "aclarc" or "none" (measure only): adds a ClArCCallback
+    layer: str = LAYER  # the layer of the artifact direction (with revise)
 
 
 @dataclass
@@ -81,6 +99,8 @@ class Result:
     other_findings: list[str] = field(default_factory=list)
     val_accuracy: float = float("nan")
     shortcut_rate: float = float("nan")
+    clean_accuracy: float = float("nan")
+    revision: dict | None = None
     seconds: float = 0.0
 
 
@@ -94,9 +114,10 @@ def add_watermark(images):
     return out
 
 
-def make_data(settings: Settings):
+def make_data(settings: Settings, with_clean: bool = False):
     """``x_train, y_train, x_val, y_val, marked_val, marked_train``: the tensors, and the indices (into the
-    validation and the training set) of the samples of the watermark class that carry the watermark."""
+    validation and the training set) of the samples of the watermark class that carry the watermark.
+    With ``with_clean``, the validation images without any watermark come last."""
     import torch
     import torch.nn.functional as F
     from sklearn.datasets import load_digits
@@ -133,6 +154,8 @@ def make_data(settings: Settings):
 
     x_train, y_train, marked_train = plant(train_idx)
     x_val, y_val, marked_val = plant(val_idx)
+    if with_clean:
+        return x_train, y_train, x_val, y_val, marked_val, marked_train, images[val_idx].clone()
     return x_train, y_train, x_val, y_val, marked_val, marked_train
 
 
@@ -253,6 +276,138 @@ def evaluate(run_dir: Path, settings: Settings, watermarked: list[int]) -> Resul
     return result
 
 
+# ------------------------------------------------------------------------------------------------ revision
+
+MAX_SENSITIVITY = 0.02
+"""Target: at most this share of other classes' digits classified as the class with the watermark."""
+MAX_ACCURACY_DROP = 0.01
+"""Target: clean validation accuracy at most this far below the unrevised run's."""
+MAX_SHARE_RATIO = 2.0
+"""Target: the finding's samples' relevance share in the corner at most this many times the rest's."""
+
+
+def revision_row(method: str, result: Result) -> dict:
+    """The last epoch's measures of a run with ``--revise``: the table's row."""
+    from lrp_lightning import store as S
+
+    record = result.revision or {}
+    epochs = record.get(S.REVISION_EPOCHS) or []
+    last = epochs[-1] if epochs else {}
+    share, rest = last.get("finding_share"), last.get("rest_share")
+    return {
+        "method": method,
+        "status": record.get(S.REVISION_STATUS),
+        "finding_id": record.get(S.REVISION_FINDING_ID),
+        "found_epoch": record.get(S.REVISION_FOUND_EPOCH),
+        "cav_auc": (record.get(S.REVISION_CAV) or {}).get("heldout_auc"),
+        "sensitivity": result.shortcut_rate,
+        "flip_rate": last.get("artifact_sensitivity"),
+        "clean_accuracy": result.clean_accuracy,
+        "finding_share": share,
+        "rest_share": rest,
+        "share_ratio": share / rest if share is not None and rest else None,
+    }
+
+
+def _targets(row: dict, reference: dict) -> dict[str, bool]:
+    return {
+        "sensitivity": row["sensitivity"] <= MAX_SENSITIVITY,
+        "accuracy": row["clean_accuracy"] >= reference["clean_accuracy"] - MAX_ACCURACY_DROP - 1e-9,
+        "share": row["share_ratio"] is not None and row["share_ratio"] <= MAX_SHARE_RATIO,
+    }
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def print_table(rows: list[dict], epochs: int) -> None:
+    reference = rows[0]
+    print(f"\nlast epoch ({epochs - 1}) of each run, same seed and data:")
+    print(
+        "| run | watermark sensitivity | clean val. accuracy | corner share: finding / rest of class (ratio) "
+        "| targets |"
+    )
+    print("|---|---:|---:|---|---|")
+    for row in rows:
+        ratio = "-" if row["share_ratio"] is None else f"{row['share_ratio']:.1f}x"
+        shares = f"{_pct(row['finding_share'])} / {_pct(row['rest_share'])} ({ratio})"
+        if row["method"] == "none":
+            met = "reference"
+        else:
+            hits = _targets(row, reference)
+            met = "all met" if all(hits.values()) else "missed: " + ", ".join(k for k, v in hits.items() if not v)
+        name = "unrevised" if row["method"] == "none" else row["method"]
+        print(f"| {name} | {row['sensitivity']:.1%} | {row['clean_accuracy']:.3f} | {shares} | {met} |")
+    print(
+        f"targets: sensitivity <= {MAX_SENSITIVITY:.0%}, clean accuracy within {MAX_ACCURACY_DROP * 100:.0f} point "
+        f"of the unrevised run, corner share within {MAX_SHARE_RATIO:.0f}x the rest of the class"
+    )
+
+
+def _revision_run(out: Path, settings: Settings) -> Result:
+    """One run of ``--revise`` (a top-level function: ``--jobs`` runs it in worker processes)."""
+    import torch
+
+    if os.environ.get("LRP_DEMO_THREADS"):
+        torch.set_num_threads(int(os.environ["LRP_DEMO_THREADS"]))
+    return run(out, settings, verbose=False)
+
+
+def revise_main(args: argparse.Namespace, settings: Settings) -> int:
+    """``--revise``: the unrevised reference run, then the chosen method(s), and the table of targets."""
+    from dataclasses import replace
+
+    methods = ["rrclarc", "pclarc", "aclarc"] if args.revise == "all" else [args.revise]
+    runs = ["none", *[m for m in methods if m != "none"]]
+    settings_of = {method: replace(settings, revise=method) for method in runs}
+    if args.jobs > 1:  # the runs are independent and seeded alike: worker processes give the same results
+        import concurrent.futures
+        import multiprocessing
+
+        os.environ["LRP_DEMO_THREADS"] = "1"
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
+            futures = {m: pool.submit(_revision_run, args.out, settings_of[m]) for m in runs}
+            done = {m: f.result() for m, f in futures.items()}
+    else:
+        done = {m: _revision_run(args.out, settings_of[m]) for m in runs}
+    rows, results = [], {}
+    for method in runs:
+        print(f"\n=== run: {'unrevised (measured only)' if method == 'none' else method} ===")
+        result = done[method]
+        record = result.revision or {}
+        print(
+            f"finding {record.get('finding_id')} from epoch {record.get('found_epoch')}; "
+            f"status: {record.get('status')}; watermark sensitivity {result.shortcut_rate:.1%}, "
+            f"clean accuracy {result.clean_accuracy:.3f} ({result.seconds:.0f} s)"
+        )
+        results[method] = result
+        rows.append(revision_row(method, result))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(
+            json.dumps({"rows": rows, "runs": {k: asdict(v) for k, v in results.items()}}, indent=2) + "\n"
+        )
+    if settings.control:
+        reference = rows[0]
+        ok = all(
+            row["status"] == "nothing to revise"
+            and abs(row["clean_accuracy"] - reference["clean_accuracy"]) <= MAX_ACCURACY_DROP
+            for row in rows
+        )
+        print(
+            "\ncontrol (the watermark on every class predicts nothing): "
+            + ("nothing to revise in every run, accuracy unchanged" if ok else "a revision happened or accuracy moved")
+        )
+        for row in rows:
+            print(f"  {row['method']}: {row['status']}, clean accuracy {row['clean_accuracy']:.3f}")
+        return 0 if ok else 1
+    print_table(rows, settings.epochs)
+    revised = [row for row in rows if row["method"] != "none"]
+    return 0 if revised and all(all(_targets(row, rows[0]).values()) for row in revised) else 1
+
+
 # ------------------------------------------------------------------------------------------------ main
 
 
@@ -273,7 +428,7 @@ def run(out: Path, settings: Settings, verbose: bool = True) -> Result:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 
     L.seed_everything(settings.seed, verbose=False)
-    x_train, y_train, x_val, y_val, marked, _ = make_data(settings)
+    x_train, y_train, x_val, y_val, marked, _, x_clean = make_data(settings, with_clean=True)
     c = settings.watermark_class
     say = print if verbose else (lambda *a, **k: None)
     where = "every class (control run: it predicts nothing)" if settings.control else f"class {c}"
@@ -295,13 +450,19 @@ def run(out: Path, settings: Settings, verbose: bool = True) -> Result:
         # a probe.parquet column: which validation samples of the class carry the mark
         probe_metadata={f"watermarked_class_{c}": np.isin(np.arange(len(x_val)), marked).tolist()},
     )
-    logger = TensorBoardLogger(save_dir=str(out), name="digits")
+    callbacks = [callback]
+    if settings.revise is not None:
+        from lrp_lightning import ClArCCallback
+
+        # the CAV lives in the second conv block's pooled output (32 x 6 x 6): the papers' late conv layer
+        callbacks.append(ClArCCallback(**{**REVISE[settings.revise], "layer": settings.layer}, verbose=verbose))
+    logger = TensorBoardLogger(save_dir=str(out), name=settings.revise or "digits")
     trainer = L.Trainer(
         max_epochs=settings.epochs,
         accelerator="cpu",
         devices=1,
         logger=logger,
-        callbacks=[callback],
+        callbacks=callbacks,
         deterministic=True,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -322,6 +483,7 @@ def run(out: Path, settings: Settings, verbose: bool = True) -> Result:
         accuracy = float((model(x_val).argmax(1) == y_val).float().mean())
         others = x_val[y_val != c]
         shortcut = float((model(add_watermark(others)).argmax(1) == c).float().mean())
+        clean_accuracy = float((model(x_clean).argmax(1) == y_val).float().mean())
     say(
         f"trained {settings.epochs} epochs in {time.perf_counter() - fit_start:.1f} s (LRP of {len(x_val)} probe "
         f"samples and SpRAy after every epoch included): validation accuracy {accuracy:.3f}"
@@ -332,7 +494,12 @@ def run(out: Path, settings: Settings, verbose: bool = True) -> Result:
     )
 
     result = evaluate(run_dir, settings, marked.tolist())
-    result.val_accuracy, result.shortcut_rate = accuracy, shortcut
+    result.val_accuracy, result.shortcut_rate, result.clean_accuracy = accuracy, shortcut, clean_accuracy
+    if settings.revise is not None:
+        from lrp_lightning import store as S
+
+        revisions = S.RunStore(run_dir).revisions()
+        result.revision = revisions[0] if revisions else None
     result.seconds = time.perf_counter() - start
     if verbose:
         report(result, out)
@@ -382,6 +549,20 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="control run: the watermark on half of every class, so it is no shortcut (expect exit status 1)",
     )
+    parser.add_argument(
+        "--revise",
+        choices=[*REVISE, "all"],
+        default=None,
+        help="also unlearn the found watermark with ClArCCallback from the epoch after it is found: a ClArC method, "
+        "'none' (the unrevised reference, measured the same way) or 'all' (the reference and the three methods, "
+        "then a table of the targets)",
+    )
+    parser.add_argument(
+        "--layer", default=LAYER, help=f"with --revise: the layer of the artifact direction (default {LAYER})"
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="with --revise: run the runs in this many worker processes (default 1)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the result as JSON to this file")
     args = parser.parse_args(argv)
     settings = Settings(seed=args.seed, control=args.control)
@@ -391,6 +572,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.epochs < 1:
             parser.error("--epochs must be at least 1")
         settings.epochs = args.epochs
+    if args.revise is not None:
+        settings.layer = args.layer
+        return revise_main(args, settings)
     result = run(args.out, settings)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

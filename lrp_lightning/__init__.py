@@ -26,6 +26,7 @@ _LAZY = {
     "RunStore": "store",
     "LRPCallback": "callbacks",
     "LRPPredictionWriter": "callbacks",
+    "ClArCCallback": "callbacks",
 }
 
 __all__ = ["__version__", *_LAZY]

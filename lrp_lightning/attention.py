@@ -608,12 +608,13 @@ def merge_masks(
     keys: int,
     dtype: torch.dtype,
     is_causal: bool = False,
+    device: torch.device | None = None,
 ) -> Tensor | None:
     """One additive mask broadcastable to ``(batch, heads, queries, keys)`` (``-inf`` where masked).
 
     ``attn_mask``: ``(queries, keys)``, ``(batch * heads, queries, keys)`` or 4-D; ``key_padding_mask``:
     ``(batch, keys)``. Boolean masks are True where attention is *not* allowed (torch's convention); float
-    masks are added. ``is_causal`` without ``attn_mask`` masks the future.
+    masks are added. ``is_causal`` without ``attn_mask`` masks the future (a mask made on ``device``).
     """
 
     def additive(mask: Tensor) -> Tensor:
@@ -623,7 +624,7 @@ def merge_masks(
 
     merged = None
     if attn_mask is None and is_causal:
-        attn_mask = torch.ones(queries, keys, dtype=torch.bool).triu(1)
+        attn_mask = torch.ones(queries, keys, dtype=torch.bool, device=device).triu(1)
     if attn_mask is not None:
         mask = additive(attn_mask)
         if mask.ndim == 3:

@@ -505,7 +505,7 @@ _ATTRIBUTORS: dict[str, type[Attributor]] = {
 
 def explain(
     model: nn.Module,
-    input: Tensor,
+    input: Tensor | Mapping[str, Any],
     target: Target = "prediction",
     composite: str | Composite | None = "epsilon_gamma_box",
     canonizers: Any = "auto",
@@ -518,8 +518,9 @@ def explain(
     Parameters
     ----------
     model : torch.nn.Module
-    input : torch.Tensor
-        A batch, e.g. ``(N, C, H, W)``.
+    input : torch.Tensor or mapping
+        A batch, e.g. ``(N, C, H, W)``; or token ids ``(N, T)`` / a dict with ``"input_ids"`` (relevance per
+        token, see :class:`Attributor`; use ``composite="attn_lrp"`` or ``"cp_lrp"`` for transformers).
     target : target, default "prediction"
         What to explain (see the module docstring).
     composite : str or Composite or None, default "epsilon_gamma_box"

@@ -108,7 +108,8 @@ class _Findings:
             per_epoch.append((info.epoch, rows))
             if rows:
                 names = self._category_names(run, store, info)
-        return {**findings_json(run, per_epoch, without, names), "unreadable": unreadable}
+        revisions = revisions_json(self._read(f"run {run!r}", store.revisions))
+        return {**findings_json(run, per_epoch, without, names), "unreadable": unreadable, "revisions": revisions}
 
     def finding_prototype_png(self, run: str, finding_id: str, epoch: int, cmap: str) -> bytes:
         """Mean relevance map of a finding's members in one epoch (each map L1-normalised), colour-mapped."""
@@ -249,3 +250,44 @@ def findings_json(
         "ids_exact": exact,
         "findings": findings,
     }
+
+
+def revisions_json(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The ``/findings`` answer's ``revisions``: what the ``ClArCCallback`` did (the manifest's records).
+
+    Each: ``finding_id``, ``method``, ``status``, ``found_epoch``, ``start_epoch`` (the first revised
+    epoch: the epoch axis's mark), ``cav_auc`` (held-out separation of the artifact direction) and
+    ``epochs``: per measured epoch ``{epoch, strength, finding_share, rest_share,
+    artifact_sensitivity, clean_accuracy}`` with ``strength = finding_share - rest_share`` (the same
+    samples every epoch, also after the finding stopped being found). Member ids are left out.
+    """
+    out = []
+    for record in records:
+        epochs = []
+        for entry in record.get(lrp_store.REVISION_EPOCHS) or []:
+            share = _finite_or_none(entry.get("finding_share"))
+            rest = _finite_or_none(entry.get("rest_share"))
+            epochs.append(
+                {
+                    "epoch": int(entry["epoch"]),
+                    "strength": None if share is None or rest is None else share - rest,
+                    "finding_share": share,
+                    "rest_share": rest,
+                    "artifact_sensitivity": _finite_or_none(entry.get("artifact_sensitivity")),
+                    "clean_accuracy": _finite_or_none(entry.get("clean_accuracy")),
+                }
+            )
+        start = record.get(lrp_store.REVISION_START_EPOCH)
+        found = record.get(lrp_store.REVISION_FOUND_EPOCH)
+        out.append(
+            {
+                "finding_id": record.get(lrp_store.REVISION_FINDING_ID),
+                "method": record.get(lrp_store.REVISION_METHOD),
+                "status": record.get(lrp_store.REVISION_STATUS),
+                "found_epoch": None if found is None else int(found),
+                "start_epoch": None if start is None else int(start),
+                "cav_auc": _finite_or_none((record.get(lrp_store.REVISION_CAV) or {}).get("heldout_auc")),
+                "epochs": epochs,
+            }
+        )
+    return out

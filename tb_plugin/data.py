@@ -26,6 +26,7 @@ _data_common      limits and defaults, :class:`NotFound`, :class:`BadArgument`, 
 _data_images      relevance maps, the probe set, heatmap and overlay PNGs
 _data_analysis    an epoch's analysis: summary, embeddings, clusters, prototypes, lineage
 _data_findings    findings and their maps, :func:`findings_json`
+_data_sequences   relevance of signal, tabular and token runs as values with their colours
 ================  ==============================================================================
 """
 
@@ -77,6 +78,7 @@ from ._data_common import (
 )
 from ._data_findings import _Findings, findings_json
 from ._data_images import NONFINITE_COLORS, OVERLAY_ALPHA, _Images, mark_nonfinite
+from ._data_sequences import SEQUENCE_MODALITIES, _Sequences
 from .discovery import RunIndex, RunNotFound, RunUnreadable
 
 __all__ = [
@@ -88,6 +90,7 @@ __all__ = [
     "OVERLAY_ALPHA",
     "SAMPLE_COLUMNS",
     "SAMPLE_METADATA",
+    "SEQUENCE_MODALITIES",
     "SPECTRAL_EMBEDDING",
     "BadArgument",
     "ByteLRU",
@@ -175,13 +178,14 @@ class ByteLRU:
 # --------------------------------------------------------------------------------------------------
 
 
-class PluginData(_Images, _AnalysisViews, _Findings):
+class PluginData(_Images, _AnalysisViews, _Findings, _Sequences):
     """Reads, caches and renders what the plugin's routes serve.
 
     Runs, samples and timelines, and the reads every part shares (``_store``, ``_epoch``, ``_read``),
-    are defined here; maps and images, the analysis views and the findings come from the mixins
-    ``_Images`` (:mod:`._data_images`), ``_AnalysisViews`` (:mod:`._data_analysis`) and ``_Findings``
-    (:mod:`._data_findings`), which use this class's cache and reads.
+    are defined here; maps and images, the analysis views, the findings and the relevance values of
+    non-image runs come from the mixins ``_Images`` (:mod:`._data_images`), ``_AnalysisViews``
+    (:mod:`._data_analysis`), ``_Findings`` (:mod:`._data_findings`) and ``_Sequences``
+    (:mod:`._data_sequences`), which use this class's cache and reads.
 
     Parameters
     ----------
@@ -265,7 +269,11 @@ class PluginData(_Images, _AnalysisViews, _Findings):
         return result
 
     def run_info(self, run: str) -> dict[str, Any]:
-        """Run metadata, its complete epochs (and which have an analysis) and the colour maps."""
+        """Run metadata, modality and feature names, its complete epochs (and which have an analysis), colour maps.
+
+        ``modality`` is ``image``, ``signal``, ``tabular`` or ``tokens``: the frontend draws image
+        runs as pictures and the others from :meth:`relevance` values.
+        """
         store = self._store(run)
         manifest = self._read(f"run {run!r}", lambda: store.manifest)
         epochs = []
@@ -285,9 +293,12 @@ class PluginData(_Images, _AnalysisViews, _Findings):
             thumbnails = any(t is not None for t in self._probe(run, store).thumbnails)
         except NotFound:
             thumbnails = False
+        modality = self._modality(run, store)
         return {
             "run": str(run),
             **{key: manifest.get(key) for key in RUN_INFO_KEYS},
+            "modality": modality,
+            "feature_names": self._read(f"run {run!r}", lambda: store.feature_names),
             "methods": store.methods,  # the method picker: the first is the default
             "method": store.method,
             "analyses": self._read(f"run {run!r}", store.analyses) or [lrp_store.DEFAULT_ANALYSIS],

@@ -30,6 +30,11 @@ route               parameters                                  response
 ``/findings``       run                                         JSON: findings with their lineage
 ``/finding_map``    run, finding, epoch, cmap                   PNG: mean heatmap of a finding's
                                                                 members in one epoch
+``/relevance``      run, epoch, sample, cmap, bins (optional)   JSON: a signal, tabular or token
+                                                                sample's relevance values, their
+                                                                colours, its input line, feature
+                                                                names or tokens (cacheable)
+``/trajectory``     run, sample, cmap, bins (optional)          JSON: the same in every epoch
 ``/index.js`` ...                                               the static frontend: ``static/*``
 ``/views/*.js``                                                 and ``static/views/*.js``
 ==================  ==========================================  ====================================
@@ -77,6 +82,8 @@ MAX_CLUSTER = 2**31 - 1
 SAMPLE_RANGE = (-(2**63), 2**63 - 1)
 MAX_TEXT = MAX_REQUEST_TEXT
 MAX_FINDING_ID = 200
+MAX_BINS = 4096
+"""Most bins a signal's relevance may be reduced to for a drawing (``/relevance?bins=``)."""
 _INTEGER = re.compile(r"[+-]?[0-9]{1,40}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+-]{0,127}")
 IMAGE_MAX_AGE = 600
@@ -148,6 +155,8 @@ def _name(request: wrappers.Request, name: str, default: str | None = None) -> s
 _RESPONSES: dict[str, Callable[[wrappers.Request, Any], wrappers.Response]] = {
     "json": lambda request, value: http_util.Respond(request, value, "application/json"),
     "png": lambda request, data: http_util.Respond(request, data, "image/png", expires=IMAGE_MAX_AGE),
+    # JSON that the browser may keep like a PNG: the frontend puts the epoch's commit id into the URL.
+    "cached_json": lambda request, value: http_util.Respond(request, value, "application/json", expires=IMAGE_MAX_AGE),
     # Sent gzipped; Respond unpacks it for the rare client that does not accept gzip.
     "columns": lambda request, payload: http_util.Respond(
         request, payload.gzipped, "application/octet-stream", content_encoding="gzip"
@@ -182,8 +191,9 @@ def route(path: str, response: str) -> Callable[[Callable[..., Any]], Callable[.
     path : str
         The route, e.g. ``"/clusters"``; one path component, not a static file's name.
     response : str
-        ``"json"`` (a JSON-serialisable value), ``"png"`` (PNG bytes, cacheable) or ``"columns"``
-        (a :class:`~lrp_lightning.tb_plugin.data.Payload` of binary columns).
+        ``"json"`` (a JSON-serialisable value), ``"cached_json"`` (the same, cacheable: for routes whose
+        URL names the epoch's version), ``"png"`` (PNG bytes, cacheable) or ``"columns"`` (a
+        :class:`~lrp_lightning.tb_plugin.data.Payload` of binary columns).
     """
     if response not in _RESPONSES:
         raise ValueError(f"route {path!r}: response must be one of {sorted(_RESPONSES)}, got {response!r}")
@@ -405,3 +415,17 @@ class LRPPlugin(base_plugin.TBPlugin):
                 f"parameter 'finding' must be a finding id of 1 to {MAX_FINDING_ID} characters (see /findings)"
             )
         return self._data.finding_prototype_png(run, finding, epoch, self._cmap(request))
+
+    @route("/relevance", "cached_json")
+    def _serve_relevance(self, request: wrappers.Request) -> dict[str, Any]:
+        """A signal, tabular or token sample's relevance in one epoch as values with their colours."""
+        run, epoch, sample = self._run(request), self._epoch(request), self._sample(request)
+        bins = _integer(request, "bins", 0, MAX_BINS, 0)
+        return self._data.relevance(run, epoch, sample, self._cmap(request), bins)
+
+    @route("/trajectory", "json")
+    def _serve_trajectory(self, request: wrappers.Request) -> dict[str, Any]:
+        """A signal, tabular or token sample's relevance in every epoch (its timeline)."""
+        run, sample = self._run(request), self._sample(request)
+        bins = _integer(request, "bins", 0, MAX_BINS, 0)
+        return self._data.relevance_timeline(run, sample, self._cmap(request), bins)

@@ -259,6 +259,47 @@ RUN_ID_KEY = "run_id"
 :func:`~lrp_lightning.store.new_run_id`). Only that training writes into it: a resume from its
 checkpoint carries the same id. Stores of format 1.0 and those created without an id have none."""
 
+REVISIONS_KEY = "revisions"
+"""Manifest key: what the ``ClArCCallback`` did, a list of revision records (one per revised finding),
+each a dict with the keys below; written by :meth:`RunStore.record_revisions`."""
+REVISION_FINDING_ID = "finding_id"
+REVISION_CATEGORY = "category"
+REVISION_REGION = "region"
+REVISION_REGION_CELLS = "region_cells"
+REVISION_GRID = "grid"
+REVISION_ARTIFACT_CLASS = "artifact_class"
+REVISION_MEMBER_IDS = "member_ids"
+REVISION_METHOD = "method"
+REVISION_SETTINGS = "settings"
+REVISION_CAV = "cav"
+REVISION_FOUND_EPOCH = "found_epoch"
+REVISION_START_EPOCH = "start_epoch"
+REVISION_EPOCHS = "epochs"
+"""Revision record key: the measures per epoch, a list of ``{"epoch": e, <name>: value}`` with the
+names of :data:`REVISION_SCALARS` (null where not measured)."""
+REVISION_STATUS = "status"
+"""Revision record key: ``"revising"``, or ``"nothing to revise"`` for the record of a run whose rule
+found no finding (its other keys are null)."""
+REVISION_STATUS_ACTIVE = "revising"
+REVISION_STATUS_NONE = "nothing to revise"
+REVISION_RECORD_KEYS = (
+    REVISION_FINDING_ID,
+    REVISION_CATEGORY,
+    REVISION_REGION,
+    REVISION_REGION_CELLS,
+    REVISION_GRID,
+    REVISION_ARTIFACT_CLASS,
+    REVISION_MEMBER_IDS,
+    REVISION_METHOD,
+    REVISION_SETTINGS,
+    REVISION_CAV,
+    REVISION_FOUND_EPOCH,
+    REVISION_START_EPOCH,
+    REVISION_EPOCHS,
+    REVISION_STATUS,
+)
+"""The keys of a revision record, in order."""
+
 RUN_INFO_KEYS = (
     FORMAT_VERSION_KEY,
     LIBRARY_VERSION_KEY,
@@ -409,6 +450,19 @@ CATEGORY_SCALARS = (
 """Indicators that the analysis logs per category as ``lrp/<category>/<name>`` (:func:`category_tag`)."""
 MEAN_STABILITY_TAG = "lrp/all/mean_stability"
 """Mean cosine similarity of the samples' maps to the previous complete epoch's."""
+
+
+REVISION_SCALARS = ("artifact_sensitivity", "finding_share", "rest_share", "clean_accuracy", "revising", "penalty")
+"""What the ``ClArCCallback`` logs per epoch as ``lrp/revise_<name>`` (:func:`revision_tag`): the share
+of clean samples of other classes that flip to the artifact's class with the artifact pasted in, the
+finding's samples' and the rest of its class's share of absolute relevance in its region, the
+accuracy on the probe samples without the artifact, 1 from the epoch the revision acts on (0 before),
+and RR-ClArC's mean penalty over the epoch's training steps."""
+
+
+def revision_tag(name: str) -> str:
+    """Return the scalar tag of a revision measure, e.g. ``"lrp/revise_artifact_sensitivity"``."""
+    return f"{SCALAR_PREFIX}revise_{name}"
 
 
 def metric_tag(name: str) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .contract import (
@@ -51,6 +52,24 @@ def method_names(manifest: dict[str, Any]) -> list[str]:
     if isinstance(composite, str):
         return [composite]
     return [DEFAULT_METHOD]
+
+
+def _check_methods(methods: Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]] | None:
+    """The manifest's methods: a list of dicts with unique, folder-safe names (or None)."""
+    if methods is None:
+        return None
+    if isinstance(methods, (str, Mapping)) or not isinstance(methods, Sequence) or not methods:
+        raise ValueError(f"methods must be a non-empty list of dicts with a 'name', got {methods!r}")
+    result = []
+    for method in methods:
+        if not isinstance(method, Mapping) or "name" not in method:
+            raise ValueError(f"each method must be a dict with a 'name', got {method!r}")
+        result.append({**method, "name": check_name(method["name"], "method")})
+    names = [m["name"] for m in result]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"method names must be unique; {repeated} repeat")
+    return result
 
 
 class _Methods:

@@ -39,6 +39,8 @@ from .contract import (
     MODALITY_TOKENS,
     PROBE_FILE,
     RELEVANCE,
+    REVISION_RECORD_KEYS,
+    REVISIONS_KEY,
     RUN_ID_KEY,
     RUN_METADATA_KEYS,
     SAMPLE_ID,
@@ -68,7 +70,7 @@ from .manifest import (
     _resolve_store_dir,
     find_runs,
 )
-from .methods import _Methods, check_name
+from .methods import _check_methods, _Methods
 from .modalities import _Modalities
 from .tables import (
     _conform_attribution_table,
@@ -106,24 +108,6 @@ def _modality_keys(
     elif max_tokens is not None:
         raise SchemaError(f"max_tokens belongs to token runs (modality='tokens'), got modality {modality!r}")
     return {MODALITY_KEY: modality, FEATURE_NAMES_KEY: names, MAX_TOKENS_KEY: max_tokens}
-
-
-def _check_methods(methods: Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]] | None:
-    """The manifest's methods: a list of dicts with unique, folder-safe names (or None)."""
-    if methods is None:
-        return None
-    if isinstance(methods, (str, Mapping)) or not isinstance(methods, Sequence) or not methods:
-        raise ValueError(f"methods must be a non-empty list of dicts with a 'name', got {methods!r}")
-    result = []
-    for method in methods:
-        if not isinstance(method, Mapping) or "name" not in method:
-            raise ValueError(f"each method must be a dict with a 'name', got {method!r}")
-        result.append({**method, "name": check_name(method["name"], "method")})
-    names = [m["name"] for m in result]
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise ValueError(f"method names must be unique; {repeated} repeat")
-    return result
 
 
 class RunStore(_AnalysisTables, _Modalities, _Methods):
@@ -391,6 +375,33 @@ class RunStore(_AnalysisTables, _Modalities, _Methods):
         data[LIBRARY_VERSION_KEY] = _library_version()
         kept = [raw for key, (raw, _) in self._manifest_data()["_bad_epochs"].items() if key not in epochs]
         data[EPOCHS_KEY] = [epochs[e].to_json() for e in sorted(epochs)] + kept
+        fileio.atomic_write_json(self._store_dir / MANIFEST_FILE, data)
+
+    def revisions(self) -> list[dict[str, Any]]:
+        """The revision records of the run (:data:`REVISIONS_KEY`; empty when nothing was revised)."""
+        value = self._manifest_data().get(REVISIONS_KEY) or []
+        return copy.deepcopy([dict(r) for r in value if isinstance(r, Mapping)])
+
+    def record_revisions(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """Replace the revision records in ``manifest.json`` (atomically; the writer of the store only).
+
+        Parameters
+        ----------
+        records : sequence of mapping
+            JSON-serialisable records with the keys of :data:`REVISION_RECORD_KEYS`.
+        """
+        self._require_writable()
+        records = [dict(r) for r in records]
+        for record in records:
+            unknown = sorted(set(record) - set(REVISION_RECORD_KEYS))
+            if unknown:
+                raise ValueError(
+                    f"record_revisions: unknown revision record keys {unknown}; "
+                    f"the keys are {list(REVISION_RECORD_KEYS)}"
+                )
+        data = self.manifest
+        data[REVISIONS_KEY] = _normalise_json(records, REVISIONS_KEY)
+        data[LIBRARY_VERSION_KEY] = _library_version()
         fileio.atomic_write_json(self._store_dir / MANIFEST_FILE, data)
 
     def _require_writable(self) -> None:

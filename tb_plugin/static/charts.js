@@ -26,7 +26,7 @@ function format(value) {
  * @param {{xs: number[], ys: (number|null)[], good?: boolean[], current?: number, label: string,
  *          onPick?: (x: number) => void}} options
  */
-export function lineChart({ xs, ys, good, current, label, onPick }) {
+export function lineChart({ xs, ys, good, current, label, onPick, marks = [] }) {
   const width = 560;
   const height = 170;
   const margin = { left: 48, right: 12, top: 22, bottom: 30 };
@@ -50,6 +50,13 @@ export function lineChart({ xs, ys, good, current, label, onPick }) {
   root.append(svg("text", { x: margin.left + 6, y: 11, class: "axis-label", text: label }));
   if (current !== undefined && current !== null && current >= x0 && current <= x1) {
     root.append(svg("line", { x1: sx(current), x2: sx(current), y1: margin.top, y2: height - margin.bottom, class: "current" }));
+  }
+  // marks on the epoch axis, e.g. where a revision started: {x, text}
+  for (const mark of marks) {
+    if (mark.x < x0 || mark.x > x1) continue;
+    const line = svg("line", { x1: sx(mark.x), x2: sx(mark.x), y1: margin.top, y2: height - margin.bottom, class: "mark" });
+    line.append(svg("title", { text: mark.text }));
+    root.append(line, svg("text", { x: sx(mark.x) + 3, y: margin.top + 9, class: "mark-label", text: mark.short || mark.text }));
   }
   const points = xs.map((x, i) => [x, ys[i]]).filter(([, y]) => y !== null && Number.isFinite(y));
   if (points.length > 1) {

@@ -9,6 +9,7 @@ import "./charts.js";
 import "./dom.js";
 import "./format.js";
 import "./palette.js";
+import "./relevance.js";
 import "./scatter.js";
 import "./state.js";
 import "./toolbar.js";

@@ -128,3 +128,31 @@ def test_clever_hans_rejects_bad_arguments(argv, tmp_path):
     with pytest.raises(SystemExit) as raised:
         _load_demo().main([*argv, "--out", str(tmp_path)])
     assert raised.value.code == 2
+
+
+@pytest.mark.slow  # trains with the analysis after every epoch and a revision from the epoch after the finding
+def test_clever_hans_demo_revises_the_watermark_away(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    demo = _load_demo()
+    settings = demo.Settings(epochs=3, samples_per_class=120, revise="rrclarc")
+    result = demo.run(tmp_path / "runs", settings, verbose=False)
+    (record,) = S.RunStore(result.run_dir).revisions()
+    assert record[S.REVISION_STATUS] == S.REVISION_STATUS_ACTIVE and record[S.REVISION_METHOD] == "rrclarc"
+    assert record[S.REVISION_FINDING_ID].startswith("class_3/top-left-corner@")
+    assert record[S.REVISION_START_EPOCH] == record[S.REVISION_FOUND_EPOCH] + 1 <= 2
+    assert record[S.REVISION_CAV]["heldout_auc"] >= 0.9  # the watermark's direction separates held-out samples
+    epochs = record[S.REVISION_EPOCHS]
+    assert [e["epoch"] for e in epochs] == list(range(record[S.REVISION_FOUND_EPOCH], 3))
+    before, after = epochs[0], epochs[-1]
+    assert before["revising"] == 0.0 and after["revising"] == 1.0 and after["penalty"] is not None
+    # the shortcut: pasting the finding's corner flips other digits to 3 before, hardly after
+    assert before["artifact_sensitivity"] >= 0.05
+    assert after["artifact_sensitivity"] <= before["artifact_sensitivity"] / 3
+    # the demo's own check, with its watermark function (about 20% and more without revision)
+    assert result.shortcut_rate <= 0.1
+    # the same numbers are TensorBoard scalars
+    events = EventAccumulator(result.run_dir, size_guidance={"scalars": 0}).Reload()
+    logged = [e.value for e in events.Scalars(S.revision_tag("artifact_sensitivity"))]
+    assert logged == pytest.approx([e["artifact_sensitivity"] for e in epochs], abs=1e-6)
+    assert len(events.Scalars(S.revision_tag("finding_share"))) == len(epochs)

@@ -440,3 +440,39 @@ def write_analysis(
     if findings is not None:
         store.write_analysis_table(epoch, FINDINGS_TABLE, findings, CONFIG_HASH)
     store.write_analysis_table(epoch, "spectrum", pa.Table.from_pylist(spectrum, schema=SPECTRUM_SCHEMA), CONFIG_HASH)
+
+
+def revision_record(finding_id: str, start_epoch: int, epochs: int, method: str = "rrclarc") -> dict:
+    """A ClArCCallback revision record (the manifest's, :data:`lrp_lightning.store.REVISION_RECORD_KEYS`):
+    the finding found in ``start_epoch - 1``, measured in every epoch from then on; its share in the region
+    falls from 0.8 to 0.1 after the start (rest 0.05), its artifact sensitivity from 0.2 to 0.01."""
+    from lrp_lightning import store as S
+
+    measures = []
+    for epoch in range(start_epoch - 1, epochs):
+        after = epoch >= start_epoch
+        measures.append(
+            {
+                "epoch": epoch,
+                "finding_share": 0.1 if after else 0.8,
+                "rest_share": 0.05,
+                "artifact_sensitivity": 0.01 if after else 0.2,
+                "clean_accuracy": 0.9,
+                "revising": float(after),
+                "penalty": None,
+            }
+        )
+    record = dict.fromkeys(S.REVISION_RECORD_KEYS)
+    record.update(
+        {
+            S.REVISION_FINDING_ID: finding_id,
+            S.REVISION_CATEGORY: "class_0",
+            S.REVISION_METHOD: method,
+            S.REVISION_CAV: {"heldout_auc": 0.97},
+            S.REVISION_FOUND_EPOCH: start_epoch - 1,
+            S.REVISION_START_EPOCH: start_epoch,
+            S.REVISION_EPOCHS: measures,
+            S.REVISION_STATUS: S.REVISION_STATUS_ACTIVE,
+        }
+    )
+    return record

@@ -22,7 +22,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from synthetic_runs import CLUSTERING, EXTRA_CLUSTERING, STRAY_FINDING, WATERMARK_FINDING, build_run
+from synthetic_runs import CLUSTERING, EXTRA_CLUSTERING, STRAY_FINDING, WATERMARK_FINDING, build_run, revision_record
 
 from lrp_lightning.store import RunStore, decode_relevance, make_attribution_table
 
@@ -40,6 +40,7 @@ VARIANTS = "variants/version_0"  # two clusterings: the classes default to anoth
 # As Embeddings(scope="flagged") lays out: t-SNE and UMAP for all samples and class 0, PCA only for
 # classes 1 and 2; three flagged clusters side by side in "all samples".
 SCOPED = "scoped/version_0"
+REVISED = "revised/version_0"  # a ClArCCallback revision record of its watermark finding, from epoch 1
 EPOCHS = 6
 SAMPLES = 120
 IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
@@ -73,6 +74,8 @@ def tensorboard(tmp_path_factory: pytest.TempPathFactory):
     build_run(logdir / LIVE, epochs=1, samples=12, analysed=[0], seed=4)
     build_run(logdir / VARIANTS, epochs=2, samples=30, seed=5, extra_clustering=True)
     build_run(logdir / SCOPED, epochs=2, samples=30, seed=6, pca_only=[1, 2], flags=3)
+    revised = build_run(logdir / REVISED, epochs=4, samples=30, seed=7)
+    revised.record_revisions([revision_record(WATERMARK_FINDING.format(first=0), start_epoch=1, epochs=4)])
     port = _free_port()
     log = (logdir.parent / "tensorboard.log").open("w")
     process = subprocess.Popen(
@@ -683,3 +686,33 @@ def test_flag_labels_in_the_scatter_do_not_overlap(tensorboard, browser, tmp_pat
 
 def _intersect(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def test_a_revision_marks_the_epoch_axis_and_shows_the_finding_fading(tensorboard, browser, screenshots):
+    base, _ = tensorboard
+    context, page, problems = _open(browser, f"{base}/#lrp&p.lrp.run=revised%2Fversion_0")
+    tab = Tab(page).attach()
+    watermark = WATERMARK_FINDING.format(first=0)
+    block = tab.frame.locator(f"#findings .finding[data-finding='{watermark}'] .finding-revision")
+    block.wait_for(timeout=90_000)  # TensorBoard reads the runs first: slow on a loaded machine
+    assert block.get_attribute("data-method") == "rrclarc" and block.get_attribute("data-start") == "1"
+    facts = block.locator(".revision-facts").inner_text()
+    assert "revised with RR-ClArC from epoch 1" in facts and "held-out AUC 0.97" in facts
+    assert "epoch 3: sensitivity 1%, strength 5%" in facts
+    charts = block.locator("svg.chart")
+    assert charts.count() == 2
+    assert "strength of" in charts.nth(0).get_attribute("aria-label")
+    assert charts.nth(1).get_attribute("aria-label") == "artifact sensitivity"
+    for i in range(2):  # the mark where the revision started, and one point per measured epoch
+        assert charts.nth(i).locator("line.mark").count() == 1
+        assert charts.nth(i).locator("circle").count() == 4
+    assert "from epoch 1" in charts.nth(0).locator("line.mark title").text_content()
+    tab.frame.locator(".findings-panel").screenshot(path=str(screenshots / "plugin_revision.png"))
+    # The sample timeline's epoch axis carries the same mark.
+    tab.frame.wait_for_function("lrp.points && lrp.points.columns.sample_id.length > 0")
+    sample = tab.js("Number(lrp.points.columns.sample_id[0])")
+    tab.js(f"lrp.openSample({sample})")
+    tab.frame.wait_for_selector(f"#timeline[data-sample='{sample}'] svg.chart", state="attached")
+    assert tab.frame.locator("#timeline svg.chart line.mark").count() == 2
+    assert problems == []
+    context.close()

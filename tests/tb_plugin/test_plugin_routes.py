@@ -608,6 +608,8 @@ def test_every_route_is_registered_once_and_listed_in_the_module_docstring(serve
         "/lineage",
         "/findings",
         "/finding_map",
+        "/relevance",
+        "/trajectory",
     ]
     table = re.findall(r"^``(/[a-z_]+)``", plugin_module.__doc__, flags=re.M)
     assert table == routes
@@ -713,9 +715,9 @@ def test_malformed_parameters_are_400_with_a_message(client, name, params, messa
 
 
 ROUTES = ["run", "samples", "input", "heatmap", "timeline", "analysis", "embedding", "clusters", "prototype", "lineage",
-          "findings", "finding_map"]  # fmt: skip
+          "findings", "finding_map", "relevance", "trajectory"]  # fmt: skip
 PARAMETERS = ["run", "epoch", "sample", "cmap", "kind", "category", "embedding", "x", "y", "clustering", "cluster",
-              "finding"]  # fmt: skip
+              "finding", "bins"]  # fmt: skip
 VALUES = st.one_of(
     st.sampled_from(
         [
@@ -813,6 +815,28 @@ def test_findings_of_runs_without_them_are_an_empty_list_that_says_why(client, t
     assert new["epochs"] == [0] and [u["epoch"] for u in new["unreadable"]] == [1]
     assert "findings of epoch 1" in new["unreadable"][0]["error"]
     assert [f["last_epoch"] for f in new["findings"]] == [0]
+
+
+def test_findings_carry_the_runs_revisions_without_member_ids(tmp_path):
+    from synthetic_runs import revision_record
+
+    store = build_run(tmp_path / "revised", epochs=3, samples=12)
+    record = revision_record(WATERMARK_FINDING.format(first=0), start_epoch=1, epochs=3)
+    record["member_ids"] = [1, 2, 3]
+    store.record_revisions([record])
+    fresh, _ = make_app(tmp_path)
+    (revision,) = json.loads(ok(fresh, route("findings", run="revised")).data)["revisions"]
+    assert (revision["finding_id"], revision["method"], revision["status"]) == (
+        record["finding_id"],
+        "rrclarc",
+        "revising",
+    )
+    assert (revision["found_epoch"], revision["start_epoch"], revision["cav_auc"]) == (0, 1, 0.97)
+    assert [e["epoch"] for e in revision["epochs"]] == [0, 1, 2]
+    assert [e["strength"] for e in revision["epochs"]] == pytest.approx([0.75, 0.05, 0.05])
+    assert [e["artifact_sensitivity"] for e in revision["epochs"]] == [0.2, 0.01, 0.01]
+    assert "member_ids" not in revision
+    assert json.loads(ok(fresh, route("findings", run="revised")).data)["findings"]  # the findings are unchanged
 
 
 def test_finding_map_is_the_mean_of_its_members_normalised_heatmaps(client, logdir):

@@ -1,10 +1,11 @@
 // The embedding: a scatter of the category's samples (spectral coordinates, t-SNE, UMAP), coloured
 // by cluster, label, prediction, correctness or a probe metadata column; box and cluster selection,
-// hover tooltip, flagged clusters marked.
+// hover tooltip (a signal, tabular or token sample drawn as in the gallery), flagged clusters marked.
 
 import { h, replace } from "../dom.js";
 import { META_PREFIX, embeddingName, metaText, percent } from "../format.js";
 import { CORRECT, NOISE, PALETTE, UNCLUSTERED, WRONG, clusterColor, css } from "../palette.js";
+import { galleryPicture, isSequenceRun } from "../relevance.js";
 import { Scatter } from "../scatter.js";
 
 const MAX_TOOLTIP_METADATA = 6;
@@ -345,6 +346,10 @@ class Embedding {
     this.tooltip.style.top = `${clientY - rect.top + 16}px`;
     this.tooltip.dataset.sample = String(id);
     this.hoverTimer = setTimeout(() => {
+      if (isSequenceRun(app)) {
+        replace(images, galleryPicture(app, id, app.state.view, 96)); // a signal, bars or text, as in the gallery
+        return;
+      }
       const kinds = app.info.thumbnails ? ["input", "heatmap"] : ["heatmap"];
       replace(images, kinds.map((kind) => h("img", { src: app.imageUrl(kind, id), alt: `${kind} of sample ${id}`, width: 96, height: 96 })));
     }, 40);

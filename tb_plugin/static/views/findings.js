@@ -5,7 +5,18 @@
 // URL (`finding`), so a shared link reopens it.
 
 import { url } from "../api.js";
+import { lineChart } from "../charts.js";
 import { h, replace, svg } from "../dom.js";
+
+const METHOD_NAMES = { rrclarc: "RR-ClArC", pclarc: "P-ClArC", aclarc: "A-ClArC" };
+
+/** Marks on the epoch axis where a revision of the run started (ClArCCallback), for lineChart. */
+export function revisionMarks(revisions) {
+  return (revisions || []).filter((r) => r.start_epoch !== null && r.method).map((r) => ({
+    x: r.start_epoch, short: `${METHOD_NAMES[r.method] || r.method}`,
+    text: `revision of ${r.finding_id} with ${METHOD_NAMES[r.method] || r.method} from epoch ${r.start_epoch}`,
+  }));
+}
 
 const STRIP_EPOCHS = 8;
 
@@ -124,7 +135,9 @@ class Findings {
     const findings = data.findings;
     if (!findings.length) {
       let text;
-      if (!data.epochs.length && data.without_findings.length) {
+      if ((data.revisions || []).some((r) => r.status === "nothing to revise")) {
+        text = `No findings${data.epochs.length ? ` in epochs ${epochRanges(data.epochs)}` : ""}: ClArC had nothing to revise.`;
+      } else if (!data.epochs.length && data.without_findings.length) {
         text = "The analysis of this run predates findings: run `lrp-analyze` on the run again to find artifacts and strategies.";
       } else if (!data.epochs.length) {
         text = "No analysed epoch yet: run `lrp-analyze` on the run (or let LRPCallback analyse) to find artifacts and strategies.";
@@ -136,7 +149,8 @@ class Findings {
       return;
     }
     const open = findings.find((f) => f.finding_id === s.finding) || null;
-    this.summary.textContent = `${findings.length} in epochs ${epochRanges(data.epochs)}${open ? "" : " · click one to select its samples"}`;
+    const nothing = (data.revisions || []).some((r) => r.status === "nothing to revise");
+    this.summary.textContent = `${findings.length} in epochs ${epochRanges(data.epochs)}${open ? "" : " · click one to select its samples"}${nothing ? " · ClArC: nothing to revise" : ""}`;
     replace(this.list, findings.map((finding) => this.item(finding, finding === open)));
   }
 
@@ -172,7 +186,29 @@ class Findings {
         strip,
         h("div", { class: "finding-trend" }, sparkline(finding.history, epochs, `strength of ${title} over epochs`),
           h("span", { class: "muted", text: "strength over epochs" }))),
+      this.revision(finding, title),
       isOpen ? h("p", { class: "finding-reason", text: finding.reason }) : null);
+  }
+
+  /** The finding's revision (ClArCCallback), if any: its strength fading and the artifact sensitivity over epochs. */
+  revision(finding, title) {
+    const record = (this.data.revisions || []).find((r) => r.finding_id === finding.finding_id);
+    if (!record || !record.epochs.length) return null;
+    const app = this.app;
+    const xs = record.epochs.map((e) => e.epoch);
+    const marks = revisionMarks([record]);
+    const method = record.method ? `revised with ${METHOD_NAMES[record.method] || record.method} from epoch ${record.start_epoch}` : "measured, not revised";
+    const quality = record.cav_auc === null ? "" : ` · artifact direction: held-out AUC ${record.cav_auc.toFixed(2)}`;
+    const last = record.epochs[record.epochs.length - 1];
+    const facts = `${method}${quality} · epoch ${last.epoch}: sensitivity ${percent(last.artifact_sensitivity)}, strength ${percent(last.strength)}`;
+    const pick = (epoch) => app.setEpoch(epoch);
+    return h("div", { class: "finding-revision", dataset: { method: record.method || "none", start: String(record.start_epoch) } },
+      h("p", { class: "muted revision-facts", text: facts }),
+      h("div", { class: "charts" },
+        lineChart({ xs, ys: record.epochs.map((e) => e.strength), current: app.state.epoch, marks, onPick: pick,
+          label: `strength of ${title} (same samples)` }),
+        lineChart({ xs, ys: record.epochs.map((e) => e.artifact_sensitivity), current: app.state.epoch, marks, onPick: pick,
+          label: "artifact sensitivity" })));
   }
 
   /** Open a finding: its category, its last epoch, its members selected (in the embedding and the gallery). */

@@ -1,8 +1,10 @@
 // The gallery: a page of the current samples (the selection, else the category) as inputs, heatmaps
-// or overlays, with the CSV / JSON export of their ids.
+// or overlays, with the CSV / JSON export of their ids. Signal, tabular and token runs show each
+// sample drawn from its relevance values instead (relevance.js): "Input" leaves out the colours.
 
 import { download, field, h, replace, select } from "../dom.js";
 import { META_PREFIX, csvCell } from "../format.js";
+import { galleryPicture, isSequenceRun } from "../relevance.js";
 import { param } from "../state.js";
 
 const KINDS = [
@@ -61,13 +63,15 @@ class Gallery {
       c.size.value = String(s.size);
       c.wrongOnly.checked = s.wrong;
       c.pageSize.value = String(s.psize);
+      c.pixelated.parentElement.classList.toggle("hidden", isSequenceRun(this.app)); // drawings, not pixels
       this.setKind(s.view);
-      // A run without thumbnails has heatmaps only.
-      const thumbnails = this.app.info.thumbnails;
+      // A run without thumbnails has heatmaps only; a token run always has its text; tabular runs show bars only.
+      const modality = this.app.info.modality;
+      const inputs = (this.app.info.thumbnails || modality === "tokens") && modality !== "tabular";
       this.kindInputs.forEach((input) => {
-        input.disabled = input.value !== "heatmap" && !thumbnails;
+        input.disabled = input.value !== "heatmap" && !inputs;
       });
-      if (!thumbnails && this.app.state.view !== "heatmap") this.setKind("heatmap");
+      if (!inputs && this.app.state.view !== "heatmap") this.setKind("heatmap");
       return;
     }
     // Another selection or category is another list of samples: back to its first page.
@@ -125,7 +129,9 @@ class Gallery {
     this.nextPage.disabled = s.page >= pages - 1;
     this.grid.classList.toggle("pixelated", s.px);
     this.grid.style.setProperty("--cell", `${s.size}px`);
-    const kind = s.view === "input" && !app.info.thumbnails ? "heatmap" : s.view;
+    const sequences = isSequenceRun(app);
+    this.grid.classList.toggle("sequences", sequences);
+    const kind = s.view === "input" && !(app.info.thumbnails || app.info.modality === "tokens") ? "heatmap" : s.view;
     const cards = shown.map((id) => {
       const row = app.sampleRow(id);
       const label = app.samples.columns.label[row];
@@ -136,7 +142,8 @@ class Gallery {
         title: `sample ${id}: label ${app.className(label)}, predicted ${app.className(prediction)}${wrong ? " (misclassified)" : ""}. Open its timeline.`,
         onclick: () => app.openSample(id),
       },
-      h("img", { src: app.imageUrl(kind, id), alt: `${kind} of sample ${id}`, width: s.size, height: s.size, loading: "lazy", fetchpriority: "low" }),
+      sequences ? galleryPicture(app, id, kind, s.size)
+        : h("img", { src: app.imageUrl(kind, id), alt: `${kind} of sample ${id}`, width: s.size, height: s.size, loading: "lazy", fetchpriority: "low" }),
       h("span", { class: "caption" },
         h("span", { class: "sample-id", text: `#${id}` }),
         h("span", { text: wrong ? `${app.className(label)} → ${app.className(prediction)}` : app.className(label) }),

@@ -1,9 +1,12 @@
 // The timeline of one sample: its heatmap in every epoch, its metadata, and its score and probability
-// over training. Opens from the gallery or the embedding (app.openSample); Escape closes it.
+// over training. Opens from the gallery or the embedding (app.openSample); Escape closes it. Signal,
+// tabular and token runs show the sample in detail and over the epochs from its values (relevance.js).
 
 import { lineChart } from "../charts.js";
 import { h, replace } from "../dom.js";
 import { metaText } from "../format.js";
+import { isSequenceRun, sampleDetail } from "../relevance.js";
+import { revisionMarks } from "./findings.js";
 
 class Timeline {
   constructor(app) {
@@ -35,11 +38,18 @@ class Timeline {
       this.element.classList.remove("hidden");
       return;
     }
+    let marks = [];
+    try { // where a revision started (ClArCCallback): the findings answer, cached, holds it
+      marks = revisionMarks((await app.fetchCached("json", "findings", { run })).revisions);
+    } catch {
+      marks = []; // a run without analysis: no marks
+    }
     if (app.state.sample !== id || app.state.run !== run) return;
     const s = app.state;
     const kind = s.view === "overlay" ? "overlay" : "heatmap";
+    const sequences = isSequenceRun(app);
     const strip = h("div", { class: "strip" + (s.px ? " pixelated" : "") });
-    data.epoch.forEach((epoch, i) => {
+    if (!sequences) data.epoch.forEach((epoch, i) => {
       const wrong = data.prediction[i] !== data.label;
       strip.append(h("button", {
         type: "button", class: `frame${epoch === s.epoch ? " current" : ""}${wrong ? " wrong" : ""}`,
@@ -55,7 +65,7 @@ class Timeline {
       h("span", { class: "muted", text: `label ${app.className(data.label)}` }),
       h("span", { class: "spacer" }),
       h("button", { id: "close-timeline", type: "button", text: "Close", onclick: () => app.openSample(null) }));
-    const input = app.info.thumbnails
+    const input = app.info.thumbnails && !sequences
       ? h("img", { class: "timeline-input", src: app.imageUrl("input", id), alt: `input of sample ${id}`, width: 96, height: 96 })
       : null;
     const metadata = app.sampleMetadata(id);
@@ -65,11 +75,12 @@ class Timeline {
           h("span", { class: "metadata-name", text: `${name}: ` }), h("span", { class: "metadata-value", text: metaText(value) }))))
       : null;
     const pick = (epoch) => app.setEpoch(epoch);
-    replace(this.element, head, details,
-      h("div", { class: "timeline-body" + (s.px ? " pixelated" : "") }, input, strip),
+    const body = sequences ? sampleDetail(app, id)
+      : h("div", { class: "timeline-body" + (s.px ? " pixelated" : "") }, input, strip);
+    replace(this.element, head, details, body,
       h("div", { class: "charts" },
-        lineChart({ xs: data.epoch, ys: data.score, good, current: s.epoch, label: "score", onPick: pick }),
-        lineChart({ xs: data.epoch, ys: data.probability, good, current: s.epoch, label: "probability", onPick: pick })));
+        lineChart({ xs: data.epoch, ys: data.score, good, current: s.epoch, label: "score", onPick: pick, marks }),
+        lineChart({ xs: data.epoch, ys: data.probability, good, current: s.epoch, label: "probability", onPick: pick, marks })));
     this.element.classList.remove("hidden");
     this.element.dataset.sample = String(id);
     if (scroll) this.element.scrollIntoView({ block: "nearest" });
