@@ -33,7 +33,7 @@ from lrp_lightning.composites import COMPOSITES
 from lrp_lightning.core import Composite
 from lrp_lightning.store import check_name
 
-from ._config import jsonable, qualified_name, resolve_composite
+from ._config import jsonable, resolve_composite
 
 GRADIENT = "gradient"
 INPUT_X_GRADIENT = "input_x_gradient"
@@ -193,11 +193,6 @@ def _check_method_name(name: Any, owner: str) -> str:
 def input_times_gradient(inputs: Tensor, gradient: Tensor) -> Tensor:
     """``inputs * gradient`` for float inputs; token runs' gradient is already per token (times the embedding)."""
     return gradient * inputs if gradient.shape == getattr(inputs, "shape", None) else gradient
-
-
-def label(method: Method) -> str:
-    """How errors name a method."""
-    return method.name if method.kind != "attributor" else f"{method.name} ({qualified_name(method.factory)})"
 
 
 @dataclass

@@ -133,3 +133,22 @@ def test_method_arguments_are_checked():
         LRPCallback(composite=["gradient", "nope"])
     cb = LRPCallback(composite=["epsilon_gamma_box", "epsilon_plus_flat"], composite_kwargs=BOX)
     assert [m.composite.__class__.__name__ for m in cb._methods] == ["EpsilonGammaBox", "EpsilonPlusFlat"]
+
+
+@pytest.mark.slow
+def test_every_method_is_checked_before_the_first_training_step(tmp_path):
+    def broken(model):
+        raise ValueError("this attributor cannot be built")
+
+    steps = []
+
+    class Counting(TinyNet):
+        def training_step(self, batch, batch_idx):
+            steps.append(batch_idx)
+            return super().training_step(batch, batch_idx)
+
+    cb = LRPCallback(composite={"lrp": "epsilon_gamma_box", "broken": broken}, num_samples=6, log_images=0)
+    run = trainer(tmp_path, callbacks=[cb])
+    with pytest.raises(Exception, match="this attributor cannot be built"):
+        run.fit(Counting(), loader(ImageData(24, seed=1)), loader(ImageData(12)))
+    assert steps == []
