@@ -13,6 +13,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_PINS)
 	$(PY) -m pip install -q -e '.[test]'
+	# LXT 2.1 (AttnLRP oracle of tests/lrp/test_huggingface.py) without its heavy declared dependencies
+	$(PY) -m pip install -q --no-deps lxt==2.1
 	touch $@
 
 install: $(VENV)/.installed

@@ -9,6 +9,13 @@ the method ran, in a fresh process per method, after resetting the mark through 
 
     python benchmarks/lrp_speed.py --memory               # issue targets: batch 8, 224x224
     python benchmarks/lrp_speed.py --batch 2 --size 112 --repeats 3 --models vgg16
+    python benchmarks/lrp_speed.py --transformers         # vit_b_16 and a text encoder: AttnLRP vs gradient vs LXT
+
+``--transformers`` times torchvision's ``vit_b_16`` (random init, batch 8, 224x224; LXT with its ViT map,
+cp_LRP) and a BERT-base-sized encoder (12 layers, hidden 768, 12 heads, random init, batch 8,
+128 tokens): AttnLRP (composite ``attn_lrp``, which picks :class:`~lrp_lightning.huggingface.BertCanonizer`),
+the plain gradient x input
+of the token embeddings, and LXT 2.1 (its patches applied around each of its runs and removed after).
 
 zennit is a peer used only here and in tests (the ``test`` extra).
 """
@@ -16,6 +23,8 @@ zennit is a peer used only here and in tests (the ``test`` extra).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import gc
 import os
 import platform
@@ -23,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 
 import torch
 import torchvision
@@ -116,6 +126,122 @@ def timed(fn, x, target, device):
     return time.perf_counter() - start, result
 
 
+def _interleaved(label: str, runners: dict, repeats: int, device: torch.device) -> None:
+    """Run ``runners`` (ours, grad, lxt) interleaved ``repeats`` times after a warm-up; print medians, spread."""
+    times: dict[str, list[float]] = {key: [] for key in runners}
+    for fn in runners.values():  # warm-up
+        fn()
+    for _ in range(repeats):
+        for key, fn in runners.items():
+            elapsed, _ = timed(lambda x, t, fn=fn: fn(), None, None, device)
+            times[key].append(elapsed)
+            print(f"  {label} {key}: {elapsed:.3f} s", file=sys.stderr, flush=True)
+    med = {key: statistics.median(values) for key, values in times.items()}
+    print(f"{label}; median of {repeats}")
+    print(f"  {'method':8s} {'median s':>9s} {'min s':>7s} {'max s':>7s}")
+    for key, values in times.items():
+        print(f"  {key:8s} {med[key]:9.3f} {min(values):7.3f} {max(values):7.3f}")
+    print(
+        f"  AttnLRP / gradient: {med['ours'] / med['grad']:.2f}   AttnLRP / LXT: {med['ours'] / med['lxt']:.2f}",
+        flush=True,
+    )
+
+
+def _relevance_runners(model, composite, make_input, seed, lxt_model, lxt_context, call):
+    """ours (LRP relevance), grad (gradient x input) and lxt (gradient x input inside LXT's patches)."""
+
+    def ours():
+        leaf = make_input().requires_grad_(True)
+        with composite.context(model):
+            (relevance,) = torch.autograd.grad(call(model, leaf), leaf, seed)
+        return relevance
+
+    def gradient():
+        leaf = make_input().requires_grad_(True)
+        (grad,) = torch.autograd.grad(call(model, leaf), leaf, seed)
+        return grad * leaf
+
+    def lxt():
+        with lxt_context():
+            leaf = make_input().requires_grad_(True)
+            (grad,) = torch.autograd.grad(call(lxt_model, leaf), leaf, seed)
+        return grad * leaf
+
+    return {"ours": ours, "grad": gradient, "lxt": lxt}
+
+
+@contextlib.contextmanager
+def _lxt_vit_patched():
+    """LXT 2.1's torchvision-ViT patches (cp_LRP: GELU, LayerNorm, MultiheadAttention), removed afterwards."""
+    from lxt.efficient import monkey_patch
+    from torchvision.models import vision_transformer
+
+    classes = (torch.nn.GELU, torch.nn.LayerNorm, torch.nn.MultiheadAttention)
+    saved = [(cls, dict(cls.__dict__)) for cls in classes]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            monkey_patch(vision_transformer)
+        yield
+    finally:
+        for cls, attributes in saved:
+            for name in ("forward", "original_forward"):
+                if name in attributes:
+                    setattr(cls, name, attributes[name])
+                elif name in cls.__dict__:
+                    delattr(cls, name)
+
+
+def transformer_rows(args, device) -> None:
+    """AttnLRP vs gradient vs LXT 2.1 on vit_b_16 and a BERT-base-sized encoder, interleaved."""
+    import transformers
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "lrp"))
+    from hf_testing import lxt_patched
+
+    batch = args.batch
+    if "vit" in args.transformer_models:
+        torch.manual_seed(0)
+        vit = torchvision.models.vit_b_16(num_classes=1000, image_size=args.size).eval().to(device)
+        images = torch.randn(batch, 3, args.size, args.size, device=device)
+        target = torch.eye(1000, device=device)[torch.arange(batch) % 1000]
+        runners = _relevance_runners(
+            vit,
+            get_composite("attn_lrp", canonizers="auto"),  # picks VisionTransformerCanonizer
+            images.clone,
+            target,
+            vit,  # LXT patches classes: the same model runs its forward inside the patches
+            _lxt_vit_patched,
+            lambda model, leaf: model(leaf),
+        )
+        label = f"ViT: vit_b_16, batch {batch}, 3x{args.size}x{args.size}, float32 (LXT: its ViT map, cp_LRP)"
+        _interleaved(label, runners, args.repeats, device)
+    if "bert" in args.transformer_models:
+        length = args.tokens
+        config = transformers.BertConfig(num_labels=2, attn_implementation="eager")
+        torch.manual_seed(0)
+        model = transformers.BertForSequenceClassification(config).eval().to(device)
+        with lxt_patched("bert") as modeling:
+            lxt_model = modeling.BertForSequenceClassification(config).eval().to(device)
+            lxt_model.load_state_dict(model.state_dict())
+        ids = torch.randint(1000, config.vocab_size, (batch, length), device=device)
+        embeds = model.get_input_embeddings()(ids).detach()
+        seed = torch.zeros(batch, 2, device=device)
+        seed[:, 0] = 1.0
+        runners = _relevance_runners(
+            model,
+            get_composite("attn_lrp", canonizers="auto"),  # picks BertCanonizer
+            embeds.clone,
+            seed,
+            lxt_model,
+            functools.partial(lxt_patched, "bert"),
+            lambda model, leaf: model(inputs_embeds=leaf).logits,
+        )
+        _interleaved(
+            f"text encoder: BERT-base config, batch {batch}, {length} tokens, float32", runners, args.repeats, device
+        )
+
+
 def main() -> None:
     if len(sys.argv) == 7 and sys.argv[1] == "--measure-memory":
         model_name, name, method, batch, size = sys.argv[2:]
@@ -129,8 +255,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--memory", action="store_true", help="CPU: peak memory per method in fresh processes")
+    parser.add_argument("--transformers", action="store_true", help="time a BERT-base-sized text encoder instead")
+    parser.add_argument("--tokens", type=int, default=128, help="sequence length of --transformers")
+    parser.add_argument(
+        "--transformer-models", nargs="+", default=["vit", "bert"], choices=["vit", "bert"], help="with --transformers"
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
+    if args.transformers:
+        transformer_rows(args, device)
+        return
     torch.manual_seed(0)
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "

@@ -13,7 +13,7 @@ that a registered canonizer should have rewritten (torchvision residual blocks w
 
 Canonizers may be given by registered name or as ``"auto"``: the composites here resolve them through the
 registry of :mod:`lrp_lightning.canonizers` when they are registered on a model. This module imports
-:mod:`lrp_lightning.torchvision`, so that the torchvision canonizers are registered.
+:mod:`lrp_lightning.torchvision` and :mod:`lrp_lightning.huggingface`, so that their canonizers are registered.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 
 from . import attention_canonizers as _attention_canonizers  # noqa: F401 - registers the attention canonizers
+from . import huggingface as _huggingface  # noqa: F401 - registers the BERT, GPT-2, LLaMA canonizers
 from . import torchvision as _torchvision  # noqa: F401 - registers the VGG and ResNet canonizers
 from . import types as ltypes
 from ._validation import argument_error

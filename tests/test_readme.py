@@ -330,3 +330,18 @@ def test_update_script_runs_the_demo_in_a_fresh_directory_and_rewrites(tmp_path,
     assert script.main(["--readme", str(readme)]) == 1
     assert "the demo exited with 1; README.md was not changed" in capsys.readouterr().err
     assert readme.read_text() == original
+
+
+def test_update_script_rewrites_the_text_demo_block_between_its_own_markers(tmp_path, monkeypatch):
+    script = _output_script()
+    demo = tmp_path / "text_demo.py"
+    demo.write_text("import sys\nprint('args:', ' '.join(sys.argv[1:]))\n")
+    monkeypatch.setattr(script, "TEXT_DEMO", demo)
+    readme = tmp_path / "README.md"
+    digits = _document("```\ndigits\n```\n", script.START, script.END)
+    readme.write_text(digits + _document("", script.TEXT_START, script.TEXT_END))
+    assert script.main(["--readme", str(readme), "--demo", "text", "--demo-args", "--fast"]) == 0
+    expected = "```\nargs: --out runs/text_shortcut --fast\n```\n"
+    assert readme.read_text() == digits + _document(expected, script.TEXT_START, script.TEXT_END)
+    # the README holds the text demo's markers once each, around its generated output
+    assert README.read_text().count(script.TEXT_START) == 1 and README.read_text().count(script.TEXT_END) == 1

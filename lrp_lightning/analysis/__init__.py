@@ -39,7 +39,8 @@ from .pipeline import (
 from .preprocessing import Preprocess
 from .spectral import SpectralEmbedding, Spectrum, eigengap
 from .spray import CategoryResult, PreparedMaps, SpRAy, cache_info, clear_cache
-from .synthetic import add_corner_artifact, planted_maps
+from .synthetic import add_corner_artifact, planted_maps, planted_tokens
+from .tokens import TokenForm, TokenMaps
 from .tracking import Lineage, Tracking, heatmap_stability
 
 __all__ = [
@@ -63,6 +64,8 @@ __all__ = [
     "SpectralEmbedding",
     "Spectrum",
     "Step",
+    "TokenForm",
+    "TokenMaps",
     "Tracking",
     "add_corner_artifact",
     "analysis_key",
@@ -81,5 +84,6 @@ __all__ = [
     "load_findings",
     "nearest_neighbors",
     "planted_maps",
+    "planted_tokens",
     "spectral_coordinates",
 ]

@@ -182,10 +182,14 @@ def spectrum_table(
     return pa.table(rows, schema=S.SPECTRUM_SCHEMA)
 
 
-def with_metadata(table: pa.Table, config: dict, grid: tuple[int, int]) -> pa.Table:
+def with_metadata(
+    table: pa.Table, config: dict, grid: tuple[int, int], vocabulary: np.ndarray | None = None
+) -> pa.Table:
     metadata = dict(table.schema.metadata or {})
     metadata[S.META_ANALYSIS_CONFIG] = json.dumps(config, sort_keys=True).encode()
     metadata[S.META_GRID_SHAPE] = json.dumps(list(grid)).encode()
+    if vocabulary is not None:
+        metadata[S.META_TOKEN_VOCABULARY] = json.dumps([int(t) for t in vocabulary]).encode()
     return table.replace_schema_metadata(metadata)
 
 

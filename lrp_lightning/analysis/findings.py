@@ -13,7 +13,7 @@ such a subgroup, so that category is tested only when no class is analysed on it
 
 A cluster of a category (``n`` samples) is *tested* when it has at least
 ``max(min_size, ceil(min_fraction * n))`` members and a region (an image's corner, border band or
-patch; a signal's window of time steps; a tabular feature) where
+patch; a signal's window of time steps; a tabular feature; a token id) where
 
 (a) the members put at least ``min_share`` of their absolute relevance, and at least ``contrast``
     times the share the rest of the category puts there (the rest leaves out the clusters of the same
@@ -31,6 +31,14 @@ patch; a signal's window of time steps; a tabular feature) where
     thumbnails of ``probe.parquet`` (PNG, grayscale, resized to the analysis grid). Thumbnails are
     scaled per sample to its minimum and maximum, so for tabular data a feature that is most of the
     members' extreme value (shown as 0 or 1 whatever it is) does not count as "the same".
+    For tokens (regions are token ids, :mod:`~lrp_lightning.analysis.tokens`), (a) also asks the token
+    to be the most relevant token of at least ``min_token_top`` (0.8) of the members, and (b) is that
+    the members share that token id: at least ``min_token_presence`` (0.9) of them hold it (the
+    finding's ``input_spread`` is the share without it), and the cluster holds at least
+    ``min_token_coverage`` (0.8) of the category's samples that hold it. A class keyword is a token
+    too; these two guards keep groups that read one of several keywords out (measured on
+    :func:`~lrp_lightning.analysis.synthetic.planted_tokens`), but a group that reads a single
+    keyword remains a finding, and its reason says to check it.
     When a run holds no thumbnails (a
     prediction-writer run without them, a store written by hand) evidence (b) cannot be measured:
     the finding then rests on (a) and (c), its ``input_spread`` is null and its reason says the
@@ -38,12 +46,13 @@ patch; a signal's window of time steps; a tabular feature) where
 
 (c) Significance: a permutation test against ``n_permutations`` random subsets of the category of
 the same size, in the same region: the relevance share (the statistic of (a)) and, with inputs, the
-input spread (of (b)). The conjunction is tested as an intersection-union test, so the cluster's p
-value is the larger of the two. Where fewer than 10 random subsets reach the cluster's statistic the
-tail is approximated by a normal fit to the random subsets' statistics (as permutation tools do with
-tail approximations), so p values are not floored at ``1 / (n_permutations + 1)``. The p values of
-every tested cluster of the epoch (all categories, all clusterings) are adjusted with
-Benjamini-Hochberg; a cluster with ``q <= alpha`` that meets (a) and (b) is *significant*.
+input spread (of (b); for tokens the share of members that hold the token). The conjunction is
+tested as an intersection-union test, so the cluster's p value is the larger of the two. Where fewer
+than 10 random subsets reach the cluster's statistic the tail is approximated by a normal fit to the
+random subsets' statistics (as permutation tools do with tail approximations), so p values are not
+floored at ``1 / (n_permutations + 1)``. The p values of every tested cluster of the epoch (all
+categories, all clusterings) are adjusted with Benjamini-Hochberg; a cluster with ``q <= alpha``
+that meets (a) and (b) is *significant*.
 
 Merging
 -------
@@ -56,7 +65,9 @@ category, region and first epoch, so analysing the same run again gives the same
 previous epoch's findings are matched: a finding that vanishes for an epoch and comes back gets a
 new id.
 
-Words follow the modality: images name corners, border bands and patches; signals "time steps a-b"
+Words follow the modality (:mod:`~lrp_lightning.analysis.regions`): images name corners, border bands and
+patches; tokens a vocabulary item: 'token "[X]" carries 40% of the relevance in this cluster against 1%
+in the rest of the class'; signals "time steps a–b"
 (windows of 1/8 and 1/4 of the length: finer ones split a class's jittered feature into position
 groups whose inputs agree by construction);
 tabular data "feature <name>" and the finding's kind is "feature concentration", never an artifact
@@ -65,12 +76,10 @@ or shortcut: a model that reads one feature for a group of samples may be right 
 
 from __future__ import annotations
 
-import io
 import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -78,21 +87,32 @@ from scipy.stats import norm
 
 from .. import store as S
 from .base import Step, check_float, check_int
-from .indicators import regions
+from .regions import (
+    MODALITIES,
+    Region,
+    feature_names_of,
+    input_grid,
+    modality_of,
+    region_set,
+    token_regions,
+)
 
 __all__ = [
     "FINDINGS_SCHEMA",
     "FINDINGS_TABLE",
+    "MODALITIES",
     "Finding",
     "Findings",
     "Region",
     "benjamini_hochberg",
+    "feature_names_of",
     "findings_from_table",
     "findings_table",
     "input_grid",
     "modality_of",
     "permutation_pvalue",
     "region_set",
+    "token_regions",
 ]
 
 # The findings table's schema and column names are the store contract's (lrp_lightning.store).
@@ -118,8 +138,6 @@ REASON = S.FINDING_REASON
 KIND_ARTIFACT = S.FINDING_KIND_ARTIFACT
 KIND_FEATURE = S.FINDING_KIND_FEATURE
 FINDINGS_SCHEMA = S.FINDINGS_SCHEMA
-
-MODALITIES = ("image", "signal", "tabular")
 
 
 # ------------------------------------------------------------------------------------------------ statistics
@@ -208,123 +226,6 @@ def _spread(
     return np.where(far_w > 1e-6, within_w / np.maximum(far_w, 1e-12), 1.0)
 
 
-# ------------------------------------------------------------------------------------------------ regions
-
-
-@dataclass(frozen=True)
-class Region:
-    """A set of analysis-grid cells, named in the modality's words."""
-
-    name: str
-    detail: str
-    cells: np.ndarray  # bool, (h * w,)
-    rank: int = 0  # lower ranks name an artifact best (corners before bands before patches)
-
-
-def modality_of(manifest: Mapping[str, Any]) -> str:
-    """The modality of a run: ``manifest["modality"]`` when recorded, else inferred from its shapes.
-
-    Heatmaps with more than one row are images; single-row heatmaps are tabular when the input is a
-    vector ``(F,)`` and signals otherwise (``(C, L)``, or an unknown input shape).
-    """
-    recorded = manifest.get("modality") or (manifest.get("metadata") or {}).get("modality")
-    if recorded in MODALITIES:
-        return str(recorded)
-    shape = manifest.get("heatmap_shape") or [1, 1]
-    if int(shape[0]) > 1:
-        return "image"
-    input_shape = manifest.get("input_shape")
-    if input_shape is not None and len(input_shape) == 1:
-        return "tabular"
-    return "signal"
-
-
-def feature_names_of(manifest: Mapping[str, Any]) -> list[str] | None:
-    """Feature names of a tabular run (``manifest["feature_names"]`` or ``metadata.feature_names``)."""
-    names = manifest.get("feature_names") or (manifest.get("metadata") or {}).get("feature_names")
-    return [str(n) for n in names] if names else None
-
-
-def region_set(
-    modality: str,
-    grid: tuple[int, int],
-    heatmap_shape: Sequence[int],
-    *,
-    feature_names: Sequence[str] | None = None,
-    border_width: float = 0.1,
-    corner_size: float = 0.2,
-    patch_size: float = 0.25,
-) -> list[Region]:
-    """The candidate regions of a modality on the analysis grid ``(h, w)``.
-
-    Images: the :func:`~lrp_lightning.analysis.indicators.regions` (corners, border bands, patches).
-    Signals: windows of 1/16, 1/8 and 1/4 of the length, at half-window strides, named by their time
-    steps in the stored heatmap's coordinates. Tabular: one region per feature (per grid cell when
-    the stored features were pooled).
-    """
-    h, w = grid
-    if modality == "image":
-        rank = {"corner": 0, "border": 1, "patch": 2}
-        return [
-            Region(r.name, r.description, r.mask, rank[r.kind])
-            for r in regions(grid, border_width, corner_size, patch_size)
-        ]
-    length = int(heatmap_shape[-1])
-    scale = length / w
-
-    def steps(a: int, b: int) -> tuple[int, int]:
-        return int(math.floor(a * scale)), int(math.ceil(b * scale)) - 1
-
-    out = []
-    if modality == "tabular":
-        for cell in range(w):
-            mask = np.zeros(h * w, dtype=bool)
-            mask[cell::w] = True
-            low, high = steps(cell, cell + 1)
-            if low == high:
-                name = feature_names[low] if feature_names and low < len(feature_names) else str(low)
-                out.append(Region(f"feature {name}", f"feature index {low}", mask))
-            else:
-                out.append(Region(f"features {low}-{high}", f"feature indices {low}-{high}", mask))
-        return out
-    seen = set()
-    # windows no finer than 1/8 of the signal: a finer window splits a class's own (jittered) feature into
-    # position groups whose inputs agree there by construction of the clustering
-    for width in sorted({max(1, w // 8), max(1, w // 4)}):
-        stride = max(1, width // 2)
-        for start in range(0, w - width + 1, stride):
-            if (start, width) in seen:
-                continue
-            seen.add((start, width))
-            mask = np.zeros((h, w), dtype=bool)
-            mask[:, start : start + width] = True
-            low, high = steps(start, start + width)
-            out.append(Region(f"time steps {low}-{high}", f"{high - low + 1} of {length} steps", mask.reshape(-1)))
-    return out
-
-
-def input_grid(thumbnails: Sequence[bytes | None], grid: tuple[int, int]) -> np.ndarray | None:
-    """Decode PNG thumbnails into grayscale inputs on the analysis grid, values in [0, 1].
-
-    Returns
-    -------
-    numpy.ndarray of float32, shape (N, h * w), or None
-        None when any thumbnail is missing (the inputs are then not available).
-    """
-    from PIL import Image
-
-    h, w = grid
-    out = np.empty((len(thumbnails), h * w), dtype=np.float32)
-    for i, png in enumerate(thumbnails):
-        if png is None:
-            return None
-        image = Image.open(io.BytesIO(png)).convert("F")
-        if image.size != (w, h):
-            image = image.resize((w, h), Image.Resampling.BOX)
-        out[i] = np.asarray(image, dtype=np.float32).reshape(-1) / 255.0
-    return out
-
-
 # ------------------------------------------------------------------------------------------------ findings
 
 
@@ -379,6 +280,8 @@ class _Tested:
     q_value: float = 1.0
     input_std: float | None = None
     category_size: int = 0
+    presence: tuple[float, float] | None = None  # tokens: share of members, and of the rest, holding the token
+    top_share: float | None = None  # tokens: share of members whose most relevant token it is
 
 
 @dataclass
@@ -404,6 +307,40 @@ class Detection:
 def _clusterings(tested: _Tested) -> set[str]:
     """The clusterings (``"kmeans_3"``) that made a tested cluster."""
     return {name.split("/")[0] for name in tested.clustering.split(",")}
+
+
+def _concentrating(
+    shares: np.ndarray, labels: np.ndarray, clusters: np.ndarray, min_share: float, contrast: float
+) -> np.ndarray:
+    """Per sample and region, whether the sample's cluster concentrates there, against the other samples.
+
+    A cluster concentrates in a region when its members' mean share there is at least ``min_share`` and
+    ``contrast`` times the share of the samples outside it and outside every cluster found to
+    concentrate there so far; repeated until nothing changes, so the smaller part of a group that a
+    clustering split unevenly (49 and 26 samples of one shortcut) is measured against the samples
+    without the pattern, not against the larger part.
+    """
+    n, r = shares.shape
+    concentrating = np.zeros((n, r), dtype=bool)
+    members = [labels == cluster for cluster in clusters]
+    members = [member for member in members if not member.all()]
+    own = [shares[member].mean(axis=0) for member in members]
+    for _ in range(len(members)):
+        base = ~concentrating
+        weighted = shares * base
+        total, count = weighted.sum(axis=0), base.sum(axis=0)
+        changed = False
+        for member, mean in zip(members, own):
+            rest_count = count - base[member].sum(axis=0)
+            rest = (total - weighted[member].sum(axis=0)) / np.maximum(rest_count, 1)
+            flag = (mean >= min_share) & (mean >= contrast * rest) & (rest_count > 0)
+            grown = flag & ~concentrating[np.argmax(member)]  # a cluster's members share their flags
+            if grown.any():
+                concentrating[np.ix_(member, grown)] = True
+                changed = True
+        if not changed:
+            break
+    return concentrating
 
 
 def _slug(text: str) -> str:
@@ -435,6 +372,18 @@ class Findings(Step):
     max_input_spread : float, default 0.015
         Evidence (b): most input spread (members' deviation from their mean pattern in the region over
         the rest's deviation from it) of "nearly the same inputs".
+    min_token_top : float, default 0.8
+        Evidence (a) for tokens: least share of the members whose most relevant token is the region's
+        (a group that reads one of several class keywords spreads its relevance over them: in
+        :func:`~.synthetic.planted_tokens` such groups reached 0.35 to 0.68, the shortcut 1.0).
+    min_token_coverage : float, default 0.8
+        Evidence (b) for tokens: least share of the category's samples holding the token that are in the
+        cluster (outside the clusters that concentrate there too). A class keyword is held by samples
+        that rely on other keywords as well (0.4 to 0.6 in :func:`~.synthetic.planted_tokens`); a
+        shortcut's holders rely on it (1.0).
+    min_token_presence : float, default 0.9
+        Evidence (b) for tokens: least share of the members that hold the token (the share of members
+        without it is the finding's ``input_spread``).
     n_permutations : int, default 999
         Random same-size subsets per tested cluster (evidence (c)).
     min_overlap : float, default 0.5
@@ -452,6 +401,9 @@ class Findings(Step):
         min_share: float = 0.2,
         contrast: float = 3.0,
         max_input_spread: float = 0.015,
+        min_token_top: float = 0.8,
+        min_token_presence: float = 0.9,
+        min_token_coverage: float = 0.8,
         n_permutations: int = 999,
         min_overlap: float = 0.5,
         random_state: int = 0,
@@ -463,6 +415,9 @@ class Findings(Step):
         self.min_share = check_float(min_share, "min_share", owner, 0.0, 1.0)
         self.contrast = check_float(contrast, "contrast", owner, 1.0)
         self.max_input_spread = check_float(max_input_spread, "max_input_spread", owner, 0.0)
+        self.min_token_top = check_float(min_token_top, "min_token_top", owner, 0.0, 1.0)
+        self.min_token_presence = check_float(min_token_presence, "min_token_presence", owner, 0.0, 1.0)
+        self.min_token_coverage = check_float(min_token_coverage, "min_token_coverage", owner, 0.0, 1.0)
         self.n_permutations = check_int(n_permutations, "n_permutations", owner, 19)
         self.min_overlap = check_float(min_overlap, "min_overlap", owner, 0.0, 1.0)
         self.random_state = check_int(random_state, "random_state", owner, 0)
@@ -482,7 +437,8 @@ class Findings(Step):
             return []
         masks = np.stack([r.cells for r in region_list], axis=1).astype(np.float64)  # (G, R)
         shares = np.asarray(data.absolute, dtype=np.float64) @ masks  # per sample and region (rows sum to 1)
-        totals = shares.sum(axis=0)
+        # tokens: each sample's most relevant vocabulary item (regions are single tokens)
+        top = shares.argmax(axis=1) if modality == "tokens" else None
         x = x2 = None
         if data.inputs is not None:
             x = np.asarray(data.inputs, dtype=np.float64)
@@ -493,14 +449,7 @@ class Findings(Step):
             clusters = np.unique(labels[labels >= 0])
             # per region, the samples of this clustering's clusters that concentrate there: a group that
             # the clustering split in parts (two halves of one watermark) is not "the rest" of each part
-            concentrating = np.zeros((n, len(region_list)), dtype=bool)
-            for cluster in clusters:
-                member = labels == cluster
-                if member.all():
-                    continue
-                own = shares[member].mean(axis=0)
-                others = (totals - shares[member].sum(axis=0)) / (n - member.sum())
-                concentrating[member] |= (own >= self.min_share) & (own >= self.contrast * others)
+            concentrating = _concentrating(shares, labels, clusters, self.min_share, self.contrast)
             for cluster in clusters:
                 member = labels == cluster
                 m = int(member.sum())
@@ -511,6 +460,10 @@ class Findings(Step):
                 counts = outside.sum(axis=0)
                 rest = np.where(counts > 0, (shares * outside).sum(axis=0) / np.maximum(counts, 1), np.inf)
                 ok = (share >= self.min_share) & (share >= self.contrast * rest) & (counts >= least)
+                if top is not None:
+                    # tokens: the relevance concentrates on one token id when it is most members' top token
+                    # (a group reading one of several class keywords spreads its relevance over them)
+                    ok &= np.bincount(top[member], minlength=len(region_list)) >= self.min_token_top * m
                 if not ok.any():
                     continue
                 candidates = np.flatnonzero(ok)
@@ -526,8 +479,21 @@ class Findings(Step):
                     subsets_by_size[m] = subsets
                 null_share = (subsets.astype(np.float64) @ shares[:, best]) / m
                 p = permutation_pvalue(float(share[best]), null_share)
-                spread = input_std = None
-                if x is not None:
+                spread = input_std = presence = None
+                if x is not None and modality == "tokens":
+                    # evidence (b) for tokens: the members hold the token; its statistic is the share of
+                    # members that hold it, tested like the relevance share against random subsets
+                    column = int(np.flatnonzero(region_list[best].cells)[0])
+                    held = x[:, column]
+                    presence = (float(held[member].mean()), float(held[outside[:, best]].mean()))
+                    holders = float(held[member].sum() + held[outside[:, best]].sum())
+                    coverage = float(held[member].sum()) / holders if holders > 0 else 0.0
+                    # the share of members without the token; a token that the rest of the class holds too
+                    # (without relying on it) is one of the class's words, not the group's pattern
+                    spread = 1.0 - presence[0] if coverage >= self.min_token_coverage else 1.0
+                    null_presence = (subsets.astype(np.float64) @ held) / m
+                    p = max(p, permutation_pvalue(presence[0], null_presence))
+                elif x is not None:
                     cells = region_list[best].cells
                     weights = np.asarray(data.absolute, dtype=np.float64)[member][:, cells].mean(axis=0)
                     weights = weights / weights.sum() if weights.sum() > 0 else np.full(cells.sum(), 1 / cells.sum())
@@ -545,6 +511,8 @@ class Findings(Step):
                 seen[key] = _Tested(
                     category, f"{clustering}/{cluster}", int(cluster), data.sample_ids[member], region_list[best],
                     float(share[best]), float(rest[best]), spread, p, category_size=n, input_std=input_std,
+                    presence=presence,
+                    top_share=None if top is None else float(np.mean(top[member] == best)),
                 )  # fmt: skip
         return list(seen.values())
 
@@ -569,8 +537,9 @@ class Findings(Step):
             Per category (``"all"``, ``"class_3"``, ...): its maps, labelings and inputs.
         region_list : list of Region
             Candidate regions (:func:`region_set`).
-        modality : {"image", "signal", "tabular"}
-            Decides the words and the kind.
+        modality : {"image", "signal", "tabular", "tokens"}
+            Decides the words, the kind and, for tokens, evidence (b) (``inputs`` are then the presence
+            of each vocabulary column's token in each sample, :class:`~.tokens.TokenMaps`).
         previous : sequence of Finding
             The previous epoch's findings (ids and first epochs carry over).
 
@@ -586,9 +555,8 @@ class Findings(Step):
         q = benjamini_hochberg([t.p_value for t in tested])
         for t, value in zip(tested, q):
             t.q_value = float(value)
-        significant = [
-            t for t in tested if t.q_value <= self.alpha and (t.spread is None or t.spread <= self.max_input_spread)
-        ]
+        most_spread = 1.0 - self.min_token_presence if modality == "tokens" else self.max_input_spread
+        significant = [t for t in tested if t.q_value <= self.alpha and (t.spread is None or t.spread <= most_spread)]
         groups = self._group(significant)
         labels = {c: d.label for c, d in categories.items()}
         findings = [self._finding(epoch, group, labels, modality) for group in groups]
@@ -644,7 +612,11 @@ class Findings(Step):
             kind=kind,
             region=common,
             region_detail=best.region.detail,
-            region_cells=np.flatnonzero(best.region.cells).astype(np.int32),
+            region_cells=(
+                np.array([best.region.token_id], dtype=np.int32)
+                if best.region.token_id is not None
+                else np.flatnonzero(best.region.cells).astype(np.int32)
+            ),
             first_epoch=epoch,
             epochs_seen=[epoch],
             member_ids=np.sort(members).astype(np.int64),
@@ -660,6 +632,8 @@ class Findings(Step):
         return finding
 
     def _reason(self, finding: Finding, best: _Tested, label: str, modality: str) -> str:
+        if modality == "tokens":
+            return self._token_reason(finding, best, label)
         where = f"the {finding.region}" if modality == "image" else finding.region
         text = (
             f"{len(best.members)} of {best.category_size} samples of {label} put {best.share:.0%} of their absolute "
@@ -679,6 +653,27 @@ class Findings(Step):
         if modality == "tabular":
             text += "; a feature concentration, which may be legitimate: check that the feature may be used"
         return text
+
+    def _token_reason(self, finding: Finding, best: _Tested, label: str) -> str:
+        rest = "the rest of the class" if best.category != S.CATEGORY_ALL else "the other samples"
+        text = (
+            f"{finding.region} carries {best.share:.0%} of the relevance in this cluster against "
+            f"{best.rest_share:.0%} in {rest} ({len(best.members)} of {best.category_size} samples of {label}"
+            + (f"; the most relevant token of {best.top_share:.0%} of them)" if best.top_share is not None else ")")
+        )
+        if best.presence is None:
+            text += "; the token ids were not stored, so it was not checked that the samples hold the token"
+        else:
+            held = int(round(best.presence[0] * len(best.members)))
+            text += (
+                f"; {held} of its {len(best.members)} samples hold the token, against {best.presence[1]:.0%} of {rest}"
+            )
+        clusterings = len({c.split("/")[1] for c in finding.clusters})
+        return text + (
+            f"; not chance: permutation test against random same-size subsets, FDR-adjusted q = {finding.q_value:.2g}; "
+            f"merged from {len(finding.clusters)} flagged cluster(s) of {clusterings} clustering(s); "
+            "a group that reads one class keyword looks the same: check that the model may rely on this token"
+        )
 
     def _carry_ids(self, epoch: int, findings: list[Finding], previous: Sequence[Finding]) -> None:
         taken: set[str] = set()

@@ -28,9 +28,20 @@ class Region:
     """A named set of pixels of the analysis grid."""
 
     name: str
-    kind: str  # "corner", "border", "patch"
+    kind: str  # images: "corner", "border", "patch"; else "window", "feature", "token"
     mask: np.ndarray  # bool, shape (h * w,)
     description: str
+
+    @property
+    def where(self) -> str:
+        """The region after a preposition: "in the top-left corner", "in time steps 0–15", 'on token "X"'."""
+        if self.kind in IMAGE_KINDS:
+            return f"in the {self.name}"
+        return f"on {self.name}" if self.kind == "token" else f"in {self.name}"
+
+
+IMAGE_KINDS = {"corner": 0, "border": 1, "patch": 2}
+"""The kinds of image regions, by rank (corners name an artifact best)."""
 
 
 def _box(h: int, w: int, rows: slice, cols: slice) -> np.ndarray:
@@ -125,6 +136,14 @@ def _region_masks(
     return masks, mask_matrix, corner_mask, border_mask
 
 
+def _given_masks(given: list[Region]) -> tuple[list[Region], np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_region_masks` of regions given by the caller (a signal's windows, a token run's tokens)."""
+    mask_matrix = np.stack([r.mask for r in given], axis=1).astype(np.float64)
+    corner_mask = np.any([r.mask for r in given if r.kind == "corner"] or [np.zeros(len(mask_matrix), bool)], axis=0)
+    border_mask = np.any([r.mask for r in given if r.kind == "border"] or [np.zeros(len(mask_matrix), bool)], axis=0)
+    return given, mask_matrix, corner_mask, border_mask
+
+
 class Indicators(Step):
     """Summarise clusters and flag Clever-Hans candidates.
 
@@ -182,6 +201,7 @@ class Indicators(Step):
         predictions: np.ndarray,
         category: str = "the category",
         clustering: str = "",
+        regions: list[Region] | None = None,
     ) -> list[ClusterSummary]:
         """Summarise every cluster of one labelling of one category.
 
@@ -201,6 +221,10 @@ class Indicators(Step):
             Per sample.
         category, clustering : str
             Used in the flag reasons, e.g. ``"class 3 (cat)"`` and ``"kmeans_4"``.
+        regions : list of Region, optional
+            The candidate regions in the modality's words (:func:`~.regions.indicator_regions`: a
+            signal's windows of time steps, a tabular run's features, a token run's tokens). Default:
+            an image's corners, border bands and patches (:func:`regions`).
 
         Returns
         -------
@@ -219,9 +243,12 @@ class Indicators(Step):
         cluster_abs = np.asarray(onehot @ absolute, dtype=np.float64)
         cluster_signed = np.asarray(onehot @ signed, dtype=np.float64)
         total_abs = absolute.sum(axis=0, dtype=np.float64)
-        masks, mask_matrix, corner_mask, border_mask = _region_masks(
-            tuple(grid), self.border_width, self.corner_size, self.patch_size
-        )
+        if regions:
+            masks, mask_matrix, corner_mask, border_mask = _given_masks(list(regions))
+        else:
+            masks, mask_matrix, corner_mask, border_mask = _region_masks(
+                tuple(grid), self.border_width, self.corner_size, self.patch_size
+            )
         category_centre = coordinates.mean(axis=0)
         spread = float(np.linalg.norm(coordinates - category_centre, axis=1).mean())
         top = max(1, int(round(self.top_fraction * absolute.shape[1])))
@@ -307,7 +334,7 @@ class Indicators(Step):
         if candidates.size == 0:
             return None, None
         # corners and bands first (they name the artifact best), then by the margin over the rest
-        kinds = np.array([{"corner": 0, "border": 1, "patch": 2}[masks[i].kind] for i in candidates])
+        kinds = np.array([IMAGE_KINDS.get(masks[i].kind, 0) for i in candidates])
         margin = share[candidates] - rest_share[candidates]
         for i in candidates[np.lexsort((-margin, kinds))]:
             own = members @ mask_matrix[:, i]
@@ -323,7 +350,7 @@ class Indicators(Step):
                 reason = (
                     f"{agreeing} of {size} samples of cluster {cluster}"
                     f"{' of ' + clustering if clustering else ''} ({size / n:.0%} of {category}) put "
-                    f"{share[i]:.0%} of their absolute relevance in the {region.name} ({region.description}), "
+                    f"{share[i]:.0%} of their absolute relevance {region.where} ({region.description}), "
                     f"where the rest of {category} puts {rest_share[i]:.0%}{also}"
                 )
                 return region.name, reason

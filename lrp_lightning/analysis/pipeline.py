@@ -36,7 +36,9 @@ from . import epoch_tables as T
 from . import findings as F
 from .base import AnalysisError, cache_key, library_versions
 from .epoch_tables import EpochData as _EpochData
+from .regions import indicator_regions
 from .spray import CategoryResult, PreparedMaps, SpRAy, prepare_batch
+from .tokens import TokenMaps
 from .tracking import heatmap_stability
 
 __all__ = [
@@ -231,6 +233,37 @@ def _read_epoch(store: S.RunStore, epoch: int, spray: SpRAy, nonfinite: str) -> 
     )
 
 
+def _read_token_epoch(store: S.RunStore, epoch: int, spray: SpRAy, nonfinite: str) -> tuple[_EpochData, TokenMaps]:
+    """A token run's epoch in the fixed-length form of :class:`~.tokens.TokenForm` (see :mod:`.tokens`).
+
+    The relevance per token (variable length) and the token ids of the epoch's samples are read whole:
+    a probe set's tokens fit in memory, unlike a dataset-wide run's image maps.
+    """
+    columns = [S.SAMPLE_ID, S.LABEL, S.PREDICTION, S.TARGET]
+    parts = [batch for batch in store.iter_batches(epoch, columns, batch_size=4096)]
+    ids, labels, predictions, targets = (
+        np.concatenate([b.column(k).to_numpy() for b in parts]).astype(np.int64) if parts else np.empty(0, np.int64)
+        for k in range(4)
+    )
+    relevance = store.token_relevance(epoch, ids)
+    token_ids = store.token_ids(ids)
+    finite = np.array([bool(np.isfinite(relevance[int(i)]).all()) for i in ids], dtype=bool)
+    if not finite.all() and nonfinite == "error":
+        raise AnalysisError(
+            f"epoch {epoch}: token relevance of sample id(s) {ids[~finite][:10].tolist()} holds NaN or infinity; "
+            "fix the attribution (e.g. a larger epsilon) or analyse with nonfinite='drop' "
+            '(config key "nonfinite")'
+        )
+    dropped = ids[~finite]
+    ids, labels, predictions, targets = ids[finite], labels[finite], predictions[finite], targets[finite]
+    strings = store.tokens(ids) or {}
+    names = {int(t): str(w) for i in ids for t, w in zip(token_ids[int(i)], strings.get(int(i)) or [])}
+    prepared, form = spray.prepare_tokens(
+        [token_ids[int(i)] for i in ids], [relevance[int(i)] for i in ids], names=names, max_tokens=store.max_tokens
+    )
+    return _EpochData(ids, labels, predictions, targets, prepared, dropped), form
+
+
 def _read_features(store: S.RunStore, epoch: int, spray: SpRAy) -> tuple[np.ndarray, np.ndarray]:
     ids, rows = [], []
     for batch_ids, maps in store.iter_heatmaps(epoch, batch_size=4096):
@@ -421,6 +454,20 @@ def _read_inputs(store: S.RunStore, sample_ids: np.ndarray, grid: tuple[int, int
         return None
 
 
+def _regions(store: S.RunStore, spray: SpRAy, modality: str, grid: tuple[int, int]) -> list[F.Region]:
+    """The candidate regions of an image, signal or tabular run, in its words (:func:`~.regions.region_set`)."""
+    ind = spray.indicators
+    return F.region_set(
+        modality,
+        grid,
+        store.heatmap_shape,
+        feature_names=F.feature_names_of(store.manifest),
+        border_width=ind.border_width,
+        corner_size=ind.corner_size,
+        patch_size=ind.patch_size,
+    )
+
+
 def _previous_findings(store: S.RunStore, previous: S.EpochInfo | None) -> list[F.Finding]:
     if previous is None:
         return []
@@ -442,21 +489,12 @@ def _detect_findings(
     previous: S.EpochInfo | None,
     class_names: list | None,
     epoch: int,
+    modality: str,
+    region_list: list[F.Region],
+    tokens: TokenMaps | None,
 ) -> list[F.Finding]:
     grid = data.prepared.grid
-    manifest = store.manifest
-    modality = F.modality_of(manifest)
-    ind = spray.indicators
-    region_list = F.region_set(
-        modality,
-        grid,
-        store.heatmap_shape,
-        feature_names=F.feature_names_of(manifest),
-        border_width=ind.border_width,
-        corner_size=ind.corner_size,
-        patch_size=ind.patch_size,
-    )
-    inputs = _read_inputs(store, data.sample_ids, grid)
+    inputs = tokens.presence if tokens is not None else _read_inputs(store, data.sample_ids, grid)
     categories = {}
     for category, result in results.items():
         index = members[category]
@@ -533,7 +571,15 @@ def analyze_epoch(
     if not force and current_analysis_key(store, epoch) == key:
         store.verify(epoch, digests=False)  # a deleted or replaced part is an error, not "up to date"
         return _stored_outcome(store, info, key)
-    data = _read_epoch(store, epoch, spray, nonfinite)
+    modality = F.modality_of(store.manifest)
+    tokens = None
+    if modality == "tokens":
+        data, tokens = _read_token_epoch(store, epoch, spray, nonfinite)
+        region_list = tokens.regions
+    else:
+        data = _read_epoch(store, epoch, spray, nonfinite)
+        region_list = _regions(store, spray, modality, data.prepared.grid)
+        data.prepared.regions = indicator_regions(modality, region_list)
     outcome = EpochOutcome(info.epoch, info.global_step, key, computed=True)
     if data.dropped.size:
         outcome.messages.append(
@@ -559,7 +605,12 @@ def analyze_epoch(
     if previous is not None:
         try:
             previous_ids, previous_rows = _read_features(store, previous.epoch, spray)
-            stability = heatmap_stability(data.sample_ids, data.prepared.features, previous_ids, previous_rows)
+            features = data.prepared.features
+            if tokens is not None:  # the stored per-position maps of both epochs: one form for both
+                current_ids, current_rows = _read_features(store, epoch, spray)
+                position = {int(i): k for k, i in enumerate(current_ids)}
+                features = current_rows[[position[int(i)] for i in data.sample_ids]]
+            stability = heatmap_stability(data.sample_ids, features, previous_ids, previous_rows)
         except S.StoreError as exc:
             outcome.messages.append(f"epoch {epoch}: no stability (previous epoch unreadable: {exc})")
     results: dict[str, CategoryResult] = {}
@@ -588,7 +639,9 @@ def analyze_epoch(
     _drop_small_flags(results, spray.findings)
     outcome.categories = results
     outcome.flags = T.flags(results)
-    outcome.findings = _detect_findings(store, spray, data, results, members, previous, class_names, epoch)
+    outcome.findings = _detect_findings(
+        store, spray, data, results, members, previous, class_names, epoch, modality, region_list, tokens
+    )
     outcome.scalars = _selection_tags(store, T.indicator_scalars(results, outcome.flags, outcome.findings, stability))
     config = {
         "pipeline": spray.get_config(),
@@ -606,7 +659,8 @@ def analyze_epoch(
             results, outcome.skipped, {c: len(i) for c, i in members.items()}, class_names
         ),
     }
-    tables = {name: T.with_metadata(table, config, grid) for name, table in tables.items()}
+    vocabulary = None if tokens is None else tokens.vocabulary
+    tables = {name: T.with_metadata(table, config, grid, vocabulary) for name, table in tables.items()}
     T.write_tables(store, epoch, tables, key, info.commit)
     return outcome
 

@@ -28,16 +28,29 @@ from .embedding import Embeddings
 from .findings import Findings
 from .indicators import ClusterSummary, Indicators
 from .preprocessing import Preprocess, normalize_rows
+from .regions import indicator_regions
 from .spectral import SpectralEmbedding, Spectrum
+from .tokens import TokenForm, TokenMaps
 from .tracking import Lineage, Tracking
 
 __all__ = ["CategoryResult", "PreparedMaps", "SpRAy", "cache_info", "clear_cache"]
 
-STEPS = ("preprocess", "affinity", "spectral", "clusterings", "embeddings", "indicators", "tracking", "findings")
+STEPS = (
+    "preprocess",
+    "tokens",
+    "affinity",
+    "spectral",
+    "clusterings",
+    "embeddings",
+    "indicators",
+    "tracking",
+    "findings",
+)
 SINGLE_THREAD_MAX_SAMPLES = 2000
 """Categories up to this size are analysed with one thread (BLAS and OpenMP)."""
 _STEP_TYPES: dict[str, type[Step]] = {
     "preprocess": Preprocess,
+    "tokens": TokenForm,
     "affinity": KNNGraph,
     "spectral": SpectralEmbedding,
     "clusterings": Clusterings,
@@ -101,6 +114,9 @@ class PreparedMaps:
         The analysis grid ``(h, w)``.
     key : str
         Fingerprint of ``features`` (the input key of the first cached step).
+    regions : list of indicators.Region, optional
+        Where the indicators look, in the modality's words (:func:`~.regions.indicator_regions`);
+        None for images (corners, border bands, patches).
     """
 
     features: np.ndarray
@@ -108,6 +124,7 @@ class PreparedMaps:
     signed: np.ndarray
     grid: tuple[int, int]
     key: str = ""
+    regions: list | None = None
 
     def __post_init__(self) -> None:
         if not self.key:
@@ -121,7 +138,9 @@ class PreparedMaps:
         index = np.asarray(index)
         if index.dtype != bool and index.shape == (len(self),) and np.array_equal(index, np.arange(len(self))):
             return self
-        return PreparedMaps(self.features[index], self.absolute[index], self.signed[index], self.grid)
+        return PreparedMaps(
+            self.features[index], self.absolute[index], self.signed[index], self.grid, regions=self.regions
+        )
 
 
 @dataclass
@@ -181,6 +200,9 @@ class SpRAy(Step):
     ----------
     preprocess : Preprocess, optional
         Default ``Preprocess()``: signed maps, sum-pooled to 32x32, unit L2 norm.
+    tokens : TokenForm, optional
+        Default ``TokenForm()``: how token runs become fixed-length (bag of tokens over the epoch's
+        256 most relevant token ids, plus 16 position bins at a quarter weight); see :mod:`.tokens`.
     affinity : KNNGraph, optional
         Default ``KNNGraph()``: symmetric 10-nearest-neighbour graph.
     spectral : SpectralEmbedding, optional
@@ -214,6 +236,7 @@ class SpRAy(Step):
     def __init__(
         self,
         preprocess: Preprocess | None = None,
+        tokens: TokenForm | None = None,
         affinity: KNNGraph | None = None,
         spectral: SpectralEmbedding | None = None,
         clusterings: Clusterings | None = None,
@@ -226,6 +249,7 @@ class SpRAy(Step):
     ) -> None:
         given = {
             "preprocess": preprocess,
+            "tokens": tokens,
             "affinity": affinity,
             "spectral": spectral,
             "clusterings": clusterings,
@@ -312,6 +336,37 @@ class SpRAy(Step):
                 "drop them or fix the attribution (e.g. a larger epsilon stabilizer)"
             )
         return prepare_batch(self.preprocess, maps)
+
+    def prepare_tokens(
+        self,
+        token_ids: Any,
+        relevance: Any,
+        *,
+        names: Mapping[int, str] | None = None,
+        max_tokens: int | None = None,
+    ) -> tuple[PreparedMaps, TokenMaps]:
+        """Prepare token relevance of variable length for :meth:`analyze` (the :class:`TokenForm` step).
+
+        Parameters
+        ----------
+        token_ids, relevance : sequence of arrays
+            Per sample, its token ids and one relevance value per token (padding removed).
+        names : mapping of int to str, optional
+            Token strings by id (the regions' names).
+        max_tokens : int, optional
+            Length the position bins cover (default: the longest sample).
+
+        Returns
+        -------
+        (PreparedMaps, TokenMaps)
+            The maps SpRAy analyses (bag block for the indicators, both blocks as features, the
+            tokens as regions) and the token form itself (vocabulary, presence: the findings' inputs).
+        """
+        form = self.tokens.transform(token_ids, relevance, names=names, max_tokens=max_tokens)
+        prepared = PreparedMaps(
+            form.features, form.absolute, form.signed, form.grid, regions=indicator_regions("tokens", form.regions)
+        )
+        return prepared, form
 
     def fit(
         self,
@@ -448,6 +503,7 @@ class SpRAy(Step):
                 predictions=predictions,
                 category=category,
                 clustering=name,
+                regions=prepared.regions,
             )
             lineage[name] = self.tracking.match(epoch, sample_ids, labelling, (previous or {}).get(name))
         # the layouts come last: which methods a category gets depends on whether it has a flagged cluster

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from .._validation import check_choice
+from .._validation import check_choice, check_float, check_int
 
-__all__ = ["add_corner_artifact", "planted_maps", "planted_patterns"]
+__all__ = ["PlantedTokens", "add_corner_artifact", "planted_maps", "planted_patterns", "planted_tokens"]
 
 CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right")
 
@@ -103,3 +104,86 @@ def add_corner_artifact(
         value = share / (1.0 - share) * rest / (side * side)
         out[i][rows, cols] = value
     return out
+
+
+@dataclass
+class PlantedTokens:
+    """Token relevance of :func:`planted_tokens`: per sample its token ids and relevance, and the truth."""
+
+    token_ids: list[np.ndarray]
+    relevance: list[np.ndarray]
+    labels: np.ndarray
+    planted: np.ndarray  # indices of the samples that hold the shortcut token (and rely on it)
+    shortcut_token: int
+    names: dict[int, str]
+
+
+def planted_tokens(
+    n_samples: int = 400,
+    n_classes: int = 2,
+    vocabulary_size: int = 200,
+    length: Sequence[int] = (12, 40),
+    keywords_per_class: int = 12,
+    shortcut_class: int = 1,
+    shortcut_fraction: float = 0.5,
+    shortcut_share: float = 0.5,
+    random_state: int = 0,
+) -> PlantedTokens:
+    """Token relevance of a text classifier, with a planted shortcut token in part of one class.
+
+    Every sample is filler words (little relevance) with two to four keywords of its class (ids drawn
+    from the class's ``keywords_per_class``, most relevance). A ``shortcut_fraction`` of the samples
+    of ``shortcut_class`` also hold the shortcut token (id 3, named ``"[X]"``) at a random position,
+    carrying ``shortcut_share`` of their absolute relevance: what a model that learnt the shortcut
+    shows. Id 0 is padding (never used), 1 ``"[CLS]"`` opens every sample, 2 is unused.
+
+    Returns
+    -------
+    PlantedTokens
+    """
+    owner = "planted_tokens"
+    n_samples = check_int(n_samples, "n_samples", owner, 4)
+    n_classes = check_int(n_classes, "n_classes", owner, 2)
+    check_float(shortcut_fraction, "shortcut_fraction", owner, 0.0, 1.0)
+    check_float(shortcut_share, "shortcut_share", owner, 0.0, 0.99)
+    first_keyword = 4
+    first_filler = first_keyword + n_classes * keywords_per_class
+    if vocabulary_size <= first_filler + 10:
+        raise ValueError(
+            f"{owner}: vocabulary_size must be > {first_filler + 10} for these keywords, got {vocabulary_size}"
+        )
+    rng = np.random.default_rng(random_state)
+    labels = rng.permutation(np.arange(n_samples) % n_classes).astype(np.int64)
+    members = np.flatnonzero(labels == shortcut_class)
+    planted = np.sort(rng.permutation(members)[: int(round(shortcut_fraction * members.size))])
+    is_planted = np.zeros(n_samples, dtype=bool)
+    is_planted[planted] = True
+    shortcut = 3
+    token_ids, relevance = [], []
+    for i in range(n_samples):
+        n = int(rng.integers(length[0], length[1] + 1))
+        ids = rng.integers(first_filler, vocabulary_size, size=n)
+        values = rng.normal(0.0, 0.05, size=n)
+        ids[0], values[0] = 1, rng.normal(0.0, 0.05)
+        spots = rng.choice(np.arange(1, n), size=int(rng.integers(2, 5)) + int(is_planted[i]), replace=False)
+        keyword_spots = spots[: len(spots) - int(is_planted[i])]
+        ids[keyword_spots] = (
+            first_keyword
+            + labels[i] * keywords_per_class
+            + rng.integers(0, keywords_per_class, size=keyword_spots.size)
+        )
+        values[keyword_spots] = rng.uniform(0.5, 1.0, size=keyword_spots.size)
+        if is_planted[i]:
+            spot = spots[-1]
+            ids[spot] = shortcut
+            rest = np.abs(values).sum() - abs(values[spot])
+            values[spot] = shortcut_share / (1.0 - shortcut_share) * rest
+        token_ids.append(ids.astype(np.int64))
+        relevance.append(values.astype(np.float32))
+    names = {0: "[PAD]", 1: "[CLS]", 3: "[X]"}
+    for c in range(n_classes):
+        for k in range(keywords_per_class):
+            names[first_keyword + c * keywords_per_class + k] = f"class{c}_word{k}"
+    for t in range(first_filler, vocabulary_size):
+        names[t] = f"w{t}"
+    return PlantedTokens(token_ids, relevance, labels, planted, shortcut, names)

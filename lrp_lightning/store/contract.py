@@ -328,6 +328,8 @@ META_ANALYSIS_CONFIG = b"lrp.analysis_config"
 """The analysis configuration (JSON) that produced an analysis table."""
 META_GRID_SHAPE = b"lrp.grid_shape"
 """``[h, w]`` (JSON) of the analysis grid of prototypes and spectral maps."""
+META_TOKEN_VOCABULARY = b"lrp.token_vocabulary"
+"""Token runs: token id of each analysis-grid column (JSON list); one last column holds every other token."""
 
 # --------------------------------------------------------------------------------------------------
 # Attribution parts and the probe set

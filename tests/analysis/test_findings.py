@@ -200,7 +200,7 @@ def test_tabular_findings_are_feature_concentrations_named_by_feature():
 
 def test_signal_regions_are_time_windows_and_modality_is_inferred():
     regions = F.region_set("signal", (1, 32), (1, 128))
-    assert regions[0].name == "time steps 0-15" and regions[0].cells.sum() == 4
+    assert regions[0].name == "time steps 0–15" and regions[0].cells.sum() == 4
     assert all(r.name.startswith("time steps ") for r in regions)
     assert F.modality_of({"heatmap_shape": [24, 24]}) == "image"
     assert F.modality_of({"heatmap_shape": [1, 128], "input_shape": [2, 128]}) == "signal"
