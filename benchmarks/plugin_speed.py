@@ -1,6 +1,7 @@
 """Speed of the TensorBoard plugin "lrp" on a large run, in a real TensorBoard and headless Chromium.
 
-Builds (in a temporary logdir) a synthetic run of 50 epochs x 1000 probe samples with 28x28 heatmaps
+Builds (in a temporary logdir) a synthetic run of 50 epochs x 1000 probe samples x 3 attribution methods
+(``--methods``) with 28x28 heatmaps
 and analysis tables for every epoch, and a run of one epoch with a 50,000-point embedding; starts
 ``tensorboard --logdir`` on 127.0.0.1 and measures:
 
@@ -95,6 +96,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--samples", type=int, default=1000)
+    parser.add_argument("--methods", type=int, default=3, help="attribution methods of the run (default 3)")
     parser.add_argument("--points", type=int, default=50_000)
     parser.add_argument("--visits", type=int, default=4, help="page loads to time (the first is cold)")
     parser.add_argument("--switches", type=int, default=10, help="epoch switches to time")
@@ -106,11 +108,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="lrp-plugin-bench-") as tmp:
         logdir = Path(tmp) / "runs"
         started = time.perf_counter()
-        build_run(logdir / RUN, epochs=options.epochs, samples=options.samples, classes=10, size=28)
+        build_run(
+            logdir / RUN, epochs=options.epochs, samples=options.samples, classes=10, size=28, methods=options.methods
+        )
         build_run(logdir / BIG, epochs=1, samples=options.points, classes=10, size=8, thumbnails=False)
         print(
             f"built the runs in {time.perf_counter() - started:.1f} s "
-            f"({options.epochs} epochs x {options.samples} samples, 28x28; 1 epoch x {options.points} samples)"
+            f"({options.epochs} epochs x {options.samples} samples x {options.methods} methods, 28x28; "
+            f"1 epoch x {options.points} samples)"
         )
         process, base = start_tensorboard(logdir, Path(tmp) / "tensorboard.log")
         try:

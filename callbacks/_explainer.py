@@ -41,6 +41,7 @@ from lrp_lightning.store import (
 )
 
 from ._config import TargetSpec, qualified_name
+from ._methods import INPUT_X_GRADIENT, Method, input_times_gradient
 from ._modality import Modality, real_tokens
 from ._training_state import ExplainedModel
 
@@ -356,8 +357,11 @@ class Explained:
             token_relevance=[] if tokens else None,
         )
 
-    def to_table(self, epoch: int, global_step: int, extra: Mapping[str, np.ndarray] | None = None):
-        """These rows as an attribution table of the run store (extra columns, e.g. metrics, appended)."""
+    def to_table(
+        self, epoch: int, global_step: int, extra: Mapping[str, np.ndarray] | None = None, method: str | None = None
+    ):
+        """These rows as an attribution table of the run store (extra columns, e.g. metrics, appended;
+        ``method`` names the rows' method in runs of several)."""
         return make_attribution_table(
             epoch=epoch,
             global_step=global_step,
@@ -371,6 +375,7 @@ class Explained:
             relevance_sum=self.relevance_sum,
             extra=dict(extra) if extra else None,
             token_relevance=self.token_relevance,
+            method=method,
         )
 
     @classmethod
@@ -430,7 +435,7 @@ class BatchExplainer:
 
     def __init__(
         self,
-        composite: Composite,
+        composite: Composite | None,
         composite_label: str,
         target: TargetSpec,
         heatmap_size: tuple[int, int] | None,
@@ -438,9 +443,11 @@ class BatchExplainer:
         metrics: ProbeMetrics | None = None,
         output: OutputSpec = None,
         modality: Modality | None = None,
+        methods: Sequence[Method] | None = None,
     ) -> None:
-        self.composite = composite
-        self.composite_label = composite_label
+        self.methods = list(methods) if methods else [Method(composite_label, "lrp", composite=composite)]
+        self.composite = self.methods[0].composite
+        self.composite_label = self.methods[0].name
         self.target = target
         self.heatmap_size = heatmap_size
         self.owner = owner
@@ -455,62 +462,118 @@ class BatchExplainer:
         batches: Iterable[tuple[Any, ...]],
         previous: PreviousMaps | None = None,
     ) -> list[Explained]:
-        """Explain ``(sample_ids, inputs, labels[, masks])`` batches; the composite is registered once for all.
+        """Explain ``(sample_ids, inputs, labels[, masks])`` batches with the first method.
 
         ``previous(sample_ids)`` gives the previous explained epoch's stored maps of those samples (NaN
         maps where missing), or None when there is no previous epoch; metrics that need it get NaN then.
         """
+        first = self.methods[0]
+        return self.run_methods(module, batches, {first.name: previous}, methods=[first])[first.name]
+
+    def run_methods(
+        self,
+        module: nn.Module,
+        batches: Iterable[tuple[Any, ...]],
+        previous: Mapping[str, PreviousMaps | None] | None = None,
+        methods: Sequence[Method] | None = None,
+    ) -> dict[str, list[Explained]]:
+        """Explain the batches with every method (default: all of :attr:`methods`), batch by batch.
+
+        Each batch is fetched once and explained by each method in turn. The gradient-type methods share
+        one plain-gradient pass; an LRP composite is registered for its own pass only (for all batches
+        when it is the only method and no metric runs the model as it is).
+        """
+        methods = list(methods or self.methods)
+        previous = previous or {}
         model = ExplainedModel(module, self.output, self.owner)
         name = type(module).__name__
-        attributor = Gradient(model=model, composite=self.composite)
+        keep = len(methods) == 1 and not (self.metrics is not None and self.metrics.needs_model)
+        attributors = {m.name: m.attributor(model) for m in methods if not m.shares_gradient}
+        plain = Gradient(model=model)
+        registered: set[str] = set()
 
-        def register() -> None:
+        def register(method: Method) -> None:
+            if method.composite is None or method.name in registered:
+                return
             try:
-                attributor.__enter__()
+                attributors[method.name].__enter__()
             except (MissingRuleError, ValueError, TypeError) as exc:
                 raise _with_context(
-                    exc, f"{self.owner} cannot explain {name} with composite {self.composite_label!r}: {exc}"
+                    exc, f"{self.owner} cannot explain {name} with method {method.name!r}: {exc}"
                 ) from exc
+            registered.add(method.name)
 
-        register()
-        registered = True
-        results = []
+        def unregister(method: Method) -> None:
+            if method.name in registered:
+                registered.discard(method.name)
+                attributors[method.name].__exit__(None, None, None)
+
+        results: dict[str, list[Explained]] = {m.name: [] for m in methods}
         try:
             for sample_ids, x, labels, *rest in batches:
                 sample_ids = np.asarray(sample_ids, np.int64)
-                try:
-                    explained, (x, relevance, output) = self._explain(attributor, name, sample_ids, x, labels)
-                except MissingRuleError as exc:  # raised when the forward pass reaches a layer without a rule
-                    raise _with_context(
-                        exc, f"{self.owner} cannot explain {name} with composite {self.composite_label!r}: {exc}"
-                    ) from exc
-                if self.metrics is not None:
-                    if self.metrics.needs_model:  # faithfulness runs the model as it is, without the composite
-                        attributor.__exit__(None, None, None)
-                        registered = False
-                    explained.metrics = self.metrics.compute(
-                        module,
-                        relevance=relevance,
-                        inputs=x,
-                        outputs=output,
-                        classes=torch.as_tensor(explained.target, device=output.device),
-                        masks=rest[0] if rest else None,
-                        stored=explained.maps,
-                        previous=None if previous is None else previous(sample_ids),
-                        sample_ids=sample_ids,
-                        token_relevance=explained.token_relevance,
-                    )
-                    if not registered:
-                        register()
-                        registered = True
-                results.append(explained)
+                shared: dict[str, Any] = {}  # this batch's plain gradient, for the gradient-type methods
+                for method in methods:
+                    register(method)
+                    attribute = self._attribute(method, attributors.get(method.name), plain, shared)
+                    try:
+                        explained, (x_used, relevance, output) = self._explain(
+                            attribute, model, name, sample_ids, x, labels
+                        )
+                    except MissingRuleError as exc:  # raised when the forward pass reaches a layer without a rule
+                        raise _with_context(
+                            exc, f"{self.owner} cannot explain {name} with method {method.name!r}: {exc}"
+                        ) from exc
+                    if not keep:  # metrics (faithfulness) and the next method run the model as it is
+                        unregister(method)
+                    if self.metrics is not None:
+                        prior = previous.get(method.name)
+                        explained.metrics = self.metrics.compute(
+                            module,
+                            relevance=relevance,
+                            inputs=x_used,
+                            outputs=output,
+                            classes=torch.as_tensor(explained.target, device=output.device),
+                            masks=rest[0] if rest else None,
+                            stored=explained.maps,
+                            previous=None if prior is None else prior(sample_ids),
+                            sample_ids=sample_ids,
+                            token_relevance=explained.token_relevance,
+                        )
+                    results[method.name].append(explained)
         finally:
-            if registered:
-                attributor.__exit__(None, None, None)
+            for method in methods:
+                unregister(method)
         return results
 
+    @staticmethod
+    def _attribute(
+        method: Method, attributor: Any, plain: Gradient, shared: dict[str, Any]
+    ) -> Callable[[Any, Any], tuple[Tensor, Tensor]]:
+        """``(inputs, weights) -> (output, relevance)`` of ``method``; gradient-type methods share ``shared``."""
+        if not method.shares_gradient:
+            return attributor
+
+        def attribute(x: Any, weights: Any) -> tuple[Tensor, Tensor]:
+            if "gradient" not in shared:
+                shared["gradient"] = plain(x, weights)
+            else:
+                weights(shared["gradient"][0])  # the explained classes of this method's rows
+            output, gradient = shared["gradient"]
+            if method.kind == INPUT_X_GRADIENT:
+                gradient = input_times_gradient(x, gradient)
+            return output, gradient
+
+        return attribute
+
     def _explain(
-        self, attributor: Gradient, name: str, sample_ids: np.ndarray, x: Any, labels: Tensor | None
+        self,
+        attribute: Callable[[Any, Any], tuple[Tensor, Tensor]],
+        model: nn.Module,
+        name: str,
+        sample_ids: np.ndarray,
+        x: Any,
+        labels: Tensor | None,
     ) -> tuple[Explained, tuple[Any, Tensor, Tensor]]:
         """The rows of a batch, and the (possibly cast) inputs, full relevance and output for the metrics."""
         modality = self.modality.of(x)
@@ -520,12 +583,12 @@ class BatchExplainer:
                 f"{self.owner}: heatmap_size applies to images and signals; token runs store one value per token "
                 "(leave heatmap_size=None)"
             )
-        parameter = next((p for p in attributor.model.parameters() if p.is_floating_point()), None)
+        parameter = next((p for p in model.parameters() if p.is_floating_point()), None)
         if not tokens and parameter is not None and x.dtype != parameter.dtype:
             x = x.to(parameter.dtype)  # e.g. Trainer(precision="bf16-true")
         weights = _TargetWeights(self.target, labels, sample_ids, self.owner)
         try:
-            output, relevance = attributor(x, weights)
+            output, relevance = attribute(x, weights)
         except NotImplementedError as exc:
             raise NotImplementedError(
                 f"{self.owner} explains {name}(inputs), but {name} defines no forward(); define forward() to "

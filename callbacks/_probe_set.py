@@ -56,7 +56,7 @@ class ProbeSet:
                 with untouched_training_state(pl_module):
                     try:
                         batches = self._fetch(trainer, dataset, collate, ids, self.target == "label", masks=need_masks)
-                        self._explainer.run(pl_module, batches)
+                        self._explainer.run_methods(pl_module, batches)  # every method, on a few samples
                     finally:
                         self._explainer.max_tokens = width  # the run's width comes from the whole probe set
         except Exception as exc:

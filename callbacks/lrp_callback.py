@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -12,6 +13,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
+import pyarrow as pa
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -23,13 +25,17 @@ from lrp_lightning._validation import argument_error, check_bool, check_callable
 from lrp_lightning.core import Composite
 from lrp_lightning.metrics import ExplanationMetric
 from lrp_lightning.store import (
+    CALLBACK_SCALAR_TAGS,
     HEATMAPS_IMAGE_TAG,
+    METHODS_LAYOUT_CATEGORY,
     MODALITY_TOKENS,
     SAMPLE_ID,
     THUMBNAIL,
     RunStore,
     make_probe_table,
+    method_tag,
     metric_column,
+    metric_tag,
 )
 
 from ._background import BackgroundAnalysis, load_analysis
@@ -41,7 +47,6 @@ from ._config import (
     check_target,
     jsonable,
     qualified_name,
-    resolve_composite,
     target_mode,
 )
 from ._explainer import (
@@ -52,6 +57,7 @@ from ._explainer import (
     as_stored,
     scalars,
 )
+from ._methods import analyze_each_method, resolve_methods
 from ._modality import Modality, check_feature_names, check_modality, check_tokenizer, real_tokens
 from ._pictures import heatmap_grid, thumbnail_png
 from ._probe import as_probe
@@ -107,11 +113,21 @@ class LRPCallback(ProbeSet, Callback):
 
     Parameters
     ----------
-    composite : str, Composite class or Composite, default "epsilon_gamma_box"
+    composite : str, Composite class or Composite; or a list or dict of methods, default "epsilon_gamma_box"
         The LRP composite: a registered name (see :data:`lrp_lightning.composites.COMPOSITES`), a class,
-        or a configured object.
+        or a configured object. Several attribution methods: a list of those and of the built-in names
+        ``"gradient"``, ``"input_x_gradient"`` and ``"integrated_gradients"`` (e.g. ``["epsilon_gamma_box",
+        "epsilon_plus_flat", "gradient"]``), or a dict ``{name: method}`` whose values may also be an
+        :class:`~lrp_lightning.attribution.Attributor` class or a callable ``model -> Attributor`` (e.g.
+        ``{"ig": functools.partial(IntegratedGradients, n_iter=32)}``). Every method explains the same probe
+        set in the same epoch; the store keeps each row's method (``RunStore.heatmaps(epoch, method=...)``,
+        default the first), the metrics are computed per method, and every scalar is also logged per method
+        as ``<tag>/<method>`` (the first method's also as ``<tag>``), with a Custom Scalars layout that
+        draws each scalar of all methods in one chart. Cost: ``"gradient"`` and ``"input_x_gradient"``
+        share one forward and backward pass per batch; each LRP composite needs its own pass (its rules
+        are hooks registered on the model for that pass), integrated gradients one per step.
     canonizers : "auto", None or list, default "auto"
-        Canonizers of a composite given by name; ``"auto"`` merges batch norms into the layer before them.
+        Canonizers of the composites given by name; ``"auto"`` merges batch norms into the layer before them.
     num_samples : int, default 256
         Size of the probe set chosen from the validation data. Ignored when ``probe`` is given.
     probe : sequence of int or Dataset, optional
@@ -143,7 +159,8 @@ class LRPCallback(ProbeSet, Callback):
         Samples explained at once.
     composite_kwargs : dict, optional
         Arguments of a composite given by name, e.g. ``{"low": 0.0, "high": 1.0}`` (the input range for
-        the ZBox rule of ``epsilon_gamma_box``; default: each sample's minimum and maximum).
+        the ZBox rule of ``epsilon_gamma_box``; default: each sample's minimum and maximum). With several
+        methods each composite given by name gets the arguments its constructor takes.
     seed : int, default 0
         Seed of the probe selection (a ``numpy.random.Generator`` of its own; the global RNG is unused).
     class_names : sequence of str, optional
@@ -302,25 +319,32 @@ class LRPCallback(ProbeSet, Callback):
         self.feature_names = check_feature_names(feature_names, self.modality, OWNER)
         self.tokenizer = check_tokenizer(tokenizer, self.modality, OWNER)
         self._modality = Modality(self.modality, self.feature_names, self.tokenizer, OWNER)
-        self.composite, self._composite_config, self._canonizer_config = resolve_composite(
-            composite, canonizers, composite_kwargs, OWNER
-        )
+        self._methods = resolve_methods(composite, canonizers, composite_kwargs, OWNER)
+        first = self._methods[0]
+        self.methods = [method.name for method in self._methods]
+        self.composite = first.composite
+        self._composite_config = first.composite_config or {"name": first.name, "kwargs": {}}
+        self._canonizer_config = first.canonizer_config
         analysis = load_analysis(analyze)
+        if analysis is not None and len(self._methods) > 1:
+            analysis = functools.partial(analyze_each_method, analysis, tuple(self.methods))
         self.analyze = analysis is not None
         self._analysis = None if analysis is None else BackgroundAnalysis(analysis)
         self._metrics = ProbeMetrics(metrics, OWNER)
         self.metrics = list(self._metrics.names)
         self._explainer = BatchExplainer(
             self.composite,
-            self._composite_config["name"],
+            first.name,
             self.target,
             self.heatmap_size,
             OWNER,
             self._metrics,
             output=self.output,
             modality=self._modality,
+            methods=self._methods,
         )
-        self._recent_maps: dict[int, dict[int, np.ndarray]] = {}  # epoch -> sample id -> stored map (this rank)
+        # method -> epoch -> sample id -> stored map (this rank)
+        self._recent_maps: dict[str, dict[int, dict[int, np.ndarray]]] = {}
         self._probe_ids: np.ndarray | None = None
         self._probe_labels: np.ndarray | None = None
         self._probe_config: dict[str, Any] | None = None
@@ -336,7 +360,7 @@ class LRPCallback(ProbeSet, Callback):
     @property
     def state_key(self) -> str:
         return self._generate_state_key(
-            composite=self._composite_config["name"],
+            composite=self._composite_config["name"] if len(self.methods) == 1 else "+".join(self.methods),
             target=target_mode(self.target),
             dirpath=None if self.dirpath is None else os.fspath(self.dirpath),
             dataloader_idx=self.dataloader_idx,
@@ -455,27 +479,34 @@ class LRPCallback(ProbeSet, Callback):
             self._ensure_probe(trainer, pl_module, dataset, collate)
             self._fix_max_tokens(trainer, dataset, collate)
             share = self._probe_ids[rank::world]
-            explained, error = None, None
+            names = self.methods
+            explained: dict[str, Explained] | None = None
+            error = None
             try:
-                previous = self._previous_maps(epoch, share) if self._metrics.needs_previous else None
+                previous = (
+                    {name: self._previous_maps(epoch, share, name) for name in names}
+                    if self._metrics.needs_previous
+                    else None
+                )
                 batches = self._fetch(
                     trainer, dataset, collate, share, self.target == "label", masks=self._metrics.needs_masks
                 )
-                parts = self._explainer.run(pl_module, batches, previous=previous)
-                explained = Explained.concat(parts) if parts else None
+                parts = self._explainer.run_methods(pl_module, batches, previous=previous)
+                explained = {name: Explained.concat(parts[name]) for name in names} if parts[names[0]] else None
                 if trainer.is_global_zero and self._store is None:
-                    self._create_store(trainer, pl_module, dataset, collate, explained)
+                    self._create_store(trainer, pl_module, dataset, collate, explained[names[0]])
             except Exception as exc:
                 error = exc
             # each _sync_errors is an all-reduce: a barrier that also tells every rank whether any failed
             self._sync_errors(trainer, pl_module, error, "explaining the probe set")  # rank 0 created the store
-            rows = explained
+            by_method = explained
             try:
                 if self._store is None:
                     self._store = RunStore(self._run_dir)
-                if rows is None:  # more ranks than probe samples
-                    rows = Explained.empty(self._store.heatmap_shape, self._metrics.names, self._store.modality)
-                self._store.write_part(epoch, step, self._table(rows, epoch, step), rank=rank)
+                if by_method is None:  # more ranks than probe samples
+                    empty = Explained.empty(self._store.heatmap_shape, self._metrics.names, self._store.modality)
+                    by_method = {name: empty for name in names}
+                self._store.write_part(epoch, step, self._tables(by_method, epoch, step), rank=rank)
             except Exception as exc:
                 error = exc
             self._sync_errors(trainer, pl_module, error, "writing attributions")  # every part is written
@@ -484,38 +515,66 @@ class LRPCallback(ProbeSet, Callback):
                     info = self._store.commit_epoch(epoch, step, world_size=world)
                 except Exception as exc:
                     error = exc
-            sums = [*rows.stats, *self._metrics.sums(rows.metrics), float(error is not None)]
+            sums = [v for name in names for v in (*by_method[name].stats, *self._metrics.sums(by_method[name].metrics))]
             totals = trainer.strategy.reduce(
-                torch.tensor(sums, dtype=torch.float64, device=pl_module.device), reduce_op="sum"
-            )  # one all-reduce: the stats and the metrics' [sum, count] of every rank
+                torch.tensor([*sums, float(error is not None)], dtype=torch.float64, device=pl_module.device),
+                reduce_op="sum",
+            )  # one all-reduce: the stats and the metrics' [sum, count] of every method and rank
             if error is not None:
                 raise error
             if float(totals[-1]):
                 raise RuntimeError(f"{OWNER}: rank 0 failed to commit epoch {epoch}; see its error message")
+        rows = by_method[names[0]]
         if self._metrics.needs_previous:
-            self._remember_maps(epoch, rows)
-        totals = totals[:-1].cpu().numpy()
-        logged = {**scalars(totals[: len(STAT_FIELDS)]), **self._metrics.scalars(totals[len(STAT_FIELDS) :])}
-        for name, value in logged.items():  # the same names on every rank: the totals are reduced
-            pl_module.log(name, value, on_step=False, on_epoch=True, sync_dist=True)
+            for name in names:
+                self._remember_maps(epoch, by_method[name], name)
+        totals = totals[:-1].cpu().numpy().reshape(len(names), -1)
+        for index, name in enumerate(names):
+            method_totals = totals[index]
+            logged = {
+                **scalars(method_totals[: len(STAT_FIELDS)]),
+                **self._metrics.scalars(method_totals[len(STAT_FIELDS) :]),
+            }
+            tags = dict(logged) if index == 0 else {}
+            if len(names) > 1:  # every method's scalars also under a tag of its own, for one chart per scalar
+                tags.update({method_tag(tag, name): value for tag, value in logged.items()})
+            for tag, value in tags.items():  # the same names on every rank: the totals are reduced
+                pl_module.log(tag, value, on_step=False, on_epoch=True, sync_dist=True)
         if trainer.is_global_zero:
             self._log_images(trainer, epoch, step, rows)
+            if len(names) > 1:
+                self._log_method_layout(trainer)
             if self._analysis is not None:
                 self._analysis.submit(self._store.store_dir, epoch, step)
             message = (
-                f"{OWNER}: explained {info.rows} probe samples of epoch {epoch} (step {step}) in "
-                f"{time.perf_counter() - start:.2f} s into {self._store.store_dir}"
+                f"{OWNER}: explained {info.rows} probe samples of epoch {epoch} (step {step}) with "
+                f"{len(names)} method(s) in {time.perf_counter() - start:.2f} s into {self._store.store_dir}"
             )
             (rank_zero_info if self.verbose else log.debug)(message)
 
-    def _remember_maps(self, epoch: int, rows: Explained) -> None:
-        """Keep this rank's stored maps of the last two explained epochs for the stability metric."""
-        maps = as_stored(rows.maps)
-        self._recent_maps[epoch] = dict(zip(rows.sample_id.tolist(), maps))
-        for old in sorted(self._recent_maps)[:-2]:
-            del self._recent_maps[old]
+    def _log_method_layout(self, trainer: pl.Trainer) -> None:
+        """Once per run: a Custom Scalars layout with one chart per scalar holding every method's line."""
+        if getattr(self, "_layout_logged", False):
+            return
+        self._layout_logged = True
+        charts = {
+            tag: ["Multiline", [method_tag(tag, name) for name in self.methods]]
+            for tag in sorted({*CALLBACK_SCALAR_TAGS, *(metric_tag(n) for n in self._metrics.names)})
+        }
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_custom_scalars({METHODS_LAYOUT_CATEGORY: charts})
 
-    def _previous_maps(self, epoch: int, share: np.ndarray) -> Callable[[np.ndarray], torch.Tensor] | None:
+    def _remember_maps(self, epoch: int, rows: Explained, method: str) -> None:
+        """Keep this rank's stored maps of the last two explained epochs for the stability metric."""
+        recent = self._recent_maps.setdefault(method, {})
+        recent[epoch] = dict(zip(rows.sample_id.tolist(), as_stored(rows.maps)))
+        for old in sorted(recent)[:-2]:
+            del recent[old]
+
+    def _previous_maps(
+        self, epoch: int, share: np.ndarray, method: str | None = None
+    ) -> Callable[[np.ndarray], torch.Tensor] | None:
         """``sample_ids -> maps`` of the latest explained epoch before ``epoch``, or None in the first.
 
         From memory when this rank explained that epoch, else read back from the store (after a resume);
@@ -528,13 +587,16 @@ class LRPCallback(ProbeSet, Callback):
             except FileNotFoundError:  # no store yet: nothing was explained before
                 store = None
         stored = [info.epoch for info in store.epochs() if info.epoch < epoch] if store is not None else []
-        earlier = [e for e in self._recent_maps if e < epoch] + stored
+        method = self.methods[0] if method is None else method
+        method = self.methods[0] if method is None else method
+        recent = self._recent_maps.get(method, {})
+        earlier = [e for e in recent if e < epoch] + stored
         if not earlier:
             return None
         before = max(earlier)
-        found = self._recent_maps.get(before, {})
+        found = recent.get(before, {})
         if not all(int(i) in found for i in share):
-            ids, maps = store.heatmaps(before)
+            ids, maps = store.heatmaps(before, method=method)
             found = dict(zip(ids.tolist(), maps))
         shape = next(iter(found.values())).shape if found else None
 
@@ -589,6 +651,7 @@ class LRPCallback(ProbeSet, Callback):
             modality=first.modality,
             feature_names=self.feature_names,
             max_tokens=self._explainer.max_tokens if tokens else None,
+            methods=[method.config for method in self._methods],
         )
         if not store.probe_path.exists():
             thumbnails: list[bytes | None] = []
@@ -611,12 +674,17 @@ class LRPCallback(ProbeSet, Callback):
             )
         self._store = store
 
-    def _table(self, rows: Explained, epoch: int, step: int):
-        metric_columns = {
-            metric_column(name): np.asarray(rows.metrics.get(name, np.full(len(rows), np.nan)), np.float32)
-            for name in self._metrics.names
-        }
-        return rows.to_table(epoch, step, extra=metric_columns)
+    def _tables(self, by_method: Mapping[str, Explained], epoch: int, step: int):
+        """This rank's rows of every method as one attribution table (a method column with several)."""
+        tables = []
+        for name, rows in by_method.items():
+            metric_columns = {
+                metric_column(metric): np.asarray(rows.metrics.get(metric, np.full(len(rows), np.nan)), np.float32)
+                for metric in self._metrics.names
+            }
+            method = name if len(by_method) > 1 else None
+            tables.append(rows.to_table(epoch, step, extra=metric_columns, method=method))
+        return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
 
     # ------------------------------------------------------------------------------ images
 

@@ -63,6 +63,37 @@ def _positive(text: str) -> int:
     return value
 
 
+def _method_list(text: str) -> list[str] | str:
+    if text.strip() == "all":
+        return "all"
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"must name methods, e.g. gradient,epsilon_plus_flat or all, got {text!r}")
+    return names
+
+
+def _analysis_name(text: str) -> str:
+    from lrp_lightning.store import check_name
+
+    try:
+        return check_name(text, "analysis")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _methods_of(store: Any, wanted: list[str] | str | None) -> list[str]:
+    """The run's methods that ``--method`` names (default: the first); unknown names are a ValueError."""
+    methods = store.methods
+    if wanted is None:
+        return methods[:1]
+    if wanted == "all":
+        return methods
+    unknown = [name for name in wanted if name not in methods]
+    if unknown:
+        raise ValueError(f"--method {','.join(unknown)}: not a method of this run; its methods are {methods}")
+    return list(wanted)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``lrp-analyze``."""
     parser = _Parser(
@@ -84,6 +115,18 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("flagged", "all"),
         help="which categories get t-SNE and UMAP layouts: 'flagged' (all samples and the classes with a flagged "
         "cluster; the others get PCA) or 'all' (slower); default: the config's embeddings.scope, else 'flagged'",
+    )
+    parser.add_argument(
+        "--method",
+        type=_method_list,
+        help="attribution method(s) to analyse, e.g. gradient or epsilon_plus_flat,gradient, or 'all' "
+        "(default: the run's first method)",
+    )
+    parser.add_argument(
+        "--name",
+        type=_analysis_name,
+        help="name of the analysis, e.g. coarse: written next to the default analysis, not over it "
+        "(default: the default analysis)",
     )
     parser.add_argument("--jobs", type=_positive, default=1, help="runs analysed in parallel (default: 1)")
     parser.add_argument("--no-scalars", action="store_true", help="do not write TensorBoard scalars")
@@ -129,6 +172,7 @@ def _analyze_one(run: str, settings: dict[str, Any], queue: Any = None) -> _RunR
         old_format = store.format_version
         if store.migrate():  # a store of an older layout (format 1.x: epoch=NNNNNN folders), in place
             report.messages.append(f"migrated the store from format {old_format} to {store.format_version}")
+        methods = _methods_of(store, settings.get("methods"))
     except (StoreError, OSError, ValueError) as exc:
         report.failures.append((run, str(exc)))
         if queue is not None:
@@ -151,32 +195,38 @@ def _analyze_one(run: str, settings: dict[str, Any], queue: Any = None) -> _RunR
         if queue is not None:
             queue.put(("epoch", run, 1))
 
-    try:
-        outcome = analyze_run(
-            store,
-            spray,
-            epochs=settings["epochs"],
-            classes=settings["classes"],
-            force=settings["force"],
-            log_scalars=settings["scalars"],
-            on_epoch=on_epoch,
-            **options,
-        )
-    except Exception as exc:  # noqa: BLE001 - one run's unexpected error must not stop the others
-        report.failures.append((run, f"{type(exc).__name__}: {exc}"))
-        return report
-    report.failures.extend(outcome.failures)
+    for method in methods:
+        try:
+            outcome = analyze_run(
+                store,
+                spray,
+                epochs=settings["epochs"],
+                classes=settings["classes"],
+                force=settings["force"],
+                log_scalars=settings["scalars"],
+                on_epoch=on_epoch,
+                method=method,
+                name=settings.get("name"),
+                **options,
+            )
+        except Exception as exc:  # noqa: BLE001 - one run's unexpected error must not stop the others
+            report.failures.append((f"{run} ({method})", f"{type(exc).__name__}: {exc}"))
+            continue
+        label = "" if len(methods) == 1 else f" ({method})"
+        report.failures.extend((f"{item}{label}", message) for item, message in outcome.failures)
     return report
 
 
-def _count_epochs(run: Path, epochs: Sequence[int] | None) -> int:
+def _count_epochs(run: Path, epochs: Sequence[int] | None, methods: list[str] | str | None = None) -> int:
     from lrp_lightning.store import RunStore, StoreError
 
     try:
-        found = [info.epoch for info in RunStore(run).epochs()]
+        store = RunStore(run)
+        found = [info.epoch for info in store.epochs()]
+        count = len(_methods_of(store, methods))
     except (StoreError, OSError, ValueError):
         return 0
-    return len(found) if epochs is None else len(set(found) & set(epochs))
+    return count * (len(found) if epochs is None else len(set(found) & set(epochs)))
 
 
 def _run_name(run: str, root: Path) -> str:
@@ -341,10 +391,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "classes": args.classes,
         "force": args.force,
         "embeddings": args.embeddings,
+        "methods": args.method,
+        "name": args.name,
         "scalars": not args.no_scalars,
         "threads": max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None,
     }
-    total = sum(_count_epochs(run, args.epochs) for run in runs)
+    total = sum(_count_epochs(run, args.epochs, args.method) for run in runs)
     bar = tqdm(total=total, unit="epoch", desc="lrp-analyze", disable=args.quiet, file=sys.stderr)
     reports: list[_RunReport] = []
     if jobs == 1:

@@ -60,6 +60,31 @@ _MAGIC = b"LRPB"
 _SAFE_INTEGER = 2**53
 
 
+class Selected(str):
+    """A run's name that also carries the attribution method and named analysis a request selects.
+
+    It equals and hashes as (name, method, analysis), so the caches keep each selection apart; ``str()``
+    gives the plain name, which messages and the run index use. None selects the run's default.
+    """
+
+    method: str | None
+    analysis: str | None
+
+    def __new__(cls, run: str, method: str | None = None, analysis: str | None = None) -> Selected:
+        value = super().__new__(cls, run)
+        value.method, value.analysis = method, analysis
+        return value
+
+    def __eq__(self, other: object) -> bool:
+        return str.__eq__(self, other) and (getattr(other, "method", None), getattr(other, "analysis", None)) == (
+            self.method,
+            self.analysis,
+        )
+
+    def __hash__(self) -> int:
+        return hash((str(self), self.method, self.analysis))
+
+
 class NotFound(LookupError):
     """The requested item does not exist or cannot be read; the message tells the user why."""
 

@@ -68,6 +68,7 @@ from ._data_common import (
     BadArgument,
     NotFound,
     Payload,
+    Selected,
     _finite_or_none,
     _Probe,
     _Samples,
@@ -94,6 +95,7 @@ __all__ = [
     "BadArgument",
     "ByteLRU",
     "NotFound",
+    "Selected",
     "Payload",
     "PluginData",
     "compact_int",
@@ -204,12 +206,20 @@ class PluginData(_Images, _AnalysisViews, _Findings, _Sequences):
     # ------------------------------------------------------------------------------ helpers
 
     def _store(self, run: str) -> RunStore:
+        """The run's store; for a :class:`Selected` run, the view of its method and named analysis."""
         try:
-            return self.index.get(run)
+            store = self.index.get(str(run))
         except RunNotFound:
             raise NotFound(f"no run {run!r} with LRP data below the logdir; known runs: {self.index.names()}") from None
         except RunUnreadable as exc:
             raise NotFound(f"run {run!r} cannot be read: {exc}") from None
+        method, analysis = getattr(run, "method", None), getattr(run, "analysis", None)
+        if method is None and analysis is None:
+            return store
+        try:
+            return store.select(method=method, analysis=analysis)
+        except ValueError as exc:
+            raise BadArgument(f"run {str(run)!r}: {exc}") from None
 
     def _epoch(self, run: str, store: RunStore, epoch: int) -> EpochInfo:
         try:
@@ -285,10 +295,14 @@ class PluginData(_Images, _AnalysisViews, _Findings, _Sequences):
             thumbnails = False
         modality = self._modality(run, store)
         return {
-            "run": run,
+            "run": str(run),
             **{key: manifest.get(key) for key in RUN_INFO_KEYS},
             "modality": modality,
             "feature_names": self._read(f"run {run!r}", lambda: store.feature_names),
+            "methods": store.methods,  # the method picker: the first is the default
+            "method": store.method,
+            "analyses": self._read(f"run {run!r}", store.analyses) or [lrp_store.DEFAULT_ANALYSIS],
+            "analysis_name": store.analysis_name,
             "thumbnails": thumbnails,
             "epochs": epochs,
             "colormaps": sorted(lrp_image.COLOR_MAPS),

@@ -6,7 +6,9 @@ and bounded, names are checked against what the run's tables hold, and no file p
 request text. Bad requests get 400 (:class:`tensorboard.errors.InvalidArgumentError`), missing or
 unreadable items 404 (:class:`tensorboard.errors.NotFoundError`) with a message that names the item.
 
-Routes (below ``/data/plugin/lrp``), all GET (other methods get 405):
+Routes (below ``/data/plugin/lrp``), all GET (other methods get 405). Every route with a ``run`` also
+takes ``method`` (one of the run's attribution methods, default the first) and ``analysis`` (a named
+analysis, default the default one): what it serves is that method's maps and that analysis' tables.
 
 ==================  ==========================================  ====================================
 route               parameters                                  response
@@ -62,6 +64,7 @@ from .data import (
     NotFound,
     Payload,
     PluginData,
+    Selected,
 )
 from .discovery import RunIndex
 from .loader import PLUGIN_NAME
@@ -307,10 +310,14 @@ class LRPPlugin(base_plugin.TBPlugin):
     # ------------------------------------------------------------------------------ arguments
 
     def _run(self, request: wrappers.Request) -> str:
+        """The run, with the attribution method and named analysis the optional ``method`` and
+        ``analysis`` parameters select (default: the run's first method, the default analysis)."""
         run = _text(request, "run")
         if run not in self._index.names():
             raise errors.NotFoundError(f"no run {_short(run)} with LRP data below the logdir")
-        return run
+        method = _name(request, "method") if request.args.get("method") else None
+        analysis = _name(request, "analysis") if request.args.get("analysis") else None
+        return run if method is None and analysis is None else Selected(run, method, analysis)
 
     @staticmethod
     def _epoch(request: wrappers.Request) -> int:

@@ -642,7 +642,7 @@ def analyze_epoch(
     outcome.findings = _detect_findings(
         store, spray, data, results, members, previous, class_names, epoch, modality, region_list, tokens
     )
-    outcome.scalars = T.indicator_scalars(results, outcome.flags, outcome.findings, stability)
+    outcome.scalars = _selection_tags(store, T.indicator_scalars(results, outcome.flags, outcome.findings, stability))
     config = {
         "pipeline": spray.get_config(),
         "categories": _categories_spec(classes, include_all, category_by, nonfinite),
@@ -665,6 +665,18 @@ def analyze_epoch(
     return outcome
 
 
+def _selection_tags(store: S.RunStore, scalars: dict[str, float]) -> dict[str, float]:
+    """The indicator ``scalars`` under the tags of the store's selected method and named analysis.
+
+    The default analysis of the first method keeps the tags as they are; another method's get
+    ``<tag>/<method>``, a named analysis' ``<tag>/<name>/<method>`` (see :func:`~lrp_lightning.store.method_tag`).
+    """
+    if store.analysis_name == S.DEFAULT_ANALYSIS and store.method == store.methods[0]:
+        return scalars
+    suffix = store.method if store.analysis_name == S.DEFAULT_ANALYSIS else f"{store.analysis_name}/{store.method}"
+    return {S.method_tag(tag, suffix): value for tag, value in scalars.items()}
+
+
 def analyze_run(
     run: S.RunStore | str | os.PathLike[str],
     spray: SpRAy | None = None,
@@ -677,8 +689,14 @@ def analyze_run(
     force: bool = False,
     log_scalars: bool = True,
     on_epoch: Callable[[EpochOutcome | None, str | None], None] | None = None,
+    method: str | None = None,
+    name: str | None = None,
 ) -> RunOutcome:
     """Analyse every complete epoch of a run whose analysis is missing or stale, in epoch order.
+
+    The analysis is of one attribution method (default: the store's selected one, at first the run's
+    first method) and is written as the named analysis ``name`` (default: the store's selection, at first
+    the default analysis), next to the other methods' and analyses' tables (:meth:`RunStore.select`).
 
     Parameters
     ----------
@@ -695,6 +713,10 @@ def analyze_run(
         soon as that epoch's analysis is written.
     on_epoch : callable, optional
         Called after each epoch with ``(outcome, None)`` or ``(None, error message)``.
+    method : str, optional
+        One of the run's methods (:attr:`RunStore.methods`).
+    name : str, optional
+        The analysis' name, e.g. ``"coarse"`` for an analysis with other settings kept beside the default.
 
     Returns
     -------
@@ -709,6 +731,8 @@ def analyze_run(
     [(0, 0), (1, 0), (2, 1)]
     """
     store = run if isinstance(run, S.RunStore) else S.RunStore(run)
+    if method is not None or name is not None:
+        store = store.select(method=method, analysis=name)
     spray = SpRAy() if spray is None else spray
     outcome = RunOutcome(str(store.run_dir))
     wanted = None if epochs is None else {int(e) for e in epochs}

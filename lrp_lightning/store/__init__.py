@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from .contract import (
     ACCURACY,
+    ANALYSES_DIR,
     ANALYSIS_DIR,
     ANALYSIS_FORMAT_VERSION,
     ANALYSIS_SCHEMAS,
@@ -49,6 +50,8 @@ from .contract import (
     CONCENTRATION,
     CORNER_SHARE,
     DATASET_INDEX,
+    DEFAULT_ANALYSIS,
+    DEFAULT_METHOD,
     EIGENGAP,
     EIGENGAP_K,
     EIGENVALUES,
@@ -101,6 +104,10 @@ from .contract import (
     META_HEATMAP_SHAPE,
     META_SOURCE_COMMIT,
     META_TOKEN_VOCABULARY,
+    METHOD,
+    METHOD_FIELD,
+    METHODS_KEY,
+    METHODS_LAYOUT_CATEGORY,
     METRIC_PREFIX,
     MODALITIES,
     MODALITY_IMAGE,
@@ -183,6 +190,7 @@ from .contract import (
     TRACK,
     TYPICAL,
     WRITER_LOCK_FILE,
+    analysis_dirname,
     analysis_filename,
     category_tag,
     class_category,
@@ -192,6 +200,7 @@ from .contract import (
     infer_modality,
     legacy_epoch_dirname,
     legacy_replaced_dirname,
+    method_tag,
     metric_column,
     metric_tag,
     parse_analysis_filename,
@@ -223,6 +232,7 @@ from .errors import (
 )
 from .lock import WriterLock, check_run_id, lock_holder, new_run_id
 from .manifest import find_runs
+from .methods import check_name, method_names
 from .runstore import RunStore
 from .tables import (
     decode_relevance,
@@ -233,6 +243,15 @@ from .tables import (
 )
 
 __all__ = [
+    "METHODS_LAYOUT_CATEGORY",
+    "METHOD",
+    "METHOD_FIELD",
+    "METHODS_KEY",
+    "DEFAULT_METHOD",
+    "DEFAULT_ANALYSIS",
+    "ANALYSES_DIR",
+    "method_tag",
+    "analysis_dirname",
     "ACCURACY",
     "ANALYSIS_DIR",
     "ANALYSIS_FORMAT_VERSION",
@@ -419,6 +438,8 @@ __all__ = [
     "part_filename",
     "replaced_dirname",
     "staging_dirname",
+    "check_name",
+    "method_names",
     "REVISIONS_KEY",
     "REVISION_FINDING_ID",
     "REVISION_CATEGORY",

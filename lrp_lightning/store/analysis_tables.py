@@ -123,7 +123,9 @@ class _AnalysisTables:
         CorruptFileError
             If the file is damaged or does not fit its schema in :data:`ANALYSIS_SCHEMAS` (message: the fix).
         """
-        path = _migration._readable_analysis_path(self._store_dir, _check_index(epoch, "epoch"), name)
+        path = _migration._readable_analysis_path(
+            self._store_dir, _check_index(epoch, "epoch"), name, self._analysis_root
+        )
         commit = self.epoch_info(epoch).commit
         try:
             table = _read_parquet(path)

@@ -51,6 +51,14 @@ relevance padded with zeros (or cut) to :data:`MAX_TOKENS_KEY` values, ``heatmap
 ``(1, max_tokens)``, so that readers of maps (gallery, SpRAy) work on every modality. Stores written
 before 2.1 have no modality key: readers infer it from ``input_shape`` (:func:`infer_modality`).
 
+Methods and analyses
+--------------------
+A run may explain its probe set with several attribution methods (an LRP composite, the gradient,
+...). :data:`METHODS_KEY` lists them, the first being the default; every attribution row names its
+method in :data:`METHOD`, all methods of an epoch sharing its parts and commit. Analysis tables of the
+default analysis of the first method stay in ``analysis/<table>/``; every other (analysis, method)
+pair has its own folder ``analyses/<analysis>/<method>/<table>/`` (:func:`analysis_dirname`).
+
 Versioning
 ----------
 ``format_version`` is ``"major.minor"``. Minor versions only add (columns, manifest keys); a reader
@@ -83,201 +91,21 @@ import pyarrow as pa
 
 from .errors import _check_index
 
-__all__ = [
-    "ACCURACY",
-    "ANALYSIS_DIR",
-    "ANALYSIS_FORMAT_VERSION",
-    "ANALYSIS_SCHEMAS",
-    "ANALYSIS_TABLES",
-    "ATTRIBUTIONS_DIR",
-    "ATTRIBUTION_COLUMNS",
-    "ATTRIBUTION_SCHEMA",
-    "ATYPICAL",
-    "BORDER_SHARE",
-    "CALLBACK_SCALAR_TAGS",
-    "CATEGORY",
-    "CATEGORY_ALL",
-    "CATEGORY_SCALARS",
-    "CLASS_INDEX",
-    "CLASS_NAME",
-    "CLASS_NAMES_KEY",
-    "CLUSTER",
-    "CLUSTERING",
-    "CLUSTERS_SCHEMA",
-    "CLUSTERS_TABLE",
-    "CLUSTER_COLUMN_PREFIX",
-    "COMMIT_MARKER",
-    "COMPACTNESS",
-    "COMPRESSION",
-    "CONCENTRATION",
-    "CORNER_SHARE",
-    "DATASET_INDEX",
-    "EIGENGAP",
-    "EIGENGAP_K",
-    "EIGENVALUES",
-    "EMBEDDING_COLUMN_PREFIX",
-    "EPOCH",
-    "EPOCHS_KEY",
-    "EPOCHS_SEEN",
-    "EVENT",
-    "FEATURE_NAMES_KEY",
-    "FINDINGS_SCHEMA",
-    "FINDINGS_TABLE",
-    "FINDING_CLUSTERS",
-    "FINDING_ID",
-    "FINDING_KIND",
-    "FINDING_KIND_ARTIFACT",
-    "FINDING_KIND_FEATURE",
-    "FINDING_REASON",
-    "FINDING_REGION",
-    "FINDING_REGION_CELLS",
-    "FINDING_REGION_DETAIL",
-    "FINDING_SHARE",
-    "FINDING_STRENGTH",
-    "FIRST_EPOCH",
-    "FLAGGED",
-    "FLAG_REASON",
-    "FLAG_REGION",
-    "FORMAT_VERSION",
-    "FORMAT_VERSION_KEY",
-    "GLOBAL_STEP",
-    "HEATMAPS_IMAGE_TAG",
-    "HEATMAP_SHAPE_KEY",
-    "INPUT_SPREAD",
-    "LABEL",
-    "LIBRARY_VERSION_KEY",
-    "LINEAGE_EVENTS",
-    "LINEAGE_SCHEMA",
-    "LINEAGE_TABLE",
-    "MAJORITY_LABEL",
-    "MANIFEST_FILE",
-    "MATCH_JACCARD",
-    "MAX_ROW_GROUP_ROWS",
-    "MAX_TOKENS_KEY",
-    "MEAN_STABILITY_TAG",
-    "MEMBER_IDS",
-    "MESSAGE",
-    "MODALITIES",
-    "MODALITY_IMAGE",
-    "MODALITY_KEY",
-    "MODALITY_SIGNAL",
-    "MODALITY_TABULAR",
-    "MODALITY_TOKENS",
-    "META_ANALYSIS_CONFIG",
-    "META_CONFIG_HASH",
-    "META_FORMAT",
-    "META_GRID_SHAPE",
-    "META_HEATMAP_SHAPE",
-    "META_SOURCE_COMMIT",
-    "META_TOKEN_VOCABULARY",
-    "METRIC_PREFIX",
-    "N_MEMBERS",
-    "N_NEIGHBORS",
-    "N_SAMPLES",
-    "NONFINITE_SAMPLES_TAG",
-    "PART_HASHES_KEY",
-    "PART_HASH_BYTES",
-    "PART_SIZES_KEY",
-    "POINTS_SCHEMA",
-    "POINTS_TABLE",
-    "POSITIVE_SHARE_TAG",
-    "PREDICTION",
-    "PREVIOUS_CLUSTER",
-    "PROBABILITY",
-    "PROBE_ACCURACY_TAG",
-    "PROBE_COLUMNS",
-    "PROBE_FILE",
-    "PROBE_SCHEMA",
-    "PROTOTYPE",
-    "PURITY",
-    "P_VALUE",
-    "Q_VALUE",
-    "READABLE_MAJOR_VERSIONS",
-    "RELEVANCE",
-    "RELEVANCE_ABS_MEAN_TAG",
-    "RELEVANCE_SUM",
-    "RELEVANCE_SUM_MEAN_TAG",
-    "REPLACED_PREFIX",
-    "REST_SHARE",
-    "ROW_GROUP_BYTES",
-    "RUN_ID_KEY",
-    "RUN_INFO_KEYS",
-    "RUN_METADATA_KEYS",
-    "SAMPLE_ID",
-    "SCALAR_PREFIX",
-    "SCORE",
-    "SELECTED_CLUSTERING",
-    "SIZE",
-    "SOURCES",
-    "SPECTRAL",
-    "SPECTRUM_SCHEMA",
-    "SPECTRUM_TABLE",
-    "STABILITY",
-    "STAGING_PREFIX",
-    "STATUS",
-    "STORE_SUBDIR",
-    "WRITER_LOCK_FILE",
-    "TARGET",
-    "THUMBNAIL",
-    "TOKENS",
-    "TOKEN_IDS",
-    "TOKEN_ID_FIELD",
-    "TOKEN_RELEVANCE",
-    "TOKEN_RELEVANCE_FIELD",
-    "TOKEN_STRING_FIELD",
-    "TRACK",
-    "TYPICAL",
-    "analysis_filename",
-    "category_tag",
-    "class_category",
-    "cluster_column",
-    "embedding_columns",
-    "epoch_dirname",
-    "infer_modality",
-    "legacy_epoch_dirname",
-    "legacy_replaced_dirname",
-    "metric_column",
-    "metric_tag",
-    "parse_analysis_filename",
-    "parse_epoch_dirname",
-    "parse_legacy_epoch_dirname",
-    "parse_replaced_dirname",
-    "part_filename",
-    "replaced_dirname",
-    "staging_dirname",
-    "REVISIONS_KEY",
-    "REVISION_FINDING_ID",
-    "REVISION_CATEGORY",
-    "REVISION_REGION",
-    "REVISION_REGION_CELLS",
-    "REVISION_GRID",
-    "REVISION_ARTIFACT_CLASS",
-    "REVISION_MEMBER_IDS",
-    "REVISION_METHOD",
-    "REVISION_SETTINGS",
-    "REVISION_CAV",
-    "REVISION_FOUND_EPOCH",
-    "REVISION_START_EPOCH",
-    "REVISION_EPOCHS",
-    "REVISION_STATUS",
-    "REVISION_STATUS_ACTIVE",
-    "REVISION_STATUS_NONE",
-    "REVISION_RECORD_KEYS",
-    "REVISION_SCALARS",
-    "revision_tag",
-]
+# __all__ (every public name defined here) is computed at the end of the module.
 
 # --------------------------------------------------------------------------------------------------
 # Paths and file names
 # --------------------------------------------------------------------------------------------------
 
-FORMAT_VERSION = "2.1"
+FORMAT_VERSION = "2.2"
 """Store format written by this library, ``"major.minor"``. 1.1 added each part's size and hash to the
 manifest's epoch entries (:data:`PART_SIZES_KEY`, :data:`PART_HASHES_KEY`) and Parquet page checksums.
 2.0 renamed the epoch folders from ``epoch=000003`` to ``epoch_000003``, moved analysis tables to
 ``analysis/<name>/epoch_000003.parquet`` and gave them an ``epoch`` column (see Interoperability).
 2.1 added the modality (:data:`MODALITY_KEY`, :data:`FEATURE_NAMES_KEY`, :data:`MAX_TOKENS_KEY`) and
-the token columns (:data:`TOKEN_IDS`, :data:`TOKENS`, :data:`TOKEN_RELEVANCE`); see "Modalities"."""
+the token columns (:data:`TOKEN_IDS`, :data:`TOKENS`, :data:`TOKEN_RELEVANCE`); see "Modalities".
+2.2 added several attribution methods per run (:data:`METHODS_KEY`, the :data:`METHOD` column) and named
+analyses (:func:`analysis_dirname`); see "Methods and analyses"."""
 READABLE_MAJOR_VERSIONS = (1, 2)
 """Major format versions this library reads; stores of an older one are migrated before writing."""
 
@@ -400,6 +228,11 @@ MODALITIES = (MODALITY_IMAGE, MODALITY_SIGNAL, MODALITY_TABULAR, MODALITY_TOKENS
 FEATURE_NAMES_KEY = "feature_names"
 """Manifest key (format 2.1): the name of each feature of a tabular run (list of str), or null."""
 MAX_TOKENS_KEY = "max_tokens"
+METHODS_KEY = "methods"
+"""Manifest key (format 2.2): the run's attribution methods in order, each ``{"name": ..., ...}``; the first
+is the default. Older stores have none: their one method is named by ``composite`` (:func:`method_names`)."""
+DEFAULT_METHOD = "default"
+"""Name of the one method of a store whose manifest names neither methods nor a composite."""
 """Manifest key (format 2.1): the width of a token run's ``relevance`` maps (``heatmap_shape`` is
 ``(1, max_tokens)``), or null for other modalities."""
 
@@ -416,6 +249,7 @@ RUN_METADATA_KEYS = (
     MODALITY_KEY,
     FEATURE_NAMES_KEY,
     MAX_TOKENS_KEY,
+    METHODS_KEY,
 )
 """Manifest keys that describe a run; resuming into a store requires all of them to be equal (a key
 that a store of an older minor version lacks is not compared, and is added by the resume)."""
@@ -518,6 +352,9 @@ TOKEN_IDS = "token_ids"
 TOKENS = "tokens"
 """``probe.parquet`` column of token runs written with a tokenizer or vocabulary: ``list<string>``, one
 string per token id (null without one)."""
+METHOD = "method"
+"""Attribution column (format 2.2): the method that made the row (``string``). Rows without it (older
+stores) are the first method's; an epoch holds one row per (method, sample id)."""
 TOKEN_RELEVANCE = "token_relevance"
 """Attribution column of token runs: ``list<float32>``, the relevance of each of the sample's tokens."""
 
@@ -543,6 +380,7 @@ ATTRIBUTION_SCHEMA = pa.schema(
 """Required columns of an attribution part, in order. Extra numeric columns may follow, and in token
 runs :data:`TOKEN_RELEVANCE_FIELD`."""
 TOKEN_RELEVANCE_FIELD = pa.field(TOKEN_RELEVANCE, pa.list_(pa.float32()), nullable=False)
+METHOD_FIELD = pa.field(METHOD, pa.string(), nullable=False)
 TOKEN_ID_FIELD = pa.field(TOKEN_IDS, pa.list_(pa.int32()), nullable=False)
 TOKEN_STRING_FIELD = pa.field(TOKENS, pa.list_(pa.string()), nullable=True)
 ATTRIBUTION_COLUMNS: tuple[str, ...] = tuple(ATTRIBUTION_SCHEMA.names)
@@ -634,6 +472,16 @@ def metric_tag(name: str) -> str:
     return f"{SCALAR_PREFIX}{metric_column(name)}"
 
 
+def method_tag(tag: str, method: str) -> str:
+    """Return the per-method scalar tag of ``tag``, e.g. ``"lrp/metric_sparseness/gradient"`` (runs with
+    several methods log every callback scalar once per method this way; the first method also as ``tag``)."""
+    return f"{tag}/{method}"
+
+
+METHODS_LAYOUT_CATEGORY = "LRP methods"
+"""Category of the Custom Scalars layout that charts each callback scalar of every method in one chart."""
+
+
 def category_tag(category: str, name: str) -> str:
     """Return the scalar tag of an analysis indicator of a category, e.g. ``"lrp/class_3/eigengap"``."""
     return f"{SCALAR_PREFIX}{category}/{name}"
@@ -645,6 +493,19 @@ def category_tag(category: str, name: str) -> str:
 # RunStore.write_analysis_table and that the TensorBoard plugin reads. Every table of one analysis of
 # an epoch carries the same config hash; a reader takes them together only when the hashes agree.
 # --------------------------------------------------------------------------------------------------
+
+DEFAULT_ANALYSIS = "default"
+"""Name of the analysis that ``lrp-analyze`` writes without ``--name``."""
+ANALYSES_DIR = "analyses"
+
+
+def analysis_dirname(analysis: str, method: str, default_method: str) -> str:
+    """The folder of an analysis' tables, relative to the store: :data:`ANALYSIS_DIR` for the default
+    analysis of the first method (as before 2.2), else ``analyses/<analysis>/<method>``."""
+    if analysis == DEFAULT_ANALYSIS and method == default_method:
+        return ANALYSIS_DIR
+    return f"{ANALYSES_DIR}/{analysis}/{method}"
+
 
 ANALYSIS_FORMAT_VERSION = "1.0"
 """Version of the analysis tables' layout (``"major.minor"``); part of every analysis cache key."""
@@ -871,3 +732,9 @@ ANALYSIS_SCHEMAS: dict[str, pa.Schema] = {
 """Required leading columns of each analysis table, by name. Readers check a table against its schema
 (:meth:`RunStore.read_analysis_table`): a table without these columns, or with columns of other types,
 is a damaged table, recomputed by ``lrp-analyze``."""
+
+__all__ = sorted(
+    name
+    for name, value in list(globals().items())
+    if not name.startswith("_") and name not in ("annotations", "re", "pa", "Path", "Sequence")
+)

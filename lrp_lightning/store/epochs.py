@@ -98,6 +98,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import fileio
@@ -109,6 +110,7 @@ from .contract import (
     GLOBAL_STEP,
     MANIFEST_FILE,
     META_HEATMAP_SHAPE,
+    METHOD,
     PART_HASH_BYTES,
     PART_HASHES_KEY,
     PART_SIZES_KEY,
@@ -564,10 +566,17 @@ def _recover(
 class _EpochSnapshot:
     """All part files of one committed version of an epoch, opened together."""
 
-    def __init__(self, info: EpochInfo, parts: list[_Parquet], heatmap_shape: tuple[int, int]) -> None:
+    def __init__(
+        self,
+        info: EpochInfo,
+        parts: list[_Parquet],
+        heatmap_shape: tuple[int, int],
+        method: tuple[str, str] | None = None,
+    ) -> None:
         self.info = info
         self.parts = parts
         self.heatmap_shape = heatmap_shape
+        self.method = method  # (wanted method, the store's first method): rows of other methods are left out
         self._keep: list[np.ndarray | None] | None = None
         self._ids: list[np.ndarray] | None = None
 
@@ -641,11 +650,30 @@ class _EpochSnapshot:
             self._ids = [part.read([SAMPLE_ID]).column(0).to_numpy() for part in self.parts]
         return self._ids
 
+    def _method_mask(self, part: _Parquet, rows: int) -> np.ndarray | None:
+        """Rows of ``part`` of the wanted method (None: all of them). Rows without a method column are
+        the first method's (stores before format 2.2)."""
+        if self.method is None:
+            return None
+        wanted, first = self.method
+        if METHOD not in part.names:
+            return None if wanted == first else np.zeros(rows, dtype=bool)
+        column = part.read([METHOD]).column(0)
+        mask = np.asarray(pc.fill_null(pc.equal(column, wanted), False).to_numpy(zero_copy_only=False), dtype=bool)
+        return None if mask.all() else mask
+
     def keep_masks(self) -> list[np.ndarray | None]:
-        """Per part, the rows to keep (first occurrence of each sample id in rank order)."""
+        """Per part, the rows to keep (the wanted method's; first occurrence of each sample id in rank order)."""
         if self._keep is None:
             ids = self.sample_ids()
+            chosen = [self._method_mask(part, len(i)) for part, i in zip(self.parts, ids)]
             keep = _first_occurrences(np.concatenate(ids)) if ids else None
+            if any(mask is not None for mask in chosen):
+                wanted = np.concatenate([np.ones(len(i), bool) if m is None else m for i, m in zip(ids, chosen)])
+                first = _first_occurrences(np.concatenate(ids)[wanted])
+                keep = wanted.copy()
+                if first is not None:
+                    keep[wanted] = first
             if keep is None:
                 self._keep = [None] * len(ids)
             else:
@@ -711,7 +739,11 @@ def _column_values(part: _Parquet, name: str) -> set[int]:
 
 
 def _open_epoch(
-    store_dir: Path, epoch: int, entry: Callable[[int], EpochInfo], heatmap_shape: tuple[int, int]
+    store_dir: Path,
+    epoch: int,
+    entry: Callable[[int], EpochInfo],
+    heatmap_shape: tuple[int, int],
+    method: tuple[str, str] | None = None,
 ) -> _EpochSnapshot:
     """Open every part of the committed version of ``epoch`` that the manifest names.
 
@@ -742,7 +774,7 @@ def _open_epoch(
                 raise
             marker = _read_marker(directory)
             if marker is not None and marker["commit"] == info.commit:
-                snapshot = _EpochSnapshot(info, parts, heatmap_shape)
+                snapshot = _EpochSnapshot(info, parts, heatmap_shape, method)
                 try:
                     snapshot.check_committed()
                 except BaseException:

@@ -78,36 +78,37 @@ def _without_epoch_column(table: pa.Table, epoch: int, path: Path) -> pa.Table:
     return table.drop_columns([EPOCH])
 
 
-def _analysis_path(store_dir: Path, epoch: int, name: str) -> Path:
-    """Where table ``name`` of ``epoch`` is written: ``analysis/<name>/epoch_NNNNNN.parquet``."""
+def _analysis_path(store_dir: Path, epoch: int, name: str, root: str = ANALYSIS_DIR) -> Path:
+    """Where table ``name`` of ``epoch`` is written: ``<root>/<name>/epoch_NNNNNN.parquet``, ``root`` being
+    ``analysis`` or a named analysis' folder (:func:`~lrp_lightning.store.contract.analysis_dirname`)."""
     if not isinstance(name, str) or not _TABLE_NAME_RE.fullmatch(name):
         raise ValueError(
             f"analysis table name {name!r} must start with a letter or digit and hold only letters, "
             "digits, '_', '.' and '-' (e.g. 'points' or 'clusters')"
         )
-    return store_dir / ANALYSIS_DIR / name / analysis_filename(epoch)
+    return store_dir / root / name / analysis_filename(epoch)
 
 
-def _readable_analysis_path(store_dir: Path, epoch: int, name: str) -> Path:
+def _readable_analysis_path(store_dir: Path, epoch: int, name: str, root: str = ANALYSIS_DIR) -> Path:
     """Where to read table ``name`` of ``epoch``: its place, or in a format 1.x store its old place."""
-    path = _analysis_path(store_dir, epoch, name)
-    if not os.path.lexists(path):
+    path = _analysis_path(store_dir, epoch, name, root)
+    if root == ANALYSIS_DIR and not os.path.lexists(path):
         legacy = store_dir / ANALYSIS_DIR / legacy_epoch_dirname(epoch) / f"{name}.parquet"
         if os.path.lexists(legacy):
             return legacy
     return path
 
 
-def _analysis_files(store_dir: Path, epoch: int) -> dict[str, Path]:
+def _analysis_files(store_dir: Path, epoch: int, root: str = ANALYSIS_DIR) -> dict[str, Path]:
     """The analysis table files of an epoch that exist, name → path; format 1.x places included.
 
     A table found at both places (a migration interrupted between writing and deleting) is taken from
     its new place.
     """
-    root = store_dir / ANALYSIS_DIR
+    legacy = store_dir / root / legacy_epoch_dirname(epoch) if root == ANALYSIS_DIR else None
+    root = store_dir / root
     found: dict[str, Path] = {}
-    legacy = root / legacy_epoch_dirname(epoch)
-    for path in sorted(legacy.glob("*.parquet")) if legacy.is_dir() else []:
+    for path in sorted(legacy.glob("*.parquet")) if legacy is not None and legacy.is_dir() else []:
         if _TABLE_NAME_RE.fullmatch(path.stem):
             found[path.stem] = path
     try:

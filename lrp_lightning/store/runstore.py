@@ -33,6 +33,7 @@ from .contract import (
     LIBRARY_VERSION_KEY,
     MANIFEST_FILE,
     MAX_TOKENS_KEY,
+    METHODS_KEY,
     MODALITIES,
     MODALITY_KEY,
     MODALITY_TOKENS,
@@ -69,6 +70,7 @@ from .manifest import (
     _resolve_store_dir,
     find_runs,
 )
+from .methods import _check_methods, _Methods
 from .modalities import _Modalities
 from .tables import (
     _conform_attribution_table,
@@ -108,7 +110,7 @@ def _modality_keys(
     return {MODALITY_KEY: modality, FEATURE_NAMES_KEY: names, MAX_TOKENS_KEY: max_tokens}
 
 
-class RunStore(_AnalysisTables, _Modalities):
+class RunStore(_AnalysisTables, _Modalities, _Methods):
     """Read and write the lrp-lightning files of one run.
 
     Parameters
@@ -162,6 +164,7 @@ class RunStore(_AnalysisTables, _Modalities):
         modality: str | None = None,
         feature_names: Sequence[str] | None = None,
         max_tokens: int | None = None,
+        methods: Sequence[Mapping[str, Any]] | None = None,
     ) -> RunStore:
         """Create a store, or open an existing one of the same run for writing (resume).
 
@@ -200,6 +203,10 @@ class RunStore(_AnalysisTables, _Modalities):
             Name of each feature of a tabular run (as many as ``input_shape`` says, when given).
         max_tokens : int, optional
             Token runs (required there): the width of the maps, ``heatmap_shape == (1, max_tokens)``.
+        methods : sequence of dict, optional
+            The attribution methods, in order, each a dict with a ``"name"`` (letters, digits, ``_.-``) and
+            any JSON description; the first is the default of every read. Default: not recorded (one
+            method, named by ``composite``).
 
         Returns
         -------
@@ -225,6 +232,7 @@ class RunStore(_AnalysisTables, _Modalities):
             "probe": probe,
             "metadata": dict(metadata) if metadata is not None else None,
             **modality_keys,
+            METHODS_KEY: _check_methods(methods),
         }
         run = {key: _normalise_json(value, key) for key, value in run.items()}
         manifest_path = store_dir / MANIFEST_FILE
@@ -235,7 +243,8 @@ class RunStore(_AnalysisTables, _Modalities):
                 _check_writable(existing, manifest_path)
             adopt = check_run_id(existing, run_id, store_dir, adopt=adopt_unowned)
             # keys of a newer minor version than the store's are not compared: the resume adds them
-            compared = [key for key in RUN_METADATA_KEYS if key in existing or key not in modality_keys]
+            added = (*modality_keys, METHODS_KEY)
+            compared = [key for key in RUN_METADATA_KEYS if key in existing or key not in added]
             differences = [key for key in compared if existing.get(key) != run[key]]
             if differences:
                 details = "; ".join(f"{key} is {existing.get(key)!r} there but {run[key]!r} now" for key in differences)
@@ -246,7 +255,7 @@ class RunStore(_AnalysisTables, _Modalities):
                 )
             store.migrate()
             store._recover()
-            upgrade = {key: run[key] for key in modality_keys if key not in existing}
+            upgrade = {key: run[key] for key in added if key not in existing}
             if adopt or upgrade:  # after _recover, so that the manifest read here is the final one
                 manifest = {**store.manifest, **upgrade, **({RUN_ID_KEY: run_id} if adopt else {})}
                 if upgrade:  # an older minor version gains this version's keys (additive: old readers read it)
@@ -293,11 +302,11 @@ class RunStore(_AnalysisTables, _Modalities):
 
     def analysis_path(self, epoch: int, name: str) -> Path:
         """Path of an epoch's analysis table, ``analysis/<name>/epoch_NNNNNN.parquet`` (may not exist)."""
-        return _migration._analysis_path(self._store_dir, _check_index(epoch, "epoch"), name)
+        return _migration._analysis_path(self._store_dir, _check_index(epoch, "epoch"), name, self._analysis_root)
 
     def analysis_files(self, epoch: int) -> dict[str, Path]:
         """The analysis table files of an epoch that exist, name → path (current or stale alike)."""
-        return _migration._analysis_files(self._store_dir, _check_index(epoch, "epoch"))
+        return _migration._analysis_files(self._store_dir, _check_index(epoch, "epoch"), self._analysis_root)
 
     @property
     def probe_path(self) -> Path:
@@ -559,11 +568,12 @@ class RunStore(_AnalysisTables, _Modalities):
 
     # ---------------------------------------------------------------------------------- reading
 
-    def _open_epoch(self, epoch: int, *, verify: bool = False) -> _EpochSnapshot:
-        """Open the committed version of an epoch (sizes and rows checked); with ``verify``, also its
-        parts' digests, once per version and store object."""
+    def _open_epoch(self, epoch: int, *, verify: bool = False, method: str | None = None) -> _EpochSnapshot:
+        """Open the committed version of an epoch (sizes and rows checked), reading the rows of ``method``
+        (default: :attr:`method`); with ``verify``, also its parts' digests, once per version and store object."""
         epoch = _check_index(epoch, "epoch")
-        snapshot = _epochs._open_epoch(self._store_dir, epoch, self.epoch_info, self.heatmap_shape)
+        key = self._method_key(method)
+        snapshot = _epochs._open_epoch(self._store_dir, epoch, self.epoch_info, self.heatmap_shape, key)
         if verify and snapshot.info.commit not in self._verified:
             try:
                 snapshot.verify_hashes()
@@ -607,8 +617,8 @@ class RunStore(_AnalysisTables, _Modalities):
             )
         return columns
 
-    def attributions(self, epoch: int, columns: Sequence[str] | None = None) -> pa.Table:
-        """Read all rows of a complete epoch, all ranks' parts concatenated.
+    def attributions(self, epoch: int, columns: Sequence[str] | None = None, *, method: str | None = None) -> pa.Table:
+        """Read all rows of a complete epoch of one attribution method, all ranks' parts concatenated.
 
         Parameters
         ----------
@@ -616,6 +626,8 @@ class RunStore(_AnalysisTables, _Modalities):
             A complete epoch (see :meth:`epochs`).
         columns : sequence of str, optional
             Columns to read. Default: all (see :data:`ATTRIBUTION_COLUMNS`, plus extra columns).
+        method : str, optional
+            One of :attr:`methods`. Default: :attr:`method` (the run's first method unless selected).
 
         Returns
         -------
@@ -629,7 +641,7 @@ class RunStore(_AnalysisTables, _Modalities):
         CorruptFileError
             If a part cannot be read; the message names the file.
         """
-        with self._open_epoch(epoch) as snapshot:
+        with self._open_epoch(epoch, method=method) as snapshot:
             columns = self._check_columns(snapshot, columns)
             schema = snapshot.unified_schema()
             if columns is not None:
@@ -643,7 +655,12 @@ class RunStore(_AnalysisTables, _Modalities):
         return pa.concat_tables(tables)
 
     def iter_batches(
-        self, epoch: int, columns: Sequence[str] | None = None, batch_size: int | None = None
+        self,
+        epoch: int,
+        columns: Sequence[str] | None = None,
+        batch_size: int | None = None,
+        *,
+        method: str | None = None,
     ) -> Iterator[pa.RecordBatch]:
         """Stream a complete epoch by row groups, duplicates removed, for memory-bounded analysis.
 
@@ -659,13 +676,15 @@ class RunStore(_AnalysisTables, _Modalities):
             Columns to read. Default: all.
         batch_size : int, optional
             Maximum rows per batch. Default: one batch per row group.
+        method : str, optional
+            One of :attr:`methods`. Default: :attr:`method`.
 
         Yields
         ------
         pyarrow.RecordBatch
             Batches with identical schemas; together they hold the rows of :meth:`attributions`.
         """
-        snapshot = self._open_epoch(epoch, verify=True)  # errors surface here, not at next()
+        snapshot = self._open_epoch(epoch, verify=True, method=method)  # errors surface here, not at next()
         try:
             columns = self._check_columns(snapshot, columns)
         except BaseException:
@@ -679,7 +698,9 @@ class RunStore(_AnalysisTables, _Modalities):
 
         return batches()
 
-    def iter_heatmaps(self, epoch: int, batch_size: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def iter_heatmaps(
+        self, epoch: int, batch_size: int | None = None, *, method: str | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Stream ``(sample_ids, maps)`` of a complete epoch, as :meth:`iter_batches` does rows.
 
         Yields
@@ -688,13 +709,13 @@ class RunStore(_AnalysisTables, _Modalities):
         maps : numpy.ndarray of float32, shape (B, H, W)
         """
         shape = self.heatmap_shape
-        for batch in self.iter_batches(epoch, [SAMPLE_ID, RELEVANCE], batch_size):
+        for batch in self.iter_batches(epoch, [SAMPLE_ID, RELEVANCE], batch_size, method=method):
             yield batch.column(0).to_numpy(), decode_relevance(batch.column(1), shape)
 
     def heatmaps(
-        self, epoch: int, sample_ids: Sequence[int] | np.ndarray | None = None
+        self, epoch: int, sample_ids: Sequence[int] | np.ndarray | None = None, *, method: str | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Read relevance maps of a complete epoch.
+        """Read relevance maps of a complete epoch, of one attribution method.
 
         Parameters
         ----------
@@ -702,6 +723,8 @@ class RunStore(_AnalysisTables, _Modalities):
             A complete epoch.
         sample_ids : sequence of int, optional
             Samples to read, returned in this order. Default: all, in stored order.
+        method : str, optional
+            One of :attr:`methods`. Default: :attr:`method` (the run's first method unless selected).
 
         Returns
         -------
@@ -714,10 +737,10 @@ class RunStore(_AnalysisTables, _Modalities):
             If a requested sample id is not in the epoch.
         """
         if sample_ids is None:
-            table = self.attributions(epoch, [SAMPLE_ID, RELEVANCE])
+            table = self.attributions(epoch, [SAMPLE_ID, RELEVANCE], method=method)
             return table.column(0).to_numpy(), decode_relevance(table.column(1), self.heatmap_shape)
         wanted = np.asarray(sample_ids, dtype=np.int64).reshape(-1)
-        with self._open_epoch(epoch) as snapshot:
+        with self._open_epoch(epoch, method=method) as snapshot:
             found, maps = snapshot.select(wanted)
         order = np.argsort(found, kind="stable")
         position = np.minimum(np.searchsorted(found[order], wanted), max(found.size - 1, 0))
@@ -731,8 +754,8 @@ class RunStore(_AnalysisTables, _Modalities):
             )
         return wanted.copy(), maps[order][position]
 
-    def sample_heatmaps(self, sample_id: int) -> tuple[np.ndarray, np.ndarray]:
-        """Read one sample's relevance map in every complete epoch that holds it.
+    def sample_heatmaps(self, sample_id: int, *, method: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Read one sample's relevance map (of ``method``, default :attr:`method`) in every complete epoch.
 
         Returns
         -------
@@ -747,7 +770,7 @@ class RunStore(_AnalysisTables, _Modalities):
         sample_id = _check_index(sample_id, "sample_id", minimum=-(2**63))
         found_epochs, found_maps = [], []
         for info in self.epochs():
-            with self._open_epoch(info.epoch) as snapshot:
+            with self._open_epoch(info.epoch, method=method) as snapshot:
                 _, maps = snapshot.select(np.array([sample_id], dtype=np.int64))
             if len(maps):
                 found_epochs.append(info.epoch)

@@ -40,6 +40,8 @@ from .contract import (
     MAX_ROW_GROUP_ROWS,
     META_FORMAT,
     META_HEATMAP_SHAPE,
+    METHOD,
+    METHOD_FIELD,
     POINTS_TABLE,
     PREDICTION,
     PROBABILITY,
@@ -394,6 +396,7 @@ def make_attribution_table(
     relevance_sum: Any = None,
     extra: Mapping[str, Any] | None = None,
     token_relevance: Sequence[Any] | None = None,
+    method: str | None = None,
 ) -> pa.Table:
     """Build an attribution table (:data:`ATTRIBUTION_SCHEMA`) from arrays, one row per sample.
 
@@ -415,6 +418,9 @@ def make_attribution_table(
         Token runs: each sample's relevance per token (padding removed), stored as
         :data:`~lrp_lightning.store.TOKEN_RELEVANCE`; ``relevance`` is then its :func:`token_maps`.
         ``relevance_sum`` defaults to its sums. Default: none (other modalities).
+    method : str, optional
+        The attribution method of every row, stored as :data:`~lrp_lightning.store.METHOD` (runs with
+        several methods). Default: no column (the rows are the store's first method).
 
     Returns
     -------
@@ -459,6 +465,11 @@ def make_attribution_table(
     if tokens is not None:
         arrays.append(tokens)
         fields.append(TOKEN_RELEVANCE_FIELD)
+    if method is not None:
+        if not isinstance(method, str) or not method:
+            raise SchemaError(f"method must be a non-empty str, got {method!r}")
+        arrays.append(pa.array([method] * n, pa.string()))
+        fields.append(METHOD_FIELD)
     shape = json.dumps(list(maps.shape[1:])).encode()
     schema = pa.schema(fields, metadata={META_HEATMAP_SHAPE: shape})
     return pa.Table.from_arrays([_as_arrow(a) for a in arrays], schema=schema)
@@ -639,9 +650,10 @@ def _conform_attribution_table(
             continue
         column = table.column(name)
         kind = column.type
-        if name == TOKEN_RELEVANCE:
-            columns.append(_conform_column(column, TOKEN_RELEVANCE_FIELD, "attribution table"))
-            fields.append(TOKEN_RELEVANCE_FIELD)
+        if name in (TOKEN_RELEVANCE, METHOD):
+            field = TOKEN_RELEVANCE_FIELD if name == TOKEN_RELEVANCE else METHOD_FIELD
+            columns.append(_conform_column(column, field, "attribution table"))
+            fields.append(field)
             continue
         if not (pa.types.is_floating(kind) or pa.types.is_integer(kind) or pa.types.is_boolean(kind)):
             raise SchemaError(

@@ -15,8 +15,13 @@ export class RequestError extends Error {
   }
 }
 
+// The attribution method and named analysis the tab shows (null: the run's first method, the default
+// analysis); every request about a run carries them unless it names its own (the methods grid does).
+export const selection = { method: null, analysis: null };
+
 export function url(route, params = {}) {
   const target = new URL(route, BASE);
+  if ("run" in params) params = { method: selection.method, analysis: selection.analysis, ...params };
   for (const [key, value] of Object.entries(params)) {
     if (value !== null && value !== undefined) target.searchParams.set(key, String(value));
   }

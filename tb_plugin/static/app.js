@@ -6,7 +6,7 @@
 // views/index.js) builds its own panel and is told what changed through update(topic, changes); see
 // views/index.js for the contract and docs/recipes/plugin_view.md for adding one.
 
-import { RequestError, getColumns, getJSON, url } from "./api.js";
+import { RequestError, getColumns, getJSON, selection, url } from "./api.js";
 import { h, replace } from "./dom.js";
 import { META_PREFIX } from "./format.js";
 import {
@@ -24,6 +24,8 @@ const SLOTS = ["top", "main", "bottom"];
 // The shell's URL keys; the views' own keys go between the two groups (the URL's order).
 const SHARED_PARAMS = {
   run: param.text(),
+  method: param.text(), // the attribution method (runs with several); empty: the run's first
+  ana: param.text(), // a named analysis (lrp-analyze --name); empty: the default one
   epoch: param.integer(null),
   cat: param.text("all"),
   emb: param.text(),
@@ -246,7 +248,10 @@ export class App {
     const token = ++this.token;
     this.setBusy(true);
     try {
-      const info = (pending && (await pending)) || (await getJSON("run", { run }));
+      if (run !== this.state.run) Object.assign(selection, { method: null, analysis: null });
+      let info = (pending && (await pending)) || (await getJSON("run", { run }));
+      if (token !== this.token) return;
+      if (this.choose(info)) info = await getJSON("run", { run }); // the chosen method's epochs and analyses
       if (token !== this.token) return;
       this.info = info;
       this.state.run = run;
@@ -269,6 +274,29 @@ export class App {
       if (token === this.token) this.setBusy(false);
       this.root.dataset.ready = "true";
     }
+  }
+
+  /**
+   * Take the state's method and analysis where the run has them (else its first method, the default
+   * analysis) into the requests' selection; true when the selection differs from the run's defaults.
+   */
+  choose(info) {
+    const methods = info.methods || [];
+    const analyses = info.analyses || [];
+    const method = methods.includes(this.state.method) ? this.state.method : methods[0] || "";
+    const analysis = analyses.includes(this.state.ana) ? this.state.ana : "default";
+    this.state.method = method === methods[0] ? "" : method;
+    this.state.ana = analysis === "default" ? "" : analysis;
+    selection.method = this.state.method || null;
+    selection.analysis = this.state.ana || null;
+    return selection.method !== null || selection.analysis !== null;
+  }
+
+  /** Show another attribution method or named analysis of the open run. */
+  async setAttribution(changes) {
+    Object.assign(this.state, changes);
+    writeState(this.params, this.state);
+    await this.setRun(this.state.run, true);
   }
 
   epochIndex() {

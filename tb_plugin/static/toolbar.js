@@ -21,6 +21,10 @@ export class Toolbar {
     const update = (changes, topic) => app.update(changes, topic);
     this.controls = {
       run: select([], null, { id: "run", onchange: (event) => app.setRun(event.target.value) }),
+      method: select([], null, { id: "method", "aria-label": "attribution method",
+        onchange: (event) => app.setAttribution({ method: event.target.value }) }),
+      analysis: select([], null, { id: "analysis", "aria-label": "named analysis",
+        onchange: (event) => app.setAttribution({ ana: event.target.value === "default" ? "" : event.target.value }) }),
       epoch: h("input", { id: "epoch", type: "range", min: 0, max: 0, step: 1, value: 0,
         "aria-label": "epoch", oninput: (event) => app.setEpochIndex(Number(event.target.value)) }),
       play: h("button", { id: "play", type: "button", text: "▶ Play", title: "play through the epochs",
@@ -41,8 +45,12 @@ export class Toolbar {
     };
     const c = this.controls;
     this.dims = h("span", { class: "dims hidden" }, field("x", c.ex), field("y", c.ey));
+    this.methodField = field("Method", c.method, { class: "field hidden" });
+    this.analysisField = field("Analysis", c.analysis, { class: "field hidden" });
     this.element = h("header", { class: "toolbar" },
       field("Run", c.run),
+      this.methodField,
+      this.analysisField,
       h("div", { class: "field epoch-field" }, h("span", { class: "field-label", text: "Epoch" }), c.epoch, c.play, c.epochLabel),
       field("Category", c.category),
       field("Embedding", c.embedding), this.dims,
@@ -66,6 +74,13 @@ export class Toolbar {
   showRun(info) {
     const s = this.app.state;
     this.controls.run.value = s.run;
+    const methods = info.methods || [];
+    setOptions(this.controls.method, methods.map((name) => ({ value: name })), s.method || methods[0]);
+    this.methodField.classList.toggle("hidden", methods.length < 2);
+    const analyses = info.analyses || ["default"];
+    const shown = analyses.includes("default") ? analyses : ["default", ...analyses];
+    setOptions(this.controls.analysis, shown.map((name) => ({ value: name })), s.ana || "default");
+    this.analysisField.classList.toggle("hidden", shown.length < 2);
     setOptions(this.controls.cmap, info.colormaps.map((name) => ({ value: name })),
       info.colormaps.includes(s.cmap) ? s.cmap : info.default_cmap);
     s.cmap = this.controls.cmap.value;

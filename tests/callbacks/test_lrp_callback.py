@@ -581,9 +581,9 @@ def test_a_rank_without_probe_samples_writes_an_empty_part(tmp_path):
     from lrp_lightning.callbacks._explainer import Explained
 
     store = RunStore.create(tmp_path, heatmap_shape=(4, 4))
-    table = callback()._table(Explained.empty((4, 4)), 0, 3)
+    table = callback()._tables({"epsilon_gamma_box": Explained.empty((4, 4))}, 0, 3)
     store.write_part(0, 3, table, rank=1)
-    store.write_part(0, 3, callback()._table(Explained.empty((4, 4)), 0, 3), rank=0)
+    store.write_part(0, 3, callback()._tables({"epsilon_gamma_box": Explained.empty((4, 4))}, 0, 3), rank=0)
     info = store.commit_epoch(0, 3, world_size=2)
     assert info.rows == 0 and store.attributions(0).num_rows == 0
 

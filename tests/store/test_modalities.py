@@ -72,7 +72,7 @@ def token_rows(epoch, ids):
 def test_manifest_records_modality_and_format_version(tmp_path):
     store = token_store(tmp_path)
     manifest = json.loads((store.store_dir / S.MANIFEST_FILE).read_text())
-    assert S.FORMAT_VERSION == "2.1" and manifest[S.FORMAT_VERSION_KEY] == "2.1"
+    assert S.FORMAT_VERSION == "2.2" and manifest[S.FORMAT_VERSION_KEY] == "2.2"
     assert manifest[S.MODALITY_KEY] == "tokens" and manifest[S.MAX_TOKENS_KEY] == MAX_TOKENS
     assert store.modality == "tokens" and store.max_tokens == MAX_TOKENS and store.feature_names is None
     assert store.heatmap_shape == (1, MAX_TOKENS)

@@ -49,6 +49,9 @@ REGIONS = ("bottom-right corner", "top edge", "left edge", "bottom edge")
 """Regions of the flagged clusters that ``build_run(flags=...)`` adds to the watermark's."""
 
 
+METHOD_NAMES = ("epsilon_gamma_box", "gradient", "input_x_gradient", "integrated_gradients")
+
+
 def _quadrant(label: int, size: int) -> tuple[slice, slice]:
     half = size // 2
     row, column = divmod(label % 4, 2)
@@ -83,6 +86,7 @@ def build_run(
     extra_clustering: bool = False,
     pca_only: Iterable[int] = (),
     flags: int = 1,
+    methods: int = 1,
 ) -> RunStore:
     """Write a complete synthetic run and return its store.
 
@@ -112,6 +116,10 @@ def build_run(
     flags : int
         Flagged clusters of the "all samples" category, side by side in its embeddings (default 1:
         the watermark's), see :func:`write_analysis`.
+    methods : int
+        Attribution methods (default 1). More than one: the first is ``epsilon_gamma_box``, the others
+        (``gradient``, ``input_x_gradient``, ...) hold the first's maps blurred along the rows, more with each;
+        the analysis tables are the first method's.
     """
     rng = np.random.default_rng(seed)
     store = RunStore.create(
@@ -121,6 +129,7 @@ def build_run(
         model_class="tests.SyntheticNet",
         composite="epsilon_gamma_box",
         canonizers=["SequentialMergeBatchNorm"],
+        methods=[{"name": name} for name in METHOD_NAMES[:methods]] if methods > 1 else None,
         class_names=[f"digit {c}" for c in range(classes)],
         target_mode="label",
         probe={"size": samples, "seed": seed},
@@ -153,10 +162,10 @@ def build_run(
         correct = rng.random(samples) < 0.4 + 0.55 * progress
         predictions = np.where(correct, labels, (labels + 1) % classes)
         scores = rng.normal(2.0 * progress, 0.5, samples).astype(np.float32)
-        store.write_epoch(
-            epoch,
-            (epoch + 1) * 10,
-            make_attribution_table(
+        tables = []
+        for index in range(methods):
+            variant = maps if index == 0 else np.cumsum(maps, axis=2) / np.arange(1, size + 1) ** (1 / index)
+            table = make_attribution_table(
                 epoch=epoch,
                 global_step=(epoch + 1) * 10,
                 sample_id=ids,
@@ -165,9 +174,11 @@ def build_run(
                 target=labels,
                 score=scores,
                 probability=1.0 / (1.0 + np.exp(-scores)),
-                relevance=maps,
-            ),
-        )
+                relevance=variant.astype(np.float32),
+                method=METHOD_NAMES[index] if methods > 1 else None,
+            )
+            tables.append(table)
+        store.write_epoch(epoch, (epoch + 1) * 10, pa.concat_tables(tables) if methods > 1 else tables[0])
         if epoch in analysed:
             found, extra = lineage.get(epoch), extra_clustering
             write_analysis(

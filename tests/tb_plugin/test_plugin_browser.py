@@ -40,6 +40,7 @@ VARIANTS = "variants/version_0"  # two clusterings: the classes default to anoth
 # As Embeddings(scope="flagged") lays out: t-SNE and UMAP for all samples and class 0, PCA only for
 # classes 1 and 2; three flagged clusters side by side in "all samples".
 SCOPED = "scoped/version_0"
+METHODS_RUN = "zmethods/version_0"  # two attribution methods, sorts last
 REVISED = "revised/version_0"  # a ClArCCallback revision record of its watermark finding, from epoch 1
 EPOCHS = 6
 SAMPLES = 120
@@ -59,6 +60,39 @@ pytestmark = [
 ]
 
 
+def _methods_run(run_dir: Path) -> RunStore:
+    """Three epochs explained by 'lrp' (relevance top-left) and 'gradient' (bottom-right), no analysis."""
+    import numpy as np
+    import pyarrow as pa
+
+    from lrp_lightning.store import METHOD_FIELD, make_probe_table
+
+    ids = np.arange(12, dtype=np.int64)
+    store = RunStore.create(
+        run_dir, heatmap_shape=(8, 8), input_shape=(1, 8, 8), methods=[{"name": "lrp"}, {"name": "gradient"}]
+    )
+    store.write_probe(make_probe_table(sample_id=ids, dataset_index=ids, label=ids % 2))
+    for epoch in range(3):
+        tables = []
+        for method, corner in (("lrp", (slice(0, 3), slice(0, 3))), ("gradient", (slice(5, 8), slice(5, 8)))):
+            maps = np.zeros((12, 8, 8), np.float32)
+            maps[(slice(None), *corner)] = 1.0 + epoch
+            table = make_attribution_table(
+                epoch=epoch,
+                global_step=epoch,
+                sample_id=ids,
+                label=ids % 2,
+                prediction=ids % 2,
+                target=ids % 2,
+                score=np.ones(12),
+                probability=np.full(12, 0.5),
+                relevance=maps,
+            )
+            tables.append(table.append_column(METHOD_FIELD, pa.array([method] * 12)))
+        store.write_epoch(epoch, epoch, pa.concat_tables(tables))
+    return store
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -76,6 +110,7 @@ def tensorboard(tmp_path_factory: pytest.TempPathFactory):
     build_run(logdir / SCOPED, epochs=2, samples=30, seed=6, pca_only=[1, 2], flags=3)
     revised = build_run(logdir / REVISED, epochs=4, samples=30, seed=7)
     revised.record_revisions([revision_record(WATERMARK_FINDING.format(first=0), start_epoch=1, epochs=4)])
+    _methods_run(logdir / METHODS_RUN)
     port = _free_port()
     log = (logdir.parent / "tensorboard.log").open("w")
     process = subprocess.Popen(
@@ -182,7 +217,7 @@ def test_the_lrp_tab_in_tensorboard(tensorboard, browser, screenshots):
 
     # Every registered view (static/views/index.js) is built and placed once, in the registry's order.
     views = tab.js("Object.keys(lrp.views)")
-    assert views == ["findings", "embedding", "clusters", "timeline", "gallery"]
+    assert views == ["findings", "embedding", "clusters", "timeline", "methods", "gallery"]
     assert tab.js("[...document.querySelectorAll('#lrp-app [data-view]')].map((e) => e.dataset.view)") == views
 
     # Opens at the latest epoch with its embedding drawn on the canvas.
@@ -714,5 +749,92 @@ def test_a_revision_marks_the_epoch_axis_and_shows_the_finding_fading(tensorboar
     tab.js(f"lrp.openSample({sample})")
     tab.frame.wait_for_selector(f"#timeline[data-sample='{sample}'] svg.chart", state="attached")
     assert tab.frame.locator("#timeline svg.chart line.mark").count() == 2
+    assert problems == []
+    context.close()
+
+
+def _red_corner(page, selector: str) -> str:
+    """Which corner of an <img> heatmap is reddest (bwr: positive relevance is red): 'top-left' or 'bottom-right'."""
+    return page.eval_on_selector(
+        selector,
+        """(img) => { const c = document.createElement('canvas');
+             c.width = img.naturalWidth; c.height = img.naturalHeight;
+             const g = c.getContext('2d'); g.drawImage(img, 0, 0);
+             const red = (x, y) => { const d = g.getImageData(x, y, 1, 1).data; return d[0] - d[2]; };
+             return red(1, 1) > red(c.width - 2, c.height - 2) ? 'top-left' : 'bottom-right'; }""",
+    )
+
+
+def test_the_method_picker_and_the_grid_of_epochs_by_methods(tensorboard, browser):
+    base, _ = tensorboard
+    url = f"{base}/data/plugin/lrp/index.html#run=zmethods%2Fversion_0&sample=3"
+    context, page, problems = _open(browser, url)
+    page.wait_for_selector("#lrp-app[data-ready=true]")
+    page.wait_for_selector("#lrp-app[data-loading=false]")
+    # the picker lists the run's methods; the first is shown
+    assert page.eval_on_selector_all("#method option", "os => os.map(o => o.value)") == ["lrp", "gradient"]
+    assert page.is_visible("#method") and page.input_value("#method") == "lrp"
+    # the grid: one row per method, one column per epoch, each image that method's map of sample 3
+    page.wait_for_selector("#methods-grid:not(.hidden) img")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#methods-grid img')].every((i) => i.complete && i.naturalWidth > 0)"
+    )
+    cells = page.eval_on_selector_all(
+        "#methods-grid img", "is => is.map(i => [i.dataset.method, Number(i.dataset.epoch)])"
+    )
+    assert cells == [["lrp", 0], ["lrp", 1], ["lrp", 2], ["gradient", 0], ["gradient", 1], ["gradient", 2]]
+    assert _red_corner(page, "#methods-grid img[data-method=lrp][data-epoch='1']") == "top-left"
+    assert _red_corner(page, "#methods-grid img[data-method=gradient][data-epoch='1']") == "bottom-right"
+    # picking another method shows its maps everywhere and goes into the share link
+    page.wait_for_selector("#gallery img")
+    page.select_option("#method", "gradient")
+    page.wait_for_selector("#lrp-app[data-loading=false]")
+    page.wait_for_function("() => location.hash.includes('method=gradient')")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#gallery img')].some((i) => i.src.includes('method=gradient'))"
+    )
+    first = "#gallery .card img"
+    page.wait_for_function(
+        f"() => {{ const i = document.querySelector({first!r}); return i && i.complete && i.naturalWidth > 0; }}"
+    )
+    assert _red_corner(page, first) == "bottom-right"
+    # a reload of the share link opens the same method
+    page.reload()
+    page.wait_for_selector("#lrp-app[data-ready=true]")
+    page.wait_for_selector("#lrp-app[data-loading=false]")
+    assert page.input_value("#method") == "gradient"
+    assert problems == []
+    context.close()
+
+
+def test_an_exported_selection_or_finding_imports_as_the_selection(tensorboard, browser, tmp_path):
+    base, _ = tensorboard
+    context, page, problems = _open(browser, f"{base}/data/plugin/lrp/index.html#run=zmethods%2Fversion_0")
+    page.wait_for_selector("#lrp-app[data-ready=true]")
+    page.wait_for_selector("#lrp-app[data-loading=false]")
+    selected = "() => [...lrp.selectedIds()].sort((a, b) => a - b)"
+    # a CSV exported by this tab, selection 2, 5, 7: exported, cleared, imported again
+    page.evaluate("lrp.setSelection(new Set([2, 5, 7]), new Set())")
+    with page.expect_download() as download:
+        page.click("#export-csv")
+    exported = Path(download.value.path())
+    page.evaluate("lrp.clearSelection()")
+    assert page.evaluate(selected) == []
+    page.set_input_files("#import-selection", str(exported))
+    page.wait_for_function("() => lrp.selectedIds().size === 3")
+    assert page.evaluate(selected) == [2, 5, 7]
+    # a JSON export of a finding's members, one of them not in this run
+    finding = tmp_path / "finding.json"
+    finding.write_text(json.dumps({"findings": [{"finding_id": "class_0/x@0", "member_ids": [1, 3, 999]}]}))
+    page.set_input_files("#import-selection", str(finding))
+    page.wait_for_function("() => lrp.selectedIds().size === 2")
+    assert page.evaluate(selected) == [1, 3]
+    assert "Imported 2 sample ids from finding.json (1 not in this run)" in page.inner_text("#lrp-app")
+    # a file that is neither says why
+    bad = tmp_path / "notes.csv"
+    bad.write_text("name,value\na,1\n")
+    page.set_input_files("#import-selection", str(bad))
+    page.wait_for_function("() => document.body.innerText.includes('Import failed: notes.csv has no sample_id column')")
+    assert page.evaluate(selected) == [1, 3]  # unchanged
     assert problems == []
     context.close()

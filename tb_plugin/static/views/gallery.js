@@ -5,6 +5,7 @@
 import { download, field, h, replace, select } from "../dom.js";
 import { META_PREFIX, csvCell } from "../format.js";
 import { galleryPicture, isSequenceRun } from "../relevance.js";
+import { importSelection } from "../importing.js";
 import { param } from "../state.js";
 
 const KINDS = [
@@ -50,7 +51,15 @@ class Gallery {
         this.prevPage, this.pageLabel, this.nextPage,
         h("span", { class: "spacer" }),
         h("button", { id: "export-csv", type: "button", text: "Export CSV", onclick: () => this.exportIds("csv") }),
-        h("button", { id: "export-json", type: "button", text: "Export JSON", onclick: () => this.exportIds("json") })),
+        h("button", { id: "export-json", type: "button", text: "Export JSON", onclick: () => this.exportIds("json") }),
+        h("label", { class: "button import", title: "select the samples of an exported selection or finding (CSV or JSON)" },
+          h("span", { text: "Import…" }),
+          h("input", { id: "import-selection", type: "file", accept: ".csv,.json,text/csv,application/json", class: "visually-hidden",
+            onchange: (event) => {
+              const file = event.target.files[0];
+              event.target.value = "";
+              if (file) importSelection(this.app, file);
+            } }))),
       this.grid);
   }
 

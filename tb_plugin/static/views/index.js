@@ -28,6 +28,7 @@ import clusters from "./clusters.js";
 import embedding from "./embedding.js";
 import findings from "./findings.js";
 import gallery from "./gallery.js";
+import methods from "./methods.js";
 import timeline from "./timeline.js";
 
-export const VIEWS = [findings, embedding, clusters, timeline, gallery];
+export const VIEWS = [findings, embedding, clusters, timeline, methods, gallery];
