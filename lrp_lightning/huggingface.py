@@ -206,34 +206,6 @@ class _DetachRotaryInput(Canonizer):
             module._modules["rotary_emb"] = inner
 
 
-class _DetachRotaryInput(Canonizer):
-    """``LlamaModel.rotary_emb`` reads only the dtype of the hidden states: call it on them detached.
-
-    Otherwise a strict composite takes the rotary module (a leaf without a rule) for a layer that mixes
-    relevance. The child is swapped in place, so the order of the model's children is kept.
-    """
-
-    def __init__(self) -> None:
-        self._swapped: list[tuple[nn.Module, nn.Module]] = []
-
-    def copy(self) -> _DetachRotaryInput:
-        return type(self)()
-
-    def apply(self, root_module: nn.Module) -> list[Any]:
-        instance = self.copy()
-        for module in list(root_module.modules()):
-            inner = module._modules.get("rotary_emb")
-            if type(module).__name__ == "LlamaModel" and inner is not None:
-                module._modules["rotary_emb"] = _DetachedInputCall(inner)
-                instance._swapped.append((module, inner))
-        return [instance]
-
-    def remove(self) -> None:
-        while self._swapped:
-            module, inner = self._swapped.pop()
-            module._modules["rotary_emb"] = inner
-
-
 def _refuse(block: nn.Module, what: str) -> None:
     raise ValueError(
         f"{type(block).__name__}: the LRP canonizer explains one forward pass over the whole sequence and does "
