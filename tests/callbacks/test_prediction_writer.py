@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import io
+import json
 
 import numpy as np
 import pytest
@@ -10,13 +12,23 @@ import torch
 from callback_testing import ImageData, TinyNet, loader, trainer
 from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
 from PIL import Image
+from token_testing import TinyTokenNet, TokenData, pad_collate
 from torch import nn
 from torch.utils.data import DataLoader
 
 import lrp_lightning
 from lrp_lightning import LRPPredictionWriter
-from lrp_lightning.attribution import explain
-from lrp_lightning.store import WRITER_LOCK_FILE, RunStore, StoreLockedError, StoreNotFoundError, WriterLock
+from lrp_lightning.attribution import Gradient, IntegratedGradients, explain
+from lrp_lightning.composites import get_composite
+from lrp_lightning.store import (
+    MANIFEST_FILE,
+    METHODS_KEY,
+    WRITER_LOCK_FILE,
+    RunStore,
+    StoreLockedError,
+    StoreNotFoundError,
+    WriterLock,
+)
 
 BOX = {"low": 0.0, "high": 1.5}
 
@@ -48,6 +60,13 @@ def test_is_a_batch_prediction_writer_exported_lazily():
         ({"target": "best"}, "target must be 'label'"),
         ({"composite": "nope"}, "unknown composite 'nope'"),
         ({"heatmap_size": 0}, "heatmap_size must be None"),
+        ({"composite": ["epsilon_gamma_box", "nope"]}, "composite[1] must be the name of a composite of ["),
+        ({"composite": ["gradient", "nope"]}, "or a built-in method of ['gradient', 'input_x_gradient'"),
+        ({"composite": {"lrp": "epsilon_plus", "ig": 3}}, "composite['ig'] must be a composite of"),
+        ({"composite": {"ig": None}}, "in a dict a callable model -> Attributor"),
+        ({"composite": ["gradient", "gradient"]}, "methods with distinct names"),
+        ({"composite": {"bad name": "gradient"}}, "method name 'bad name' must start with a letter"),
+        ({"composite": [IntegratedGradients]}, "pass a dict {name: attributor}"),
     ],
 )
 def test_constructor_rejects_bad_arguments(kwargs, message):
@@ -150,7 +169,7 @@ class _Watched(LRPPredictionWriter):
 
     def write_on_batch_end(self, trainer, pl_module, *args, **kwargs):
         super().write_on_batch_end(trainer, pl_module, *args, **kwargs)
-        self.most_held = max(self.most_held, sum(len(rows) for rows in self._rows))
+        self.most_held = max(self.most_held, sum(len(rows) for _, rows in self._rows))
         self.batches += 1
         try:
             self.visible.append([info.epoch for info in RunStore(self._run_dir).epochs()])
@@ -223,3 +242,135 @@ def test_a_second_writer_of_the_store_is_refused_while_the_first_holds_its_lock(
     store = predict(tmp_path, writer(tmp_path), TinyNet(), data)  # released: the writer runs
     assert [e.rows for e in store.epochs()] == [9]
     assert not (store.store_dir / WRITER_LOCK_FILE).exists()  # and releases its own lock at the end
+
+
+# ---------------------------------------------------------------------------------- several methods
+
+
+def _plain(model: TinyNet) -> nn.Module:
+    return nn.Sequential(model.features, model.classifier).eval()
+
+
+def test_every_method_is_written_for_every_batch_and_equals_its_attributor(tmp_path):
+    torch.manual_seed(0)
+    model = TinyNet()
+    data = ImageData(11, seed=5)
+    methods = {
+        "lrp": "epsilon_gamma_box",
+        "grad": "gradient",
+        "ixg": "input_x_gradient",
+        "ig": functools.partial(IntegratedGradients, n_iter=4),
+    }
+    callback = writer(tmp_path, composite=methods, flush_every=5, thumbnail_size=0)  # flushes mix methods
+    assert callback.methods == list(methods)
+    run = trainer(tmp_path, callbacks=[callback], logger=False, precision="64-true")
+    run.predict(model, DataLoader(data, batch_size=4), return_predictions=False)
+    store = RunStore(tmp_path / "wide")
+    assert store.methods == list(methods) and store.epochs()[0].rows == 11  # samples, not rows
+    manifest = json.loads((store.store_dir / MANIFEST_FILE).read_text())
+    assert [m["kind"] for m in manifest[METHODS_KEY]] == ["lrp", "gradient", "input_x_gradient", "attributor"]
+    net = _plain(model.double())
+    x, y = data.x.double(), data.y
+    x_grad = x.clone().requires_grad_(True)
+    net(x_grad)[torch.arange(11), y].sum().backward()
+    expected = {
+        "lrp": explain(net, x, target=y, **BOX)[1],
+        "grad": x_grad.grad,
+        "ixg": x_grad.grad * x,
+        "ig": IntegratedGradients(net, n_iter=4)(x, nn.functional.one_hot(y, 3).double())[1],
+    }
+    for name, relevance in expected.items():
+        ids, maps = store.heatmaps(0, method=name)
+        assert ids.tolist() == list(range(11))
+        np.testing.assert_allclose(maps, relevance.sum(1).float().numpy(), rtol=2e-3, atol=1e-5)  # float16
+        sums = store.attributions(0, ["relevance_sum"], method=name).column(0).to_numpy()
+        np.testing.assert_allclose(sums, relevance.flatten(1).sum(1).numpy(), rtol=1e-6, atol=1e-9)  # float32
+    assert not np.allclose(store.heatmaps(0, method="lrp")[1], store.heatmaps(0, method="grad")[1], atol=1e-3)
+    assert np.array_equal(store.heatmaps(0)[1], store.heatmaps(0, method="lrp")[1])  # the first is the default
+    with pytest.raises(ValueError, match=r"method 'lime' is not one of this run's attribution methods"):
+        store.heatmaps(0, method="lime")
+
+
+# ---------------------------------------------------------------------------------- widths and lengths
+
+
+def test_token_maps_of_a_wider_later_batch_are_whole_and_equal_attributing_each_sample_alone(tmp_path):
+    torch.manual_seed(0)
+    model = TinyTokenNet()
+    data = TokenData(13, seed=2)
+    order = sorted(range(13), key=lambda i: data.samples[i][0].numel())  # batches padded wider and wider
+    lengths = [data.samples[i][0].numel() for i in order]
+    first_width, widest = max(lengths[:4]), max(lengths)
+    assert first_width < widest
+    stores = []
+    for name, flush_every in (("flushed", 3), ("held", 10**6)):  # rows written before the widest batch, or not
+        callback = LRPPredictionWriter(dirpath=tmp_path / name, composite="epsilon_plus", flush_every=flush_every)
+        run = trainer(tmp_path, callbacks=[callback], logger=False, precision="64-true")
+        run.predict(model, DataLoader(data, batch_size=4, sampler=order, collate_fn=pad_collate))
+        stores.append(RunStore(tmp_path / name))
+    store, held = stores
+    assert store.attributions(0).equals(held.attributions(0))  # widened on disk = written wide at once
+    assert store.max_tokens == widest and store.heatmap_shape == (1, widest)
+    assert store.manifest["input_shape"] == [widest]
+    relevance = store.token_relevance(0)
+    ids, maps = store.heatmaps(0)
+    composite = get_composite("epsilon_plus")
+    checked = 0
+    for row, sample_id in enumerate(ids.tolist()):
+        batch = pad_collate([data[sample_id]])
+        labels = batch.pop("labels")
+        with Gradient(model.double().eval(), composite, output="logits") as attributor:
+            _, alone = attributor(batch, labels)  # float64, the sample alone, unpadded
+        alone = alone[0].numpy().astype(np.float32)
+        n = alone.size
+        assert relevance[sample_id].size == n and np.abs(alone).sum() > 0
+        np.testing.assert_allclose(relevance[sample_id], alone, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(maps[row, 0, :n], alone.astype(np.float16), rtol=0, atol=1e-10)
+        assert not maps[row, 0, n:].any()
+        checked += n > first_width  # its map was cut at the first batch's width before
+    assert checked >= 3
+
+
+class _Signals(torch.utils.data.Dataset):
+    """``(x, y)`` signals ``(1, L)``: the first four 8 steps long, the others 12."""
+
+    def __init__(self) -> None:
+        generator = torch.Generator().manual_seed(1)
+        self.items = [(torch.randn(1, 8 if i < 4 else 12, generator=generator), i % 2) for i in range(8)]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index):
+        return self.items[index]
+
+
+class _SignalNet(TinyNet):
+    """Conv1d over signals of any length, summed over time: one score per class."""
+
+    def __init__(self) -> None:
+        super().__init__(classes=2)
+        self.conv = nn.Conv1d(1, 3, 3, padding=1)
+        self.head = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.conv(x)).sum(-1))
+
+
+def test_signals_of_other_lengths_need_heatmap_size_and_are_pooled_with_it(tmp_path):
+    torch.manual_seed(0)
+    model, data = _SignalNet(), _Signals()
+    run = trainer(tmp_path, callbacks=[writer(tmp_path, composite="gradient")], logger=False)
+    with pytest.raises(ValueError, match=r"batch 1 have shape \(1, 12\), but the earlier batches' have shape \(1, 8\)"):
+        run.predict(model, DataLoader(data, batch_size=4), return_predictions=False)
+    assert not (tmp_path / "wide" / "plugins" / "lrp" / "manifest.json").exists()
+    callback = writer(tmp_path, composite="gradient", heatmap_size=(1, 4))
+    run = trainer(tmp_path, callbacks=[callback], logger=False, precision="64-true")
+    run.predict(model, DataLoader(data, batch_size=4), return_predictions=False)
+    ids, maps = RunStore(tmp_path / "wide").heatmaps(0)
+    for row, sample_id in enumerate(ids.tolist()):
+        x, y = data[sample_id]
+        x = x[None].double().requires_grad_(True)
+        model.double()(x)[0, y].backward()
+        pooled = x.grad[0, 0].reshape(4, -1).sum(1).numpy()  # 2 or 3 steps per stored value
+        np.testing.assert_allclose(maps[row, 0], pooled, rtol=2e-3, atol=1e-6)
