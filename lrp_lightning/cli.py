@@ -2,7 +2,10 @@
 
 It prints the *findings* of each run (one line per artifact or strategy, merged over clusterings,
 categories and epochs; see :mod:`lrp_lightning.analysis.findings`), a one-line count per kind of note,
-and a summary table. ``--verbose`` adds the flags of every clustering and every note.
+and a summary table. ``--verbose`` adds the flags of every clustering and every note. In a run of
+several attribution methods, and for a named analysis (``--name``), every line says which method and
+analysis it belongs to (``run [method gradient, analysis coarse]: ...``), and a method and analysis
+without findings says so.
 
 Exit status: 0 when every item was analysed (or already current), 1 when some item failed (each is
 named on stderr), 2 for bad arguments (unknown option, unreadable config, no runs found, an
@@ -139,14 +142,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 @dataclass
 class _RunReport:
+    """What ``lrp-analyze`` found in one run; every entry carries the label of its (method, analysis)."""
+
     run: str
     analysed: int = 0
     current: int = 0
-    flags: list[tuple[int, str, str, str]] = field(default_factory=list)  # epoch, category, region, reason
-    findings: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (summary, reason), latest epoch
-    skipped: list[str] = field(default_factory=list)
-    messages: list[str] = field(default_factory=list)
+    # label, epoch, category, region, reason
+    flags: list[tuple[str, int, str, str, str]] = field(default_factory=list)
+    # label -> finding id -> (summary, reason) at the latest epoch; a label analysed without findings maps to {}
+    findings: dict[str, dict[str, tuple[str, str]]] = field(default_factory=dict)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # label, note
+    messages: list[tuple[str, str]] = field(default_factory=list)  # label, note
     failures: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def finding_count(self) -> int:
+        return sum(len(found) for found in self.findings.values())
+
+
+def _block_label(method: str, several_methods: bool, analysis: str | None) -> str:
+    """``" [method gradient, analysis coarse]"``: the parts that tell a run's blocks of findings apart."""
+    parts = ([f"method {method}"] if several_methods else []) + ([f"analysis {analysis}"] if analysis else [])
+    return f" [{', '.join(parts)}]" if parts else ""
 
 
 def _analyze_one(run: str, settings: dict[str, Any], queue: Any = None) -> _RunReport:
@@ -171,13 +188,16 @@ def _analyze_one(run: str, settings: dict[str, Any], queue: Any = None) -> _RunR
         store = RunStore(run)
         old_format = store.format_version
         if store.migrate():  # a store of an older layout (format 1.x: epoch=NNNNNN folders), in place
-            report.messages.append(f"migrated the store from format {old_format} to {store.format_version}")
+            report.messages.append(("", f"migrated the store from format {old_format} to {store.format_version}"))
         methods = _methods_of(store, settings.get("methods"))
+        several_methods = len(store.methods) > 1
     except (StoreError, OSError, ValueError) as exc:
         report.failures.append((run, str(exc)))
         if queue is not None:
             queue.put(("run-failed", run, 0))
         return report
+
+    label = ""
 
     def on_epoch(outcome: Any, error: str | None) -> None:
         if outcome is not None:
@@ -186,16 +206,18 @@ def _analyze_one(run: str, settings: dict[str, Any], queue: Any = None) -> _RunR
             else:
                 report.current += 1
             for category, region, reason in outcome.flags:
-                report.flags.append((outcome.epoch, category, region, reason))
+                report.flags.append((label, outcome.epoch, category, region, reason))
+            found = report.findings.setdefault(label, {})
             for finding in outcome.findings:
-                report.findings[finding.finding_id] = (finding.summary(), finding.reason)
+                found[finding.finding_id] = (finding.summary(), finding.reason)
             for category, reason in outcome.skipped.items():
-                report.skipped.append(f"epoch {outcome.epoch}, {category}: {reason}")
-            report.messages.extend(outcome.messages)
+                report.skipped.append((label, f"epoch {outcome.epoch}, {category}: {reason}"))
+            report.messages.extend((label, message) for message in outcome.messages)
         if queue is not None:
             queue.put(("epoch", run, 1))
 
     for method in methods:
+        label = _block_label(method, several_methods, settings.get("name"))
         try:
             outcome = analyze_run(
                 store,
@@ -210,9 +232,8 @@ def _analyze_one(run: str, settings: dict[str, Any], queue: Any = None) -> _RunR
                 **options,
             )
         except Exception as exc:  # noqa: BLE001 - one run's unexpected error must not stop the others
-            report.failures.append((f"{run} ({method})", f"{type(exc).__name__}: {exc}"))
+            report.failures.append((f"{run}{label or f' [method {method}]'}", f"{type(exc).__name__}: {exc}"))
             continue
-        label = "" if len(methods) == 1 else f" ({method})"
         report.failures.extend((f"{item}{label}", message) for item, message in outcome.failures)
     return report
 
@@ -257,13 +278,13 @@ def _note_kind(message: str) -> str:
 def _print_notes(reports: list[_RunReport], root: Path, verbose: bool) -> None:
     if verbose:
         for report in reports:
-            for message in report.messages + report.skipped:
-                print(f"lrp-analyze: note: {_run_name(report.run, root)}: {message}", file=sys.stderr)
+            for label, message in report.messages + report.skipped:
+                print(f"lrp-analyze: note: {_run_name(report.run, root)}{label}: {message}", file=sys.stderr)
         return
     kinds: dict[str, list[str]] = {}
     for report in reports:
-        for message in report.messages + report.skipped:
-            kinds.setdefault(_note_kind(message), []).append(f"{_run_name(report.run, root)}: {message}")
+        for label, message in report.messages + report.skipped:
+            kinds.setdefault(_note_kind(message), []).append(f"{_run_name(report.run, root)}{label}: {message}")
     for examples in kinds.values():
         if len(examples) == 1:
             print(f"lrp-analyze: note: {examples[0]}", file=sys.stderr)
@@ -320,7 +341,7 @@ def _summary(reports: list[_RunReport], root: Path) -> str:
                 str(report.analysed),
                 str(report.current),
                 str(len(report.failures)),
-                str(len(report.findings)),
+                str(report.finding_count),
             )
         )
     header = ("run", "analysed", "up to date", "failed", "findings")
@@ -330,7 +351,7 @@ def _summary(reports: list[_RunReport], root: Path) -> str:
             str(sum(r.analysed for r in reports)),
             str(sum(r.current for r in reports)),
             str(sum(len(r.failures) for r in reports)),
-            str(sum(len(r.findings) for r in reports)),
+            str(sum(r.finding_count for r in reports)),
         )
     )
     widths = [max(len(header[i]), *(len(row[i]) for row in rows)) for i in range(len(header))]
@@ -436,12 +457,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     for report in reports:
         name = _run_name(report.run, args.path)
         if args.verbose:
-            for epoch, category, _region, reason in report.flags:
-                print(f"lrp-analyze: flagged cluster: {name} epoch {epoch}, {category}: {reason}")
-        for summary, reason in report.findings.values():
-            print(f"lrp-analyze: finding: {name}: {summary}")
-            if args.verbose:
-                print(f"    {reason}")
+            for label, epoch, category, _region, reason in report.flags:
+                print(f"lrp-analyze: flagged cluster: {name}{label} epoch {epoch}, {category}: {reason}")
+        for label, found in report.findings.items():
+            if not found and label:  # one of several methods or a named analysis: its absence of findings too
+                print(f"lrp-analyze: no findings: {name}{label}")
+            for summary, reason in found.values():
+                print(f"lrp-analyze: finding: {name}{label}: {summary}")
+                if args.verbose:
+                    print(f"    {reason}")
     print(_summary(reports, args.path))
     failures = [failure for report in reports for failure in report.failures]
     for item, message in failures:

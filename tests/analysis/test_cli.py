@@ -6,8 +6,9 @@ import json
 import subprocess
 import sys
 
+import pyarrow as pa
 import pytest
-from spray_helpers import make_run
+from spray_helpers import CLASS_NAMES, SHAPE, epoch_table, make_run
 
 from lrp_lightning import store as S
 from lrp_lightning.analysis import current_analysis_key, load_analysis
@@ -216,3 +217,41 @@ def test_flags_per_clustering_only_with_verbose(tmp_path, fast_config, capsys):
     out = capsys.readouterr().out
     assert "lrp-analyze: flagged cluster: mine epoch 0, class_1: " in out
     assert "finding: mine: class 1 (one): top-left corner" in out and "FDR-adjusted q = " in out
+
+
+def three_method_run(path):
+    """Methods 'lrp' and 'gradient' both see the corner artifact in 15 class-1 samples (in other maps), 'ixg' none."""
+    methods = [("lrp", {"artifact": 15}), ("gradient", {"artifact": 15, "seed": 5}), ("ixg", {"seed": 7})]
+    store = S.RunStore.create(
+        path, heatmap_shape=SHAPE, class_names=CLASS_NAMES, methods=[{"name": name} for name, _ in methods]
+    )
+    tables = []
+    for name, kwargs in methods:
+        table, _ = epoch_table(0, **kwargs)
+        tables.append(table.append_column(S.METHOD_FIELD, pa.array([name] * table.num_rows)))
+    store.write_epoch(0, 100, pa.concat_tables(tables))
+    return store
+
+
+@pytest.mark.slow
+def test_findings_of_several_methods_and_a_named_analysis_say_whose_they_are(tmp_path, fast_config, capsys):
+    store = three_method_run(tmp_path / "run")
+    args = [str(store.run_dir), "--config", str(fast_config), "--quiet", "--no-scalars"]
+    assert main([*args, "--method", "all"]) == 0
+    out = capsys.readouterr().out
+    corner = "class 1 (one): top-left corner, 15 samples, since epoch 0"
+    assert [line for line in out.splitlines() if line.startswith("lrp-analyze:")] == [
+        f"lrp-analyze: finding: run [method lrp]: {corner}",
+        f"lrp-analyze: finding: run [method gradient]: {corner}",  # the same finding id, kept per method
+        "lrp-analyze: no findings: run [method ixg]",
+    ]
+    assert out.strip().splitlines()[-1].split() == ["total", "(1", "run)", "3", "0", "0", "2"]
+    assert main([*args, "--method", "gradient,ixg", "--name", "coarse", "--verbose"]) == 0
+    out = capsys.readouterr().out
+    assert f"lrp-analyze: finding: run [method gradient, analysis coarse]: {corner}" in out
+    assert "lrp-analyze: no findings: run [method ixg, analysis coarse]" in out
+    assert "lrp-analyze: flagged cluster: run [method gradient, analysis coarse] epoch 0, class_1: " in out
+    assert "[method lrp" not in out  # not asked for
+    single = make_run(tmp_path / "single", epochs=(0,), artifact=15)
+    assert main([str(single.run_dir), "--config", str(fast_config), "--quiet", "--name", "coarse"]) == 0
+    assert f"lrp-analyze: finding: single [analysis coarse]: {corner}" in capsys.readouterr().out
