@@ -317,7 +317,7 @@ class LRPPredictionWriter(BasePredictionWriter):
         self._sync_errors(trainer, pl_module, error, "creating the store")
         try:
             store = store or RunStore(self._run_dir)
-            self._flush(trainer)
+            self._flush(trainer, width)
             if self._flush_error is not None:
                 raise self._flush_error
             if self._part is None:
@@ -367,8 +367,12 @@ class LRPPredictionWriter(BasePredictionWriter):
 
     # ------------------------------------------------------------------------------ helpers
 
-    def _flush(self, trainer: pl.Trainer) -> None:
-        """Write the buffered rows to this rank's staged part; a failure is kept for on_predict_end to report."""
+    def _flush(self, trainer: pl.Trainer, final_width: int = 0) -> None:
+        """Write the buffered rows to this rank's staged part; a failure is kept for on_predict_end to report.
+
+        ``final_width``: the token maps' width over all ranks, known at the end (a part started then needs
+        no widening).
+        """
         if not self._rows or self._flush_error is not None:
             return
         chunks, self._rows, self._buffered = self._rows, [], 0
@@ -377,7 +381,8 @@ class LRPPredictionWriter(BasePredictionWriter):
             if chunks[0][1].token_ids is not None:
                 # token maps at the part's width: a wider row's map is cut here, and rebuilt whole from its
                 # token relevance when on_predict_end widens the part to the widest batch of all ranks
-                width = self._part.heatmap_shape[1] if self._part else max(c.maps.shape[-1] for _, c in chunks)
+                widest = max(final_width, *(rows.maps.shape[-1] for _, rows in chunks))
+                width = self._part.heatmap_shape[1] if self._part else widest
                 chunks = [(name, _with_width(rows, width)) for name, rows in chunks]
             tables = [
                 Explained.concat(mine).to_table(epoch, step, method=self._method_column(name))
