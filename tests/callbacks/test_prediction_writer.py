@@ -251,6 +251,7 @@ def _plain(model: TinyNet) -> nn.Module:
     return nn.Sequential(model.features, model.classifier).eval()
 
 
+@pytest.mark.slow
 def test_every_method_is_written_for_every_batch_and_equals_its_attributor(tmp_path):
     torch.manual_seed(0)
     model = TinyNet()
