@@ -10,34 +10,38 @@ Routes (below ``/data/plugin/lrp``), all GET (other methods get 405). Every rout
 takes ``method`` (one of the run's attribution methods, default the first) and ``analysis`` (a named
 analysis, default the default one): what it serves is that method's maps and that analysis' tables.
 
-==================  ==========================================  ====================================
-route               parameters                                  response
-==================  ==========================================  ====================================
-``/runs``                                                       JSON: runs, epoch counts, errors
-``/run``            run                                         JSON: metadata, epochs, colour maps
-``/samples``        run, epoch                                  binary columns: per-sample values;
-                                                                probe metadata in the header
-``/input``          run, sample                                 PNG: the stored input thumbnail
-``/heatmap``        run, epoch, sample, cmap, kind              PNG: heatmap or overlay
-``/timeline``       run, sample                                 JSON: one sample over all epochs
-``/analysis``       run, epoch                                  JSON: categories, spectra, choices
-``/embedding``      run, epoch, category, embedding, x, y,      binary columns: points
-                    clustering (optional)
-``/clusters``       run, epoch, category, clustering            JSON: clusters with indicators
-``/prototype``      run, epoch, category, clustering,           PNG: a cluster's mean heatmap
-                    cluster, cmap
-``/lineage``        run, category, clustering                   JSON: clusters over epochs
-``/findings``       run                                         JSON: findings with their lineage
-``/finding_map``    run, finding, epoch, cmap                   PNG: mean heatmap of a finding's
-                                                                members in one epoch
-``/relevance``      run, epoch, sample, cmap, bins (optional)   JSON: a signal, tabular or token
-                                                                sample's relevance values, their
-                                                                colours, its input line, feature
-                                                                names or tokens (cacheable)
-``/trajectory``     run, sample, cmap, bins (optional)          JSON: the same in every epoch
-``/index.js`` ...                                               the static frontend: ``static/*``
-``/views/*.js``                                                 and ``static/views/*.js``
-==================  ==========================================  ====================================
+======================  ==========================================  ====================================
+route                   parameters                                  response
+======================  ==========================================  ====================================
+``/runs``                                                           JSON: runs, epoch counts, errors
+``/run``                run                                         JSON: metadata, epochs, colour maps
+``/samples``            run, epoch                                  binary columns: per-sample values;
+                                                                    probe metadata in the header
+``/input``              run, sample                                 PNG: the stored input thumbnail
+``/heatmap``            run, epoch, sample, cmap, kind              PNG: heatmap or overlay
+``/timeline``           run, sample                                 JSON: one sample over all epochs
+``/analysis``           run, epoch                                  JSON: categories, spectra, choices
+``/embedding``          run, epoch, category, embedding, x, y,      binary columns: points
+                        clustering (optional)
+``/clusters``           run, epoch, category, clustering            JSON: clusters with indicators
+``/prototype``          run, epoch, category, clustering,           PNG: a cluster's mean heatmap
+                        cluster, cmap
+``/prototype_values``    run, epoch, category, clustering,           JSON: a signal, tabular or token
+                        cluster, cmap                               cluster's prototype as values with
+                                                                    their colours, feature names or
+                                                                    tokens (cacheable)
+``/lineage``            run, category, clustering                   JSON: clusters over epochs
+``/findings``           run                                         JSON: findings with their lineage
+``/finding_map``        run, finding, epoch, cmap                   PNG: mean heatmap of a finding's
+                                                                    members in one epoch
+``/relevance``          run, epoch, sample, cmap, bins (optional)   JSON: a signal, tabular or token
+                                                                    sample's relevance values, their
+                                                                    colours, its input line, feature
+                                                                    names or tokens (cacheable)
+``/trajectory``         run, sample, cmap, bins (optional)          JSON: the same in every epoch
+``/index.js`` ...                                                   the static frontend: ``static/*``
+``/views/*.js``                                                     and ``static/views/*.js``
+======================  ==========================================  ====================================
 """
 
 from __future__ import annotations
@@ -394,6 +398,14 @@ class LRPPlugin(base_plugin.TBPlugin):
         cluster = _integer(request, "cluster", -1, MAX_CLUSTER)
         cmap = self._cmap(request)
         return self._data.prototype_png(run, epoch, category, clustering, cluster, cmap)
+
+    @route("/prototype_values", "cached_json")
+    def _serve_prototype_values(self, request: wrappers.Request) -> dict[str, Any]:
+        """A signal, tabular or token run's cluster prototype as values (per time bin, feature or token)."""
+        run, epoch = self._run(request), self._epoch(request)
+        category, clustering = _name(request, "category"), _name(request, "clustering")
+        cluster = _integer(request, "cluster", -1, MAX_CLUSTER)
+        return self._data.prototype_values(run, epoch, category, clustering, cluster, self._cmap(request))
 
     @route("/lineage", "json")
     def _serve_lineage(self, request: wrappers.Request) -> dict[str, Any]:
