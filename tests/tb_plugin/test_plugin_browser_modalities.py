@@ -4,8 +4,8 @@ Each run opens in the gallery as compact drawings (a coloured line, bars, highli
 sample's timeline shows it in detail, with the hovered value in a readout, and over the epochs. The
 values shown are checked against the run's stored relevance. Any console error fails the test.
 
-The screenshots ``docs/images/plugin-signal.png``, ``plugin-tabular.png`` and ``plugin-tokens.png``
-come from this test: run it with ``LRP_UPDATE_SCREENSHOTS=1`` to rewrite them.
+The screenshots ``docs/images/plugin-signal.png``, ``plugin-tabular.png``, ``plugin-tokens.png`` and
+``plugin-token-prototypes.png`` come from this test: run it with ``LRP_UPDATE_SCREENSHOTS=1`` to rewrite them.
 """
 
 from __future__ import annotations
@@ -311,7 +311,7 @@ def _prototypes(tab: Tab, logdir, run: str) -> tuple[list[dict], dict]:
     return rows, table.schema.metadata
 
 
-def test_cluster_prototypes_read_as_tokens_bars_and_lines(tensorboard, browser):
+def test_cluster_prototypes_read_as_tokens_bars_and_lines(tensorboard, browser, screenshots):
     base, logdir = tensorboard
     # Text: each cluster's most relevant tokens with their share of the members' relevance, largest first.
     context, page, problems, tab = _open_run(browser, base, TOKENS)
@@ -332,6 +332,7 @@ def test_cluster_prototypes_read_as_tokens_bars_and_lines(tensorboard, browser):
         assert cell.locator("li .share").first.inner_text() == f"{'−' if top < 0 else ''}{abs(top) * 100:.0f}%"
         spurious += SPURIOUS in [vocabulary[i] for i in order]
     assert spurious >= 1  # the clusters of the class with the spurious token list it with its share
+    tab.frame.locator("#prototypes").screenshot(path=str(screenshots / "plugin-token-prototypes.png"))
     context.close()
     # A table: one bar per named feature; a signal: the relevance over the analysis grid's time bins.
     context, page, more, tab = _open_run(browser, base, TABULAR)
