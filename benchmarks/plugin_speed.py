@@ -189,6 +189,8 @@ def main() -> None:
                 }"""
                 last = options.epochs - 1
                 say("switching epochs")
+                # The gallery starts below the fold: in view, its images are part of what a switch loads.
+                frame.evaluate("document.querySelector('#gallery').scrollIntoView()")
                 results = [frame.evaluate(switch, [last - 1 - k, IMAGES_WAIT_MS]) for k in range(options.switches)]
                 shown = [r[0] for r in results]
                 loaded = [r[1] for r in results if r[1] >= 0]
