@@ -14,11 +14,17 @@ What goes with the values:
 * tabular: the feature names of the run (``feature i`` where the run recorded none);
 * tokens: the sample's token strings (or, without a tokenizer, its token ids) and the relevance per
   token, padding removed.
+
+A cluster's prototype (the mean of its members' L1-normalised maps on the analysis grid) goes the same
+way (:meth:`_Sequences.prototype_values`): a signal's as relevance over time bins, a tabular one per
+named feature, and a token run's per vocabulary column (the analysis's bag of tokens), named by the
+token, each value the members' mean signed share of their relevance on that token.
 """
 
 from __future__ import annotations
 
 import io
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,10 +33,14 @@ from PIL import Image
 
 from lrp_lightning import image as lrp_image
 from lrp_lightning.store import (
+    CLUSTER,
+    CLUSTERS_TABLE,
+    META_TOKEN_VOCABULARY,
     MODALITY_IMAGE,
     MODALITY_SIGNAL,
     MODALITY_TABULAR,
     MODALITY_TOKENS,
+    PROTOTYPE,
     EpochInfo,
     RunStore,
 )
@@ -38,6 +48,9 @@ from lrp_lightning.store import (
 from ._data_common import BadArgument, NotFound, _finite_or_none
 
 __all__: list[str] = []
+
+OTHER_TOKENS = "other tokens"
+"""Name of the bag of tokens' last column: every token outside the epoch's vocabulary columns."""
 
 SEQUENCE_MODALITIES = (MODALITY_SIGNAL, MODALITY_TABULAR, MODALITY_TOKENS)
 """Modalities whose relevance the plugin sends as values (images go as PNGs)."""
@@ -252,3 +265,81 @@ class _Sequences:
             raise NotFound(reasons or f"sample {sample_id} is in no complete epoch of run {run!r}")
         context = self._sample_context(run, store, modality, sample_id)
         return {"run": run, "sample_id": sample_id, "modality": modality, **context, **result}
+
+    def _token_names(self, run: str, store: RunStore) -> dict[int, str]:
+        """Token string of every token id of the probe set (empty without a tokenizer or vocabulary)."""
+        token_ids, strings = self._tokens(run, store)
+        names: dict[int, str] = {}
+        for sample_id, ids in token_ids.items():
+            for token_id, text in zip(ids.tolist(), (strings or {}).get(sample_id) or []):
+                names.setdefault(int(token_id), str(text))
+        return names
+
+    def prototype_values(
+        self, run: str, epoch: int, category: str, clustering: str, cluster: int, cmap: str
+    ) -> dict[str, Any]:
+        """A cluster's prototype as values with their colours, for signal, tabular and token runs.
+
+        Returns
+        -------
+        dict
+            ``run``, ``epoch``, ``category``, ``clustering``, ``cluster``, ``modality``; ``relevance``
+            (the prototype: the members' mean L1-normalised signed map, so each value is a signed share
+            of a member's relevance), ``colors`` and ``scale`` as in :meth:`relevance`; ``labels``:
+            feature names (tabular), token strings per vocabulary column with :data:`OTHER_TOKENS` last
+            (tokens; ``#id`` without a tokenizer), else None; ``token_ids``: the token id of each column
+            (tokens; None for the last), else None; ``length``, the number of values.
+        """
+        if cmap not in lrp_image.COLOR_MAPS:
+            raise BadArgument(f"unknown colour map {cmap!r}; known: {sorted(lrp_image.COLOR_MAPS)}")
+        store, modality = self._sequence_store(run)
+        info = self._epoch(run, store, epoch)
+        analysis = self._analysis(run, store, info)
+
+        def make() -> dict[str, Any]:
+            rows = self._rows(self._cluster_rows(run, analysis, info, category, clustering), **{CLUSTER: cluster})
+            if rows.num_rows == 0:
+                raise NotFound(f"no cluster {cluster} in clustering {clustering!r} of category {category!r}")
+            values = np.asarray(rows.column(PROTOTYPE)[0].as_py() or [], dtype=np.float32)
+            if values.size == 0:
+                raise NotFound(f"cluster {cluster} of clustering {clustering!r} has no prototype")
+            labels: list[str] | None = None
+            token_ids: list[int | None] | None = None
+            if modality == MODALITY_TABULAR:
+                names = store.feature_names
+                labels = list(names) if names and len(names) == values.size else None
+            elif modality == MODALITY_TOKENS:
+                token_ids = self._vocabulary(analysis.tables[CLUSTERS_TABLE], values.size)
+                known = self._token_names(run, store)
+                labels = [OTHER_TOKENS if t is None else known.get(t, f"#{t}") for t in token_ids]
+            return {
+                "run": str(run),
+                "epoch": info.epoch,
+                "category": category,
+                "clustering": clustering,
+                "cluster": cluster,
+                "modality": modality,
+                "length": int(values.size),
+                **self._colored(values, cmap),
+                "labels": labels,
+                "token_ids": token_ids,
+                "input": None,
+            }
+
+        key = ("prototype-values", run, info.epoch, info.commit, analysis.config_hash, category, clustering, cluster)
+        return self.cache.get_or_make((*key, cmap), make)
+
+    @staticmethod
+    def _vocabulary(clusters: Any, columns: int) -> list[int | None]:
+        """The token id of each bag-of-tokens column (None: the last, every other token), from the table's metadata."""
+        raw = (clusters.schema.metadata or {}).get(META_TOKEN_VOCABULARY)
+        try:
+            vocabulary = [int(v) for v in json.loads(raw)] if raw else None
+        except (ValueError, TypeError):
+            vocabulary = None
+        if vocabulary is None or len(vocabulary) + 1 != columns:
+            raise NotFound(
+                f"the clusters table names no token for its {columns} prototype columns "
+                f"(vocabulary metadata: {raw!r}); analyse the run again with lrp-analyze --force"
+            )
+        return [*vocabulary, None]

@@ -1,18 +1,25 @@
 // Entry point of the LRP tab. TensorBoard loads this ES module into the plugin's iframe and calls
 // render(); index.html does the same when the plugin's routes are opened directly.
 
-// The shared modules are named here so that the browser fetches them in parallel with the views,
-// not one import level at a time.
+// Every module is named here so that the browser fetches them all in parallel, not one import level
+// at a time (the views and the modules only they import were a second and third round trip).
 import "./api.js";
 import { App } from "./app.js";
 import "./charts.js";
 import "./dom.js";
 import "./format.js";
+import "./importing.js";
 import "./palette.js";
 import "./relevance.js";
 import "./scatter.js";
 import "./state.js";
 import "./toolbar.js";
+import "./views/clusters.js";
+import "./views/embedding.js";
+import "./views/findings.js";
+import "./views/gallery.js";
+import "./views/methods.js";
+import "./views/timeline.js";
 import { VIEWS } from "./views/index.js";
 
 function loadStyle() {

@@ -5,7 +5,8 @@
 // The colours come from the server (/relevance, /trajectory): each value's colour in the chosen colour
 // map of lrp_lightning.image, scaled per sample and epoch as the heatmap PNGs are. Hovering a time step,
 // feature or token shows its value in the readout (and in the element's title). Used by the gallery
-// (compact cards) and the timeline (the open sample in detail, and over the epochs).
+// (compact cards), the timeline (the open sample in detail, and over the epochs) and the clusters panel
+// (a cluster's prototype: a line, bars, or its most relevant tokens with their share of the relevance).
 
 import { getJSON } from "./api.js";
 import { h, replace, svg } from "./dom.js";
@@ -14,6 +15,7 @@ export const NONIMAGE = ["signal", "tabular", "tokens"];
 const NONFINITE = "#ffeb3b"; // NaN or infinite relevance: yellow, in no colour map
 const DETAIL_WIDTH = 720;
 const DETAIL_BINS = 2 * DETAIL_WIDTH;
+const PROTOTYPE_TOKENS = 5; // the most relevant tokens a token cluster's prototype lists
 
 /** Whether the open run's relevance is drawn from values (signals, tabular, tokens) instead of PNGs. */
 export function isSequenceRun(app) {
@@ -218,6 +220,56 @@ export function epochOf(trajectory, index) {
     epoch: trajectory.epochs[index], relevance: trajectory.relevance[index], colors: trajectory.colors[index],
     scale: trajectory.scale[index],
   };
+}
+
+// ------------------------------------------------------------------------------ cluster prototypes
+
+function percentShare(value) {
+  if (value === null || value === undefined) return "not finite";
+  const text = `${(Math.abs(value) * 100).toFixed(Math.abs(value) < 0.095 ? 1 : 0)}%`;
+  return value < 0 ? `−${text}` : text;
+}
+
+/**
+ * A token cluster's prototype as text people read: its most relevant tokens (by the members' mean share of
+ * their relevance, for the class when positive, against it when negative), each highlighted in its colour.
+ */
+function tokenShares(data) {
+  const order = data.relevance.map((v, i) => i).filter((i) => data.relevance[i] !== 0)
+    .sort((a, b) => Math.abs(data.relevance[b] ?? Infinity) - Math.abs(data.relevance[a] ?? Infinity));
+  const list = h("ol", { class: "token-shares", "aria-label": "the most relevant tokens with their share of the relevance" });
+  for (const i of order.slice(0, PROTOTYPE_TOKENS)) {
+    const color = data.colors[i] ?? NONFINITE;
+    const value = data.relevance[i];
+    const token = h("span", { class: "token highlighted", text: data.labels[i] });
+    token.style.backgroundColor = color;
+    token.style.color = textColor(color);
+    list.append(h("li", { dataset: { token: data.labels[i], share: value === null ? "nan" : String(value) },
+      title: `${data.labels[i] === "other tokens" ? "all other tokens" : `token ${JSON.stringify(data.labels[i])}`}: ${percentShare(value)} of the members' relevance on average` },
+    token, h("span", { class: "share", text: percentShare(value) })));
+  }
+  if (!order.length) list.append(h("li", { class: "muted", text: "no relevance" }));
+  return list;
+}
+
+/**
+ * A signal, tabular or token cluster's prototype in one epoch (/prototype_values): a placeholder now, then a
+ * relevance line over the time steps, one bar per feature, or the cluster's most relevant tokens.
+ */
+export function prototypePicture(app, params, title) {
+  const modality = app.info.modality;
+  const holder = h("span", { class: `prototype-values ${modality}`, title, dataset: { cluster: String(params.cluster), epoch: String(params.epoch) } });
+  const run = app.state.run;
+  getJSON("prototype_values", params).then((data) => {
+    if (run !== app.state.run) return;
+    replace(holder, modality === "tokens" ? tokenShares(data)
+      : drawRelevance(app, data, { compact: true, width: 96, height: 36 }));
+    holder.dataset.ready = "true";
+  }).catch((error) => {
+    replace(holder, h("span", { class: "error", text: error.message }));
+    holder.dataset.ready = "error";
+  });
+  return holder;
 }
 
 /** A gallery card's picture: a placeholder now, the drawing when the values are here. */

@@ -4,8 +4,9 @@ Opens the tab, checks that points are drawn, hovers one, box-selects, quick-sele
 cluster, switches epoch and colour map, opens a timeline, uses the keyboard, exports the selection
 and reopens the shared URL. Any console error or uncaught exception fails the test.
 
-The screenshots in docs/images/plugin-*.png come from this test: run it with
-``LRP_UPDATE_SCREENSHOTS=1`` to rewrite them (otherwise they go to a temporary directory).
+The screenshots in docs/images/plugin-*.png come from this test (except those of real runs, which
+screenshot_real_runs.py draws): run it with ``LRP_UPDATE_SCREENSHOTS=1`` to rewrite them (otherwise
+they go to a temporary directory).
 """
 
 from __future__ import annotations
@@ -723,7 +724,7 @@ def _intersect(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
-def test_a_revision_marks_the_epoch_axis_and_shows_the_finding_fading(tensorboard, browser, screenshots):
+def test_a_revision_marks_the_epoch_axis_and_shows_the_finding_fading(tensorboard, browser, tmp_path):
     base, _ = tensorboard
     context, page, problems = _open(browser, f"{base}/#lrp&p.lrp.run=revised%2Fversion_0")
     tab = Tab(page).attach()
@@ -742,7 +743,8 @@ def test_a_revision_marks_the_epoch_axis_and_shows_the_finding_fading(tensorboar
         assert charts.nth(i).locator("line.mark").count() == 1
         assert charts.nth(i).locator("circle").count() == 4
     assert "from epoch 1" in charts.nth(0).locator("line.mark title").text_content()
-    tab.frame.locator(".findings-panel").screenshot(path=str(screenshots / "plugin_revision.png"))
+    # The README's picture is of a real run (screenshot_real_runs.py); this one is to look at when it fails.
+    tab.frame.locator(".findings-panel").screenshot(path=str(tmp_path / "revision.png"))
     # The sample timeline's epoch axis carries the same mark.
     tab.frame.wait_for_function("lrp.points && lrp.points.columns.sample_id.length > 0")
     sample = tab.js("Number(lrp.points.columns.sample_id[0])")

@@ -4,8 +4,8 @@ Each run opens in the gallery as compact drawings (a coloured line, bars, highli
 sample's timeline shows it in detail, with the hovered value in a readout, and over the epochs. The
 values shown are checked against the run's stored relevance. Any console error fails the test.
 
-The screenshots ``docs/images/plugin-signal.png``, ``plugin-tabular.png`` and ``plugin-tokens.png``
-come from this test: run it with ``LRP_UPDATE_SCREENSHOTS=1`` to rewrite them.
+The screenshots ``docs/images/plugin-signal.png``, ``plugin-tabular.png``, ``plugin-tokens.png`` and
+``plugin-token-prototypes.png`` come from this test: run it with ``LRP_UPDATE_SCREENSHOTS=1`` to rewrite them.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from synthetic_sequences import (
     FEATURES,
     LENGTH,
     SPURIOUS,
+    VOCABULARY,
     WINDOWS,
     build_signal_run,
     build_tabular_run,
@@ -35,7 +36,7 @@ from synthetic_sequences import (
 from test_plugin_browser import Tab, _free_port, _open
 
 from lrp_lightning.analysis import Embeddings, SpRAy, analyze_run
-from lrp_lightning.store import RunStore
+from lrp_lightning.store import META_TOKEN_VOCABULARY, RunStore
 
 pytestmark = image_tests.pytestmark  # browser tests; skipped without Playwright or Chromium
 browser = image_tests.browser  # the fixtures of the image tests: one Chromium per module,
@@ -55,8 +56,10 @@ def tensorboard(tmp_path_factory: pytest.TempPathFactory):
     signal = build_signal_run(logdir / SIGNAL, epochs=EPOCHS, samples=16)
     # The last epoch analysed (PCA only: seconds), so that the embedding's tooltip can be checked.
     analyze_run(signal, SpRAy(embeddings=Embeddings(methods=("pca",))), epochs=[EPOCHS - 1], log_scalars=False)
-    build_tabular_run(logdir / TABULAR, epochs=EPOCHS, samples=16)
-    build_token_run(logdir / TOKENS, epochs=EPOCHS, samples=16)
+    tabular = build_tabular_run(logdir / TABULAR, epochs=EPOCHS, samples=16)
+    tokens = build_token_run(logdir / TOKENS, epochs=EPOCHS, samples=16)
+    for store in (tabular, tokens):  # two analysed epochs: cluster prototypes over epochs
+        analyze_run(store, SpRAy(embeddings=Embeddings(methods=("pca",))), epochs=[1, 2], log_scalars=False)
     build_signal_run(logdir / LONG, epochs=2, samples=4, length=LONG_STEPS)
     port = _free_port()
     log = (logdir.parent / "tensorboard-modalities.log").open("w")
@@ -292,3 +295,56 @@ def test_a_long_signal_is_drawn_from_its_peaks(tensorboard, browser):
     assert detail.locator(".relevance-readout").inner_text() == f"time steps 0–1 (largest value): relevance {peak:+.3f}"
     context.close()
     assert not problems, problems
+
+
+def _prototypes(tab: Tab, logdir, run: str) -> tuple[list[dict], dict]:
+    """The tab's cluster prototypes (current category and clustering, last epoch) and the stored clusters table."""
+    tab.frame.wait_for_function(
+        "() => { const cells = [...document.querySelectorAll('#prototypes .prototype-values')];"
+        " return cells.length > 0 && cells.every((c) => c.dataset.ready === 'true'); }",
+        timeout=20000,
+    )
+    state = tab.js("({cat: lrp.state.cat, clu: lrp.state.clu, epoch: lrp.state.epoch})")
+    table = RunStore(logdir / run).read_analysis_table(state["epoch"], "clusters")
+    rows = [r for r in table.to_pylist() if r["category"] == state["cat"] and r["clustering"] == state["clu"]]
+    assert rows and tab.frame.locator("#prototypes img").count() == 0  # values, not pictures of one row
+    return rows, table.schema.metadata
+
+
+def test_cluster_prototypes_read_as_tokens_bars_and_lines(tensorboard, browser, screenshots):
+    base, logdir = tensorboard
+    # Text: each cluster's most relevant tokens with their share of the members' relevance, largest first.
+    context, page, problems, tab = _open_run(browser, base, TOKENS)
+    rows, metadata = _prototypes(tab, logdir, TOKENS)
+    vocabulary = [VOCABULARY[t - 100] for t in json.loads(metadata[META_TOKEN_VOCABULARY])] + ["other tokens"]
+    epoch = tab.js("lrp.state.epoch")
+    spurious = 0
+    for row in rows:
+        cell = tab.frame.locator(
+            f"#prototypes .prototype-values[data-cluster='{row['cluster']}'][data-epoch='{epoch}']"
+        )
+        shares = np.asarray(row["prototype"], np.float32)
+        order = [i for i in np.argsort(-np.abs(shares), kind="stable") if shares[i] != 0][:5]
+        assert cell.locator("li").evaluate_all("(items) => items.map((i) => i.dataset.token)") == [
+            vocabulary[i] for i in order
+        ]
+        top = float(shares[order[0]])
+        assert cell.locator("li .share").first.inner_text() == f"{'−' if top < 0 else ''}{abs(top) * 100:.0f}%"
+        spurious += SPURIOUS in [vocabulary[i] for i in order]
+    assert spurious >= 1  # the clusters of the class with the spurious token list it with its share
+    tab.frame.locator("#prototypes").screenshot(path=str(screenshots / "plugin-token-prototypes.png"))
+    context.close()
+    # A table: one bar per named feature; a signal: the relevance over the analysis grid's time bins.
+    context, page, more, tab = _open_run(browser, base, TABULAR)
+    rows, _ = _prototypes(tab, logdir, TABULAR)
+    cell = tab.frame.locator(f"#prototypes .prototype-values[data-cluster='{rows[0]['cluster']}']").last
+    assert cell.locator("rect.bar").evaluate_all("(bars) => bars.map((b) => b.dataset.feature)") == list(FEATURES)
+    context.close()
+    problems += more
+    context, page, more, tab = _open_run(browser, base, SIGNAL)
+    rows, _ = _prototypes(tab, logdir, SIGNAL)
+    cell = tab.frame.locator(f"#prototypes .prototype-values[data-cluster='{rows[0]['cluster']}']").last
+    assert cell.locator(".signal-band rect").count() == len(rows[0]["prototype"])
+    assert cell.locator("polyline.relevance-line").count() == 1
+    context.close()
+    assert not problems + more, problems + more

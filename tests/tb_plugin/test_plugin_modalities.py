@@ -14,6 +14,7 @@ from synthetic_sequences import (
     FEATURES,
     LENGTH,
     SPURIOUS,
+    VOCABULARY,
     WINDOWS,
     build_signal_run,
     build_tabular_run,
@@ -189,3 +190,37 @@ def test_the_trajectory_of_a_long_signal_is_reduced_to_its_peaks_in_every_epoch(
     for values, all_values in zip(binned["relevance"], full["relevance"]):
         assert values == [max(all_values[a:b], key=abs) for a, b in zip(edges[:-1], edges[1:])]
     assert binned["scale"] == full["scale"]  # the colours stay scaled over the whole signal
+
+
+@pytest.mark.slow
+def test_a_cluster_prototype_of_a_token_or_tabular_run_is_served_as_named_values(tmp_path):
+    """/prototype_values: the stored prototype per vocabulary column (named by its token, "other tokens"
+    last) or per named feature, with the heatmap's colours; 400 for an image run, 404 before the analysis."""
+    import json
+
+    from lrp_lightning.analysis import Embeddings, SpRAy, analyze_run
+    from lrp_lightning.store import META_TOKEN_VOCABULARY
+
+    spray = SpRAy(embeddings=Embeddings(methods=("pca",)))
+    analyze_run(build_token_run(tmp_path / TOKENS, epochs=2, samples=8), spray, epochs=[1], log_scalars=False)
+    analyze_run(build_tabular_run(tmp_path / TABULAR, epochs=1, samples=8), spray, epochs=[0], log_scalars=False)
+    build_run(tmp_path / IMAGE, epochs=1, samples=6)
+    client, _ = make_app(tmp_path)
+    for run, epoch in ((TOKENS, 1), (TABULAR, 0)):
+        table = RunStore(tmp_path / run).read_analysis_table(epoch, "clusters")
+        row = table.to_pylist()[-1]
+        query = {"category": row["category"], "clustering": row["clustering"], "cluster": row["cluster"]}
+        data = _json(client, route("prototype_values", run=run, epoch=epoch, cmap="bwr", **query))
+        stored = np.asarray(row["prototype"], np.float32)
+        assert data["modality"] == run and np.array_equal(np.asarray(data["relevance"], np.float32), stored)
+        pixels = np.asarray(heatmap(stored[None, :], cmap="bwr"))[0]
+        assert data["colors"] == ["#{:02x}{:02x}{:02x}".format(*p) for p in pixels.tolist()]
+        if run == TOKENS:
+            vocabulary = json.loads(table.schema.metadata[META_TOKEN_VOCABULARY])
+            assert data["token_ids"] == [*vocabulary, None]
+            assert data["labels"] == [VOCABULARY[t - 100] for t in vocabulary] + ["other tokens"]
+        else:
+            assert data["labels"] == list(FEATURES) and data["token_ids"] is None
+    query = {"category": "all", "clustering": row["clustering"], "cluster": 0, "cmap": "bwr"}
+    assert "shows as pictures" in _json(client, route("prototype_values", run=IMAGE, epoch=0, **query), 400)
+    assert "analys" in _json(client, route("prototype_values", run=TOKENS, epoch=0, **query), 404)

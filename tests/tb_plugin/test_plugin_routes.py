@@ -605,6 +605,7 @@ def test_every_route_is_registered_once_and_listed_in_the_module_docstring(serve
         "/embedding",
         "/clusters",
         "/prototype",
+        "/prototype_values",
         "/lineage",
         "/findings",
         "/finding_map",

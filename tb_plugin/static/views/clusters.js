@@ -5,6 +5,7 @@ import { getJSON, url } from "../api.js";
 import { lineageChart, spectrumChart } from "../charts.js";
 import { h, replace } from "../dom.js";
 import { clusterColor, css } from "../palette.js";
+import { isSequenceRun, prototypePicture } from "../relevance.js";
 
 const PROTOTYPE_COLUMNS = 8;
 
@@ -109,6 +110,7 @@ class Clusters {
       columns.map((epoch) => h("th", { class: epoch === s.epoch ? "current" : "", text: `ep ${epoch}` })))));
     const body = h("tbody");
     const byEpoch = new Map(data.epochs.map((entry) => [entry.epoch, entry]));
+    const values = isSequenceRun(app); // a signal, table or text: drawn from values, not a picture
     for (const cluster of current.clusters) {
       const row = h("tr", {}, h("th", { scope: "row" },
         h("span", { class: "swatch", style: { background: css(clusterColor(cluster.cluster)) } }),
@@ -117,11 +119,15 @@ class Clusters {
       for (const epoch of columns) {
         const other = (byEpoch.get(epoch)?.clusters || []).find((c) => c.track === cluster.track);
         const version = app.info.epochs.find((e) => e.epoch === epoch)?.version;
-        row.append(h("td", { class: epoch === s.epoch ? "current" : "" }, other
-          ? h("img", { src: url("prototype", { run: s.run, epoch, category: s.cat, clustering: s.clu, cluster: other.cluster, cmap: s.cmap, v: version }),
-            alt: `prototype of cluster ${other.cluster} in epoch ${epoch}`, title: `epoch ${epoch}, cluster ${other.cluster} (${other.size} samples, ${other.event})`,
-            width: 48, height: 48, loading: "lazy", fetchpriority: "low" })
-          : h("span", { class: "muted", text: "–" })));
+        const params = { run: s.run, epoch, category: s.cat, clustering: s.clu, cluster: other?.cluster, cmap: s.cmap, v: version };
+        const title = other ? `epoch ${epoch}, cluster ${other.cluster} (${other.size} samples, ${other.event})` : "";
+        let picture = h("span", { class: "muted", text: "–" });
+        if (other && values) picture = prototypePicture(app, params, title);
+        else if (other) {
+          picture = h("img", { src: url("prototype", params), alt: `prototype of cluster ${other.cluster} in epoch ${epoch}`,
+            title, width: 48, height: 48, loading: "lazy", fetchpriority: "low" });
+        }
+        row.append(h("td", { class: epoch === s.epoch ? "current" : "" }, picture));
       }
       body.append(row);
     }
