@@ -508,7 +508,9 @@ class ClArCCallback(Callback):
             self._output_handle = pl_module.register_forward_hook(self._keep_output)
 
     def _keep_output(self, module: torch.nn.Module, inputs: tuple, output: Any) -> None:
-        if module.training and torch.is_grad_enabled() and isinstance(output, torch.Tensor):
+        # class scores only: under DDP, Lightning runs training_step through the module's own __call__ (its
+        # forward redirection), so this hook also sees the step's loss (a scalar), after the scores
+        if module.training and torch.is_grad_enabled() and isinstance(output, torch.Tensor) and output.dim() == 2:
             self._output = output
 
     # ------------------------------------------------------------------------------ measure
