@@ -218,10 +218,9 @@ class ClArCCallback(Callback):
         """The revision as plain Python values: the record, the CAV, the artifact paste, RR-ClArC's generator."""
         if self.record is None:
             return {}
-        hook = self._hook
         random_state = self._random_state
-        if isinstance(hook, RRClArC):
-            random_state = [int(v) for v in hook._generator.get_state().tolist()]
+        if isinstance(self._hook, RRClArC):
+            random_state = [int(v) for v in self._hook._generator.get_state().tolist()]
         paste = self._paste.state() if self.artifact is None and isinstance(self._paste, ArtifactPaste) else None
         return {
             "record": copy.deepcopy(self.record),
@@ -359,6 +358,8 @@ class ClArCCallback(Callback):
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         # the training-time hooks go; P-ClArC's projection stays (remove it with callback.pclarc.remove())
         if self._hook is not None and not isinstance(self._hook, PClArC):
+            if isinstance(self._hook, RRClArC):  # kept for state_dict and a later fit
+                self._random_state = [int(v) for v in self._hook._generator.get_state().tolist()]
             self._hook.remove()
             self._hook = None
         if self._output_handle is not None:

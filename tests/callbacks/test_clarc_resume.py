@@ -53,6 +53,7 @@ def test_a_resumed_run_continues_the_revision_bitwise(tmp_path):
     assert torch.equal(resumed.cav.direction, clarc.cav.direction)
     assert resumed.cav.state() == clarc.cav.state()
     assert resumed.state_dict() == clarc.state_dict()  # RR-ClArC's generator state too
+    assert resumed.state_dict()["random_state"] is not None  # (kept after fit, when the hook is gone)
     # the weights after epoch 2: bitwise
     first, second = weights(model), weights(resumed_model)
     assert sorted(first) == sorted(second)
