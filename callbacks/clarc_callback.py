@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lrp_lightning import store as S
 from lrp_lightning._validation import argument_error, check_bool, check_callable, check_float, check_int
 from lrp_lightning.revise import (
+    CAV,
     CAV_METHODS,
     RR_TARGETS,
     AClArC,
@@ -68,7 +70,17 @@ class ClArCCallback(Callback):
 
     Until it revises, the callback leaves training exactly as it would be without it (the measures
     run in eval mode and restore every RNG stream); a run where no finding matches records
-    ``"nothing to revise"``. Only rank 0 of one process is supported (no DDP) and one finding is revised.
+    ``"nothing to revise"``. One finding is revised.
+
+    Under DDP, rank 0 reads the analysis (it is the rank that runs it), fits the CAV, measures and
+    writes the manifest and the scalars; it broadcasts the record and the CAV, so every rank revises
+    along the identical direction (P-ClArC's and A-ClArC's hooks and RR-ClArC's penalty act on every
+    rank's share of the batch; the penalty is added to the loss before its one backward pass, as DDP
+    needs). RR-ClArC's mean penalty is averaged over the ranks.
+
+    A run resumed from a checkpoint (``Trainer.fit(ckpt_path=...)``) goes on revising: the callback's
+    state (:meth:`state_dict`, plain Python values) holds the record, the CAV, the artifact paste and
+    RR-ClArC's random generator, and the hooks are put back on at the start of training.
 
     Parameters
     ----------
@@ -101,7 +113,8 @@ class ClArCCallback(Callback):
         below ``layer`` keep training, so the artifact's direction in it drifts away from the first
         fit): each epoch is revised along the direction of the model at its start (P-ClArC's projection
         that stays after ``fit`` is the one fitted at the start of the last epoch). The manifest
-        records the last fit.
+        records the last fit in use; the fit after the last epoch waits in the callback's state, for a
+        run resumed from the checkpoint.
     seed : int, default 0
         Seed of the CAV's held-out split and of ``rr_target="random"``.
     verbose : bool, default False
@@ -163,6 +176,8 @@ class ClArCCallback(Callback):
         self._paste: Callable[[torch.Tensor], torch.Tensor] | None = None
         self._probe: tuple[np.ndarray, torch.Tensor, torch.Tensor] | None = None
         self._lrp: LRPCallback | None = None
+        self._random_state: list[int] | None = None  # RR-ClArC's generator, restored from a checkpoint
+        self._pending_cav: CAV | None = None  # refit_cav: the fit after the last epoch, for a resumed run
 
     @property
     def state_key(self) -> str:
@@ -181,9 +196,52 @@ class ClArCCallback(Callback):
                 f"{OWNER} revises what the analysis finds: put an LRPCallback(analyze=...) before it in "
                 "Trainer(callbacks=[LRPCallback(..., analyze=True), ClArCCallback(...)])"
             )
-        if trainer.world_size > 1:
-            raise RuntimeError(f"{OWNER} runs in one process only; train without DDP to revise")
         self._lrp = lrp[0]
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # a run resumed from a checkpoint (or a second fit) goes on revising from where the record says
+        record = self.record
+        if (
+            self.method is None
+            or record is None
+            or record[S.REVISION_STATUS] != S.REVISION_STATUS_ACTIVE
+            or trainer.current_epoch < record[S.REVISION_START_EPOCH]
+        ):
+            return
+        if self._pending_cav is not None:
+            self._adopt(self._pending_cav)
+            self._pending_cav = None
+        if self._hook is None:
+            self._attach(pl_module)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The revision as plain Python values: the record, the CAV, the artifact paste, RR-ClArC's generator."""
+        if self.record is None:
+            return {}
+        random_state = self._random_state
+        if isinstance(self._hook, RRClArC):
+            random_state = [int(v) for v in self._hook._generator.get_state().tolist()]
+        paste = self._paste.state() if self.artifact is None and isinstance(self._paste, ArtifactPaste) else None
+        return {
+            "record": copy.deepcopy(self.record),
+            "cav": None if self.cav is None else self.cav.state(),
+            "pending_cav": None if self._pending_cav is None else self._pending_cav.state(),
+            "paste": paste,
+            "penalties": [float(p) for p in self._penalties],
+            "random_state": random_state,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if not state_dict:
+            return
+        self.record = copy.deepcopy(state_dict["record"])
+        self.cav = None if state_dict.get("cav") is None else CAV.from_state(state_dict["cav"])
+        pending = state_dict.get("pending_cav")
+        self._pending_cav = None if pending is None else CAV.from_state(pending)
+        paste = state_dict.get("paste")
+        self._paste = self.artifact or (None if paste is None else ArtifactPaste.from_state(paste))
+        self._penalties = [float(p) for p in state_dict.get("penalties", [])]
+        self._random_state = state_dict.get("random_state")
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int):
         if self._hook is None or self.method == "pclarc":
@@ -204,7 +262,10 @@ class ClArCCallback(Callback):
                 "LightningModule itself (self(x)), whose forward returns the class scores"
             )
         penalty = self._hook.penalty(output, self._labels) / trainer.accumulate_grad_batches
-        penalty.backward(retain_graph=True)  # its gradient adds to the loss's, which backward computes next
+        scaler = getattr(trainer.precision_plugin, "scaler", None)  # mixed precision: the loss here is scaled
+        # into the loss, in place, so that its one backward pass carries the penalty's gradient too (a second
+        # backward pass would mark DDP's parameters ready twice); Lightning logs the loss before this
+        loss.add_(penalty if scaler is None else scaler.scale(penalty))
         self._penalties.append(float(penalty.detach()))
         self._output = None
         self._hook.activation = None
@@ -212,25 +273,79 @@ class ClArCCallback(Callback):
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING or self._lrp is None:
             return
+        epoch = trainer.current_epoch
+        penalty = self._epoch_penalty(trainer, pl_module)  # an all-reduce under DDP: called on every rank
+        action, error = None, None
+        if trainer.is_global_zero:  # the rank that runs the analysis and writes the store
+            try:
+                action = self._reveal_and_measure(trainer, pl_module, epoch, penalty)
+            except Exception as exc:
+                error = exc
+        if trainer.world_size > 1:
+            shared = trainer.strategy.broadcast(
+                {
+                    "failed": error is not None,
+                    "record": self.record,
+                    "cav": None if self.cav is None else self.cav.state(),
+                    "action": action,
+                },
+                src=0,
+            )
+            if error is None and shared["failed"]:
+                raise RuntimeError(f"{OWNER}: rank 0 failed at the end of epoch {epoch}; see its error message")
+            if not trainer.is_global_zero:
+                self.record = shared["record"]
+                self.cav = None if shared["cav"] is None else CAV.from_state(shared["cav"])
+                action = shared["action"]
+        if error is not None:
+            raise error
+        if action == "attach":
+            self._attach(pl_module)
+        elif action == "refit":  # the hooks read their CAV at each call: the next epoch revises along the new one
+            self._hook.cav = self.cav
+
+    def _epoch_penalty(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> float | None:
+        """RR-ClArC's mean penalty of the epoch's training steps, over every rank; None without any."""
+        values, self._penalties = self._penalties, []
+        if trainer.world_size > 1 and isinstance(self._hook, RRClArC):  # the same on every rank: attached together
+            total = trainer.strategy.reduce(
+                torch.tensor([sum(values), len(values)], dtype=torch.float64, device=pl_module.device),
+                reduce_op="sum",
+            )
+            total_sum, count = float(total[0]), float(total[1])
+            return total_sum / count if count else None
+        return float(np.mean(values)) if values else None
+
+    def _reveal_and_measure(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int, penalty: float | None
+    ) -> str | None:
+        """Rank 0's share of an epoch's end: choose a finding, measure, record; what every rank does next."""
         lrp_store = self._lrp._store
         if lrp_store is None:
-            return
-        epoch = trainer.current_epoch
+            return None
         explained = epoch in {info.epoch for info in lrp_store.epochs()}  # (LRPCallback's every_n_epochs)
         if self.record is None and epoch >= self.from_epoch and explained:
             self._choose(trainer, pl_module, lrp_store, epoch)
         if self.record is None or self.record[S.REVISION_STATUS] != S.REVISION_STATUS_ACTIVE:
-            return
-        values = self._measure(pl_module, lrp_store, epoch)
+            return None
+        values = self._measure(trainer, pl_module, lrp_store, epoch, penalty)
         self._log(trainer, values)
         self.record[S.REVISION_EPOCHS].append({"epoch": epoch, **values})
         lrp_store.record_revisions([self.record])
         if self.method is None:
-            return
+            return None
         if epoch + 1 == self.record[S.REVISION_START_EPOCH]:
-            self._attach(pl_module)
-        elif self.refit_cav and explained and epoch + 1 < (trainer.max_epochs or 0):
-            self._refit(pl_module, epoch)
+            return "attach"
+        if self.refit_cav and explained:
+            cav = self._refit(pl_module, epoch)
+            last = trainer.max_epochs is not None and 0 <= trainer.max_epochs <= epoch + 1
+            if not last:
+                self._adopt(cav)
+                return "refit"
+            # the fit's last epoch: the direction of the next epoch waits in the state for a resumed run, and the
+            # projection that P-ClArC leaves on the model stays the one this epoch was revised with
+            self._pending_cav = cav
+        return None
 
     def _detach(self) -> None:
         if self._hook is not None:
@@ -243,6 +358,8 @@ class ClArCCallback(Callback):
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         # the training-time hooks go; P-ClArC's projection stays (remove it with callback.pclarc.remove())
         if self._hook is not None and not isinstance(self._hook, PClArC):
+            if isinstance(self._hook, RRClArC):  # kept for state_dict and a later fit
+                self._random_state = [int(v) for v in self._hook._generator.get_state().tolist()]
             self._hook.remove()
             self._hook = None
         if self._output_handle is not None:
@@ -329,17 +446,33 @@ class ClArCCallback(Callback):
             acts, members[in_class], layer=self.layer, method=self.cav_method, holdout=self.cav_holdout, seed=self.seed
         )
 
-    def _refit(self, pl_module: pl.LightningModule, epoch: int) -> None:
-        """``refit_cav``: take the hook off, fit the CAV on the model as it is now, put the hook back on."""
-        self._detach()
+    def _refit(self, pl_module: pl.LightningModule, epoch: int) -> CAV:
+        """``refit_cav``: the CAV of the model as it is now, in the layer's outputs without P-ClArC's projection.
+
+        (A-ClArC's hook acts in training mode only and RR-ClArC's records with gradients only, so in the
+        evaluation-mode, gradient-free fit they leave the outputs as they are.)
+        """
         record = self.record
-        self.cav = self._fit_cav(pl_module, record[S.REVISION_MEMBER_IDS], record[S.REVISION_ARTIFACT_CLASS])
-        record[S.REVISION_CAV] = self.cav.summary()
-        self._attach(pl_module)
+        projection = self._hook if isinstance(self._hook, PClArC) else None
+        if projection is not None:
+            projection.remove()
+        try:
+            cav = self._fit_cav(pl_module, record[S.REVISION_MEMBER_IDS], record[S.REVISION_ARTIFACT_CLASS])
+        finally:
+            if projection is not None:
+                projection.attach(pl_module)
         self._say(
-            f"{OWNER}: epoch {epoch}: CAV fitted again in {self.layer}: held-out AUC {self.cav.auc:.2f}, "
-            f"accuracy {self.cav.accuracy:.2f}"
+            f"{OWNER}: epoch {epoch}: CAV fitted again in {self.layer}: held-out AUC {cav.auc:.2f}, "
+            f"accuracy {cav.accuracy:.2f}"
         )
+        return cav
+
+    def _adopt(self, cav: CAV) -> None:
+        """Revise along ``cav`` from now on (the attached hooks included) and record it."""
+        self.cav = cav
+        self.record[S.REVISION_CAV] = cav.summary()
+        if self._hook is not None:
+            self._hook.cav = cav
 
     def _nothing(self, store: S.RunStore, final: bool = True) -> None:
         record = dict.fromkeys(S.REVISION_RECORD_KEYS)
@@ -368,19 +501,27 @@ class ClArCCallback(Callback):
         elif self.method == "aclarc":
             self._hook = AClArC(self.cav, c, self.aclarc_classes).attach(pl_module)
         else:
-            self._hook = RRClArC(self.cav, c, self.strength, self.rr_target, self.seed).attach(pl_module)
+            hook = RRClArC(self.cav, c, self.strength, self.rr_target, self.seed)
+            if self._random_state is not None:  # resumed: the random targets go on where the checkpoint left them
+                hook._generator.set_state(torch.tensor(self._random_state, dtype=torch.uint8))
+                self._random_state = None
+            self._hook = hook.attach(pl_module)
             self._output_handle = pl_module.register_forward_hook(self._keep_output)
 
     def _keep_output(self, module: torch.nn.Module, inputs: tuple, output: Any) -> None:
-        if module.training and torch.is_grad_enabled() and isinstance(output, torch.Tensor):
+        # class scores only: under DDP, Lightning runs training_step through the module's own __call__ (its
+        # forward redirection), so this hook also sees the step's loss (a scalar), after the scores
+        if module.training and torch.is_grad_enabled() and isinstance(output, torch.Tensor) and output.dim() == 2:
             self._output = output
 
     # ------------------------------------------------------------------------------ measure
 
-    def _measure(self, pl_module: pl.LightningModule, store: S.RunStore, epoch: int) -> dict[str, float | None]:
+    def _measure(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, store: S.RunStore, epoch: int, penalty: float | None
+    ) -> dict[str, float | None]:
         record = self.record
         c = record[S.REVISION_ARTIFACT_CLASS]
-        ids, inputs, labels = self._probe
+        ids, inputs, labels = self._probe_inputs(trainer, pl_module)  # (a resumed run fetches them again)
         members = np.isin(ids, record[S.REVISION_MEMBER_IDS])
         in_class = labels.cpu().numpy() == c
         if epoch in {info.epoch for info in store.epochs()}:  # explained this epoch (every_n_epochs)
@@ -394,8 +535,6 @@ class ClArCCallback(Callback):
         with untouched_training_state(pl_module):
             sensitivity = artifact_sensitivity(pl_module, inputs[others], c, self._paste)
             clean_accuracy = accuracy(pl_module, inputs[clean], labels[clean])
-        penalty = float(np.mean(self._penalties)) if self._penalties else None
-        self._penalties = []
         values = {
             "artifact_sensitivity": sensitivity,
             "finding_share": float(shares[member_rows].mean()) if member_rows.any() else None,

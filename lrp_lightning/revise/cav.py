@@ -86,6 +86,44 @@ class CAV:
             "artifact_projection": float(self.artifact_projection),
         }
 
+    def state(self) -> dict:
+        """Everything of the CAV as plain Python values (a checkpoint's callback state); :meth:`from_state` inverts it.
+
+        The direction's float32 values round-trip exactly (through Python floats).
+        """
+        return {
+            "layer": self.layer,
+            "direction": [float(v) for v in self.direction.float().reshape(-1).tolist()],
+            "shape": [int(s) for s in self.shape],
+            "method": self.method,
+            "clean_projection": float(self.clean_projection),
+            "artifact_projection": float(self.artifact_projection),
+            "auc": float(self.auc),
+            "accuracy": float(self.accuracy),
+            "n_artifact": int(self.n_artifact),
+            "n_clean": int(self.n_clean),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict) -> CAV:
+        """The CAV that :meth:`state` described."""
+        needed = {"layer", "direction", "shape", "method", "clean_projection", "artifact_projection"}
+        missing = sorted(needed - set(state))
+        if missing:
+            raise ValueError(f"CAV.from_state: the state misses {missing}; pass a dict made by CAV.state()")
+        return cls(
+            layer=str(state["layer"]),
+            direction=torch.tensor(state["direction"], dtype=torch.float32),
+            shape=tuple(int(s) for s in state["shape"]),
+            method=str(state["method"]),
+            clean_projection=float(state["clean_projection"]),
+            artifact_projection=float(state["artifact_projection"]),
+            auc=float(state.get("auc", float("nan"))),
+            accuracy=float(state.get("accuracy", float("nan"))),
+            n_artifact=int(state.get("n_artifact", 0)),
+            n_clean=int(state.get("n_clean", 0)),
+        )
+
 
 def _finite(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None

@@ -112,6 +112,21 @@ class ArtifactPaste:
         mask = self.mask.to(inputs.device)
         return torch.where(mask, self.pattern.to(device=inputs.device, dtype=inputs.dtype), inputs)
 
+    def state(self) -> dict:
+        """The mask and the pattern as plain Python values; :meth:`from_state` inverts it (exactly)."""
+        return {
+            "shape": [int(s) for s in self.pattern.shape],
+            "mask": [bool(v) for v in self.mask.reshape(-1).tolist()],
+            "pattern": [float(v) for v in self.pattern.float().reshape(-1).tolist()],
+        }
+
+    @classmethod
+    def from_state(cls, state: dict) -> ArtifactPaste:
+        """The paste that :meth:`state` described."""
+        shape = tuple(int(s) for s in state["shape"])
+        mask = torch.tensor(state["mask"], dtype=torch.bool).view(shape)
+        return cls(mask, torch.tensor(state["pattern"], dtype=torch.float32).view(shape))
+
     @classmethod
     def from_finding(
         cls, member_inputs: torch.Tensor, cells: Sequence[int] | np.ndarray, grid: Sequence[int]

@@ -98,3 +98,47 @@ def test_record_revisions_checks_its_keys(tmp_path):
     record[S.REVISION_STATUS] = S.REVISION_STATUS_NONE
     store.record_revisions([record])
     assert S.RunStore(tmp_path / "run").revisions() == [record]
+
+
+@pytest.mark.parametrize("scale", [None, 8.0])
+def test_rrclarc_penalty_joins_the_loss_once_and_is_scaled_with_it(scale):
+    """The loss's one backward pass carries exactly the penalty's gradient (times the loss scale under AMP)."""
+    from types import SimpleNamespace
+
+    from callback_testing import images
+
+    from lrp_lightning.revise import fit_cav
+
+    torch.manual_seed(0)
+    model = TinyNet().train()
+    x, y = images(12)
+    # in the dropout's output the head is linear, so the directional derivative of every logit along v is W v
+    cav = fit_cav(torch.randn(20, 4 * 8 * 8), np.arange(20) % 2 == 0, layer="features.3", shape=(4, 8, 8))
+    callback = ClArCCallback("rrclarc", layer="features.3", strength=3.0)
+    callback.cav, callback.record = cav, {S.REVISION_ARTIFACT_CLASS: 1}
+    callback._attach(model)
+    scaler = None if scale is None else torch.amp.GradScaler("cpu", init_scale=scale)
+    trainer = SimpleNamespace(accumulate_grad_batches=1, precision_plugin=SimpleNamespace(scaler=scaler))
+    torch.manual_seed(1)  # the dropout mask
+    loss = model.criterion(model(x), y)
+    callback._labels = y
+    scaled = loss if scaler is None else scaler.scale(loss)
+    callback.on_before_backward(trainer, model, scaled)
+    scaled.backward()
+    got = {name: p.grad.clone() / (scale or 1.0) for name, p in model.named_parameters()}
+    callback.teardown(None, model, "fit")
+
+    # oracle: cross-entropy + strength * ||W v||^2 (the same for every sample and summed over classes)
+    model.zero_grad()
+    torch.manual_seed(1)
+    v = cav.direction
+    expected = model.criterion(model(x), y) + 3.0 * (model.classifier.weight @ v).pow(2).sum()
+    expected.backward()
+    assert callback._penalties == [
+        pytest.approx(3.0 * float((model.classifier.weight @ v).detach().pow(2).sum()), rel=1e-5)
+    ]
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(got[name], p.grad, rtol=1e-5, atol=1e-7)
+    torch.manual_seed(1)
+    (without,) = torch.autograd.grad(model.criterion(model(x), y), model.classifier.weight)
+    assert not torch.allclose(model.classifier.weight.grad, without)  # the penalty did change W's gradient
