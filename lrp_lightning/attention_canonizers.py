@@ -17,6 +17,9 @@ Registered names (``canonizers="auto"`` picks them for models that hold these mo
 * ``"transformer_decoder_layer"``: :class:`TransformerDecoderLayerCanonizer` (self- and cross-attention).
 * ``"vision_transformer"``: :class:`VisionTransformerCanonizer`, torchvision's ``EncoderBlock`` (residual
   sums) and ``Encoder`` (the position embedding, added like a bias), with the attention inside.
+* ``"embedding_sum"``: :class:`EmbeddingSumCanonizer`, embeddings added with a plain ``+`` (``tok(ids) +
+  pos(positions)``) split relevance in proportion instead of each getting all of it (models with two or
+  more ``nn.Embedding`` layers).
 """
 
 from __future__ import annotations
