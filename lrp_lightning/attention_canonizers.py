@@ -527,6 +527,10 @@ class _InplaceProportionalSum(torch.autograd.Function):
 
 def _split(relevance: Tensor, parts: tuple[Tensor, Tensor], counted: tuple[bool, bool]) -> tuple:
     """The relevance of each counted part of a sum, in proportion to its value; None for the others."""
+    if counted.count(True) == 1:  # a token + a shared position embedding: the token keeps all of it
+        part = parts[counted.index(True)]
+        only = relevance.sum_to_size(part.shape)
+        return (only, None) if counted[0] else (None, only)
     kept = [part if count else None for part, count in zip(parts, counted)]
     ratio = relevance / stabilize(sum(part for part in kept if part is not None), _EPSILON)
     return tuple(None if part is None else (part * ratio).sum_to_size(part.shape) for part in kept)
