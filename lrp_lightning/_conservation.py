@@ -6,7 +6,11 @@ forward pass computes something the engine does not see: a functional operation 
 (``x.sum(1)``, ``F.softmax``, a residual ``x + f(x)`` without a :class:`~lrp_lightning.layer.Sum`, a
 multiplication by a constant), through which relevance flows as a gradient. :func:`check_conservation`
 warns once per model, naming these likely causes. (A functional ``x.mean(1)`` conserves the sum but spreads
-relevance uniformly; no sum can show that.)
+relevance uniformly; no sum can show that.) One cause has a signature of its own and a warning that names
+its fix: token embeddings added with a plain ``+`` (``tok(ids) + pos(positions)``) give every summand all of
+the relevance, so each sample gets ``k`` times the target's relevance for ``k`` counted embeddings; the
+``embedding_sum`` canonizer (:class:`~lrp_lightning.attention_canonizers.EmbeddingSumCanonizer`, picked by
+``canonizers="auto"``) or a :class:`~lrp_lightning.layer.Sum` splits such a sum in proportion.
 
 A rule says whether it conserves relevance on a module with a ``conserves(module)`` method (the rules of
 :mod:`lrp_lightning.attention`); the rules of :mod:`lrp_lightning.rules` are known here. Only rules that
@@ -85,6 +89,24 @@ def composite_conserves(composite: Composite, model: nn.Module) -> bool:
     return result
 
 
+def _embedding_multiple(model: nn.Module, reached: Tensor, expected: Tensor, scale: Tensor) -> int | None:
+    """``k`` when every sample got ``k`` times the target's relevance, ``2 <= k <=`` the model's embeddings.
+
+    The signature of embeddings added with a plain ``+`` on an otherwise conserving model: the gradient of
+    a sum hands every summand all of the relevance, so a token with ``k`` counted embeddings gets it ``k`` times.
+    """
+    embeddings = sum(isinstance(module, nn.Embedding) for module in model.modules())
+    if embeddings < 2 or not bool((expected.abs() > CONSERVATION_RTOL * scale).all()):
+        return None
+    ratio = reached / expected
+    multiple = round(float(ratio.mean()))
+    if not 2 <= multiple <= embeddings:
+        return None
+    if float((ratio - multiple).abs().max()) > CONSERVATION_RTOL * multiple:
+        return None
+    return multiple
+
+
 def check_conservation(
     model: nn.Module, composite: Composite | None, target_relevance: Tensor, input_relevance: Tensor, **_: Any
 ) -> None:
@@ -117,13 +139,27 @@ def check_conservation(
         return
     _WARNED.add(model)
     label = composite.name or type(composite).__name__
+    multiple = _embedding_multiple(model, reached[checked], expected[checked], scale[checked])
+    if multiple is not None:
+        warnings.warn(
+            f"composite {label}: the relevance reaching the tokens is {multiple} times the target's on "
+            f"{type(model).__name__}: the outputs of its nn.Embedding layers are likely added with a plain + (e.g. "
+            "self.tok(ids) + self.pos(positions), or token + type embeddings), whose gradient gives each summand "
+            "all of the relevance. Pass canonizers='auto' (or add 'embedding_sum' to the composite's canonizers), "
+            "which splits such a sum in proportion, or add them through lrp_lightning.layer.Sum: "
+            "self.sum(torch.stack(torch.broadcast_tensors(tok, pos), dim=-1)) with self.sum = Sum().",
+            UserWarning,
+            stacklevel=4,
+        )
+        return
     warnings.warn(
         f"composite {label}: the relevance reaching the input differs from the target's by {100 * error:.3g}% "
         f"on {type(model).__name__}, although every rule attached conserves relevance. The forward pass likely "
         "computes something the engine does not see, so relevance flows through it as a gradient: a functional "
         "operation between layers such as x.sum(1) or x.mean(1), F.softmax, a residual x + f(x) without a Sum "
-        "module, or a multiplication by a constant. Route it through a module with a rule "
-        "(lrp_lightning.layer.Sum, the operation modules of lrp_lightning.attention) or a canonizer.",
+        "module (or embeddings added with a plain +), or a multiplication by a constant. Route it through a "
+        "module with a rule (lrp_lightning.layer.Sum, the operation modules of lrp_lightning.attention) or a "
+        "canonizer.",
         UserWarning,
         stacklevel=4,
     )

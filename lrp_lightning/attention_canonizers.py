@@ -17,6 +17,9 @@ Registered names (``canonizers="auto"`` picks them for models that hold these mo
 * ``"transformer_decoder_layer"``: :class:`TransformerDecoderLayerCanonizer` (self- and cross-attention).
 * ``"vision_transformer"``: :class:`VisionTransformerCanonizer`, torchvision's ``EncoderBlock`` (residual
   sums) and ``Encoder`` (the position embedding, added like a bias), with the attention inside.
+* ``"embedding_sum"``: :class:`EmbeddingSumCanonizer`, embeddings added with a plain ``+`` (``tok(ids) +
+  pos(positions)``) split relevance in proportion instead of each getting all of it (models with two or
+  more ``nn.Embedding`` layers).
 """
 
 from __future__ import annotations
@@ -33,12 +36,14 @@ import torch.nn as nn
 
 from .attention import AttentionOps, Projection, attention, merge_masks, residual, temporary_child
 from .canonizers import Canonizer, CompositeCanonizer, override_forward, register_canonizer
-from .core import override_params
+from .core import _evaluating, override_params, stabilize
 
 Tensor = torch.Tensor
 
 __all__ = [
+    "EMBEDDING_SUM_OWNERS",
     "BlockCanonizer",
+    "EmbeddingSumCanonizer",
     "MultiheadAttentionCanonizer",
     "TransformerDecoderLayerCanonizer",
     "TransformerEncoderLayerCanonizer",
@@ -405,6 +410,209 @@ class VisionTransformerCanonizer(CompositeCanonizer):
     @classmethod
     def uncanonized(cls, model: nn.Module) -> str | None:
         return _ViTEncoderBlock.uncanonized(model) or _ViTEncoder.uncanonized(model)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+# --------------------------------------------------------------------------------------------------------
+# Embedding sums written with a plain `+`
+# --------------------------------------------------------------------------------------------------------
+
+#: class names of modules whose own canonizer splits their embedding sum already (e.g. ``GPT2Model``);
+#: :class:`EmbeddingSumCanonizer` leaves models holding one of them alone (model-family modules add to it)
+EMBEDDING_SUM_OWNERS: set[str] = set()
+
+#: stabilizer of the proportional split (it matters only where the parts sum to zero)
+_EPSILON = 1e-12
+
+_ADDS = frozenset({torch.add, Tensor.add, Tensor.__add__, Tensor.__radd__})
+_INPLACE_ADDS = frozenset({Tensor.add_, Tensor.__iadd__})  # `x += y` calls add_
+_SCALES = frozenset({torch.mul, Tensor.mul, Tensor.__mul__, Tensor.__rmul__})
+_DIVISIONS = frozenset({torch.div, Tensor.div, Tensor.__truediv__})
+#: operations through which relevance passes as the gradient does, so the result stays a part of the sum
+_STRUCTURAL = frozenset(
+    {
+        Tensor.__getitem__,
+        Tensor.unsqueeze,
+        Tensor.expand,
+        Tensor.expand_as,
+        Tensor.view,
+        Tensor.reshape,
+        Tensor.contiguous,
+        Tensor.to,
+        Tensor.type_as,
+        Tensor.transpose,
+        Tensor.permute,
+    }
+)
+
+
+class _EmbeddingPart(Tensor):
+    """An embedding output (or a sum or rescaling of them) in an attributed forward pass.
+
+    ``a + b`` of two parts splits relevance in proportion to their values, ``part * c`` (``c`` a number)
+    passes it unchanged; any other operation returns a plain tensor. ``shared`` marks an output computed once
+    for the whole batch (an embedding of 1-D indices, e.g. ``pos(torch.arange(T))`` of shape ``(T, hidden)``).
+    """
+
+    shared: bool = False
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):  # type: ignore[override]
+        with torch._C.DisableTorchFunctionSubclass():
+            if not kwargs and len(args) == 2:
+                first, second = args
+                both = isinstance(first, _EmbeddingPart) and isinstance(second, _EmbeddingPart)
+                if both and func in _ADDS:
+                    return _mark(_ProportionalSum.apply(first, second), first.shared and second.shared)
+                if both and func in _INPLACE_ADDS and first.shape == torch.broadcast_shapes(first.shape, second.shape):
+                    shared = first.shared and second.shared
+                    _InplaceProportionalSum.apply(first, second)
+                    first.shared = shared
+                    return first
+                if (func in _SCALES or func in _DIVISIONS) and isinstance(first, _EmbeddingPart) and _is_number(second):
+                    factor = 1.0 / second if func in _DIVISIONS else float(second)
+                    return _mark(_ConstantScale.apply(first, factor), first.shared)
+            result = func(*args, **(kwargs or {}))
+            if func in _STRUCTURAL and isinstance(args[0], _EmbeddingPart) and isinstance(result, Tensor):
+                return _mark(result, args[0].shared)
+            return result
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value != 0
+
+
+def _mark(tensor: Tensor, shared: bool) -> Tensor:
+    part = tensor.as_subclass(_EmbeddingPart)
+    part.shared = shared
+    return part
+
+
+class _ProportionalSum(torch.autograd.Function):
+    """``a + b`` whose backward splits the relevance ``R`` in proportion: ``R_a = a * R / (a + b)``.
+
+    A part shared by the batch (see :class:`_EmbeddingPart`) is no per-sample input: the per-sample parts
+    share ``R`` among themselves, so the token at a position keeps its position's relevance.
+    """
+
+    @staticmethod
+    def forward(ctx, a: Tensor, b: Tensor) -> Tensor:  # type: ignore[override]
+        shared = (getattr(a, "shared", False), getattr(b, "shared", False))
+        ctx.counted = (True, True) if all(shared) else (not shared[0], not shared[1])
+        ctx.save_for_backward(a, b)
+        return a + b
+
+    @staticmethod
+    def backward(ctx, relevance: Tensor):  # type: ignore[override]
+        return _split(relevance, ctx.saved_tensors, ctx.counted)
+
+
+class _InplaceProportionalSum(torch.autograd.Function):
+    """``a += b`` with the backward of :class:`_ProportionalSum` (``a``'s value before the sum is kept)."""
+
+    @staticmethod
+    def forward(ctx, a: Tensor, b: Tensor) -> Tensor:  # type: ignore[override]
+        shared = (getattr(a, "shared", False), getattr(b, "shared", False))
+        ctx.counted = (True, True) if all(shared) else (not shared[0], not shared[1])
+        ctx.parts = (a.detach().clone(), b.detach())
+        ctx.mark_dirty(a)
+        return a.add_(b)
+
+    @staticmethod
+    def backward(ctx, relevance: Tensor):  # type: ignore[override]
+        return _split(relevance, ctx.parts, ctx.counted)
+
+
+def _split(relevance: Tensor, parts: tuple[Tensor, Tensor], counted: tuple[bool, bool]) -> tuple:
+    """The relevance of each counted part of a sum, in proportion to its value; None for the others."""
+    if counted.count(True) == 1:  # a token + a shared position embedding: the token keeps all of it
+        part = parts[counted.index(True)]
+        only = relevance.sum_to_size(part.shape)
+        return (only, None) if counted[0] else (None, only)
+    kept = [part if count else None for part, count in zip(parts, counted)]
+    ratio = relevance / stabilize(sum(part for part in kept if part is not None), _EPSILON)
+    return tuple(None if part is None else (part * ratio).sum_to_size(part.shape) for part in kept)
+
+
+class _ConstantScale(torch.autograd.Function):
+    """``x * c`` for a number ``c``: the epsilon rule of a constant scaling passes relevance unchanged."""
+
+    @staticmethod
+    def forward(ctx, input: Tensor, factor: float) -> Tensor:  # type: ignore[override]
+        return input * factor
+
+    @staticmethod
+    def backward(ctx, relevance: Tensor):  # type: ignore[override]
+        return relevance, None
+
+
+@register_canonizer("embedding_sum")
+class EmbeddingSumCanonizer(Canonizer):
+    """Embeddings added with a plain ``+`` (``tok(ids) + pos(positions)``, token + type embeddings).
+
+    The engine passes relevance backwards as the gradient, and the gradient of ``a + b`` is the same for
+    both summands: each embedding would get all of the relevance, and token relevance (the sum over a
+    token's embeddings) would count it twice. While applied, the outputs of the model's ``nn.Embedding``
+    layers in an attributed forward pass are marked; ``a + b`` (also ``torch.add``, ``+=``) of two marked
+    outputs then splits the relevance in proportion to their values, ``R_a = a * R / (a + b)``, as
+    :class:`~lrp_lightning.rules.Norm` does for a :class:`~lrp_lightning.layer.Sum`; a rescaling by a number
+    (``tok(ids) * math.sqrt(d)``) passes it unchanged (the epsilon rule of a constant factor), and
+    indexing, ``unsqueeze``, ``expand``, ``view``, ``reshape`` keep the mark. An embedding of 1-D indices
+    (``pos(torch.arange(T))``, shape ``(T, hidden)``) is shared by the batch: it takes no share, so
+    relevance stays with the tokens at its positions. Everything else, and every forward pass that is not
+    attributed (training, ``torch.no_grad()``), is untouched. ``canonizers="auto"`` picks it for a model
+    with two or more ``nn.Embedding`` layers (not for model families whose canonizer does this itself).
+    """
+
+    def __init__(self) -> None:
+        self._handles: list[Any] = []
+        self._pending: list[Any] = []
+
+    def copy(self) -> EmbeddingSumCanonizer:
+        return type(self)()
+
+    @classmethod
+    def applies(cls, model: nn.Module) -> bool:
+        modules = list(model.modules())
+        if any(type(module).__name__ in EMBEDDING_SUM_OWNERS for module in modules):
+            return False
+        return sum(isinstance(module, nn.Embedding) for module in modules) >= 2
+
+    def apply(self, root_module: nn.Module) -> list[Any]:
+        instance = self.copy()
+        for module in root_module.modules():
+            if isinstance(module, nn.Embedding):
+                instance._handles.append(module.register_forward_pre_hook(instance._arm))
+        return [instance]
+
+    def _arm(self, module: nn.Module, args: tuple) -> None:
+        # registered now, the marking hook runs after every forward hook registered before the call (a
+        # rule's, the token attributor's capture), so it marks the tensor the model's code receives
+        if torch.is_grad_enabled() and not _evaluating():
+            ids = args[0] if args and isinstance(args[0], Tensor) else None
+            shared = ids is not None and ids.ndim == 1
+            self._pending.append(
+                module.register_forward_hook(functools.partial(self._mark_output, shared), always_call=True)
+            )
+
+    def _mark_output(self, shared: bool, module: nn.Module, args: tuple, output: Any) -> Any:
+        self._disarm()
+        if isinstance(output, Tensor) and output.is_floating_point() and output.requires_grad:
+            return _mark(output, shared)
+        return None
+
+    def _disarm(self) -> None:
+        for handle in self._pending:
+            handle.remove()
+        self._pending = []
+
+    def remove(self) -> None:
+        self._disarm()
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

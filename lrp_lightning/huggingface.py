@@ -38,13 +38,16 @@ import torch.nn as nn
 
 from ._validation import argument_error
 from .attention import AttentionOps, Multiply, Projection, attention, residual, temporary_child
-from .attention_canonizers import OPS_NAME, BlockCanonizer
+from .attention_canonizers import EMBEDDING_SUM_OWNERS, OPS_NAME, BlockCanonizer
 from .canonizers import Canonizer, CompositeCanonizer, override_forward, register_canonizer
 from .core import override_params, stabilize
 
 Tensor = torch.Tensor
 
 __all__ = ["BertCanonizer", "GPT2Canonizer", "HuggingFaceCanonizer", "LlamaCanonizer"]
+
+# their canonizers split these blocks' embedding sums themselves (BERT through a Sum, GPT-2 inline)
+EMBEDDING_SUM_OWNERS.update({"BertEmbeddings", "GPT2Model"})
 
 #: stabilizer of the canonizers' own denominators (rotary embeddings, GPT-2's inline embedding sum)
 DEFAULT_EPSILON = 1e-12
