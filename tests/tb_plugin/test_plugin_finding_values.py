@@ -9,10 +9,12 @@ its values are checked against the stored relevance here, and in the browser aga
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -141,7 +143,7 @@ def _findings_drawn(browser, base: str, run: str):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("run", [TOKENS, TABULAR, SIGNAL])
-def test_the_findings_panel_draws_a_finding_in_the_datas_terms(tensorboard, browser, run):
+def test_the_findings_panel_draws_a_finding_in_the_datas_terms(tensorboard, browser, screenshots, run):
     base, logdir, planted = tensorboard
     context, problems, tab = _findings_drawn(browser, base, run)
     client, _ = make_app(logdir)
@@ -174,6 +176,12 @@ def test_the_findings_panel_draws_a_finding_in_the_datas_terms(tensorboard, brow
         assert len(ys) == len(values) and int(np.argmin(ys)) == int(np.argmax(values)) < SHORTCUT_STEPS
     text = tab.frame.locator("#findings").inner_text()
     assert "corner" not in text and "pixel" not in text
+    if run == TOKENS:  # the README's picture (LRP_UPDATE_SCREENSHOTS=1 writes docs/images)
+        tab.frame.locator("#findings").screenshot(path=str(screenshots / "plugin-token-findings.png"))
+    elif os.environ.get("LRP_FINDING_SHOTS"):  # a look at the others, where the variable says
+        tab.frame.locator("#findings").screenshot(
+            path=str(Path(os.environ["LRP_FINDING_SHOTS"]) / f"{run.split('/')[0]}.png")
+        )
     context.close()
     assert not problems, problems
 
@@ -183,3 +191,4 @@ for _mark in image_tests.pytestmark:  # browser; skipped without Playwright or C
         test_the_findings_panel_draws_a_finding_in_the_datas_terms
     )
 browser = image_tests.browser  # one Chromium per module
+screenshots = image_tests.screenshots  # the screenshots' folder (docs/images with LRP_UPDATE_SCREENSHOTS=1)
