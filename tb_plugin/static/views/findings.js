@@ -165,6 +165,8 @@ class Findings {
     // An image run's finding: its members' mean heatmap per epoch. A signal's, a table's or a text's: drawn
     // from values, as the clusters' prototypes are (a relevance line, bars per feature, the top tokens).
     const values = isSequenceRun(app);
+    const [rows, columns] = app.info.heatmap_shape || [1, 1]; // a wide map: a wide, low picture
+    const [width, height] = columns >= 3 * Math.max(rows, 1) ? [96, 16] : [44, 44];
     const strip = h("div", { class: "finding-strip" + (values ? ` values ${app.info.modality}` : "") + (s.px ? " pixelated" : "") });
     for (const epoch of this.stripEpochs(finding)) {
       const entry = finding.history.find((e) => e.epoch === epoch);
@@ -173,7 +175,7 @@ class Findings {
       const title = `epoch ${epoch}: ${entry.n_members} samples, strength ${percent(entry.strength)}`;
       const picture = values ? prototypePicture(app, params, title, "finding_values")
         : h("img", { src: url("finding_map", params), alt: `mean heatmap of the finding's ${entry.n_members} samples in epoch ${epoch}`,
-          title, width: 44, height: 44, loading: "lazy" });
+          title, width, height, loading: "lazy" });
       strip.append(h("figure", { class: epoch === s.epoch ? "current" : "" }, picture, h("figcaption", { text: `ep ${epoch}` })));
     }
     const epochs = finding.history.map((e) => e.epoch);
