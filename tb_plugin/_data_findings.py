@@ -18,6 +18,8 @@ from lrp_lightning.store import (
     CATEGORY,
     CLASS_INDEX,
     CLASS_NAME,
+    MODALITY_TABULAR,
+    MODALITY_TOKENS,
     SPECTRUM_TABLE,
     EpochInfo,
     RunStore,
@@ -25,8 +27,12 @@ from lrp_lightning.store import (
 )
 
 from ._data_common import _SAFE_INTEGER, BadArgument, NotFound, _finite_or_none
+from ._data_sequences import OTHER_TOKENS
 
 __all__: list[str] = []
+
+FINDING_TOKENS = 20
+"""The most relevant tokens a token finding's values name one by one (/finding_values); the rest are summed."""
 
 
 class _Findings:
@@ -111,12 +117,9 @@ class _Findings:
         revisions = revisions_json(self._read(f"run {run!r}", store.revisions))
         return {**findings_json(run, per_epoch, without, names), "unreadable": unreadable, "revisions": revisions}
 
-    def finding_prototype_png(self, run: str, finding_id: str, epoch: int, cmap: str) -> bytes:
-        """Mean relevance map of a finding's members in one epoch (each map L1-normalised), colour-mapped."""
-        if cmap not in lrp_image.COLOR_MAPS:
-            raise BadArgument(f"unknown colour map {cmap!r}; known: {sorted(lrp_image.COLOR_MAPS)}")
-        store = self._store(run)
-        info = self._epoch(run, store, epoch)
+    def _finding_members(self, run: str, store: RunStore, info: EpochInfo, finding_id: str) -> list[int]:
+        """Sample ids of a finding's members in one epoch (NotFound: no findings table, finding or members)."""
+        epoch = info.epoch
         rows = self._epoch_findings(run, store, info)
         if rows is None:
             raise NotFound(f"epoch {epoch} of run {run!r} has no findings table; run `lrp-analyze` on the run")
@@ -127,18 +130,97 @@ class _Findings:
         members = [int(i) for i in row[lrp_store.MEMBER_IDS]]
         if not members:
             raise NotFound(f"finding {finding_id!r} has no members in epoch {epoch} of run {run!r}")
+        return members
+
+    def _finding_mean(self, run: str, store: RunStore, info: EpochInfo, members: list[int]) -> np.ndarray:
+        """The members' mean relevance map, each map L1-normalised first (every member weighs the same)."""
+        what = f"epoch {info.epoch} of run {run!r}"
+        _, maps = self._read(what, lambda: store.heatmaps(info.epoch, members))
+        maps = np.nan_to_num(np.asarray(maps, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        scale = np.abs(maps).reshape(len(maps), -1).sum(axis=1)
+        return (maps / np.where(scale > 0, scale, 1.0)[:, None, None]).mean(axis=0)
+
+    def finding_prototype_png(self, run: str, finding_id: str, epoch: int, cmap: str) -> bytes:
+        """Mean relevance map of a finding's members in one epoch (each map L1-normalised), colour-mapped."""
+        if cmap not in lrp_image.COLOR_MAPS:
+            raise BadArgument(f"unknown colour map {cmap!r}; known: {sorted(lrp_image.COLOR_MAPS)}")
+        store = self._store(run)
+        info = self._epoch(run, store, epoch)
+        members = self._finding_members(run, store, info, finding_id)
 
         def make() -> bytes:
-            _, maps = self._read(f"epoch {epoch} of run {run!r}", lambda: store.heatmaps(info.epoch, members))
-            maps = np.nan_to_num(np.asarray(maps, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-            # every member weighs the same, however much relevance its map holds (as the cluster prototypes)
-            scale = np.abs(maps).reshape(len(maps), -1).sum(axis=1)
-            mean = (maps / np.where(scale > 0, scale, 1.0)[:, None, None]).mean(axis=0)
+            mean = self._finding_mean(run, store, info, members)
             return lrp_image.to_png_bytes(lrp_image.heatmap(mean, cmap=cmap))
 
         analysis = self._analysis(run, store, info)
         key = ("finding-png", run, info.epoch, info.commit, analysis.config_hash, finding_id, cmap)
         return self.cache.get_or_make(key, make)
+
+    def finding_values(self, run: str, finding_id: str, epoch: int, cmap: str) -> dict[str, Any]:
+        """A finding's members' mean relevance in one epoch as values, for signal, tabular and token runs.
+
+        Each member's relevance is L1-normalised first, so a value is a signed share of a member's
+        relevance, as in a cluster's prototype (:meth:`prototype_values`). A signal's values are per time
+        step, a table's per feature (``labels``: the feature names); a text's per token: the
+        :data:`FINDING_TOKENS` tokens of largest mean share over the members (``labels`` their strings,
+        ``#id`` without a tokenizer; ``token_ids`` their ids), the rest summed under :data:`OTHER_TOKENS`.
+
+        Returns
+        -------
+        dict
+            ``run``, ``epoch``, ``finding``, ``modality``, ``length``, ``relevance``, ``colors``,
+            ``scale``, ``labels``, ``token_ids``, ``input`` (None), as :meth:`prototype_values`.
+        """
+        if cmap not in lrp_image.COLOR_MAPS:
+            raise BadArgument(f"unknown colour map {cmap!r}; known: {sorted(lrp_image.COLOR_MAPS)}")
+        store, modality = self._sequence_store(run)
+        info = self._epoch(run, store, epoch)
+        members = self._finding_members(run, store, info, finding_id)
+
+        def make() -> dict[str, Any]:
+            labels: list[str] | None = None
+            token_ids: list[int | None] | None = None
+            if modality == MODALITY_TOKENS:
+                values, token_ids = self._token_shares(run, store, info, members)
+                names = self._token_names(run, store)
+                labels = [OTHER_TOKENS if t is None else names.get(t, f"#{t}") for t in token_ids]
+            else:
+                values = self._finding_mean(run, store, info, members).reshape(-1).astype(np.float32)
+                names = store.feature_names if modality == MODALITY_TABULAR else None
+                labels = list(names) if names and len(names) == values.size else None
+            return {
+                "run": str(run),
+                "epoch": info.epoch,
+                "finding": finding_id,
+                "modality": modality,
+                "length": int(values.size),
+                **self._colored(values, cmap),
+                "labels": labels,
+                "token_ids": token_ids,
+                "input": None,
+            }
+
+        analysis = self._analysis(run, store, info)
+        key = ("finding-values", run, info.epoch, info.commit, analysis.config_hash, finding_id, cmap)
+        return self.cache.get_or_make(key, make)
+
+    def _token_shares(
+        self, run: str, store: RunStore, info: EpochInfo, members: list[int]
+    ) -> tuple[np.ndarray, list[int | None]]:
+        """Per token id, the members' mean share of their relevance (signed), the largest first, the rest summed."""
+        token_ids, _ = self._tokens(run, store)
+        shares: dict[int, float] = {}
+        for sample_id in members:
+            relevance = self._relevance_values(run, store, info, MODALITY_TOKENS, sample_id).astype(np.float64)
+            relevance = np.nan_to_num(relevance, nan=0.0, posinf=0.0, neginf=0.0)
+            ids = token_ids.get(sample_id, np.empty(0, np.int64))[: relevance.size]
+            total = np.abs(relevance[: ids.size]).sum()
+            for token, value in zip(ids.tolist(), (relevance[: ids.size] / (total or 1.0)).tolist()):
+                shares[int(token)] = shares.get(int(token), 0.0) + value / len(members)
+        order = sorted(shares, key=lambda t: -abs(shares[t]))
+        top, rest = order[:FINDING_TOKENS], order[FINDING_TOKENS:]
+        values = [shares[t] for t in top] + [sum(shares[t] for t in rest)]
+        return np.asarray(values, np.float32), [*top, None]
 
 
 @dataclass

@@ -34,6 +34,9 @@ route                   parameters                                  response
 ``/findings``           run                                         JSON: findings with their lineage
 ``/finding_map``        run, finding, epoch, cmap                   PNG: mean heatmap of a finding's
                                                                     members in one epoch
+``/finding_values``     run, finding, epoch, cmap                   JSON: the same of a signal, tabular
+                                                                    or token run as values (per time
+                                                                    step, feature or token; cacheable)
 ``/relevance``          run, epoch, sample, cmap, bins (optional)   JSON: a signal, tabular or token
                                                                     sample's relevance values, their
                                                                     colours, its input line, feature
@@ -345,6 +348,15 @@ class LRPPlugin(base_plugin.TBPlugin):
         return _integer(request, "sample", *SAMPLE_RANGE)
 
     @staticmethod
+    def _finding(request: wrappers.Request) -> str:
+        finding = _text(request, "finding")
+        if not finding or len(finding) > MAX_FINDING_ID:
+            raise errors.InvalidArgumentError(
+                f"parameter 'finding' must be a finding id of 1 to {MAX_FINDING_ID} characters (see /findings)"
+            )
+        return finding
+
+    @staticmethod
     def _cmap(request: wrappers.Request) -> str:
         from lrp_lightning.image import COLOR_MAPS
 
@@ -434,12 +446,13 @@ class LRPPlugin(base_plugin.TBPlugin):
     @route("/finding_map", "png")
     def _serve_finding_map(self, request: wrappers.Request) -> bytes:
         run, epoch = self._run(request), self._epoch(request)
-        finding = _text(request, "finding")
-        if not finding or len(finding) > MAX_FINDING_ID:
-            raise errors.InvalidArgumentError(
-                f"parameter 'finding' must be a finding id of 1 to {MAX_FINDING_ID} characters (see /findings)"
-            )
-        return self._data.finding_prototype_png(run, finding, epoch, self._cmap(request))
+        return self._data.finding_prototype_png(run, self._finding(request), epoch, self._cmap(request))
+
+    @route("/finding_values", "cached_json")
+    def _serve_finding_values(self, request: wrappers.Request) -> dict[str, Any]:
+        """A signal, tabular or token run's finding in one epoch as values (per time step, feature or token)."""
+        run, epoch = self._run(request), self._epoch(request)
+        return self._data.finding_values(run, self._finding(request), epoch, self._cmap(request))
 
     @route("/relevance", "cached_json")
     def _serve_relevance(self, request: wrappers.Request) -> dict[str, Any]:

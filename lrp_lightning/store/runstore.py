@@ -648,11 +648,14 @@ class RunStore(_AnalysisTables, _Modalities, _Methods):
                 schema = pa.schema([schema.field(c) for c in columns])
             tables = []
             for part, keep in zip(snapshot.parts, snapshot.keep_masks()):
-                table = part.read([c for c in schema.names if c in part.names])
-                if keep is not None:
-                    table = table.filter(pa.array(keep))
-                tables.append(_conform_to(table, schema))
-        return pa.concat_tables(tables)
+                present = [c for c in schema.names if c in part.names]
+                groups = part.file.metadata
+                bounds = np.cumsum([0] + [groups.row_group(i).num_rows for i in range(groups.num_row_groups)])
+                for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):  # only the row groups holding kept
+                    if keep is None or keep[a:b].any():  # rows: other methods' maps are not read
+                        table = part.read_row_group(i, present)
+                        tables.append(_conform_to(table if keep is None else table.filter(pa.array(keep[a:b])), schema))
+        return pa.concat_tables(tables) if tables else schema.empty_table()
 
     def iter_batches(
         self,

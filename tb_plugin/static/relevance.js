@@ -5,8 +5,9 @@
 // The colours come from the server (/relevance, /trajectory): each value's colour in the chosen colour
 // map of lrp_lightning.image, scaled per sample and epoch as the heatmap PNGs are. Hovering a time step,
 // feature or token shows its value in the readout (and in the element's title). Used by the gallery
-// (compact cards), the timeline (the open sample in detail, and over the epochs) and the clusters panel
-// (a cluster's prototype: a line, bars, or its most relevant tokens with their share of the relevance).
+// (compact cards), the timeline (the open sample in detail, and over the epochs), the clusters panel (a
+// cluster's prototype: a line, bars, or its most relevant tokens with their share of the relevance) and the
+// findings panel (a finding's members' mean, drawn the same way).
 
 import { getJSON } from "./api.js";
 import { h, replace, svg } from "./dom.js";
@@ -253,14 +254,18 @@ function tokenShares(data) {
 }
 
 /**
- * A signal, tabular or token cluster's prototype in one epoch (/prototype_values): a placeholder now, then a
- * relevance line over the time steps, one bar per feature, or the cluster's most relevant tokens.
+ * A signal, tabular or token cluster's prototype in one epoch (/prototype_values), or a finding's members' mean
+ * (/finding_values, with `route`): a placeholder now, then a relevance line over the time steps, one bar per
+ * feature, or the most relevant tokens with their share of the relevance.
  */
-export function prototypePicture(app, params, title) {
+export function prototypePicture(app, params, title, route = "prototype_values") {
   const modality = app.info.modality;
-  const holder = h("span", { class: `prototype-values ${modality}`, title, dataset: { cluster: String(params.cluster), epoch: String(params.epoch) } });
+  const dataset = { epoch: String(params.epoch) };
+  if (params.cluster !== undefined) dataset.cluster = String(params.cluster);
+  if (params.finding !== undefined) dataset.finding = params.finding;
+  const holder = h("span", { class: `prototype-values ${modality}`, title, dataset });
   const run = app.state.run;
-  getJSON("prototype_values", params).then((data) => {
+  getJSON(route, params).then((data) => {
     if (run !== app.state.run) return;
     replace(holder, modality === "tokens" ? tokenShares(data)
       : drawRelevance(app, data, { compact: true, width: 96, height: 36 }));

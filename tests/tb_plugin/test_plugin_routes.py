@@ -609,6 +609,7 @@ def test_every_route_is_registered_once_and_listed_in_the_module_docstring(serve
         "/lineage",
         "/findings",
         "/finding_map",
+        "/finding_values",
         "/relevance",
         "/trajectory",
     ]
@@ -716,7 +717,7 @@ def test_malformed_parameters_are_400_with_a_message(client, name, params, messa
 
 
 ROUTES = ["run", "samples", "input", "heatmap", "timeline", "analysis", "embedding", "clusters", "prototype", "lineage",
-          "findings", "finding_map", "relevance", "trajectory"]  # fmt: skip
+          "findings", "finding_map", "finding_values", "relevance", "trajectory"]  # fmt: skip
 PARAMETERS = ["run", "epoch", "sample", "cmap", "kind", "category", "embedding", "x", "y", "clustering", "cluster",
               "finding", "bins"]  # fmt: skip
 VALUES = st.one_of(

@@ -7,6 +7,7 @@
 import { url } from "../api.js";
 import { lineChart } from "../charts.js";
 import { h, replace, svg } from "../dom.js";
+import { isSequenceRun, prototypePicture } from "../relevance.js";
 
 const METHOD_NAMES = { rrclarc: "RR-ClArC", pclarc: "P-ClArC", aclarc: "A-ClArC" };
 
@@ -161,19 +162,21 @@ class Findings {
     const title = `${finding.category_name}: ${finding.region}${kind}`;
     const seen = finding.epochs_seen.length ? epochRanges(finding.epochs_seen) : String(finding.last_epoch);
     const facts = `${finding.n_members} samples in epoch ${finding.last_epoch} · since epoch ${finding.first_epoch} · seen in ${seen} · strength ${percent(finding.strength)} · ${significance(finding.q_value)}`;
-    // A 1-D signal's or a table's map is one row: a wide, low picture instead of a square.
-    const [rows, columns] = app.info.heatmap_shape || [1, 1];
+    // An image run's finding: its members' mean heatmap per epoch. A signal's, a table's or a text's: drawn
+    // from values, as the clusters' prototypes are (a relevance line, bars per feature, the top tokens).
+    const values = isSequenceRun(app);
+    const [rows, columns] = app.info.heatmap_shape || [1, 1]; // a wide map: a wide, low picture
     const [width, height] = columns >= 3 * Math.max(rows, 1) ? [96, 16] : [44, 44];
-    const strip = h("div", { class: "finding-strip" + (s.px ? " pixelated" : "") });
+    const strip = h("div", { class: "finding-strip" + (values ? ` values ${app.info.modality}` : "") + (s.px ? " pixelated" : "") });
     for (const epoch of this.stripEpochs(finding)) {
       const entry = finding.history.find((e) => e.epoch === epoch);
       const version = app.info.epochs.find((e) => e.epoch === epoch)?.version;
-      strip.append(h("figure", { class: epoch === s.epoch ? "current" : "" },
-        h("img", { src: url("finding_map", { run: s.run, finding: finding.finding_id, epoch, cmap: s.cmap, v: version }),
-          alt: `mean heatmap of the finding's ${entry.n_members} samples in epoch ${epoch}`,
-          title: `epoch ${epoch}: ${entry.n_members} samples, strength ${percent(entry.strength)}`,
-          width, height, loading: "lazy" }),
-        h("figcaption", { text: `ep ${epoch}` })));
+      const params = { run: s.run, finding: finding.finding_id, epoch, cmap: s.cmap, v: version };
+      const title = `epoch ${epoch}: ${entry.n_members} samples, strength ${percent(entry.strength)}`;
+      const picture = values ? prototypePicture(app, params, title, "finding_values")
+        : h("img", { src: url("finding_map", params), alt: `mean heatmap of the finding's ${entry.n_members} samples in epoch ${epoch}`,
+          title, width, height, loading: "lazy" });
+      strip.append(h("figure", { class: epoch === s.epoch ? "current" : "" }, picture, h("figcaption", { text: `ep ${epoch}` })));
     }
     const epochs = finding.history.map((e) => e.epoch);
     const button = h("button", { type: "button", class: "finding-open", "aria-pressed": isOpen ? "true" : "false",
