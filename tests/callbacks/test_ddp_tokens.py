@@ -56,11 +56,5 @@ def test_lrp_callback_token_run_matches_a_single_process(tmp_path):
     _run_and_compare(tmp_path, "validate", 11)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LRPPredictionWriter under DDP: each rank sizes token maps by its own longest sample, and the "
-    "store refuses the other rank's width (SchemaError 'rank 1 explained maps of shape (1, 5), but the store "
-    "holds maps of shape (1, 6)')",
-)
 def test_prediction_writer_token_run_matches_a_single_process(tmp_path):
     _run_and_compare(tmp_path, "predict", 13)
