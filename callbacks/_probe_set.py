@@ -68,7 +68,7 @@ class ProbeSet:
         if self._explainer.max_tokens is not None:
             return
         try:
-            store = self._store or RunStore(self._run_dir)
+            store = self._run_store or RunStore(self._run_dir)
         except FileNotFoundError:
             store = None
         if store is not None and store.max_tokens is not None:
