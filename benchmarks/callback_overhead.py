@@ -114,14 +114,15 @@ class TimedLRPCallback(LRPCallback):
         attribute = self._explainer.attribute
 
         def timed_attribute(module, batches, methods=None):
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.thread_time()
             try:
                 return attribute(module, self._timed_batches(batches), methods)
             finally:
                 self._current["lrp"] += time.perf_counter() - start
+                self._current["lrp_cpu"] += time.thread_time() - cpu
 
         self._explainer.attribute = timed_attribute
-        self._current = {"fetch": 0.0, "lrp": 0.0}
+        self._current = {"fetch": 0.0, "lrp": 0.0, "lrp_cpu": 0.0}
 
     def _timed_batches(self, batches):
         iterator = iter(batches)
@@ -136,14 +137,22 @@ class TimedLRPCallback(LRPCallback):
             yield batch
 
     def on_validation_epoch_end(self, trainer, pl_module):
-        self._current = {"fetch": 0.0, "lrp": 0.0}
+        self._current = {"fetch": 0.0, "lrp": 0.0, "lrp_cpu": 0.0}
         wall, cpu = time.perf_counter(), time.thread_time()
         super().on_validation_epoch_end(trainer, pl_module)
         hook, hook_cpu = time.perf_counter() - wall, time.thread_time() - cpu
         self.wall += hook
         self.cpu += hook_cpu
         lrp = self._current["lrp"] - self._current["fetch"]  # attribute() consumed the fetch's generator
-        self.epochs.append({"hook": hook, "fetch": self._current["fetch"], "lrp": lrp, "hook_cpu": hook_cpu})
+        self.epochs.append(
+            {
+                "hook": hook,
+                "fetch": self._current["fetch"],
+                "lrp": lrp,
+                "hook_cpu": hook_cpu,
+                "rest_cpu": hook_cpu - self._current["lrp_cpu"],
+            }
+        )
 
     def _finish_epoch(self, *args, **kwargs):
         wall, cpu = time.perf_counter(), time.thread_time()
@@ -210,7 +219,8 @@ def per_epoch_lines(runs: list[dict], label: str) -> list[str]:
         rest = statistics.median(epoch["hook"] - epoch["fetch"] - epoch["lrp"] for epoch in epochs) * 1000
         lines.append(
             f"  {label:<10} {name:<13} hook {median('hook'):7.1f} ms = fetch {median('fetch'):6.1f} + LRP "
-            f"{median('lrp'):7.1f} + rest {rest:6.1f} ms   (hook thread CPU {median('hook_cpu'):7.1f} ms)"
+            f"{median('lrp'):7.1f} + rest {rest:6.1f} ms; thread CPU: hook {median('hook_cpu'):6.1f}, rest "
+            f"{median('rest_cpu'):6.1f} ms"
         )
     tasks = [task for run in runs for task in run["worker"]]
     if tasks:
