@@ -47,18 +47,18 @@ def lrp_scalars(run_dir) -> dict[str, list[tuple[int, float]]]:
 
 
 def test_the_worker_writes_what_the_hook_writes_with_the_same_steps_and_weights(tmp_path):
-    run_bg, model_bg, callback_bg = fit(tmp_path / "bg", background=True)
-    run_fg, model_fg, _ = fit(tmp_path / "fg", background=False)
+    run_bg, model_bg, callback_bg = fit(tmp_path / "bg", background=True, max_epochs=2)
+    run_fg, model_fg, _ = fit(tmp_path / "fg", background=False, max_epochs=2)
     assert not callback_bg._worker.busy  # drained at the end of fit
     # training is the same, bitwise
     weights_bg, weights_fg = model_bg.state_dict(), model_fg.state_dict()
     assert [name for name in weights_fg if not torch.equal(weights_bg[name], weights_fg[name])] == []
     # the same store
     store_bg, store_fg = RunStore(run_bg.log_dir), RunStore(run_fg.log_dir)
-    assert [(e.epoch, e.global_step, e.rows) for e in store_bg.epochs()] == [(0, 3, 12), (1, 6, 12), (2, 9, 12)]
-    assert [(e.epoch, e.global_step) for e in store_fg.epochs()] == [(0, 3), (1, 6), (2, 9)]
+    assert [(e.epoch, e.global_step, e.rows) for e in store_bg.epochs()] == [(0, 3, 12), (1, 6, 12)]
+    assert [(e.epoch, e.global_step) for e in store_fg.epochs()] == [(0, 3), (1, 6)]
     assert store_bg.probe_table().equals(store_fg.probe_table())  # thumbnails from the worker, identical
-    for epoch in range(3):
+    for epoch in range(2):
         table_bg, table_fg = store_bg.attributions(epoch), store_fg.attributions(epoch)
         assert table_bg.schema.equals(table_fg.schema, check_metadata=True)
         for name in table_fg.column_names:  # equal, NaN (stability in the first epoch) included
@@ -66,7 +66,7 @@ def test_the_worker_writes_what_the_hook_writes_with_the_same_steps_and_weights(
                 np.testing.assert_array_equal(table_bg.column(name).to_numpy(), table_fg.column(name).to_numpy())
             else:
                 assert table_bg.column(name).equals(table_fg.column(name)), (epoch, name)
-    stability = store_bg.attributions(2).column("metric_stability").to_numpy()
+    stability = store_bg.attributions(1).column("metric_stability").to_numpy()
     assert np.isfinite(stability).all()  # the worker kept the previous epoch's maps
     # the same scalars at the same steps (the hook logs them through self.log, the worker with the epoch's step)
     logged_bg, logged_fg = lrp_scalars(tmp_path / "bg" / "version_0"), lrp_scalars(tmp_path / "fg" / "version_0")
@@ -74,10 +74,10 @@ def test_the_worker_writes_what_the_hook_writes_with_the_same_steps_and_weights(
     for tag, values in logged_fg.items():
         assert [step for step, _ in logged_bg[tag]] == [step for step, _ in values], tag
         np.testing.assert_allclose([v for _, v in logged_bg[tag]], [v for _, v in values], rtol=1e-6, err_msg=tag)
-    assert [step for step, _ in logged_bg["lrp/relevance_abs_mean"]] == [2, 5, 8]  # as val_acc: self.log's steps
+    assert [step for step, _ in logged_bg["lrp/relevance_abs_mean"]] == [2, 5]  # as val_acc: self.log's steps
     images_bg = EventAccumulator(str(tmp_path / "bg" / "version_0")).Reload().Images("lrp/heatmaps")
     images_fg = EventAccumulator(str(tmp_path / "fg" / "version_0")).Reload().Images("lrp/heatmaps")
-    assert [e.step for e in images_bg] == [3, 6, 9]
+    assert [e.step for e in images_bg] == [3, 6]
     assert [e.encoded_image_string for e in images_bg] == [e.encoded_image_string for e in images_fg]
 
 
@@ -209,6 +209,7 @@ def test_the_epoch_worker_runs_in_order_posts_back_and_raises_once():
     worker.drain()
 
 
+@pytest.mark.slow  # a failed fit with checkpoints, then a resumed one
 def test_a_resume_explains_again_the_epoch_whose_commit_the_checkpoint_did_not_see(tmp_path, monkeypatch):
     commit = RunStore.commit_epoch
 
