@@ -249,15 +249,20 @@ class ProbeMetrics:
         previous: Tensor | None,
         sample_ids: np.ndarray | None = None,
         token_relevance: list[np.ndarray] | None = None,
+        needs_model: bool | None = None,
     ) -> dict[str, np.ndarray]:
         """Per-sample values of each metric, as float32 arrays keyed by metric name.
 
         Token runs (``token_relevance`` given) compute each sample's value on its real tokens only (padding
         would change e.g. the Gini index); metrics that perturb or localise inputs do not apply to tokens.
+        ``needs_model`` True or False computes only the metrics that run the model, or only the others (those
+        run off the training thread); None computes all.
         """
         values: dict[str, np.ndarray] = {}
         count = int(relevance.shape[0])
         for metric in self.metrics:
+            if needs_model is not None and bool(metric.needs_model) != needs_model:
+                continue
             if metric.needs_previous:
                 if previous is None:
                     values[metric.name] = np.full(count, np.nan, np.float32)
@@ -408,6 +413,48 @@ class Explained:
         return int(self.sample_id.size)
 
 
+@dataclass
+class Attributed:
+    """One batch explained by one method, before its rows are made: tensors on the model's device."""
+
+    sample_ids: np.ndarray
+    inputs: Any
+    """The inputs as the model got them (cast to its dtype); a tensor, or a dict of tensors for tokens."""
+    labels: Tensor | None
+    relevance: Tensor
+    output: Tensor
+    """The class scores, float32."""
+    classes: Tensor
+    """The explained class of each sample."""
+    modality: str
+    masks: Tensor | None = None
+    metrics: dict[str, np.ndarray] = field(default_factory=dict)
+    """Values of the metrics that run the model (computed with the attribution)."""
+
+    def owned(self) -> Attributed:
+        """A copy whose tensors nothing else holds: the inputs and labels come from the caller's batch,
+        which may share memory with a dataset; relevance, output and classes are the explainer's own."""
+
+        def copy(value: Any) -> Any:
+            if isinstance(value, Tensor):
+                return value.detach().clone()
+            if isinstance(value, Mapping):
+                return {key: copy(item) for key, item in value.items()}
+            return value
+
+        return Attributed(
+            sample_ids=self.sample_ids.copy(),
+            inputs=copy(self.inputs),
+            labels=copy(self.labels),
+            relevance=self.relevance,
+            output=self.output,
+            classes=self.classes,
+            modality=self.modality,
+            masks=copy(self.masks),
+            metrics=dict(self.metrics),
+        )
+
+
 class BatchExplainer:
     """Explains batches of a LightningModule with one composite; call inside :func:`untouched_training_state`.
 
@@ -481,10 +528,22 @@ class BatchExplainer:
 
         Each batch is fetched once and explained by each method in turn. The gradient-type methods share
         one plain-gradient pass; an LRP composite is registered for its own pass only (for all batches
-        when it is the only method and no metric runs the model as it is).
+        when it is the only method and no metric runs the model as it is). This is :meth:`attribute`
+        followed at once by :meth:`rows` of each batch.
         """
-        methods = list(methods or self.methods)
         previous = previous or {}
+        attributed = self.attribute(module, batches, methods)
+        return {name: [self.rows(batch, previous.get(name)) for batch in parts] for name, parts in attributed.items()}
+
+    def attribute(
+        self,
+        module: nn.Module,
+        batches: Iterable[tuple[Any, ...]],
+        methods: Sequence[Method] | None = None,
+    ) -> dict[str, list[Attributed]]:
+        """The part of :meth:`run_methods` that runs the model: relevance, outputs and the metrics that need
+        the model, per method and batch, left on the model's device (:meth:`rows` makes the rows)."""
+        methods = list(methods or self.methods)
         model = ExplainedModel(module, self.output, self.owner)
         name = type(module).__name__
         keep = len(methods) == 1 and not (self.metrics is not None and self.metrics.needs_model)
@@ -508,7 +567,7 @@ class BatchExplainer:
                 registered.discard(method.name)
                 attributors[method.name].__exit__(None, None, None)
 
-        results: dict[str, list[Explained]] = {m.name: [] for m in methods}
+        results: dict[str, list[Attributed]] = {m.name: [] for m in methods}
         try:
             for sample_ids, x, labels, *rest in batches:
                 sample_ids = np.asarray(sample_ids, np.int64)
@@ -517,30 +576,28 @@ class BatchExplainer:
                     register(method)
                     attribute = self._attribute(method, attributors.get(method.name), plain, shared)
                     try:
-                        explained, (x_used, relevance, output) = self._explain(
-                            attribute, model, name, sample_ids, x, labels
-                        )
+                        batch = self._attribute_batch(attribute, model, name, sample_ids, x, labels)
                     except MissingRuleError as exc:  # raised when the forward pass reaches a layer without a rule
                         raise _with_context(
                             exc, f"{self.owner} cannot explain {name} with method {method.name!r}: {exc}"
                         ) from exc
                     if not keep:  # metrics (faithfulness) and the next method run the model as it is
                         unregister(method)
-                    if self.metrics is not None:
-                        prior = previous.get(method.name)
-                        explained.metrics = self.metrics.compute(
+                    batch.masks = rest[0] if rest else None
+                    if self.metrics is not None and self.metrics.needs_model:
+                        batch.metrics = self.metrics.compute(
                             module,
-                            relevance=relevance,
-                            inputs=x_used,
-                            outputs=output,
-                            classes=torch.as_tensor(explained.target, device=output.device),
-                            masks=rest[0] if rest else None,
-                            stored=explained.maps,
-                            previous=None if prior is None else prior(sample_ids),
+                            relevance=batch.relevance,
+                            inputs=batch.inputs,
+                            outputs=batch.output,
+                            classes=batch.classes,
+                            masks=batch.masks,
+                            stored=None,
+                            previous=None,
                             sample_ids=sample_ids,
-                            token_relevance=explained.token_relevance,
+                            needs_model=True,
                         )
-                    results[method.name].append(explained)
+                    results[method.name].append(batch)
         finally:
             for method in methods:
                 unregister(method)
@@ -566,7 +623,7 @@ class BatchExplainer:
 
         return attribute
 
-    def _explain(
+    def _attribute_batch(
         self,
         attribute: Callable[[Any, Any], tuple[Tensor, Tensor]],
         model: nn.Module,
@@ -574,8 +631,8 @@ class BatchExplainer:
         sample_ids: np.ndarray,
         x: Any,
         labels: Tensor | None,
-    ) -> tuple[Explained, tuple[Any, Tensor, Tensor]]:
-        """The rows of a batch, and the (possibly cast) inputs, full relevance and output for the metrics."""
+    ) -> Attributed:
+        """One batch's relevance, output and explained classes (on the model's device)."""
         modality = self.modality.of(x)
         tokens = modality == MODALITY_TOKENS
         if tokens and self.heatmap_size is not None:
@@ -598,8 +655,26 @@ class BatchExplainer:
             if "returned" not in str(exc) or str(exc).startswith(f"{self.owner}:"):
                 raise
             raise TypeError(f"{self.owner}: {name}.forward(): {exc}") from exc
-        classes = weights.classes
-        output = output.detach().float()
+        return Attributed(
+            sample_ids=sample_ids,
+            inputs=x,
+            labels=labels,
+            relevance=relevance.detach(),
+            output=output.detach().float(),
+            classes=weights.classes,
+            modality=modality,
+        )
+
+    def rows(self, batch: Attributed, previous: PreviousMaps | None = None) -> Explained:
+        """The rows of an attributed batch, with every metric that does not run the model.
+
+        Needs no model: :class:`LRPCallback` runs it off the training thread. ``previous(sample_ids)``
+        gives the previous explained epoch's stored maps (see :meth:`run`).
+        """
+        tokens = batch.modality == MODALITY_TOKENS
+        x, labels, relevance, output, classes = batch.inputs, batch.labels, batch.relevance, batch.output, batch.classes
+        modality, sample_ids = batch.modality, batch.sample_ids
+
         token_ids = token_relevance = None
         if tokens:
             token_ids, token_relevance = real_tokens(x, relevance)
@@ -661,7 +736,25 @@ class BatchExplainer:
             token_ids=token_ids,
             token_relevance=token_relevance,
         )
-        return explained, (x, relevance.detach(), output)
+        if self.metrics is not None:
+            explained.metrics = {
+                **batch.metrics,
+                **self.metrics.compute(
+                    None,
+                    relevance=relevance,
+                    inputs=x,
+                    outputs=output,
+                    classes=classes,
+                    masks=batch.masks,
+                    stored=explained.maps,
+                    previous=None if previous is None else previous(sample_ids),
+                    sample_ids=sample_ids,
+                    token_relevance=explained.token_relevance,
+                    needs_model=False,
+                ),
+            }
+            explained.metrics = {name: explained.metrics[name] for name in self.metrics.names}  # their order
+        return explained
 
 
 def scalars(stats: np.ndarray) -> dict[str, float]:

@@ -65,10 +65,10 @@ class ProbeSet:
 
     def _fix_max_tokens(self, trainer: pl.Trainer, dataset: Any, collate: Callable) -> None:
         """Token runs: maps as wide as the longest probe sample (the store's width when resuming)."""
-        if self._explainer.max_tokens is not None:
+        if self._explainer.max_tokens is not None or getattr(self, "_probe_not_tokens", False):
             return
         try:
-            store = self._store or RunStore(self._run_dir)
+            store = self._run_store or RunStore(self._run_dir)
         except FileNotFoundError:
             store = None
         if store is not None and store.max_tokens is not None:
@@ -77,6 +77,7 @@ class ProbeSet:
         longest = 0
         for _, x, _ in self._fetch(trainer, dataset, collate, self._probe_ids, need_labels=False):
             if not is_token_input(x):
+                self._probe_not_tokens = True  # the probe set is fixed: its first batch is not fetched again
                 return
             longest = max([longest, *(row.size for row in real_tokens(x)[0])])
         self._explainer.max_tokens = max(longest, 1)

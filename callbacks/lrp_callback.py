@@ -13,7 +13,6 @@ from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
-import pyarrow as pa
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -25,17 +24,8 @@ from lrp_lightning._validation import argument_error, check_bool, check_callable
 from lrp_lightning.core import Composite
 from lrp_lightning.metrics import ExplanationMetric
 from lrp_lightning.store import (
-    CALLBACK_SCALAR_TAGS,
     HEATMAPS_IMAGE_TAG,
-    METHODS_LAYOUT_CATEGORY,
-    MODALITY_TOKENS,
-    SAMPLE_ID,
-    THUMBNAIL,
     RunStore,
-    make_probe_table,
-    method_tag,
-    metric_column,
-    metric_tag,
 )
 
 from ._background import BackgroundAnalysis, load_analysis
@@ -46,35 +36,30 @@ from ._config import (
     check_heatmap_size,
     check_target,
     jsonable,
-    qualified_name,
     target_mode,
 )
+from ._epoch_rows import EpochRows
 from ._explainer import (
-    STAT_FIELDS,
     BatchExplainer,
     Explained,
     ProbeMetrics,
-    as_stored,
-    scalars,
 )
 from ._methods import analyze_each_method, resolve_methods
-from ._modality import Modality, check_feature_names, check_modality, check_tokenizer, real_tokens
-from ._pictures import heatmap_grid, thumbnail_png
+from ._modality import Modality, check_feature_names, check_modality, check_tokenizer
 from ._probe import as_probe
 from ._probe_set import ProbeSet
 from ._store_owner import StoreOwner
 from ._training_state import sync_errors, untouched_training_state
+from ._worker import EpochWorker
 
 log = logging.getLogger(__name__)
 
 OWNER = "LRPCallback"
-THUMBNAIL_SIZE = 128
-"""Longest side, in pixels, of the input thumbnails stored in probe.parquet."""
 DEFAULT_METRICS = ("sparseness", "entropy", "conservation", "stability")
 """Metrics computed by default: cheap (no forward passes), no masks needed."""
 
 
-class LRPCallback(ProbeSet, Callback):
+class LRPCallback(ProbeSet, EpochRows, Callback):
     """Explain a fixed probe set of validation samples with LRP at the end of validation epochs.
 
     At the first explained epoch the callback chooses the probe set (``num_samples`` validation
@@ -181,6 +166,17 @@ class LRPCallback(ProbeSet, Callback):
         Which validation dataloader the probe set comes from.
     verbose : bool, default False
         Log a line per explained epoch (rank 0).
+    background_writes : bool, default True
+        In a single process's ``fit``, finish each explained epoch in a worker thread of the callback while
+        training goes on: everything after the relevance (host copies, rows, the metrics that need no forward
+        pass, the probe thumbnails, the Parquet write and the commit, the heatmap grid), in epoch order. Only
+        the LRP passes (and metrics that run the model) hold the training thread up. The scalars and the image
+        are logged to the loggers with the epoch's step once the epoch is committed (at a later hook), so they
+        are not in ``trainer.callback_metrics``; an error in the worker is raised at the next hook or at the end
+        of ``fit``. A crash loses at most the epoch in flight; earlier epochs stay readable. ``False`` (and
+        always under DDP, whose ranks gather at the commit, and in ``validate``) does all of it in the hook and
+        logs the scalars with ``self.log``, so that they can be monitored (e.g.
+        ``ModelCheckpoint(monitor="lrp/probe_accuracy")``).
     output : None, str, int or callable, optional
         Which part of the model's output holds the class scores: a key or attribute (``"logits"``), an index
         into a tuple, or a callable ``output -> scores``. Default: the output itself when it is a tensor, else
@@ -287,6 +283,7 @@ class LRPCallback(ProbeSet, Callback):
         modality: str | None = None,
         feature_names: Sequence[str] | None = None,
         tokenizer: Any = None,
+        background_writes: bool = True,
     ) -> None:
         if probe_metadata is not None and not (isinstance(probe_metadata, Mapping) or callable(probe_metadata)):
             raise argument_error(
@@ -314,6 +311,7 @@ class LRPCallback(ProbeSet, Callback):
             unpack_batch, "unpack_batch", OWNER, "a callable batch -> (inputs, labels)", allow_none=True
         )
         self.verbose = check_bool(verbose, "verbose", OWNER)
+        self.background_writes = check_bool(background_writes, "background_writes", OWNER)
         self.output = check_output_spec(output, OWNER)
         self.modality = check_modality(modality, OWNER)
         self.feature_names = check_feature_names(feature_names, self.modality, OWNER)
@@ -349,7 +347,10 @@ class LRPCallback(ProbeSet, Callback):
         self._probe_labels: np.ndarray | None = None
         self._probe_config: dict[str, Any] | None = None
         self._run_dir: Path | None = None
-        self._store: RunStore | None = None
+        self._run_store: RunStore | None = None
+        self._worker = EpochWorker(OWNER)  # finishes one process's epochs off the training thread
+        self._in_flight: tuple[int, int, int] | None = None  # (epoch, step, logged step) last given to the worker
+        self._uncommitted: tuple[int, int, int] | None = None  # from a checkpoint saved before its commit
         self._thumbnails: dict[int, bytes | None] = {}
         self._checkpoint_epoch: int | None = None
         self._warned_fast_dev_run = False
@@ -389,13 +390,33 @@ class LRPCallback(ProbeSet, Callback):
         self._claim_store(trainer, pl_module)
         if not trainer.fast_dev_run:
             self._check_model(trainer, pl_module)
+            self._complete_uncommitted_epoch(trainer, pl_module)
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.state.fn == TrainerFn.VALIDATING:
             self._claim_store(trainer, pl_module)
 
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self._worker.busy:  # log what a finished epoch posted, raise its error (a check of a flag otherwise)
+            self._worker.flush()
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.VALIDATING:
+            self._worker.wait()
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._worker.wait()  # the last epochs are committed and logged when fit returns
+
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        self._release_store()
+        try:
+            self._worker.wait()  # the epochs already explained are written before the lock goes
+        except Exception as error:  # the exception being raised wins; this one is reported alongside
+            log.error("%s: writing an epoch in the background failed as well: %r", OWNER, error)
+        finally:
+            self._worker.close()
+            self._release_store()
 
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         epoch = checkpoint.get("epoch")
@@ -409,12 +430,18 @@ class LRPCallback(ProbeSet, Callback):
             state["probe_ids"] = [int(i) for i in self._probe_ids]
             state["probe_labels"] = [int(i) for i in self._probe_labels]
             state["probe_config"] = jsonable(self._probe_config)
+        if self._worker.busy and self._in_flight is not None:
+            # the checkpoint holds the weights that this epoch was explained with, but its commit may not be
+            # done yet: a resume from the checkpoint explains it again if the store lacks it
+            state["uncommitted_epoch"] = list(self._in_flight)
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if not state_dict:
             return
         self._store_owner.load_state_dict(state_dict)
+        uncommitted = state_dict.get("uncommitted_epoch")
+        self._uncommitted = tuple(int(v) for v in uncommitted) if uncommitted else None
         if "probe_ids" not in state_dict:
             return
         ids = np.asarray(state_dict["probe_ids"], dtype=np.int64)
@@ -445,9 +472,27 @@ class LRPCallback(ProbeSet, Callback):
         self._explain_epoch(trainer, pl_module)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if self._analysis is not None and trainer.is_global_zero:
-            self._analysis.close(trainer.loggers)
-        self._release_store()
+        try:
+            self._worker.drain()  # normally done at on_fit_end; the analysis of the last epoch starts there
+        finally:
+            if self._analysis is not None and trainer.is_global_zero:
+                self._analysis.close(trainer.loggers)
+            self._release_store()
+
+    @property
+    def _store(self) -> RunStore | None:
+        """The run store, with every epoch explained so far committed (waits for the worker).
+
+        Other callbacks read it (e.g. :class:`ClArCCallback` at the same hook); the callback's own code,
+        which also runs in the worker, uses ``_run_store``.
+        """
+        if not self._worker.in_worker():
+            self._worker.wait()
+        return self._run_store
+
+    @_store.setter
+    def _store(self, store: RunStore | None) -> None:
+        self._run_store = store
 
     # ------------------------------------------------------------------------------ the store's owner
 
@@ -457,7 +502,8 @@ class LRPCallback(ProbeSet, Callback):
             trainer, self.dirpath, lambda error, what: self._sync_errors(trainer, pl_module, error, what)
         )
         if store_dir is not None and store_dir != self._run_dir:
-            self._run_dir, self._store, self._thumbnails, self._recent_maps = store_dir, None, {}, {}
+            self._worker.wait()  # a previous training's epochs go into its own store
+            self._run_dir, self._run_store, self._thumbnails, self._recent_maps = store_dir, None, {}, {}
 
     def _release_store(self) -> None:
         self._store_owner.release()
@@ -471,6 +517,10 @@ class LRPCallback(ProbeSet, Callback):
 
     def _explain_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._claim_store(trainer, pl_module)  # a no-op after on_fit_start / on_validation_start
+        if self.background_writes and trainer.world_size == 1 and trainer.state.fn == TrainerFn.FITTING:
+            self._explain_in_background(trainer, pl_module)
+            return
+        self._worker.wait()  # (background_writes switched off between two fits)
         start = time.perf_counter()
         epoch, step = self._epoch(trainer), trainer.global_step
         rank, world = trainer.global_rank, trainer.world_size
@@ -493,26 +543,31 @@ class LRPCallback(ProbeSet, Callback):
                 )
                 parts = self._explainer.run_methods(pl_module, batches, previous=previous)
                 explained = {name: Explained.concat(parts[name]) for name in names} if parts[names[0]] else None
-                if trainer.is_global_zero and self._store is None:
-                    self._create_store(trainer, pl_module, dataset, collate, explained[names[0]])
+                if trainer.is_global_zero and self._run_store is None:
+                    first = explained[names[0]]
+                    settings = self._store_settings(pl_module, dataset, first.num_classes)
+                    inputs = (x for _, x, _ in self._fetch(trainer, dataset, collate, self._probe_ids, False))
+                    self._create_store(first, settings, inputs)
             except Exception as exc:
                 error = exc
             # each _sync_errors is an all-reduce: a barrier that also tells every rank whether any failed
             self._sync_errors(trainer, pl_module, error, "explaining the probe set")  # rank 0 created the store
             by_method = explained
             try:
-                if self._store is None:
-                    self._store = RunStore(self._run_dir)
+                if self._run_store is None:
+                    self._run_store = RunStore(self._run_dir)
                 if by_method is None:  # more ranks than probe samples
-                    empty = Explained.empty(self._store.heatmap_shape, self._metrics.names, self._store.modality)
+                    empty = Explained.empty(
+                        self._run_store.heatmap_shape, self._metrics.names, self._run_store.modality
+                    )
                     by_method = {name: empty for name in names}
-                self._store.write_part(epoch, step, self._tables(by_method, epoch, step), rank=rank)
+                self._run_store.write_part(epoch, step, self._tables(by_method, epoch, step), rank=rank)
             except Exception as exc:
                 error = exc
             self._sync_errors(trainer, pl_module, error, "writing attributions")  # every part is written
             if trainer.is_global_zero:
                 try:
-                    info = self._store.commit_epoch(epoch, step, world_size=world)
+                    info = self._run_store.commit_epoch(epoch, step, world_size=world)
                 except Exception as exc:
                     error = exc
             sums = [v for name in names for v in (*by_method[name].stats, *self._metrics.sums(by_method[name].metrics))]
@@ -529,191 +584,98 @@ class LRPCallback(ProbeSet, Callback):
             for name in names:
                 self._remember_maps(epoch, by_method[name], name)
         totals = totals[:-1].cpu().numpy().reshape(len(names), -1)
-        for index, name in enumerate(names):
-            method_totals = totals[index]
-            logged = {
-                **scalars(method_totals[: len(STAT_FIELDS)]),
-                **self._metrics.scalars(method_totals[len(STAT_FIELDS) :]),
-            }
-            tags = dict(logged) if index == 0 else {}
-            if len(names) > 1:  # every method's scalars also under a tag of its own, for one chart per scalar
-                tags.update({method_tag(tag, name): value for tag, value in logged.items()})
-            for tag, value in tags.items():  # the same names on every rank: the totals are reduced
-                pl_module.log(tag, value, on_step=False, on_epoch=True, sync_dist=True)
+        for tag, value in self._scalar_tags(totals).items():  # the same names on every rank: the totals are reduced
+            pl_module.log(tag, value, on_step=False, on_epoch=True, sync_dist=True)
         if trainer.is_global_zero:
-            self._log_images(trainer, epoch, step, rows)
+            image = self._heatmap_image(epoch, rows, trainer.loggers)
+            if image is not None:
+                for logger in trainer.loggers:
+                    if isinstance(logger, TensorBoardLogger):
+                        logger.experiment.add_image(HEATMAPS_IMAGE_TAG, image, global_step=step, dataformats="HWC")
             if len(names) > 1:
-                self._log_method_layout(trainer)
+                self._log_method_layout(trainer.loggers)
             if self._analysis is not None:
-                self._analysis.submit(self._store.store_dir, epoch, step)
+                self._analysis.submit(self._run_store.store_dir, epoch, step)
             message = (
                 f"{OWNER}: explained {info.rows} probe samples of epoch {epoch} (step {step}) with "
-                f"{len(names)} method(s) in {time.perf_counter() - start:.2f} s into {self._store.store_dir}"
+                f"{len(names)} method(s) in {time.perf_counter() - start:.2f} s into {self._run_store.store_dir}"
             )
             (rank_zero_info if self.verbose else log.debug)(message)
 
-    def _log_method_layout(self, trainer: pl.Trainer) -> None:
-        """Once per run: a Custom Scalars layout with one chart per scalar holding every method's line."""
-        if getattr(self, "_layout_logged", False):
+    def _complete_uncommitted_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """At a resume: explain again the epoch whose commit was under way when the checkpoint was saved,
+        if the store lacks it (the process died before the worker committed it). The checkpoint's weights
+        are the ones it was explained with: nothing trained between its explanation and the checkpoint."""
+        uncommitted, self._uncommitted = self._uncommitted, None
+        if uncommitted is None or trainer.world_size != 1:
             return
-        self._layout_logged = True
-        charts = {
-            tag: ["Multiline", [method_tag(tag, name) for name in self.methods]]
-            for tag in sorted({*CALLBACK_SCALAR_TAGS, *(metric_tag(n) for n in self._metrics.names)})
-        }
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_custom_scalars({METHODS_LAYOUT_CATEGORY: charts})
+        epoch, step, logged_step = uncommitted
+        try:
+            committed = {info.epoch for info in RunStore(self._run_dir).epochs()}
+        except FileNotFoundError:  # the first epoch's store was never created
+            committed = set()
+        if epoch in committed:
+            return
+        if trainer.global_step != step:
+            warnings.warn(
+                f"{OWNER}: epoch {epoch} was being written when the checkpoint was saved and is not in the store; "
+                f"the checkpoint's weights (step {trainer.global_step}) are not those it was explained with (step "
+                f"{step}), so it stays missing",
+                UserWarning,
+                stacklevel=2,
+            )
+            return
+        rank_zero_info(f"{OWNER}: explaining epoch {epoch} again: the process ended before its commit")
+        self._explain_in_background(trainer, pl_module, (epoch, step, logged_step))
 
-    def _remember_maps(self, epoch: int, rows: Explained, method: str) -> None:
-        """Keep this rank's stored maps of the last two explained epochs for the stability metric."""
-        recent = self._recent_maps.setdefault(method, {})
-        recent[epoch] = dict(zip(rows.sample_id.tolist(), as_stored(rows.maps)))
-        for old in sorted(recent)[:-2]:
-            del recent[old]
+    def _explain_in_background(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, at: tuple[int, int, int] | None = None
+    ) -> None:
+        """One process: the LRP passes here, the rest in the worker (:meth:`EpochRows._finish_epoch`).
 
-    def _previous_maps(
-        self, epoch: int, share: np.ndarray, method: str | None = None
-    ) -> Callable[[np.ndarray], torch.Tensor] | None:
-        """``sample_ids -> maps`` of the latest explained epoch before ``epoch``, or None in the first.
-
-        From memory when this rank explained that epoch, else read back from the store (after a resume);
-        samples not found there get NaN maps.
+        The training thread waits only for the previous epoch's task (at most one epoch is in flight, so
+        memory stays bounded and epochs commit in order) and raises its error, if any. ``at`` gives the
+        ``(epoch, step, logged step)`` of an epoch explained again at a resume.
         """
-        store = self._store
-        if store is None:
-            try:
-                store = RunStore(self._run_dir)
-            except FileNotFoundError:  # no store yet: nothing was explained before
-                store = None
-        stored = [info.epoch for info in store.epochs() if info.epoch < epoch] if store is not None else []
-        method = self.methods[0] if method is None else method
-        method = self.methods[0] if method is None else method
-        recent = self._recent_maps.get(method, {})
-        earlier = [e for e in recent if e < epoch] + stored
-        if not earlier:
-            return None
-        before = max(earlier)
-        found = recent.get(before, {})
-        if not all(int(i) in found for i in share):
-            ids, maps = store.heatmaps(before, method=method)
-            found = dict(zip(ids.tolist(), maps))
-        shape = next(iter(found.values())).shape if found else None
-
-        def previous(sample_ids: np.ndarray) -> torch.Tensor:
-            missing = np.full(shape, np.nan, np.float32) if shape is not None else None
-            rows = [found.get(int(i), missing) for i in sample_ids]
-            if any(row is None for row in rows):
-                return None
-            return torch.from_numpy(np.stack(rows).astype(np.float32))
-
-        return previous
+        started = time.perf_counter()
+        self._worker.flush()  # an earlier epoch's error is raised before more work is done
+        epoch, step = self._epoch(trainer), trainer.global_step
+        logged_step = _logged_step(trainer)
+        if at is not None:
+            epoch, step, logged_step = at
+        dataset, collate = self._probe_source(trainer)
+        with untouched_training_state(pl_module):
+            self._ensure_probe(trainer, pl_module, dataset, collate)
+            self._fix_max_tokens(trainer, dataset, collate)
+            batches = self._fetch(
+                trainer, dataset, collate, self._probe_ids, self.target == "label", masks=self._metrics.needs_masks
+            )
+            attributed = self._explainer.attribute(pl_module, batches)
+            # what the worker reads must not change with training: the inputs are copied, the rest is ours
+            attributed = {name: [batch.owned() for batch in parts] for name, parts in attributed.items()}
+            settings = None
+            if self._run_store is None:
+                self._worker.wait()  # (a store created by an earlier task is not seen as None here)
+            if self._run_store is None:
+                first = attributed[self.methods[0]][0]
+                settings = self._store_settings(pl_module, dataset, int(first.output.shape[1]))
+        self._worker.wait()  # the previous epoch is committed: this one follows it
+        loggers = list(trainer.loggers)
+        self._in_flight = (epoch, step, logged_step)
+        self._worker.submit(
+            epoch, lambda: self._finish_epoch(epoch, step, attributed, settings, loggers, logged_step, started)
+        )
 
     def _sync_errors(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, error: BaseException | None, what: str
     ) -> None:
         sync_errors(trainer, pl_module.device, error, what, OWNER)
 
-    # ------------------------------------------------------------------------------ store
 
-    def _class_names(self, dataset: Any, num_classes: int | None) -> list[str] | None:
-        if self.class_names is not None:
-            if num_classes is not None and len(self.class_names) != num_classes:
-                raise ValueError(
-                    f"{OWNER}: class_names has {len(self.class_names)} names, but the model outputs {num_classes} "
-                    "class scores; pass one name per class"
-                )
-            return self.class_names
-        names = getattr(dataset, "classes", None)
-        if isinstance(names, Sequence) and not isinstance(names, str) and len(names) == num_classes:
-            if all(isinstance(name, str) for name in names):
-                return list(names)
-        return None
-
-    def _create_store(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, dataset: Any, collate: Callable, first: Explained
-    ) -> None:
-        """Rank 0: create (or reopen, when resuming) the store and write the probe set once."""
-        tokens = first.modality == MODALITY_TOKENS
-        store = RunStore.create(
-            self._run_dir,
-            heatmap_shape=first.maps.shape[1:],
-            input_shape=first.input_shape,
-            model_class=qualified_name(pl_module),
-            composite=self._composite_config,
-            canonizers=self._canonizer_config,
-            class_names=self._class_names(dataset, first.num_classes),
-            target_mode=target_mode(self.target),
-            probe=self._probe_config,
-            metadata={"writer": OWNER},
-            run_id=self._store_owner.run_id,
-            adopt_unowned=self._store_owner.legacy,
-            modality=first.modality,
-            feature_names=self.feature_names,
-            max_tokens=self._explainer.max_tokens if tokens else None,
-            methods=[method.config for method in self._methods],
-        )
-        if not store.probe_path.exists():
-            thumbnails: list[bytes | None] = []
-            token_ids: list[np.ndarray] = []
-            for _, x, _ in self._fetch(trainer, dataset, collate, self._probe_ids, need_labels=False):
-                if tokens:
-                    token_ids.extend(real_tokens(x)[0])
-                else:
-                    thumbnails.extend(thumbnail_png(sample, THUMBNAIL_SIZE) for sample in x)
-            store.write_probe(
-                make_probe_table(
-                    sample_id=self._probe_ids,
-                    dataset_index=self._probe_ids,
-                    label=self._probe_labels,
-                    thumbnail=None if tokens else thumbnails,
-                    metadata=self._probe_metadata_columns(dataset),
-                    token_ids=token_ids if tokens else None,
-                    tokens=self._modality.token_strings(token_ids) if tokens else None,
-                )
-            )
-        self._store = store
-
-    def _tables(self, by_method: Mapping[str, Explained], epoch: int, step: int):
-        """This rank's rows of every method as one attribution table (a method column with several)."""
-        tables = []
-        for name, rows in by_method.items():
-            metric_columns = {
-                metric_column(metric): np.asarray(rows.metrics.get(metric, np.full(len(rows), np.nan)), np.float32)
-                for metric in self._metrics.names
-            }
-            method = name if len(by_method) > 1 else None
-            tables.append(rows.to_table(epoch, step, extra=metric_columns, method=method))
-        return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
-
-    # ------------------------------------------------------------------------------ images
-
-    def _image_ids(self) -> list[int]:
-        """The first ``log_images`` probe samples taking classes in turn, so the grid shows every class."""
-        by_label: dict[int, list[int]] = {}
-        for sample_id, label in zip(self._probe_ids.tolist(), self._probe_labels.tolist()):
-            by_label.setdefault(label, []).append(sample_id)
-        queues = [by_label[label] for label in sorted(by_label)]
-        chosen: list[int] = []
-        for position in range(max(len(q) for q in queues)):
-            chosen.extend(q[position] for q in queues if position < len(q))
-        return chosen[: self.log_images]
-
-    def _log_images(self, trainer: pl.Trainer, epoch: int, step: int, local: Explained) -> None:
-        loggers = [logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
-        if not self.log_images or not loggers:
-            return
-        ids = self._image_ids()
-        missing = [i for i in ids if i not in self._thumbnails]
-        if missing:
-            table = self._store.probe_table([SAMPLE_ID, THUMBNAIL])
-            found = dict(zip(table.column(0).to_pylist(), table.column(1).to_pylist()))
-            self._thumbnails.update({i: found.get(i) for i in missing})
-        position = {sample_id: row for row, sample_id in enumerate(local.sample_id.tolist())}
-        if all(i in position for i in ids):  # explained here (always without DDP)
-            maps = local.maps[[position[i] for i in ids]]
-        else:  # other ranks explained some: read the committed epoch
-            _, maps = self._store.heatmaps(epoch, sample_ids=ids)
-        image = np.asarray(heatmap_grid(maps, [self._thumbnails[i] for i in ids]))
-        for logger in loggers:
-            logger.experiment.add_image(HEATMAPS_IMAGE_TAG, image, global_step=step, dataformats="HWC")
+def _logged_step(trainer: pl.Trainer) -> int:
+    """The step of the metrics that ``self.log`` would log in this hook (what the scalars of an epoch finished
+    in the worker are logged with): Lightning's count of optimizer steps of the epoch loop, which at the end of
+    a validation that ends a training epoch lags ``global_step`` by one."""
+    epoch_loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
+    step = getattr(epoch_loop, "_batches_that_stepped", None)
+    return int(step) if isinstance(step, int) else trainer.global_step

@@ -84,8 +84,8 @@ class StepCounter(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.batches += 1
 
-    def on_train_end(self, trainer, pl_module) -> None:
-        self.ended.set()
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self.ended.set()  # after LRPCallback's on_fit_end, which waits for the last epoch's commit
 
 
 def test_training_proceeds_while_an_analysis_slower_than_an_epoch_runs(tmp_path, monkeypatch):
@@ -113,8 +113,9 @@ def test_training_proceeds_while_an_analysis_slower_than_an_epoch_runs(tmp_path,
     run.fit(TinyNet(), loader(ImageData(48, seed=1), shuffle=True), loader(ImageData(30)))
     per_epoch = 3  # 48 samples in batches of 16
     assert counter.batches == 4 * per_epoch
-    # epoch 0's analysis began after its epoch and ended after the last: every later step ran meanwhile
-    assert seen[0] == (per_epoch, 4 * per_epoch)
+    # epoch 0's analysis began after its epoch (its commit, in the callback's worker, may end while the next
+    # epoch trains) and ended after the last: every later step ran meanwhile
+    assert per_epoch <= seen[0][0] < 4 * per_epoch and seen[0][1] == 4 * per_epoch
     analysis = lrp._analysis
     assert analysis.started == [0, 3] and analysis.skipped == [1, 2]  # 3 waited, replacing 2, which replaced 1
     assert sorted(seen) == [0, 3]

@@ -27,6 +27,9 @@ class Interrupt(Callback):
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         if self.mode == "pause" and trainer.current_epoch == 1:
+            for callback in trainer.callbacks:
+                if isinstance(callback, LRPCallback):
+                    callback._store  # noqa: B018 - waits for the epochs being written in the background
             (self.out / "paused").write_text(str(os.getpid()))
             deadline = time.monotonic() + 300
             while not (self.out / "go").exists() and time.monotonic() < deadline:
