@@ -271,8 +271,10 @@ def rule_kernel(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args)
         if call.compiled is None:
             call.compiled = torch.compile(fn, dynamic=True, fullgraph=True)
+        # detached: the layer's output has a graph, which the compiler would inspect (and warn about)
+        tensors = tuple(arg.detach() if isinstance(arg, Tensor) else arg for arg in args)
         try:
-            return call.compiled(*args)
+            return call.compiled(*tensors)
         except Exception as error:  # compilation is never required: fall back to the plain kernel
             call.compiled = False
             warnings.warn(
