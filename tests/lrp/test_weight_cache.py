@@ -78,8 +78,22 @@ def test_a_network_without_batch_norm_caches_only_w_plus_for_gamma():
 @pytest.mark.parametrize("name", list(CACHE_PER_CONV_BYTE))
 def test_without_the_cache_nothing_is_kept_and_the_relevance_is_the_same(name):
     torch.manual_seed(1)
-    model = torchvision.models.resnet18(num_classes=10).eval()
-    x = torch.randn(2, 3, 32, 32)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(8 * 4 * 4, 5),
+    ).eval()
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):  # statistics that change the merged weights
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(2, 3, 8, 8)
     with Gradient(model, get_composite(name, canonizers="auto", **_kwargs(name))) as attributor:
         cached = attributor(x, [1, 4]).relevance
         with core.weight_cache(False):
