@@ -21,7 +21,8 @@ How the CPU peak is measured, and why this way:
   the call by up to hundreds of MB.
 * **Cross-check, PyTorch's allocator.** ``--tensor-peak`` adds the peak of live CPU tensor bytes during the
   call from the profiler's allocation events (``profile_memory=True``); it misses memory outside PyTorch's
-  allocator but is exact for tensors. The two agree within a few MB when the measure is sound.
+  allocator but is exact for tensors. The two agree when the measure is sound (ResNet-18, batch 4,
+  112 px, epsilon_gamma_box: 108 MiB both for ours, 125 MiB both for zennit).
 
 A peak RSS sampled from outside (psutil polling) would miss short peaks, and ``ru_maxrss`` cannot be
 reset, so it reports the model construction's peak when that is higher. On CUDA the peak is
