@@ -243,8 +243,10 @@ def set_compile_kernels(enabled: bool) -> bool:
     within float rounding. Nothing requires it: where compilation fails (no C++ compiler, an unsupported
     platform), a warning is given once and the uncompiled kernels run.
     """
+    if not isinstance(enabled, bool):
+        raise argument_error("set_compile_kernels", "enabled", "True or False", enabled)
     previous = _compile_state["enabled"]
-    _compile_state["enabled"] = bool(enabled)
+    _compile_state["enabled"] = enabled
     return previous
 
 

@@ -107,9 +107,13 @@ def test_without_the_cache_nothing_is_kept_and_the_relevance_is_the_same(name):
     assert torch.equal(again, cached)
 
 
-def test_set_weight_cache_returns_the_previous_state():
+def test_set_weight_cache_returns_the_previous_state_and_wants_a_bool():
     assert core.set_weight_cache(False) is True
     try:
         assert core.set_weight_cache(False) is False
     finally:
         core.set_weight_cache(True)
+    with pytest.raises(ValueError, match=r"set_weight_cache: enabled must be True or False, got 'no'"):
+        core.set_weight_cache("no")
+    with pytest.raises(ValueError, match=r"set_compile_kernels: enabled must be True or False, got 1"):
+        core.set_compile_kernels(1)
