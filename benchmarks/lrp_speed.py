@@ -1,21 +1,25 @@
-"""LRP speed and memory: lrp-lightning vs zennit 0.5.1 vs a plain input gradient, in one process.
+"""LRP speed: lrp-lightning vs zennit 0.5.1 vs a plain input gradient, in one process.
 
 For each model and composite, the three methods run interleaved (ours, zennit, gradient) for several
 repeats on the same inputs; the median time of each is reported with the ratios
-``ours / gradient``, ``zennit / gradient`` and ``zennit / ours`` (speed-up over zennit), plus the peak
-extra memory of each method (CUDA: max_memory_allocated above the memory held before; CPU with
-``--memory``: rise of the process's resident high-water mark VmHWM above the resident memory before
-the method ran, in a fresh process per method, after resetting the mark through /proc/self/clear_refs).
+``ours / gradient``, ``zennit / gradient`` and ``zennit / ours`` (speed-up over zennit). On CUDA the peak
+extra memory of each method is printed too (max_memory_allocated above the memory held before); the CPU's
+peak memory is measured by ``benchmarks/lrp_memory.py`` (a fresh process per method).
 
-    python benchmarks/lrp_speed.py --memory               # issue targets: batch 8, 224x224
-    python benchmarks/lrp_speed.py --batch 2 --size 112 --repeats 3 --models vgg16
+    python benchmarks/lrp_speed.py                        # issue targets: batch 8, 224x224, VGG16 and ResNet50
+    python benchmarks/lrp_speed.py --models vgg16 --composites epsilon_gamma_box --repeats 3
+    python benchmarks/lrp_speed.py --models resnet50 --peer-repeats 3   # zennit timed in 3 of the 5 rounds
     python benchmarks/lrp_speed.py --small                # overhead-bound: ResNet-18 1x32 px, ResNet-50 1x64 px
+    python benchmarks/lrp_speed.py --small --compile      # also ours with compiled rule kernels, and the ratio
     python benchmarks/lrp_speed.py --transformers         # vit_b_16 and a text encoder: AttnLRP vs gradient vs LXT
 
 ``--small`` times ours and zennit each registered once for all calls ("kept", on its own copy of the model,
 as the callback does for an epoch's probe set, and as a user attributing many batches would) against the
 gradient, reports the median and the min-max spread of the ratios over the repeats, and counts the
-kernel-launching ATen operations of one attribution (profiler; views and ``detach`` not counted).
+kernel-launching ATen operations of one attribution (profiler; views and ``detach`` not counted). With
+``--compile`` it adds "ours compiled" (the rule kernels under ``torch.compile``, see
+:func:`lrp_lightning.core.set_compile_kernels`; compilation happens in the warm-up, not timed) and prints the
+median of compiled / uncompiled over the repeats.
 
 ``--transformers`` times torchvision's ``vit_b_16`` (random init, batch 8, 224x224; LXT with its ViT map,
 cp_LRP) and a BERT-base-sized encoder (12 layers, hidden 768, 12 heads, random init, batch 8,
@@ -23,6 +27,7 @@ cp_LRP) and a BERT-base-sized encoder (12 layers, hidden 768, 12 heads, random i
 the plain gradient x input
 of the token embeddings, and LXT 2.1 (its patches applied around each of its runs and removed after).
 
+Every mode prints the machine's load average at its start and its own wall time at the end.
 zennit is a peer used only here and in tests (the ``test`` extra).
 """
 
@@ -32,11 +37,9 @@ import argparse
 import contextlib
 import copy
 import functools
-import gc
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 import warnings
@@ -46,47 +49,9 @@ import torchvision
 
 from lrp_lightning.attribution import Gradient
 from lrp_lightning.composites import get_composite
+from lrp_lightning.core import compile_kernels
 
 COMPOSITES = ["epsilon_gamma_box", "epsilon_plus_flat", "epsilon_alpha2_beta1"]
-
-
-def peak_memory_subprocess(model_name: str, name: str, method: str, batch: int, size: int) -> int:
-    """Peak extra memory of one attribution, measured in a fresh process (CPU: ru_maxrss growth)."""
-    command = [sys.executable, __file__, "--measure-memory", model_name, name, method, str(batch), str(size)]
-    result = subprocess.run(command, capture_output=True, text=True, check=True)
-    return int(result.stdout.strip().splitlines()[-1])
-
-
-def measure_memory(model_name: str, name: str, method: str, batch: int, size: int) -> None:
-    """In a fresh process: build model and input, reset the high-water mark, run once, print its rise."""
-    torch.manual_seed(0)
-    model = getattr(torchvision.models, model_name)(num_classes=1000).eval()
-    x = torch.randn(batch, 3, size, size)
-    target = torch.eye(1000)[torch.arange(batch) % 1000]
-    kwargs = {"low": -3.0, "high": 3.0} if name == "epsilon_gamma_box" else {}
-    runners = {
-        "ours": lambda: ours_runner(model, name, kwargs),
-        "zennit": lambda: zennit_runner(model, name, kwargs, model_name),
-        "grad": lambda: gradient_runner(model),
-    }
-    fn = runners[method]()
-    with torch.no_grad():
-        model(x)
-    gc.collect()
-    # reset the kernel's high-water mark (Linux >= 4.0) so model construction does not mask the peak
-    with open("/proc/self/clear_refs", "w") as handle:
-        handle.write("5")
-    before = _status_kib("VmRSS")
-    fn(x, target)
-    print((_status_kib("VmHWM") - before) * 1024)
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def zennit_runner(model, name, kwargs, model_name):
@@ -140,7 +105,7 @@ def count_ops(fn, x, target) -> int:
 def small(args, device) -> None:
     """Overhead-bound inputs: per-layer cost, not arithmetic, dominates."""
     print(f"median of {args.repeats} interleaved repeats; ratios to the gradient as median [min-max over repeats]")
-    print(f"{'case':22s} {'composite':21s} {'method':12s} {'ms':>8s} {'x grad':>7s} {'spread':>13s} {'ops':>6s}")
+    print(f"{'case':22s} {'composite':21s} {'method':13s} {'ms':>8s} {'x grad':>7s} {'spread':>13s} {'ops':>6s}")
     for model_name, size in (("resnet18", 32), ("resnet50", 64)):
         model = getattr(torchvision.models, model_name)(num_classes=1000).eval().to(device)
         x = torch.randn(1, 3, size, size, device=device)
@@ -153,6 +118,8 @@ def small(args, device) -> None:
                 "ours kept": kept_runner(copy.deepcopy(model), name, kwargs, model_name),
                 "zennit kept": kept_runner(copy.deepcopy(model), name, kwargs, model_name, peer=True),
             }
+            if args.compile:
+                runners["ours compiled"] = compiled_runner(kept_runner(copy.deepcopy(model), name, kwargs, model_name))
             times = {key: [] for key in runners}
             for fn in runners.values():
                 fn(x, target)
@@ -164,11 +131,28 @@ def small(args, device) -> None:
             for key, values in times.items():
                 ratios = [value / grad for value, grad in zip(values, grads)]
                 print(
-                    f"{model_name} 1x{size}px{'':8s} {name:21s} {key:12s} {statistics.median(values) * 1e3:8.2f} "
+                    f"{model_name} 1x{size}px{'':8s} {name:21s} {key:13s} {statistics.median(values) * 1e3:8.2f} "
                     f"{statistics.median(ratios):7.2f} {min(ratios):6.2f}-{max(ratios):<6.2f} "
                     f"{count_ops(runners[key], x, target) if device.type == 'cpu' else -1:6d}",
                     flush=True,
                 )
+            if args.compile:
+                ratios = [c / u for c, u in zip(times["ours compiled"], times["ours kept"])]
+                print(
+                    f"{model_name} 1x{size}px{'':8s} {name:21s} compiled / uncompiled: {statistics.median(ratios):.2f} "
+                    f"[{min(ratios):.2f}-{max(ratios):.2f}]",
+                    flush=True,
+                )
+
+
+def compiled_runner(run):
+    """``run`` with the rule kernels compiled (:func:`lrp_lightning.core.compile_kernels`)."""
+
+    def compiled(x, target):
+        with compile_kernels(True):
+            return run(x, target)
+
+    return compiled
 
 
 def ours_runner(model, name, kwargs):
@@ -317,19 +301,21 @@ def transformer_rows(args, device) -> None:
 
 
 def main() -> None:
-    if len(sys.argv) == 7 and sys.argv[1] == "--measure-memory":
-        model_name, name, method, batch, size = sys.argv[2:]
-        measure_memory(model_name, name, method, int(batch), int(size))
-        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["vgg16", "resnet50"])
     parser.add_argument("--composites", nargs="+", default=COMPOSITES)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--peer-repeats",
+        type=int,
+        default=None,
+        help="time zennit in the first N interleaved repeats only (default: all); it is the slowest method",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--memory", action="store_true", help="CPU: peak memory per method in fresh processes")
     parser.add_argument("--small", action="store_true", help="ResNet-18 1x32 px and ResNet-50 1x64 px, kept")
+    parser.add_argument("--compile", action="store_true", help="with --small: also ours with compiled rule kernels")
     parser.add_argument("--transformers", action="store_true", help="time a BERT-base-sized text encoder instead")
     parser.add_argument("--tokens", type=int, default=128, help="sequence length of --transformers")
     parser.add_argument(
@@ -350,10 +336,15 @@ def main() -> None:
     if args.small:
         small(args, device)
         return
-    print(f"inputs: batch {args.batch}, 3x{args.size}x{args.size}, float32, random weights; median of {args.repeats}")
+    peer_repeats = args.repeats if args.peer_repeats is None else max(1, min(args.peer_repeats, args.repeats))
+    print(
+        f"inputs: batch {args.batch}, 3x{args.size}x{args.size}, float32, random weights; median of {args.repeats} "
+        f"(zennit: {peer_repeats})"
+    )
     header = f"{'model':9s} {'composite':22s} {'ours s':>8s} {'zennit s':>9s} {'grad s':>8s} "
     header += f"{'ours/grad':>9s} {'zennit/grad':>11s} {'speed-up':>8s} "
-    header += f"{'mem ours':>9s} {'mem zennit':>10s} {'mem grad':>9s}"
+    if device.type == "cuda":
+        header += f"{'mem ours':>9s} {'mem zennit':>10s} {'mem grad':>9s}"
     print(header)
     for model_name in args.models:
         model = getattr(torchvision.models, model_name)(num_classes=1000).eval().to(device)
@@ -377,23 +368,27 @@ def main() -> None:
                     fn(x, target)
                     torch.cuda.synchronize()
                     memory[key] = torch.cuda.max_memory_allocated() - base
-                elif args.memory:
-                    memory[key] = peak_memory_subprocess(model_name, name, key, args.batch, args.size)
-                else:
-                    memory[key] = float("nan")
-            for _ in range(args.repeats):
+            for repeat in range(args.repeats):
                 for key, fn in runners.items():
+                    if key == "zennit" and repeat >= peer_repeats:
+                        continue  # the slowest method: timed in the first rounds only (--peer-repeats)
                     elapsed, _ = timed(fn, x, target, device)
                     times[key].append(elapsed)
             med = {key: statistics.median(values) for key, values in times.items()}
             print(
                 f"{model_name:9s} {name:22s} {med['ours']:8.3f} {med['zennit']:9.3f} {med['grad']:8.3f} "
                 f"{med['ours'] / med['grad']:9.2f} {med['zennit'] / med['grad']:11.2f} "
-                f"{med['zennit'] / med['ours']:8.2f} {memory['ours'] / 2**20:8.0f}M {memory['zennit'] / 2**20:9.0f}M "
-                f"{memory['grad'] / 2**20:8.0f}M",
+                f"{med['zennit'] / med['ours']:8.2f} "
+                + (
+                    f"{memory['ours'] / 2**20:8.0f}M {memory['zennit'] / 2**20:9.0f}M {memory['grad'] / 2**20:8.0f}M"
+                    if device.type == "cuda"
+                    else ""
+                ),
                 flush=True,
             )
 
 
 if __name__ == "__main__":
+    started = time.perf_counter()
     main()
+    print(f"wall time {time.perf_counter() - started:.0f} s; load average now {os.getloadavg()[0]:.1f}")

@@ -37,10 +37,13 @@ from ._primitives import (
     _local,
     _no_hooks,
     collect_leaves,
+    compile_kernels,
     expand,
+    set_compile_kernels,
     stabilize,
 )
 from ._validation import argument_error
+from ._weight_cache import _DERIVED, _forget_derived, derived_bytes, derived_param, set_weight_cache, weight_cache
 
 Tensor = torch.Tensor
 
@@ -56,6 +59,8 @@ __all__ = [
     "RemovableHandleList",
     "Stabilizer",
     "collect_leaves",
+    "compile_kernels",
+    "derived_bytes",
     "derived_param",
     "expand",
     "input_known_non_negative",
@@ -63,7 +68,10 @@ __all__ = [
     "module_params",
     "non_negative_input",
     "override_params",
+    "set_compile_kernels",
+    "set_weight_cache",
     "stabilize",
+    "weight_cache",
 ]
 
 
@@ -86,37 +94,6 @@ def module_params(module: nn.Module) -> dict[str, Tensor | None]:
         for key, value in override.items():
             params[key] = value() if callable(value) else value
     return params
-
-
-#: per module with a registered rule: tensors computed from its parameters alone (w+, w-, gamma-modified
-#: or batch-norm-merged weights), kept while the rule is registered
-_DERIVED: weakref.WeakKeyDictionary[nn.Module, dict[Any, tuple]] = weakref.WeakKeyDictionary()
-
-
-def derived_param(module: nn.Module, key: Any, sources: Sequence[Tensor | None], compute: Callable[[], Any]) -> Any:
-    """``compute()``, cached for ``module`` while a rule is registered on it, until one of ``sources`` changes.
-
-    A source changes when it is written in place (an optimizer step raises its version counter) or replaced
-    by another tensor (``load_state_dict``, ``.to()``); the cache holds the sources, so their memory cannot be
-    reused by a new tensor at the same address. Without a registered rule nothing is cached. Values are
-    computed without a graph (parameters are constants to the rules). ``key`` names the value (e.g.
-    ``(rule, "w+")``).
-    """
-    cache = _DERIVED.get(module)
-    if cache is None:
-        return compute()
-    stamp = tuple(None if t is None else (t.data_ptr(), t._version, t.shape, t.dtype, t.device) for t in sources)
-    entry = cache.get(key)
-    if entry is not None and entry[0] == stamp:
-        return entry[2]
-    with torch.no_grad():
-        value = compute()
-    cache[key] = (stamp, tuple(sources), value)
-    return value
-
-
-def _forget_derived(module: nn.Module) -> None:
-    _DERIVED.pop(module, None)
 
 
 @contextmanager

@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 
 from . import types as ltypes
+from ._primitives import rule_kernel
 from ._validation import argument_error, check_float
 from .core import (
     BasicHook,
@@ -126,7 +127,8 @@ def _fast_affine_inputs(rule: BasicHook, module: nn.Module, input: Tensor):
     For non-negative inputs (the input of every layer after a ReLU) the terms of the negative input part
     vanish, and the remaining outputs are sums of ``x w+`` and ``x w-``: one or two forwards and at most two
     transposed maps, instead of a forward and a transposed map per term (5 and 4 for Gamma). No rewrite
-    subtracts large terms, so the results keep Zennit's rounding behaviour. Fast paths work in place on
+    subtracts large terms (gamma's rewrite of its transposed maps in terms of w and w+ grows a term at most
+    by a factor 1 + 2 gamma), so the results keep Zennit's rounding behaviour. Fast paths work in place on
     their own temporaries, so they are skipped while the backward pass is itself differentiated
     (``create_graph=True``), where the declarative terms run instead.
     """
@@ -159,13 +161,18 @@ def _mixed_sign_affine_inputs(rule: BasicHook, module: nn.Module, input: Tensor)
     return params["weight"], None if "bias" in zero else params.get("bias")
 
 
-def _signed(rule: BasicHook, module: nn.Module, weight: Tensor) -> tuple[Tensor, Tensor]:
-    """``(w+, w-)``, computed once per registration until the weight changes (see :func:`derived_param`)."""
-    return derived_param(module, (rule, "signed"), (weight,), lambda: (weight.clamp(min=0), weight.clamp(max=0)))
+def _positive_weight(rule: BasicHook, module: nn.Module, weight: Tensor) -> Tensor:
+    """``w+``, computed once per registration until the weight changes (see :func:`derived_param`)."""
+    return derived_param(module, (rule, "w+"), (weight,), lambda: weight.clamp(min=0))
+
+
+def _negative_weight(rule: BasicHook, module: nn.Module, weight: Tensor) -> Tensor:
+    """``w-``, cached like :func:`_positive_weight` (only rules that need it keep it: one weight copy each)."""
+    return derived_param(module, (rule, "w-"), (weight,), lambda: weight.clamp(max=0))
 
 
 def _clamped(rule: BasicHook, module: nn.Module, bias: Tensor | None, which: str) -> Tensor | None:
-    """``b+`` (``which="+"``) or ``b-`` of ``bias``, cached like :func:`_signed`."""
+    """``b+`` (``which="+"``) or ``b-`` of ``bias``, cached like :func:`_positive_weight`."""
     if bias is None:
         return None
     return derived_param(
@@ -219,8 +226,12 @@ def _share(grad_output: Tensor, denominator: Tensor, stabilizer: Callable[[Tenso
     shift = _shift_of(stabilizer)
     if shift is None:
         return grad_output / stabilizer(denominator)
-    denominator.add_(sign * shift)
-    return torch.div(grad_output, denominator, out=denominator)
+    return _shifted_share(grad_output, denominator, sign * shift)
+
+
+@rule_kernel
+def _shifted_share(grad_output: Tensor, denominator: Tensor, shift: float) -> Tensor:
+    return torch.div(grad_output, denominator.add_(shift), out=denominator)
 
 
 def _divide(grad_output: Tensor, denominator: Tensor, stabilizer: Callable[[Tensor], Tensor]) -> Tensor:
@@ -342,47 +353,44 @@ class Gamma(BasicHook):
             return super().backward(module, input, grad_output)
         weight, bias, rule_bias = fast
         gamma = self.gamma
-        # w+, w-, w + g w+ and w + g w-: computed once per registration until the weight changes
-        positive, negative, favoured, opposed = derived_param(
-            module, (self, "gamma"), (weight,), lambda: _gamma_weights(weight, gamma)
-        )
+        # only w+ is derived (one weight copy per layer, cached per registration until the weight changes);
+        # the transposed maps with w + g w+ and w + g w- are rewritten below into maps with w and w+
+        positive = _positive_weight(self, module, weight)
         full_bias = rule_bias is not None or bias is None
-        if full_bias and output is not None and output.shape == grad_output.shape:
-            # the layer's output z is known, and one forward gives z+ = x w+ + b+. Then
-            #   x (w + g w+) + b + g b+ = z + g z+   and   x (w + g w-) + b + g b- = (1 + g) z - g z+;
-            # both contain g |z+-| >= the rounding error of the sum, so they stay accurate
-            with_positive = affine_forward(module, input, positive, _clamped(self, module, bias, "+"))
-            positive_out = torch.add(output, with_positive, alpha=gamma)
-            negative_out = torch.lerp(with_positive, output, 1 + gamma)
-        else:
-            # x w+ and x w- (bias-free); z = x w+ + x w- + b is the layer's real output
-            with_positive, with_negative = _two_forwards(module, input, positive, negative)
-            output = with_positive + with_negative
-            if bias is not None:
-                output = output + _channel_bias(module, bias, output)
-            # x (w + g w+) + b + g b+  and  x (w + g w-) + b + g b-
-            positive_out = torch.add(with_negative, with_positive, alpha=1 + gamma)
-            negative_out = torch.add(with_positive, with_negative, alpha=1 + gamma)
-            if rule_bias is not None:
-                positive_out += _channel_bias(module, rule_bias + gamma * rule_bias.clamp(min=0), output)
-                negative_out += _channel_bias(module, rule_bias + gamma * rule_bias.clamp(max=0), output)
         shift = _shift_of(self._stabilize)
-        if full_bias and shift is not None:
-            # where z > 0 the positive denominator is >= z > 0, where z < 0 the negative one is <= z < 0: shift
-            # in place, clamp the other side (masked out below) away from zero, mask by sign(z) (faster than where)
-            sign = torch.sign(output)
-            negative_mask = sign.clamp(max=0)  # -1 where z < 0
-            positive_share = torch.div(grad_output, positive_out.clamp_(min=0).add_(shift), out=positive_out)
-            positive_share.mul_(sign.clamp_(min=0))
-            # R / (n - eps) = -R / (|n| + eps) for n <= 0
-            negative_share = torch.div(grad_output, negative_out.neg_().clamp_(min=0).add_(shift), out=negative_out)
-            negative_share.mul_(negative_mask)
+        known_output = full_bias and output is not None and output.shape == grad_output.shape
+        if known_output:
+            # the layer's output z is known, and one forward gives z+ = x w+ + b+
+            with_positive = affine_forward(module, input, positive, _clamped(self, module, bias, "+"))
+        if known_output and shift is not None:
+            combined, difference = _gamma_shares(output, with_positive, grad_output, gamma, shift)
         else:
-            zero = grad_output.new_zeros(())
-            positive_share = torch.where(output > 0.0, grad_output / self._stabilize(positive_out), zero)
-            negative_share = torch.where(output < 0.0, grad_output / self._stabilize(negative_out), zero)
-        gradient = affine_input_gradient(module, positive_share, input, favoured)
-        gradient += affine_input_gradient(module, negative_share, input, opposed)
+            if known_output:
+                positive_out = torch.add(output, with_positive, alpha=gamma)
+                negative_out = torch.lerp(with_positive, output, 1 + gamma)
+            else:
+                # x w+ and x w- (bias-free); z = x w+ + x w- + b is the layer's real output
+                with_positive, with_negative = _two_forwards(module, input, positive, weight - positive)
+                output = with_positive + with_negative
+                if bias is not None:
+                    output = output + _channel_bias(module, bias, output)
+                # x (w + g w+) + b + g b+  and  x (w + g w-) + b + g b-
+                positive_out = torch.add(with_negative, with_positive, alpha=1 + gamma)
+                negative_out = torch.add(with_positive, with_negative, alpha=1 + gamma)
+                if rule_bias is not None:
+                    positive_out += _channel_bias(module, rule_bias + gamma * rule_bias.clamp(min=0), output)
+                    negative_out += _channel_bias(module, rule_bias + gamma * rule_bias.clamp(max=0), output)
+            if full_bias and shift is not None:
+                combined, difference = _gamma_shares_of(output, positive_out, negative_out, grad_output, gamma, shift)
+            else:
+                zero = grad_output.new_zeros(())
+                positive_share = torch.where(output > 0.0, grad_output / self._stabilize(positive_out), zero)
+                negative_share = torch.where(output < 0.0, grad_output / self._stabilize(negative_out), zero)
+                combined = torch.add(positive_share, negative_share, alpha=1 + gamma)
+                difference = positive_share.sub_(negative_share)
+        # x (T_w (p + (1 + g) n) + g T_{w+} (p - n)), see _gamma_shares_of
+        gradient = affine_input_gradient(module, combined, input, weight)
+        gradient.add_(affine_input_gradient(module, difference, input, positive), alpha=gamma)
         return gradient.mul_(input)
 
 
@@ -417,7 +425,7 @@ class ZPlus(BasicHook):
                 return super().backward(module, input, grad_output)
             return _mixed_sign_relevance(self, module, input, grad_output, *mixed, alpha=1.0, beta=0.0)
         weight, _, rule_bias = fast
-        positive, _ = _signed(self, module, weight)
+        positive = _positive_weight(self, module, weight)
         rule_bias = _clamped(self, module, rule_bias, "+")
         # x+ w+ + b+ >= 0
         share = _share(grad_output, affine_forward(module, input, positive, rule_bias), self._stabilize, 1)
@@ -487,7 +495,7 @@ class AlphaBeta(BasicHook):
                 return super().backward(module, input, grad_output)
             return _mixed_sign_relevance(self, module, input, grad_output, *mixed, alpha=self.alpha, beta=self.beta)
         weight, _, rule_bias = fast
-        positive, negative = _signed(self, module, weight)
+        positive = _positive_weight(self, module, weight)
         with_positive = affine_forward(module, input, positive, _clamped(self, module, rule_bias, "+"))
         # x+ w+ + b+ >= 0 and x+ w- + b- <= 0
         gradient = affine_input_gradient(
@@ -497,6 +505,7 @@ class AlphaBeta(BasicHook):
             gradient.mul_(self.alpha)
         if self.beta:
             negative_bias = _clamped(self, module, rule_bias, "-")
+            negative = _negative_weight(self, module, weight)
             with_negative = affine_forward(module, input, negative, negative_bias)
             negative_share = _share(grad_output, with_negative, self._stabilize, -1)
             gradient.sub_(affine_input_gradient(module, negative_share, input, negative), alpha=self.beta)
@@ -665,10 +674,39 @@ class Norm(BasicHook):
         return input * _divide(grad_output, output, self._stabilize).unsqueeze(-1)
 
 
-def _gamma_weights(weight: Tensor, gamma: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    positive = weight.clamp(min=0)
-    negative = weight - positive
-    return positive, negative, torch.add(weight, positive, alpha=gamma), torch.add(weight, negative, alpha=gamma)
+def _gamma_shares_of(
+    output: Tensor, positive_out: Tensor, negative_out: Tensor, grad_output: Tensor, gamma: float, shift: float
+) -> tuple[Tensor, Tensor]:
+    """The two shares the gamma rule propagates, from its denominators (all fresh buffers of ``output``'s shape).
+
+    With ``p = R / (positive denominator)`` where ``z > 0`` and ``n = R / (negative denominator)`` where
+    ``z < 0``, the relevance is ``x (T_{w + g w+} p + T_{w + g w-} n)`` for the transposed map ``T``, which is
+    linear in the weight; with ``w- = w - w+`` that is ``x (T_w (p + (1 + g) n) + g T_{w+} (p - n))``, so w+
+    is the only derived weight. Each rewritten term is at most ``1 + 2g`` times an original one: no
+    cancellation of large terms. Where ``z > 0`` the positive denominator is ``>= z > 0``, where ``z < 0``
+    the negative one is ``<= z < 0``: one denominator ``D`` of z's sign, one division ``s = R / (|D| + eps)``,
+    then ``p - n = s |sign z|`` and ``p + (1 + g) n = s c`` with ``c = 1, -(1 + g), 0`` for ``z > 0, < 0, = 0``.
+    Returns ``(p + (1 + g) n, p - n)``.
+    """
+    sign = torch.sign(output)
+    # lerp with the weights 0 and 1 selects exactly (torch.where is about three times slower on the CPU)
+    denominator = torch.lerp(negative_out, positive_out, sign.clamp(min=0)).abs_().add_(shift)
+    share = torch.div(grad_output, denominator, out=denominator)
+    nonzero = sign.abs()
+    combined = torch.lerp(nonzero, sign, 1 + gamma / 2).mul_(share)  # (1 + g/2) sign - (g/2) |sign|
+    return combined, share.mul_(nonzero)
+
+
+@rule_kernel
+def _gamma_shares(
+    output: Tensor, with_positive: Tensor, grad_output: Tensor, gamma: float, shift: float
+) -> tuple[Tensor, Tensor]:
+    """:func:`_gamma_shares_of` from the layer's output ``z`` and ``z+ = x w+ + b+``:
+    ``x (w + g w+) + b + g b+ = z + g z+`` and ``x (w + g w-) + b + g b- = (1 + g) z - g z+``; both contain
+    ``g |z+-|`` >= the rounding error of the sum, so they stay accurate."""
+    positive_out = torch.add(output, with_positive, alpha=gamma)
+    negative_out = torch.lerp(with_positive, output, 1 + gamma)
+    return _gamma_shares_of(output, positive_out, negative_out, grad_output, gamma, shift)
 
 
 def _two_forwards(module: nn.Module, input: Tensor, first: Tensor, second: Tensor) -> tuple[Tensor, Tensor]:
