@@ -140,8 +140,12 @@ def test_vit_attribution_leaves_the_model_bitwise_unchanged():
 
 def test_lrp_composite_without_canonizers_warns_about_the_attention():
     model = _vit(layers=1)
-    with pytest.warns(UserWarning, match="explained without their canonizer"):
-        get_composite("cp_lrp", canonizers=[]).register(model)
+    composite = get_composite("cp_lrp", canonizers=[])
+    try:
+        with pytest.warns(UserWarning, match="explained without their canonizer"):
+            composite.register(model)
+    finally:
+        composite.remove()
 
 
 def test_attn_lrp_gamma_option_and_bad_gamma():
