@@ -15,15 +15,11 @@ import json
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from synthetic_runs import CLUSTERING, EXTRA_CLUSTERING, STRAY_FINDING, WATERMARK_FINDING, build_run, revision_record
+from tensorboard_server import serve_tensorboard
 
 from lrp_lightning.store import RunStore, decode_relevance, make_attribution_table
 
@@ -94,12 +90,6 @@ def _methods_run(run_dir: Path) -> RunStore:
     return store
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def tensorboard(tmp_path_factory: pytest.TempPathFactory):
     """``tensorboard --logdir`` as a user runs it (the plugin found through its entry point)."""
@@ -112,34 +102,8 @@ def tensorboard(tmp_path_factory: pytest.TempPathFactory):
     revised = build_run(logdir / REVISED, epochs=4, samples=30, seed=7)
     revised.record_revisions([revision_record(WATERMARK_FINDING.format(first=0), start_epoch=1, epochs=4)])
     _methods_run(logdir / METHODS_RUN)
-    port = _free_port()
-    log = (logdir.parent / "tensorboard.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/data/plugins_listing", timeout=2) as response:
-                if json.loads(response.read()).get("lrp", {}).get("enabled"):
-                    break
-        except (OSError, ValueError):
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            log.close()
-            pytest.fail("TensorBoard did not start: " + (logdir.parent / "tensorboard.log").read_text()[-2000:])
-        time.sleep(0.25)
-    yield base, logdir
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+    with serve_tensorboard(logdir, logdir.parent / "tensorboard.log") as base:
+        yield base, logdir
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
-import time
-import urllib.request
 
 import numpy as np
 import pytest
@@ -33,7 +29,8 @@ from synthetic_sequences import (
     build_token_run,
     token_sentences,
 )
-from test_plugin_browser import Tab, _free_port, _open
+from tensorboard_server import serve_tensorboard
+from test_plugin_browser import Tab, _open
 
 from lrp_lightning.analysis import Embeddings, SpRAy, analyze_run
 from lrp_lightning.store import META_TOKEN_VOCABULARY, RunStore
@@ -61,34 +58,8 @@ def tensorboard(tmp_path_factory: pytest.TempPathFactory):
     for store in (tabular, tokens):  # two analysed epochs: cluster prototypes over epochs
         analyze_run(store, SpRAy(embeddings=Embeddings(methods=("pca",))), epochs=[1, 2], log_scalars=False)
     build_signal_run(logdir / LONG, epochs=2, samples=4, length=LONG_STEPS)
-    port = _free_port()
-    log = (logdir.parent / "tensorboard-modalities.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/data/plugins_listing", timeout=2) as response:
-                if json.loads(response.read()).get("lrp", {}).get("enabled"):
-                    break
-        except (OSError, ValueError):
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            log.close()
-            pytest.fail("TensorBoard did not start: " + (logdir.parent / "tensorboard-modalities.log").read_text())
-        time.sleep(0.25)
-    yield base, logdir
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+    with serve_tensorboard(logdir, logdir.parent / "tensorboard-modalities.log") as base:
+        yield base, logdir
 
 
 def _open_run(browser, base: str, run: str, sample: int | None = None):

@@ -8,12 +8,7 @@ its values are checked against the stored relevance here, and in the browser aga
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +24,8 @@ from synthetic_findings import (
     build_tabular_findings_run,
     build_token_findings_run,
 )
-from test_plugin_browser import Tab, _free_port, _open
+from tensorboard_server import serve_tensorboard
+from test_plugin_browser import Tab, _open
 
 from lrp_lightning.store import RunStore
 
@@ -102,31 +98,8 @@ def test_finding_values_are_the_members_mean_share_in_the_datas_terms(runs):
 @pytest.fixture(scope="module")
 def tensorboard(runs):
     logdir, planted = runs
-    port = _free_port()
-    log = (logdir.parent / "tensorboard-finding-values.log").open("w")
-    command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1"]
-    process = subprocess.Popen([*command, "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/data/plugins_listing", timeout=2) as response:
-                if json.loads(response.read()).get("lrp", {}).get("enabled"):
-                    break
-        except (OSError, ValueError):
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            log.close()
-            pytest.fail("TensorBoard did not start: " + (logdir.parent / "tensorboard-finding-values.log").read_text())
-        time.sleep(0.25)
-    yield base, logdir, planted
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+    with serve_tensorboard(logdir, logdir.parent / "tensorboard-finding-values.log") as base:
+        yield base, logdir, planted
 
 
 def _findings_drawn(browser, base: str, run: str):
