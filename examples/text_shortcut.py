@@ -14,7 +14,7 @@ the background. The script then reads the analysis and prints the finding (the f
 every clustering and epoch merged into one), how well its reviews match the ones holding ``[X]``, and
 the epoch where it first appeared.
 
-    python examples/text_shortcut.py                  # about 2 CPU-minutes: under 3 minutes on 2 cores
+    python examples/text_shortcut.py                  # about 20 s on 2 quiet cores (19 s measured)
     python examples/text_shortcut.py --fast           # reduced (the test runs this)
     tensorboard --logdir runs/text_shortcut           # the tab "LRP"
 
