@@ -70,6 +70,7 @@ from .core import (
     module_params,
 )
 from .layer import Sum
+from .rules import _divide
 
 Tensor = torch.Tensor
 
@@ -354,6 +355,14 @@ class LayerNormRule(_NormRuleBase):
         dims = self._dims(module, input)
         params = module_params(module)
         weight, bias = params.get("weight"), params.get("bias")
+        if isinstance(module, nn.LayerNorm) and not torch.is_grad_enabled():
+            # one fused kernel for the output and 1 / sigma instead of nine element-wise passes
+            output, _, rstd = torch.native_layer_norm(input, module.normalized_shape, weight, bias, float(module.eps))
+            h = _divide(grad_output, output, self._stabilize)
+            if weight is not None:
+                h.mul_(weight)
+            h.sub_(h.mean(dim=dims, keepdim=True))
+            return h.mul_(rstd).mul_(input)
         centered = input - input.mean(dim=dims, keepdim=True)
         sigma = (centered.pow(2).mean(dim=dims, keepdim=True) + self._eps(module, input)).sqrt()
         output = centered / sigma
@@ -445,17 +454,19 @@ class UniformMatMul(OpRule):
         self.epsilon = epsilon
         self._stabilize = Stabilizer.ensure(epsilon)
 
-    def _ratio(self, output: Tensor, relevance: Tensor, scale: float | None) -> Tensor:
+    def _ratio(self, output: Tensor, relevance: Tensor, bias: Tensor | None) -> Tensor:
         ratio = relevance / self._stabilize(output)
-        ratio = torch.where(torch.isfinite(output), ratio, torch.zeros((), dtype=ratio.dtype, device=ratio.device))
-        return ratio if scale is None else ratio * scale
+        if bias is None:  # finite factors give a finite output: only a mask makes scores -inf
+            return ratio
+        return torch.where(torch.isfinite(output), ratio, torch.zeros((), dtype=ratio.dtype, device=ratio.device))
 
     def relevance(self, module, inputs, output, relevance, scale=None, bias=None):
         a, b = inputs
-        ratio = self._ratio(output, relevance, scale)
+        ratio = self._ratio(output, relevance, bias)
         share = 1.0 / max(1, int(a.requires_grad) + int(b.requires_grad))
-        relevance_a = a * (ratio @ b.transpose(-2, -1)).sum_to_size(a.shape) * share if a.requires_grad else None
-        relevance_b = b * (a.transpose(-2, -1) @ ratio).sum_to_size(b.shape) * share if b.requires_grad else None
+        factor = share if scale is None else share * scale  # on the factors' shapes, not on the (larger) output's
+        relevance_a = a * (ratio @ b.transpose(-2, -1)).sum_to_size(a.shape).mul_(factor) if a.requires_grad else None
+        relevance_b = b * (a.transpose(-2, -1) @ ratio).sum_to_size(b.shape).mul_(factor) if b.requires_grad else None
         return relevance_a, relevance_b
 
     def conserves(self, module: nn.Module) -> bool:
@@ -473,8 +484,9 @@ class CPMatMul(UniformMatMul):
 
     def relevance(self, module, inputs, output, relevance, scale=None, bias=None):
         a, b = inputs
-        ratio = self._ratio(output, relevance, scale)
-        return None, b * (a.transpose(-2, -1) @ ratio).sum_to_size(b.shape)
+        ratio = self._ratio(output, relevance, bias)
+        gradient = (a.transpose(-2, -1) @ ratio).sum_to_size(b.shape)
+        return None, b * (gradient if scale is None else gradient * scale)
 
 
 class EpsilonFunctional(OpRule):
