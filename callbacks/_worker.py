@@ -93,7 +93,11 @@ class EpochWorker:
         if error is None:
             return
         self._run_posted()  # what the failed epoch's predecessors posted still gets logged
-        error.add_note(f"{self.owner}: raised while writing epoch {epoch} in the background (its worker thread)")
+        note = f"{self.owner}: raised while writing epoch {epoch} in the background (its worker thread)"
+        if hasattr(error, "add_note"):
+            error.add_note(note)
+        else:  # Python 3.10: no add_note; keep the note where 3.11's tracebacks and the tests read it
+            error.__notes__ = [*getattr(error, "__notes__", []), note]
         self.close()  # later epochs' tasks ran after the failure; they are dropped with it
         raise error
 
