@@ -96,6 +96,26 @@ class ProbeSet:
             return {"selection": "indices", "num_samples": int(self.probe.size), "dataloader_idx": self.dataloader_idx}
         return {"selection": "dataset", "dataset": qualified_name(self.probe), "num_samples": len(self.probe)}
 
+    def probe_tensors(self, trainer: pl.Trainer) -> tuple[np.ndarray, Any, Any]:
+        """The whole probe set as ``(sample_ids, inputs, labels)``, concatenated, on the model's device.
+
+        For callbacks that build on this one's run (e.g. :class:`ClArCCallback` measures on the same
+        samples). Tensor inputs only; raises before the probe set is chosen (the first explained epoch).
+        """
+        import torch
+
+        if self._probe_ids is None:
+            raise RuntimeError(
+                f"{OWNER}: the probe set is chosen at the first explained validation epoch; "
+                "call probe_tensors after it (e.g. from on_validation_epoch_end)"
+            )
+        dataset, collate = self._probe_source(trainer)
+        parts = list(self._fetch(trainer, dataset, collate, self._probe_ids, True))
+        if not all(isinstance(p[1], torch.Tensor) for p in parts):
+            raise TypeError(f"{OWNER}: probe_tensors needs tensor inputs; this probe set's inputs are dicts or tuples")
+        ids = np.concatenate([p[0] for p in parts])
+        return ids, torch.cat([p[1] for p in parts]), torch.cat([p[2] for p in parts])
+
     def _probe_source(self, trainer: pl.Trainer) -> tuple[Any, Callable[[list], Any]]:
         loaders = trainer.val_dataloaders
         if isinstance(loaders, Mapping):

@@ -320,7 +320,7 @@ class ClArCCallback(Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int, penalty: float | None
     ) -> str | None:
         """Rank 0's share of an epoch's end: choose a finding, measure, record; what every rank does next."""
-        lrp_store = self._lrp._store
+        lrp_store = self._lrp.run_store
         if lrp_store is None:
             return None
         explained = epoch in {info.epoch for info in lrp_store.epochs()}  # (LRPCallback's every_n_epochs)
@@ -373,7 +373,7 @@ class ClArCCallback(Callback):
         from lrp_lightning.analysis.findings import findings_from_table
         from lrp_lightning.analysis.pipeline import current_analysis_key
 
-        self._lrp._analysis.collect(trainer.loggers, wait=True)  # the epoch's analysis, finished
+        self._lrp.finish_analysis(trainer)  # the epoch's analysis, finished
         key = current_analysis_key(store, epoch)
         if key is None:
             log.warning(
@@ -485,11 +485,7 @@ class ClArCCallback(Callback):
 
     def _probe_inputs(self, trainer: pl.Trainer, pl_module: pl.LightningModule):
         if self._probe is None:
-            lrp = self._lrp
-            dataset, collate = lrp._probe_source(trainer)
-            parts = list(lrp._fetch(trainer, dataset, collate, lrp._probe_ids, True))
-            ids = np.concatenate([p[0] for p in parts])
-            self._probe = ids, torch.cat([p[1] for p in parts]), torch.cat([p[2] for p in parts])
+            self._probe = self._lrp.probe_tensors(trainer)
         return self._probe
 
     # ------------------------------------------------------------------------------ revise

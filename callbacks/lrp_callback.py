@@ -494,6 +494,25 @@ class LRPCallback(ProbeSet, EpochRows, Callback):
     def _store(self, store: RunStore | None) -> None:
         self._run_store = store
 
+    # ------------------------------------------------------------------------------ for companion callbacks
+
+    @property
+    def run_store(self) -> RunStore | None:
+        """The run store, with every epoch explained so far committed; ``None`` before fitting starts.
+
+        For callbacks that build on this one's run, such as :class:`ClArCCallback`: reading it waits
+        for the background writes, so what it returns is complete up to the last explained epoch.
+        """
+        return self._store
+
+    def finish_analysis(self, trainer: pl.Trainer) -> None:
+        """Wait for the background analysis of every epoch submitted so far and log its results.
+
+        Does nothing when the callback runs no analysis (``analyze=None``) or on ranks other than 0.
+        """
+        if self._analysis is not None and trainer.is_global_zero:
+            self._analysis.collect(trainer.loggers, wait=True)
+
     # ------------------------------------------------------------------------------ the store's owner
 
     def _claim_store(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -255,6 +255,20 @@ def test_every_n_epochs_heatmap_size_and_explicit_probe(tmp_path):
     assert not EventAccumulator(str(tmp_path / "version_0")).Reload().Tags()["images"]
 
 
+def test_companion_api_gives_the_store_and_the_probe_set(tmp_path):
+    cb = callback(probe=[2, 5, 9, 17], log_images=0, analyze=None)
+    assert cb.run_store is None
+    with pytest.raises(RuntimeError, match="first explained validation epoch"):
+        cb.probe_tensors(None)
+    run, _ = fit(tmp_path, cb, max_epochs=1)
+    assert cb.run_store is not None and [e.epoch for e in cb.run_store.epochs()] == [0]
+    ids, x, y = cb.probe_tensors(run)
+    val = ImageData(30)
+    assert ids.tolist() == [2, 5, 9, 17]
+    assert torch.equal(x, torch.stack([val[i][0] for i in ids])) and y.tolist() == [val[i][1].item() for i in ids]
+    cb.finish_analysis(run)  # no analysis: nothing to wait for
+
+
 def test_probe_dataset_dict_batches_and_callable_target(tmp_path):
     probe = DictData(7, seed=5)
 
