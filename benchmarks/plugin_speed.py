@@ -146,10 +146,24 @@ class Visits:
     """TensorBoard's own page: from its navigation until the tab's frame started."""
     frame: list[float] = field(default_factory=list)
     """The tab's frame: from its start until it was interactive (its own clock, no polling delay)."""
+    requests: list[int] = field(default_factory=list)
+    """Requests of the tab's frame answered before it was interactive (its page included)."""
+    kilobytes: list[float] = field(default_factory=list)
+    """Their bytes on the wire (kB)."""
+    server_ms: list[float] = field(default_factory=list)
+    """CPU time of the TensorBoard process from the page's request until the tab was interactive (ms)."""
+    parquet_files: list[int] = field(default_factory=list)
+    """Parquet files that the TensorBoard process opened meanwhile."""
 
     @property
     def total(self) -> list[float]:
         return [h + f for h, f in zip(self.host, self.frame)]
+
+
+def server_counts(base: str) -> dict[str, float]:
+    """The TensorBoard process's CPU time (s) and Parquet files opened so far (tensorboard_floor.py)."""
+    with urllib.request.urlopen(f"{base}/data/plugin/{FLOOR_NAME}/counts", timeout=30) as response:
+        return json.loads(response.read())
 
 
 def open_tab(browser: Any, base: str, tab: str, ready: str, visits: Visits) -> tuple[Any, Any]:
@@ -160,12 +174,23 @@ def open_tab(browser: Any, base: str, tab: str, ready: str, visits: Visits) -> t
     page = context.new_page()
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    before = server_counts(base)
     begin = time.perf_counter()
     page.goto(f"{base}/#{tab}")
     frame = page.wait_for_selector(f"iframe[src*='plugin_entry.html?name={tab}']", timeout=60000).content_frame()
     frame.wait_for_selector(ready, timeout=60000)
     visits.wall.append(time.perf_counter() - begin)
+    after = server_counts(base)
+    visits.server_ms.append((after["cpu_s"] - before["cpu_s"]) * 1000)
+    visits.parquet_files.append(after["parquet_files"] - before["parquet_files"])
     frame_start, frame_ready = frame.evaluate("[performance.timeOrigin, window.benchReady]")
+    answered = frame.evaluate(
+        """(ready) => performance.getEntries().filter((e) => e.responseEnd !== undefined && e.responseEnd <= ready)
+            .map((e) => e.transferSize || 0)""",
+        frame_ready,
+    )
+    visits.requests.append(len(answered))
+    visits.kilobytes.append(sum(answered) / 1000)
     visits.host.append((frame_start - page.evaluate("performance.timeOrigin")) / 1000)
     visits.frame.append(frame_ready / 1000)
     if errors:
@@ -297,6 +322,18 @@ def main() -> None:
         f"{statistics.median(floor.wall) * 1000:.0f} ms",
         note=f"(page clocks {statistics.median(floor.total) * 1000:.0f} ms, of which its frame "
         f"{statistics.median(floor.frame) * 1000:.0f} ms)",
+    )
+    row(
+        "  the LRP frame's requests until interactive",
+        f"{lrp.requests[0]} / {median(lrp.requests):.0f}",
+        note=f"({lrp.kilobytes[0]:.0f} / {median(lrp.kilobytes):.0f} kB on the wire; the floor's frame "
+        f"{statistics.median(floor.requests):.0f} requests)",
+    )
+    row(
+        "  TensorBoard process: CPU until interactive",
+        f"{lrp.server_ms[0]:.0f} / {median(lrp.server_ms):.0f} ms",
+        note=f"({lrp.parquet_files[0]} / {median(lrp.parquet_files):.0f} Parquet files opened; the floor "
+        f"{statistics.median(floor.server_ms):.0f} ms)",
     )
     row(
         "LRP tab over the floor (later visits, page clocks)",

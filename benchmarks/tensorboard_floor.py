@@ -6,11 +6,18 @@ tab ``floor``. That tab's page is one ES module that puts ``<div id="floor" data
 the tab's frame: opening ``/#floor`` costs what TensorBoard's page and its plugin frame cost before any
 plugin does work, on the same server, in the same browser, so ``plugin_speed.py`` prints it next to
 the LRP tab's time.
+
+The floor tab also answers ``/data/plugin/floor/counts``: the server process's CPU time and how many
+Parquet files it opened so far, so that the benchmark can print the server's work per page load,
+figures that the machine's load does not change the way it changes wall times.
 """
 
 from __future__ import annotations
 
+import json
 import sys
+import threading
+import time
 from typing import Any
 
 from tensorboard.plugins import base_plugin
@@ -30,6 +37,26 @@ _MODULE = b"""export function render() {
 """
 
 
+_COUNTS = {"parquet_files": 0}
+_COUNTS_LOCK = threading.Lock()
+
+
+def count_parquet_files() -> None:
+    """Count every ``pyarrow.parquet.ParquetFile`` opened from now on in this process (the store opens
+    each Parquet file it reads through it)."""
+    import pyarrow.parquet as pq
+
+    opened = pq.ParquetFile
+
+    class Counted(opened):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            with _COUNTS_LOCK:
+                _COUNTS["parquet_files"] += 1
+            super().__init__(*args, **kwargs)
+
+    pq.ParquetFile = Counted
+
+
 class FloorPlugin(base_plugin.TBPlugin):
     """A tab that is always active and whose frame only runs :data:`_MODULE`."""
 
@@ -45,7 +72,12 @@ class FloorPlugin(base_plugin.TBPlugin):
         def module(request: wrappers.Request) -> wrappers.Response:
             return wrappers.Response(_MODULE, content_type="text/javascript; charset=utf-8")
 
-        return {"/index.js": module}
+        @wrappers.Request.application
+        def counts(request: wrappers.Request) -> wrappers.Response:
+            answer = {**_COUNTS, "cpu_s": time.process_time()}
+            return wrappers.Response(json.dumps(answer), content_type="application/json")
+
+        return {"/index.js": module, "/counts": counts}
 
     def is_active(self) -> bool:
         return True
@@ -59,6 +91,7 @@ def main() -> None:
     from absl import app
     from tensorboard import default, main_lib, program
 
+    count_parquet_files()
     main_lib.global_init()
     tensorboard = program.TensorBoard(plugins=[*default.get_plugins(), FloorPlugin])
     try:
