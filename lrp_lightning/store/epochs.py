@@ -137,7 +137,7 @@ from .errors import (
     _check_heatmap_shape,
     _check_index,
 )
-from .methods import method_groups
+from .methods import _method_groups
 from .tables import (
     _conform_attribution_table,
     _conform_to,
@@ -381,7 +381,7 @@ class PartWriter:
                 f"rows for {self.path} have columns {table.schema.names} of other types than the rows "
                 f"written before ({self._writer.schema.names})"
             )
-        for group in method_groups(table):  # no row group mixes methods (see method_groups)
+        for group in _method_groups(table):  # no row group mixes methods (see _method_groups)
             self._writer.write_table(group, row_group_size=self.row_group_size)
         self.rows += table.num_rows
 

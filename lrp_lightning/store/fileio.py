@@ -38,6 +38,7 @@ __all__ = [
     "atomic_write",
     "atomic_write_json",
     "atomic_write_parquet",
+    "atomic_write_parquet_groups",
     "fsync_dir",
     "fsync_file",
     "move_dir",

@@ -30,12 +30,12 @@ from .contract import (
     analysis_dirname,
 )
 
-__all__ = ["check_name", "method_groups", "method_names"]
+__all__ = ["check_name", "method_names"]
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
-def method_groups(table: pa.Table) -> list[pa.Table]:
+def _method_groups(table: pa.Table) -> list[pa.Table]:
     """``table``'s rows by attribution method: one table per method, in the order the methods first
     appear, each with its rows in ``table``'s order; ``[table]`` when it has one method (or no column).
 

@@ -1,7 +1,7 @@
 """One method's read of a several-method epoch reads only the row groups holding its rows, and gives
 exactly the table that reading every row and filtering gave (the read before the pushdown).
 
-Parts are written with a row group per method (``method_groups``); parts written before that, whose
+Parts are written with a row group per method (``_method_groups``); parts written before that, whose
 row groups mix methods (``mixed=True`` writes them as the writer did then), read the same."""
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def store_with(tmp_path, row_group_size: int, rank1_methods=METHODS, mixed: bool
     one block after the other, in row groups of at most ``row_group_size`` rows of one method; with
     ``mixed``, as parts were written before: row groups of ``row_group_size`` rows straddling the blocks."""
     if mixed:
-        monkeypatch.setattr(S.runstore, "method_groups", lambda table: [table])
+        monkeypatch.setattr(S.runstore, "_method_groups", lambda table: [table])
     store = RunStore.create(
         tmp_path, heatmap_shape=(2, 3), composite={"name": METHODS[0]}, methods=[{"name": m} for m in METHODS]
     )
