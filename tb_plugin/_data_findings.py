@@ -100,7 +100,7 @@ class _Findings:
         per_epoch: list[tuple[int, list[dict[str, Any]]]] = []
         without: list[int] = []
         unreadable: list[dict[str, Any]] = []
-        names: dict[str, str] = {}
+        named: EpochInfo | None = None  # the last epoch with findings: its category names are shown
         for info in self._read(f"run {run!r}", store.epochs):
             try:
                 rows = self._epoch_findings(run, store, info)
@@ -113,7 +113,8 @@ class _Findings:
                 continue
             per_epoch.append((info.epoch, rows))
             if rows:
-                names = self._category_names(run, store, info)
+                named = info
+        names = self._category_names(run, store, named) if named is not None else {}
         revisions = revisions_json(self._read(f"run {run!r}", store.revisions))
         return {**findings_json(run, per_epoch, without, names), "unreadable": unreadable, "revisions": revisions}
 

@@ -396,3 +396,31 @@ class PluginData(_Images, _AnalysisViews, _Findings, _Sequences):
                 raise NotFound(f"sample {sample_id}: {'; '.join(u['error'] for u in unreadable)}")
             raise NotFound(f"sample {sample_id} is in no complete epoch of run {run!r}")
         return {"run": run, "sample_id": sample_id, "label": label, **rows, "unreadable": unreadable}
+
+    # ------------------------------------------------------------------------------ first view
+
+    def prepare_first_view(self) -> str | None:
+        """Read, into the cache, what the tab's first view of the first readable run asks for.
+
+        That is the run the tab opens when the URL names none (the first of :meth:`runs`), with its
+        default method and analysis: its ``/run`` answer (every epoch's analysis state), its last
+        epoch's samples and analysis summary, and its findings. The plugin calls this in the
+        background at start, so that the first visit finds them read; the answers are the ones the
+        routes give, from the same cache. Returns the run, or None when no run is readable yet.
+
+        Raises
+        ------
+        NotFound, BadArgument
+            As the routes would for the same reads (the caller, a background thread, ignores them).
+        """
+        run = next((entry["run"] for entry in self.runs() if entry["error"] is None), None)
+        if run is None:
+            return None
+        info = self.run_info(run)
+        if info["epochs"]:
+            last = info["epochs"][-1]
+            self.samples(run, last["epoch"])
+            if last["analysis"]:
+                self.analysis(run, last["epoch"])
+        self.findings(run)
+        return run

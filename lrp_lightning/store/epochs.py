@@ -137,6 +137,7 @@ from .errors import (
     _check_heatmap_shape,
     _check_index,
 )
+from .methods import _method_groups
 from .tables import (
     _conform_attribution_table,
     _conform_to,
@@ -380,7 +381,8 @@ class PartWriter:
                 f"rows for {self.path} have columns {table.schema.names} of other types than the rows "
                 f"written before ({self._writer.schema.names})"
             )
-        self._writer.write_table(table, row_group_size=self.row_group_size)
+        for group in _method_groups(table):  # no row group mixes methods (see _method_groups)
+            self._writer.write_table(group, row_group_size=self.row_group_size)
         self.rows += table.num_rows
 
     def close(self) -> Path:
@@ -690,8 +692,11 @@ class _EpochSnapshot:
             present = [c for c in schema.names if c in part.names]
             start = 0
             for index in range(part.file.num_row_groups):
-                table = part.read_row_group(index, present)
                 stop = start + part.file.metadata.row_group(index).num_rows
+                if keep is not None and not keep[start:stop].any():  # another method's row group
+                    start = stop
+                    continue
+                table = part.read_row_group(index, present)
                 if keep is not None:
                     table = table.filter(pa.array(keep[start:stop]))
                 start = stop

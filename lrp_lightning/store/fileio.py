@@ -24,7 +24,7 @@ import os
 import shutil
 import stat
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ __all__ = [
     "atomic_write",
     "atomic_write_json",
     "atomic_write_parquet",
+    "atomic_write_parquet_groups",
     "fsync_dir",
     "fsync_file",
     "move_dir",
@@ -106,6 +107,19 @@ def atomic_write_parquet(table: pa.Table, path: Path, **options: Any) -> None:
     """
     options = {"compression": COMPRESSION, "write_page_checksum": True, **options}
     atomic_write(path, lambda tmp: pq.write_table(table, tmp, **options))
+
+
+def atomic_write_parquet_groups(tables: Sequence[pa.Table], path: Path, *, row_group_size: int, **options: Any) -> None:
+    """Write ``tables`` (one schema) to one file at ``path`` atomically, as :func:`atomic_write_parquet` does,
+    each table in row groups of its own (at most ``row_group_size`` rows), so no row group mixes two tables."""
+    options = {"compression": COMPRESSION, "write_page_checksum": True, **options}
+
+    def write(tmp: Path) -> None:
+        with pq.ParquetWriter(tmp, tables[0].schema, **options) as writer:
+            for table in tables:
+                writer.write_table(table, row_group_size=row_group_size)
+
+    atomic_write(path, write)
 
 
 def move_dir(src: Path, dst: Path) -> None:

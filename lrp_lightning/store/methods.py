@@ -17,11 +17,15 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+
 from .contract import (
     ANALYSES_DIR,
     ANALYSIS_DIR,
     DEFAULT_ANALYSIS,
     DEFAULT_METHOD,
+    METHOD,
     METHODS_KEY,
     analysis_dirname,
 )
@@ -29,6 +33,24 @@ from .contract import (
 __all__ = ["check_name", "method_names"]
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def _method_groups(table: pa.Table) -> list[pa.Table]:
+    """``table``'s rows by attribution method: one table per method, in the order the methods first
+    appear, each with its rows in ``table``'s order; ``[table]`` when it has one method (or no column).
+
+    Parts are written one group after the other, so that no row group holds two methods' rows: a read
+    of one method skips the others' row groups (by the method column, read first), where a row group
+    that mixes methods is read whole, every method's maps in it. Parts written before (mixed row
+    groups) read as they did.
+    """
+    if METHOD not in table.column_names or table.num_rows == 0:
+        return [table]
+    names, codes = np.unique(table.column(METHOD).to_numpy(zero_copy_only=False), return_inverse=True)
+    if len(names) == 1:
+        return [table]
+    first_rows = [int(np.argmax(codes == code)) for code in range(len(names))]
+    return [table.filter(pa.array(codes == code)) for code in np.argsort(first_rows, kind="stable")]
 
 
 def check_name(name: Any, what: str) -> str:

@@ -70,7 +70,7 @@ from .manifest import (
     _resolve_store_dir,
     find_runs,
 )
-from .methods import _check_methods, _Methods
+from .methods import _check_methods, _method_groups, _Methods
 from .modalities import _Modalities
 from .tables import (
     _conform_attribution_table,
@@ -511,8 +511,8 @@ class RunStore(_AnalysisTables, _Modalities, _Methods):
         staging.mkdir(parents=True, exist_ok=True)
         path = staging / part_filename(rank)
         small = [name for name in table.column_names if name != RELEVANCE]
-        fileio.atomic_write_parquet(
-            table,
+        fileio.atomic_write_parquet_groups(  # a row group per method: see _method_groups
+            _method_groups(table),
             path,
             row_group_size=row_group_size or _rows_per_group(self.heatmap_shape),
             use_dictionary=small,

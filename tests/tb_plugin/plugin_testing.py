@@ -59,10 +59,17 @@ class GivenPlugin(base_plugin.TBLoader):
         return self.plugin
 
 
-def make_app(logdir: Path, scan_interval: float = 3600.0) -> tuple[Client, LRPPlugin]:
-    """TensorBoard's WSGI app (error handling included) with only the LRP plugin."""
+def make_app(logdir: Path, scan_interval: float = 3600.0, prepare_first_view: bool = False) -> tuple[Client, LRPPlugin]:
+    """TensorBoard's WSGI app (error handling included) with only the LRP plugin.
+
+    The plugin does not prepare the first view in the background unless asked: tests count its reads.
+    """
     flags = argparse.Namespace(logdir=str(logdir), path_prefix="", samples_per_plugin={}, window_title="")
-    plugin = LRPPlugin(base_plugin.TBContext(logdir=str(logdir), flags=flags), scan_interval=scan_interval)
+    plugin = LRPPlugin(
+        base_plugin.TBContext(logdir=str(logdir), flags=flags),
+        scan_interval=scan_interval,
+        prepare_first_view=prepare_first_view,
+    )
     assert plugin.index.wait_ready(10)
     app = application.TensorBoardWSGIApp(flags, [GivenPlugin(plugin)], data_provider=None)
     return Client(app), plugin
