@@ -16,8 +16,8 @@ route                   parameters                                  response
 ``/runs``                                                           JSON: runs, epoch counts, errors
 ``/run``                run                                         JSON: metadata, epochs, colour maps
 ``/first_view``         run, epoch (both optional)                  JSON: ``/runs``, the run opened and
-                                                                    its ``/run``, the epoch opened and
-                                                                    its ``/analysis``, in one answer
+                                                                    its ``/run`` and ``/findings``, the
+                                                                    epoch opened and its ``/analysis``
 ``/samples``            run, epoch                                  binary columns: per-sample values;
                                                                     probe metadata in the header
 ``/input``              run, sample                                 PNG: the stored input thumbnail

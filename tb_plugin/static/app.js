@@ -162,7 +162,7 @@ export class App {
     setInterval(() => this.refresh(), REFRESH_MS);
     try {
       // One round trip for the run list, the run to open (the URL's, else the first readable one), its
-      // info and the opened epoch's analysis (the plugin's /first_view route).
+      // info and findings, and the opened epoch's analysis (the plugin's /first_view route).
       const [view] = await Promise.all([getJSON("first_view", { run: this.state.run || null, epoch: this.state.epoch }), style]);
       this.renderRuns(view.runs);
       if (view.run === null) {
@@ -243,7 +243,7 @@ export class App {
 
   /**
    * @param {Promise<Object>} [pending] the run's /run answer, already asked for
-   * @param {Object} [view] the /first_view answer that `pending` came from: its analysis is kept
+   * @param {Object} [view] the /first_view answer that `pending` came from: its analysis and findings are kept
    */
   async setRun(run, initial = false, pending = null, view = null) {
     this.toolbar.stopPlay();
@@ -259,11 +259,15 @@ export class App {
       this.info = info;
       this.state.run = run;
       this.responses.clear();
-      if (view && view.analysis && !chosen) {
-        // The default method's and analysis's summary of the epoch that loadEpoch opens.
-        this.responses.set(url("analysis", { run, epoch: view.epoch }), Promise.resolve(view.analysis));
+      if (view && !chosen) {
+        // The default method's and analysis's answers: the summary of the epoch that loadEpoch opens, the findings.
+        if (view.analysis) this.responses.set(url("analysis", { run, epoch: view.epoch }), Promise.resolve(view.analysis));
+        if (view.findings) this.responses.set(url("findings", { run }), Promise.resolve(view.findings));
       }
       if (!initial) resetPerRun(this.params, this.state);
+      const opening = info.epochs.find((e) => e.epoch === this.state.epoch) || info.epochs[info.epochs.length - 1];
+      // Asked for now, while the toolbar and the views are built; loadEpoch finds the request under way.
+      if (opening) this.fetchCached("columns", "samples", { run, epoch: opening.epoch }).catch(() => {});
       this.toolbar.showRun(info);
       this.notify("run");
       if (!info.epochs.length) {

@@ -81,7 +81,8 @@ def test_the_prepared_first_view_reads_nothing_and_answers_as_cold(logdir, monke
     assert opened[0] > 0
     assert warm == cold
     view, run_info, (samples, _), analysis, findings = warm
-    assert view["info"] == run_info and view["analysis"] == analysis and view["epoch"] == LAST_EPOCH
+    assert view["info"] == run_info and view["analysis"] == analysis and view["findings"] == findings
+    assert view["epoch"] == LAST_EPOCH
     assert run_info["run"] == FIRST and [e["epoch"] for e in run_info["epochs"]] == [0, 1, LAST_EPOCH]
     assert len(samples["sample_id"]) == 40 and analysis["epoch"] == LAST_EPOCH and findings["run"] == FIRST
     # Only the first run is prepared: the second's answers are read when asked for.
@@ -106,6 +107,7 @@ def individual_answers(client, run: str, epoch: int | None) -> dict[str, object]
         "info": info,
         "epoch": epoch,
         "analysis": None if epoch is None else answer(client.get(route("analysis", run=run, epoch=epoch))),
+        "findings": answer(client.get(route("findings", run=run))),
     }
 
 
@@ -132,7 +134,7 @@ def test_first_view_answers_what_the_individual_routes_answer(logdir, params, ru
 def test_first_view_without_runs_and_with_a_bad_epoch(logdir, tmp_path):
     client, _ = make_app(tmp_path)
     view = answer(client.get(route("first_view")))
-    assert (view["runs"], view["run"], view["info"], view["epoch"], view["analysis"]) == ([], None, None, None, None)
+    assert view == {"runs": [], "run": None, "info": None, "epoch": None, "analysis": None, "findings": None}
     client, _ = make_app(logdir)
     response = client.get(route("first_view", run=FIRST, epoch="last"))
     assert response.status_code == 400 and "'epoch' must be an integer" in response.get_data(as_text=True)
