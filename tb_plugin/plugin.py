@@ -55,6 +55,7 @@ route                   parameters                                  response
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import threading
@@ -360,11 +361,21 @@ class LRPPlugin(base_plugin.TBPlugin):
         return serve
 
     def _bundle_app(self, content: bytes) -> Callable[..., Any]:
+        """The bundle, revalidated on every load as the other static files are (``no-cache``), with an
+        ETag of its content: a browser that holds this build gets ``304 Not Modified`` and no body."""
+        etag = hashlib.sha256(content).hexdigest()[:32]
+
         @wrappers.Request.application
         def serve(request: wrappers.Request) -> wrappers.Response:
             if request.method not in _READ_METHODS:
                 return _method_not_allowed(request)
-            return http_util.Respond(request, content, _CONTENT_TYPES[".js"])
+            if etag in request.if_none_match:
+                response = wrappers.Response(status=304)
+                response.set_etag(etag)
+                return response
+            response = http_util.Respond(request, content, _CONTENT_TYPES[".js"])
+            response.set_etag(etag)
+            return response
 
         return serve
 

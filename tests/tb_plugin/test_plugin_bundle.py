@@ -54,6 +54,13 @@ def test_the_plugin_serves_the_bundle_as_the_tabs_module(tmp_path):
     assert response.headers["Content-Type"].startswith("text/javascript")
     assert response.get_data(as_text=True) == bundle(STATIC_DIR)
     assert client.post(f"{PREFIX}/bundle.js").status_code == 405
+    # revalidated on every load (no-cache), answered without a body while the browser holds this build
+    assert "no-cache" in response.headers["Cache-Control"]
+    etag = response.headers["ETag"]
+    again = client.get(f"{PREFIX}/bundle.js", headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.data == b"" and again.headers["ETag"] == etag
+    other = client.get(f"{PREFIX}/bundle.js", headers={"If-None-Match": '"an-older-build"'})
+    assert other.status_code == 200 and other.get_data(as_text=True) == bundle(STATIC_DIR)
 
 
 @pytest.mark.skipif(NODE is None, reason="needs node to parse JavaScript")
