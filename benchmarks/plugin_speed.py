@@ -112,11 +112,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_tensorboard(logdir: Path, log: Path) -> tuple[subprocess.Popen, str]:
+def start_tensorboard(
+    logdir: Path, log: Path, command: tuple[str, ...] = (str(FLOOR_SCRIPT),)
+) -> tuple[subprocess.Popen, str]:
+    """TensorBoard on a free port (``command``: the script that runs it, and its first arguments)."""
     port = free_port()
     process = subprocess.Popen(
         # TensorBoard as `tensorboard --logdir` runs it, plus the do-nothing tab "floor" (tensorboard_floor.py)
-        [sys.executable, str(FLOOR_SCRIPT), "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, *command, "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(port)],
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
     )

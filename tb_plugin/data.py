@@ -399,28 +399,64 @@ class PluginData(_Images, _AnalysisViews, _Findings, _Sequences):
 
     # ------------------------------------------------------------------------------ first view
 
+    def first_view(self, run: str | None = None, epoch: int | None = None) -> dict[str, Any]:
+        """What the tab's first view asks for before its samples, in one answer (the ``/first_view`` route).
+
+        The tab opens ``run`` when it is listed and readable, else the first readable run; of that run
+        the epoch ``epoch`` when it is complete, else the last. The answer holds :meth:`runs`
+        (``runs``), the opened run's name (``run``, None when no run is readable) and :meth:`run_info`
+        (``info``, with the default method and analysis), the epoch opened (``epoch``, None without
+        complete epochs) and its :meth:`analysis` (``analysis``: None when the epoch has none), and the
+        run's :meth:`findings` (``findings``). A value whose read failed is None: its own route then
+        reports why. Each value is the one the individual route gives, from the same cache.
+        """
+        runs = self.runs()
+        usable = [entry["run"] for entry in runs if entry["error"] is None]
+        chosen = run if run in usable else (usable[0] if usable else None)
+        answer: dict[str, Any] = {
+            "runs": runs,
+            "run": chosen,
+            "info": None,
+            "epoch": None,
+            "analysis": None,
+            "findings": None,
+        }
+        if chosen is None:
+            return answer
+        info = answer["info"] = self.run_info(chosen)
+        try:
+            answer["findings"] = self.findings(chosen)
+        except (NotFound, BadArgument):
+            pass  # the tab asks /findings, which says why
+        if not info["epochs"]:
+            return answer
+        entry = next((e for e in info["epochs"] if e["epoch"] == epoch), info["epochs"][-1])
+        answer["epoch"] = entry["epoch"]
+        if entry["analysis"]:
+            try:
+                answer["analysis"] = self.analysis(chosen, entry["epoch"])
+            except (NotFound, BadArgument):
+                pass  # the tab asks /analysis, which says why
+        return answer
+
     def prepare_first_view(self) -> str | None:
         """Read, into the cache, what the tab's first view of the first readable run asks for.
 
         That is the run the tab opens when the URL names none (the first of :meth:`runs`), with its
-        default method and analysis: its ``/run`` answer (every epoch's analysis state), its last
-        epoch's samples and analysis summary, and its findings. The plugin calls this in the
-        background at start, so that the first visit finds them read; the answers are the ones the
-        routes give, from the same cache. Returns the run, or None when no run is readable yet.
+        default method and analysis: its :meth:`first_view` answer (its ``/run`` answer, its last
+        epoch's analysis summary, the run's findings) and that epoch's samples. The plugin calls this
+        in the background at start, so that the first visit finds them read; the answers are the ones
+        the routes give, from the same cache. Returns the run, or None when no run is readable yet.
 
         Raises
         ------
         NotFound, BadArgument
             As the routes would for the same reads (the caller, a background thread, ignores them).
         """
-        run = next((entry["run"] for entry in self.runs() if entry["error"] is None), None)
+        view = self.first_view()
+        run = view["run"]
         if run is None:
             return None
-        info = self.run_info(run)
-        if info["epochs"]:
-            last = info["epochs"][-1]
-            self.samples(run, last["epoch"])
-            if last["analysis"]:
-                self.analysis(run, last["epoch"])
-        self.findings(run)
+        if view["epoch"] is not None:
+            self.samples(run, view["epoch"])
         return run

@@ -15,6 +15,9 @@ route                   parameters                                  response
 ======================  ==========================================  ====================================
 ``/runs``                                                           JSON: runs, epoch counts, errors
 ``/run``                run                                         JSON: metadata, epochs, colour maps
+``/first_view``         run, epoch (both optional)                  JSON: ``/runs``, the run opened and
+                                                                    its ``/run`` and ``/findings``, the
+                                                                    epoch opened and its ``/analysis``
 ``/samples``            run, epoch                                  binary columns: per-sample values;
                                                                     probe metadata in the header
 ``/input``              run, sample                                 PNG: the stored input thumbnail
@@ -42,6 +45,9 @@ route                   parameters                                  response
                                                                     colours, its input line, feature
                                                                     names or tokens (cacheable)
 ``/trajectory``         run, sample, cmap, bins (optional)          JSON: the same in every epoch
+``/bundle.js``                                                      the frontend's modules in one
+                                                                    module (:mod:`.bundle`): the tab's
+                                                                    entry in TensorBoard
 ``/index.js`` ...                                                   the static frontend: ``static/*``
 ``/views/*.js``                                                     and ``static/views/*.js``
 ======================  ==========================================  ====================================
@@ -49,6 +55,7 @@ route                   parameters                                  response
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import threading
@@ -65,6 +72,7 @@ from werkzeug import wrappers
 
 from lrp_lightning.store import StoreError
 
+from .bundle import bundle
 from .data import (
     DEFAULT_CMAP,
     HEATMAP_KINDS,
@@ -79,7 +87,7 @@ from .data import (
 from .discovery import RunIndex
 from .loader import PLUGIN_NAME
 
-__all__ = ["LRPPlugin", "STATIC_DIR", "route", "static_files"]
+__all__ = ["BUNDLE_ROUTE", "LRPPlugin", "STATIC_DIR", "route", "static_files"]
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 _CONTENT_TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html"}
@@ -96,6 +104,9 @@ MAX_BINS = 4096
 """Most bins a signal's relevance may be reduced to for a drawing (``/relevance?bins=``)."""
 _INTEGER = re.compile(r"[+-]?[0-9]{1,40}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+-]{0,127}")
+BUNDLE_ROUTE = "/bundle.js"
+"""The frontend's modules in one module (:func:`.bundle.bundle`), built when TensorBoard asks for the routes;
+TensorBoard loads it into the tab's frame (one request instead of one per module)."""
 IMAGE_MAX_AGE = 600
 """Seconds a browser may keep a PNG; the frontend puts the epoch's commit id into image URLs."""
 
@@ -321,6 +332,7 @@ class LRPPlugin(base_plugin.TBPlugin):
         apps: dict[str, Callable[..., Any]] = {path: getattr(self, name) for path, name in self.routes().items()}
         for path in static_files():
             apps["/" + path.relative_to(STATIC_DIR).as_posix()] = self._static_app(path)
+        apps[BUNDLE_ROUTE] = self._bundle_app(bundle(STATIC_DIR).encode("utf-8"))
         return apps
 
     def is_active(self) -> bool:
@@ -328,7 +340,7 @@ class LRPPlugin(base_plugin.TBPlugin):
         return self._index.is_active()
 
     def frontend_metadata(self) -> base_plugin.FrontendMetadata:
-        return base_plugin.FrontendMetadata(es_module_path="/index.js", tab_name="LRP")
+        return base_plugin.FrontendMetadata(es_module_path=BUNDLE_ROUTE, tab_name="LRP")
 
     # ------------------------------------------------------------------------------ static files
 
@@ -345,6 +357,25 @@ class LRPPlugin(base_plugin.TBPlugin):
             except OSError:
                 raise errors.NotFoundError(f"frontend file {name} is missing from the installation") from None
             return http_util.Respond(request, content, content_type)
+
+        return serve
+
+    def _bundle_app(self, content: bytes) -> Callable[..., Any]:
+        """The bundle, revalidated on every load as the other static files are (``no-cache``), with an
+        ETag of its content: a browser that holds this build gets ``304 Not Modified`` and no body."""
+        etag = hashlib.sha256(content).hexdigest()[:32]
+
+        @wrappers.Request.application
+        def serve(request: wrappers.Request) -> wrappers.Response:
+            if request.method not in _READ_METHODS:
+                return _method_not_allowed(request)
+            if etag in request.if_none_match:
+                response = wrappers.Response(status=304)
+                response.set_etag(etag)
+                return response
+            response = http_util.Respond(request, content, _CONTENT_TYPES[".js"])
+            response.set_etag(etag)
+            return response
 
         return serve
 
@@ -393,6 +424,15 @@ class LRPPlugin(base_plugin.TBPlugin):
     @route("/run", "json")
     def _serve_run(self, request: wrappers.Request) -> dict[str, Any]:
         return self._data.run_info(self._run(request))
+
+    @route("/first_view", "json")
+    def _serve_first_view(self, request: wrappers.Request) -> dict[str, Any]:
+        """The tab's start in one round trip (:meth:`PluginData.first_view`): a ``run`` that is not
+        listed, or an ``epoch`` the run lacks, opens the first run and the last epoch, as the tab does."""
+        run = _text(request, "run", "") or None
+        epoch = _integer(request, "epoch", 0, MAX_EPOCH) if request.args.get("epoch") else None
+        view = self._data.first_view(run, epoch)
+        return {**view, "scanned_at": self._index.scanned_at}
 
     @route("/samples", "columns")
     def _serve_samples(self, request: wrappers.Request) -> Payload:

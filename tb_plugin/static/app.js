@@ -161,19 +161,17 @@ export class App {
     listenToHashChanges((fromHost) => this.followLink(fromHost));
     setInterval(() => this.refresh(), REFRESH_MS);
     try {
-      // A run named in the URL is asked for at once, alongside the run list.
-      const named = this.state.run ? getJSON("run", { run: this.state.run }).catch(() => null) : null;
-      const [{ runs }] = await Promise.all([getJSON("runs"), style]);
-      const usable = runs.filter((run) => !run.error);
-      this.renderRuns(runs);
-      if (!usable.length) {
-        const problems = runs.filter((run) => run.error).map((run) => run.error);
+      // One round trip for the run list, the run to open (the URL's, else the first readable one), its
+      // info and findings, and the opened epoch's analysis (the plugin's /first_view route).
+      const [view] = await Promise.all([getJSON("first_view", { run: this.state.run || null, epoch: this.state.epoch }), style]);
+      this.renderRuns(view.runs);
+      if (view.run === null) {
+        const problems = view.runs.filter((run) => run.error).map((run) => run.error);
         this.setStatus(problems.length ? problems.join("\n") : "No run with LRP data below the logdir yet. Train with LRPCallback.", "error");
         this.root.dataset.ready = "true";
         return;
       }
-      const run = usable.some((r) => r.run === this.state.run) ? this.state.run : usable[0].run;
-      await this.setRun(run, true, run === this.state.run ? named : null);
+      await this.setRun(view.run, true, Promise.resolve(view.info), view);
     } catch (error) {
       this.fail(error);
       this.root.dataset.ready = "true";
@@ -243,7 +241,11 @@ export class App {
     return promise;
   }
 
-  async setRun(run, initial = false, pending = null) {
+  /**
+   * @param {Promise<Object>} [pending] the run's /run answer, already asked for
+   * @param {Object} [view] the /first_view answer that `pending` came from: its analysis and findings are kept
+   */
+  async setRun(run, initial = false, pending = null, view = null) {
     this.toolbar.stopPlay();
     const token = ++this.token;
     this.setBusy(true);
@@ -251,12 +253,21 @@ export class App {
       if (run !== this.state.run) Object.assign(selection, { method: null, analysis: null });
       let info = (pending && (await pending)) || (await getJSON("run", { run }));
       if (token !== this.token) return;
-      if (this.choose(info)) info = await getJSON("run", { run }); // the chosen method's epochs and analyses
+      const chosen = this.choose(info);
+      if (chosen) info = await getJSON("run", { run }); // the chosen method's epochs and analyses
       if (token !== this.token) return;
       this.info = info;
       this.state.run = run;
       this.responses.clear();
+      if (view && !chosen) {
+        // The default method's and analysis's answers: the summary of the epoch that loadEpoch opens, the findings.
+        if (view.analysis) this.responses.set(url("analysis", { run, epoch: view.epoch }), Promise.resolve(view.analysis));
+        if (view.findings) this.responses.set(url("findings", { run }), Promise.resolve(view.findings));
+      }
       if (!initial) resetPerRun(this.params, this.state);
+      const opening = info.epochs.find((e) => e.epoch === this.state.epoch) || info.epochs[info.epochs.length - 1];
+      // Asked for now, while the toolbar and the views are built; loadEpoch finds the request under way.
+      if (opening) this.fetchCached("columns", "samples", { run, epoch: opening.epoch }).catch(() => {});
       this.toolbar.showRun(info);
       this.notify("run");
       if (!info.epochs.length) {

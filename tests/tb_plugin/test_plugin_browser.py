@@ -180,6 +180,16 @@ def test_the_lrp_tab_in_tensorboard(tensorboard, browser, screenshots):
     page.get_by_text("LRP", exact=True).first.click()
     tab = Tab(page).attach()
 
+    # TensorBoard loaded the modules as one bundle, and the tab's start asked /first_view for the run
+    # list, the run, its findings and the epoch's analysis: none of those routes was asked on its own.
+    asked = tab.js(
+        """[...performance.getEntriesByType("resource")].map((e) => new URL(e.name).pathname)
+             .filter((path) => path.startsWith("/data/plugin/lrp/")).map((path) => path.slice(17))"""
+    )
+    assert "bundle.js" in asked and not [path for path in asked if path.endswith(".js") and path != "bundle.js"]
+    assert asked.count("first_view") == 1 and {"samples", "embedding"} <= set(asked)
+    assert not {"runs", "run", "analysis", "findings"} & set(asked), asked
+
     # Every registered view (static/views/index.js) is built and placed once, in the registry's order.
     views = tab.js("Object.keys(lrp.views)")
     assert views == ["findings", "embedding", "clusters", "timeline", "methods", "gallery"]

@@ -33,6 +33,7 @@ def logdir(tmp_path_factory):
 
 def first_view_urls(run: str, epoch: int) -> list[str]:
     return [
+        route("first_view"),
         route("run", run=run),
         route("samples", run=run, epoch=epoch),
         route("analysis", run=run, epoch=epoch),
@@ -47,7 +48,10 @@ def answer(response) -> object:
     if response.headers.get("Content-Encoding") == "gzip":
         data = gzip.decompress(data)
     if response.headers["Content-Type"].startswith("application/json"):
-        return json.loads(data)
+        value = json.loads(data)
+        if isinstance(value, dict):
+            value.pop("scanned_at", None)  # when the plugin scanned the logdir: differs between two plugins
+        return value
     columns, meta = decode_columns(data)
     return {name: values.tolist() for name, values in columns.items()}, meta
 
@@ -76,7 +80,9 @@ def test_the_prepared_first_view_reads_nothing_and_answers_as_cold(logdir, monke
     cold = [answer(cold_client.get(url)) for url in first_view_urls(FIRST, LAST_EPOCH)]
     assert opened[0] > 0
     assert warm == cold
-    run_info, (samples, _), analysis, findings = warm
+    view, run_info, (samples, _), analysis, findings = warm
+    assert view["info"] == run_info and view["analysis"] == analysis and view["findings"] == findings
+    assert view["epoch"] == LAST_EPOCH
     assert run_info["run"] == FIRST and [e["epoch"] for e in run_info["epochs"]] == [0, 1, LAST_EPOCH]
     assert len(samples["sample_id"]) == 40 and analysis["epoch"] == LAST_EPOCH and findings["run"] == FIRST
     # Only the first run is prepared: the second's answers are read when asked for.
@@ -90,3 +96,45 @@ def test_prepare_first_view_takes_the_first_readable_run_and_none_without_runs(l
     assert plugin.data.prepare_first_view() == FIRST == plugin.data.runs()[0]["run"]
     _, empty = make_app(tmp_path)
     assert empty.data.prepare_first_view() is None
+
+
+def individual_answers(client, run: str, epoch: int | None) -> dict[str, object]:
+    """What the tab asked for one route at a time before /first_view: /runs, /run and /analysis."""
+    info = answer(client.get(route("run", run=run)))
+    return {
+        "runs": answer(client.get(route("runs")))["runs"],
+        "run": run,
+        "info": info,
+        "epoch": epoch,
+        "analysis": None if epoch is None else answer(client.get(route("analysis", run=run, epoch=epoch))),
+        "findings": answer(client.get(route("findings", run=run))),
+    }
+
+
+@pytest.mark.parametrize(
+    ("params", "run", "epoch"),
+    [
+        ({}, FIRST, LAST_EPOCH),  # no run named: the first readable run, its last epoch
+        ({"run": SECOND}, SECOND, 1),
+        ({"run": SECOND, "epoch": 0}, SECOND, 0),
+        ({"run": FIRST, "epoch": 1}, FIRST, 1),
+        ({"run": FIRST, "epoch": 7}, FIRST, LAST_EPOCH),  # an epoch the run lacks: its last, as the tab does
+        ({"run": "gone/version_3", "epoch": 0}, FIRST, 0),  # a run not listed: the first run
+    ],
+)
+def test_first_view_answers_what_the_individual_routes_answer(logdir, params, run, epoch):
+    client, _ = make_app(logdir)
+    response = client.get(route("first_view", **params))
+    assert json.loads(response.data)["scanned_at"] == json.loads(client.get(route("runs")).data)["scanned_at"]
+    view = answer(response)
+    assert view == individual_answers(make_app(logdir)[0], run, epoch)
+    assert view["run"] == run and view["epoch"] == epoch and view["analysis"]["epoch"] == epoch
+
+
+def test_first_view_without_runs_and_with_a_bad_epoch(logdir, tmp_path):
+    client, _ = make_app(tmp_path)
+    view = answer(client.get(route("first_view")))
+    assert view == {"runs": [], "run": None, "info": None, "epoch": None, "analysis": None, "findings": None}
+    client, _ = make_app(logdir)
+    response = client.get(route("first_view", run=FIRST, epoch="last"))
+    assert response.status_code == 400 and "'epoch' must be an integer" in response.get_data(as_text=True)

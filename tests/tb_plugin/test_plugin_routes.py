@@ -80,7 +80,7 @@ def test_entry_point_names_the_loader_and_tensorboard_lists_the_tab(client):
     listing = json.loads(ok(client, "/data/plugins_listing").data)
     assert listing["lrp"]["enabled"] is True
     assert listing["lrp"]["tab_name"] == "LRP"
-    assert listing["lrp"]["loading_mechanism"] == {"type": "IFRAME", "module_path": f"{PREFIX}/index.js"}
+    assert listing["lrp"]["loading_mechanism"] == {"type": "IFRAME", "module_path": f"{PREFIX}/bundle.js"}
 
 
 def test_entry_point_module_imports_nothing_heavy_and_works_without_tensorflow(tmp_path):
@@ -597,6 +597,7 @@ def test_every_route_is_registered_once_and_listed_in_the_module_docstring(serve
     assert routes == [
         "/runs",
         "/run",
+        "/first_view",
         "/samples",
         "/input",
         "/heatmap",
@@ -616,7 +617,7 @@ def test_every_route_is_registered_once_and_listed_in_the_module_docstring(serve
     table = re.findall(r"^``(/[a-z_]+)``", plugin_module.__doc__, flags=re.M)
     assert table == routes
     assert sorted(path for path in apps if "." in path) == sorted(
-        "/" + path.relative_to(STATIC).as_posix() for path in STATIC_FILES
+        ["/bundle.js", *("/" + path.relative_to(STATIC).as_posix() for path in STATIC_FILES)]
     )
 
 
@@ -717,7 +718,7 @@ def test_malformed_parameters_are_400_with_a_message(client, name, params, messa
 
 
 ROUTES = ["run", "samples", "input", "heatmap", "timeline", "analysis", "embedding", "clusters", "prototype", "lineage",
-          "findings", "finding_map", "finding_values", "relevance", "trajectory"]  # fmt: skip
+          "findings", "finding_map", "finding_values", "relevance", "trajectory", "first_view"]  # fmt: skip
 PARAMETERS = ["run", "epoch", "sample", "cmap", "kind", "category", "embedding", "x", "y", "clustering", "cluster",
               "finding", "bins"]  # fmt: skip
 VALUES = st.one_of(
