@@ -95,6 +95,7 @@ def test_fused_attention_leaves_out_only_the_default_stabilizer_of_the_scores(fu
     assert fused_calls == {"attention": 0, "sum": 5}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["bert", "gpt2", "llama"])
 def test_fused_hugging_face_relevance_equals_the_per_rule_path(family, fused_calls):
     pytest.importorskip("transformers")
