@@ -22,10 +22,10 @@ kernel-launching ATen operations of one attribution (profiler; views and ``detac
 median of compiled / uncompiled over the repeats.
 
 ``--transformers`` times torchvision's ``vit_b_16`` (random init, batch 8, 224x224; LXT with its ViT map,
-cp_LRP) and a BERT-base-sized encoder (12 layers, hidden 768, 12 heads, random init, batch 8,
-128 tokens): AttnLRP (composite ``attn_lrp``, which picks :class:`~lrp_lightning.huggingface.BertCanonizer`),
-the plain gradient x input
-of the token embeddings, and LXT 2.1 (its patches applied around each of its runs and removed after).
+cp_LRP, so our CP-LRP is timed too as ``ours_cp``) and a BERT-base-sized encoder (12 layers, hidden 768,
+12 heads, random init, batch 8, 128 tokens): AttnLRP (composite ``attn_lrp``, which picks
+:class:`~lrp_lightning.huggingface.BertCanonizer`), the plain gradient x input of the token embeddings, and
+LXT 2.1 (its patches applied around each of its runs and removed after).
 
 Every mode prints the machine's load average at its start and its own wall time at the end.
 zennit is a peer used only here and in tests (the ``test`` extra).
@@ -203,6 +203,8 @@ def _interleaved(label: str, runners: dict, repeats: int, device: torch.device) 
         f"  AttnLRP / gradient: {med['ours'] / med['grad']:.2f}   AttnLRP / LXT: {med['ours'] / med['lxt']:.2f}",
         flush=True,
     )
+    if "ours_cp" in med:  # LXT's ViT map is CP-LRP: the like-for-like ratio
+        print(f"  CP-LRP / LXT: {med['ours_cp'] / med['lxt']:.2f}", flush=True)
 
 
 def _relevance_runners(model, composite, make_input, seed, lxt_model, lxt_context, call):
@@ -272,6 +274,12 @@ def transformer_rows(args, device) -> None:
             _lxt_vit_patched,
             lambda model, leaf: model(leaf),
         )
+        # LXT's ViT map holds the attention weights constant (CP-LRP), which skips the queries' and keys'
+        # backward that AttnLRP (and the gradient) compute: our CP-LRP is the like-for-like peer
+        cp_composite = get_composite("cp_lrp", canonizers="auto")
+        runners["ours_cp"] = _relevance_runners(
+            vit, cp_composite, images.clone, target, vit, _lxt_vit_patched, lambda model, leaf: model(leaf)
+        )["ours"]
         label = f"ViT: vit_b_16, batch {batch}, 3x{args.size}x{args.size}, float32 (LXT: its ViT map, cp_LRP)"
         _interleaved(label, runners, args.repeats, device)
     if "bert" in args.transformer_models:

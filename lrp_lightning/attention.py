@@ -36,7 +36,9 @@ Building blocks for canonizers (reused by model-family canonizers):
   parameter-free ``nn.Linear``, so linear rules (Epsilon, Gamma) apply to it.
 * :class:`AttentionOps` holds one of each for a block; :func:`attention` is scaled dot-product attention
   through them, :func:`residual` a residual sum, :func:`merge_masks` turns boolean / float / padding masks
-  into one additive mask.
+  into one additive mask. Where the rules attached are exactly AttnLRP's or CP-LRP's (and no other hook
+  observes the operation modules), both take fused paths with the same relevance in fewer passes
+  (:mod:`lrp_lightning._fused`: torch's fused attention kernel, a sum without stacking).
 * :class:`Projection` also turns a linear layer with a transposed weight (GPT-2's ``Conv1D``) into an
   ``nn.Linear``: ``Projection(conv1d.weight.T, conv1d.bias)``.
 * :data:`LAYER_NORM_NAMES` and :data:`RMS_NORM_NAMES`: class names (not types, so that no library is
@@ -59,6 +61,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ._fused import fused_attention, proportional_sum
 from .core import (
     MISSING_RULE_ADVICE,
     Hook,
@@ -68,9 +71,10 @@ from .core import (
     _Finalizer,
     _no_hooks,
     module_params,
+    sole_rule,
 )
 from .layer import Sum
-from .rules import _divide
+from .rules import Norm, _divide
 
 Tensor = torch.Tensor
 
@@ -607,8 +611,20 @@ class AttentionOps(nn.Module):
 
 
 def residual(ops: AttentionOps, a: Tensor, b: Tensor) -> Tensor:
-    """``a + b`` through ``ops.sum`` (relevance split in proportion to the summands)."""
+    """``a + b`` through ``ops.sum`` (relevance split in proportion to the summands).
+
+    In an attributed call where ``ops.sum`` has the rule :class:`~lrp_lightning.rules.Norm` (and no other
+    hook), the same relevance comes from :func:`lrp_lightning._fused.proportional_sum`, without stacking.
+    """
+    if a.shape == b.shape and _attributed(a, b):
+        rule = sole_rule(ops.sum)
+        if type(rule) is Norm:
+            return proportional_sum(a, b, rule._stabilize)
     return ops.sum(torch.stack([a, b], dim=-1))
+
+
+def _attributed(*inputs: Tensor) -> bool:
+    return torch.is_grad_enabled() and not _evaluating() and any(x.requires_grad for x in inputs)
 
 
 def merge_masks(
@@ -656,7 +672,8 @@ def attention(
     mask: Tensor | None = None,
     scale: float | None = None,
     dropout_p: float = 0.0,
-) -> tuple[Tensor, Tensor]:
+    need_weights: bool = True,
+) -> tuple[Tensor, Tensor | None]:
     """Scaled dot-product attention through ``ops``: ``softmax(scale * q k^T + mask) v``.
 
     Parameters
@@ -670,6 +687,11 @@ def attention(
         ``1 / sqrt(d)`` by default.
     dropout_p : float, default 0.0
         Dropout on the attention weights (pass 0 in evaluation mode).
+    need_weights : bool, default True
+        Whether the caller uses the weights. Without them, an attributed call whose operation modules have
+        AttnLRP's rules (:class:`UniformMatMul`, :class:`SoftmaxRule`) or CP-LRP's (:class:`CPMatMul` on
+        ``ops.values``) and no other hooks runs torch's fused attention and gets the same relevance in its
+        backward (:func:`lrp_lightning._fused.fused_attention`); the weights are then None.
 
     Returns
     -------
@@ -677,11 +699,38 @@ def attention(
     """
     if scale is None:
         scale = 1.0 / math.sqrt(query.shape[-1])
+    if not need_weights and dropout_p == 0.0 and _attributed(query, key, value):
+        fused = _fused_rules(ops)
+        if fused is not None:
+            stabilize, constant_weights = fused
+            return fused_attention(query, key, value, mask, scale, stabilize, constant_weights), None
     scores = ops.scores(query, key.transpose(-2, -1), scale=scale, bias=mask)
     weights = ops.softmax(scores)
     if dropout_p > 0.0:
         weights = F.dropout(weights, p=dropout_p)
     return ops.values(weights, value), weights
+
+
+#: the largest stabilizer of the scores' product rule that the fused attention leaves out (the default)
+_FUSED_MAX_EPSILON = 1e-6
+
+
+def _fused_rules(ops: AttentionOps) -> tuple[Callable[[Tensor], Tensor], bool] | None:
+    """(stabilizer of ``A @ v``, whether the weights are constant) when ``ops`` has rules the fused path computes."""
+    if any(op._forward_hooks or op._forward_pre_hooks for op in (ops.scores, ops.values)):
+        return None  # something else observes the call
+    softmax = sole_rule(ops.softmax)
+    if softmax is None and (ops.softmax._forward_hooks or ops.softmax._forward_pre_hooks):
+        return None
+    values = _OP_RULES.get(ops.values)
+    if type(values) is CPMatMul:  # nothing flows into the weights: the softmax's and scores' rules never run
+        return values._stabilize, True
+    scores = _OP_RULES.get(ops.scores)
+    if type(values) is not UniformMatMul or type(scores) is not UniformMatMul or type(softmax) is not SoftmaxRule:
+        return None
+    if not isinstance(scores.epsilon, (int, float)) or abs(scores.epsilon) > _FUSED_MAX_EPSILON:
+        return None  # a larger stabilizer of the scores is an explicit choice: the per-rule path honours it
+    return values._stabilize, False
 
 
 @contextmanager

@@ -183,7 +183,7 @@ def _mha_forward(
     v = v_proj(value).reshape(batch, keys, heads, head_dim).transpose(1, 2)
     mask = merge_masks(attn_mask, key_padding_mask, batch, heads, queries, keys, q.dtype, is_causal, q.device)
     dropout_p = module.dropout if module.training else 0.0
-    output, weights = attention(ops, q, k, v, mask, 1.0 / math.sqrt(head_dim), dropout_p)
+    output, weights = attention(ops, q, k, v, mask, 1.0 / math.sqrt(head_dim), dropout_p, need_weights)
     output = module.out_proj(output.transpose(1, 2).reshape(batch, queries, module.embed_dim))
     if not batched:
         output = output.squeeze(0)

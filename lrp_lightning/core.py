@@ -405,6 +405,22 @@ def _apply_rule(rule: Hook, mod: nn.Module, args: tuple, output: Any) -> Tensor 
     return _RuleFunction.apply(rule, mod, args[0], [output.detach()], known_non_negative(args[0]))
 
 
+def sole_rule(module: nn.Module) -> Hook | None:
+    """The rule attached to ``module`` (our protocol) when it is the module's only hook, else None.
+
+    Fused paths (:mod:`lrp_lightning._fused`) compute what a module's rule would, without calling the
+    module; they apply only where nothing else observes the call (no other forward or pre-forward hook).
+    """
+    hooks = list(module._forward_hooks.values())
+    if len(hooks) != 1 or module._forward_pre_hooks:
+        return None
+    hook = hooks[0]
+    if not (isinstance(hook, functools.partial) and hook.func is _apply_rule):
+        return None
+    rule = hook.args[0]
+    return rule if rule.active else None
+
+
 class Hook(HookProtocol):
     """Base class of all rules.
 

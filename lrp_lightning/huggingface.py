@@ -320,7 +320,9 @@ class _BertSelfAttention(_NamedBlock):
         value = self.transpose_for_scores(self.value(hidden_states))
         mask = _additive_mask(attention_mask, query.dtype, None)
         dropout = self.dropout.p if self.training else 0.0
-        context, weights = attention(ops, query, key, value, mask, 1.0 / math.sqrt(self.attention_head_size), dropout)
+        context, weights = attention(
+            ops, query, key, value, mask, 1.0 / math.sqrt(self.attention_head_size), dropout, bool(output_attentions)
+        )
         context = context.permute(0, 2, 1, 3).contiguous()
         context = context.view(*context.shape[:-2], self.all_head_size)
         outputs: tuple = (context, weights) if output_attentions else (context,)
@@ -397,7 +399,7 @@ class _GPT2Attention(_NamedBlock):
             scale /= float(self.layer_idx + 1)
         mask = _additive_mask(attention_mask, query.dtype, (query.shape[-2], key.shape[-2]))
         dropout = self.attn_dropout.p if self.training else 0.0
-        output, weights = attention(ops, query, key, value, mask, scale, dropout)
+        output, weights = attention(ops, query, key, value, mask, scale, dropout, bool(output_attentions))
         output = output.transpose(1, 2)
         output = self.resid_dropout(self.c_proj(output.reshape(*output.shape[:-2], -1).contiguous()))
         outputs: tuple = (output, (key, value) if use_cache else None)
@@ -504,7 +506,8 @@ class _LlamaAttention(_NamedBlock):
         causal = (query.shape[-2], key.shape[-2]) if mask is None and query.shape[-2] > 1 else None
         mask = _additive_mask(mask, query.dtype, causal)
         dropout = self.attention_dropout if self.training else 0.0
-        output, weights = attention(ops, query, key, value, mask, self.scaling, dropout)
+        need_weights = bool(kwargs.get("output_attentions", False))
+        output, weights = attention(ops, query, key, value, mask, self.scaling, dropout, need_weights)
         output = output.transpose(1, 2).reshape(*hidden_states.shape[:-1], -1).contiguous()
         return self.o_proj(output), weights
 
