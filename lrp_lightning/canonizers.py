@@ -252,11 +252,7 @@ class MergeBatchNorm(Canonizer):
         linear: nn.Module, batch_norm: nn.Module, params: dict[str, torch.Tensor | None] | None = None
     ) -> dict[str, torch.Tensor]:
         """Weight and bias of ``linear`` (or of ``params``) followed by ``batch_norm`` in evaluation mode."""
-        if batch_norm.running_var is None or batch_norm.running_mean is None:
-            raise ValueError(
-                f"{type(batch_norm).__name__} has no running statistics (track_running_stats=False) and cannot "
-                "be merged; pass canonizers=[] to leave it out"
-            )
+        _check_mergeable(batch_norm)
         params = module_params(linear) if params is None else params
         weight = params["weight"]
         bias = params.get("bias")
@@ -299,7 +295,8 @@ class MergeBatchNorm(Canonizer):
         stack = ExitStack()
         try:
             for linear in linears:
-                self.merged_params(linear, batch_norm)  # raises here for a batch norm that cannot be merged
+                # checked here, not by merging: a registration per attribution would merge every layer twice
+                _check_mergeable(batch_norm, linear)
                 merged = functools.partial(self._current_merge, linear, batch_norm, module_params(linear))
                 lazy = {
                     key: functools.partial(lambda key, merged: merged()[key], key, merged) for key in ("weight", "bias")
@@ -456,6 +453,24 @@ class CompositeCanonizer(Canonizer):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.canonizers!r})"
+
+
+def _check_mergeable(batch_norm: nn.Module, linear: nn.Module | None = None) -> None:
+    """Raise where :meth:`MergeBatchNorm.merged_params` would fail, without computing the merge."""
+    if batch_norm.running_var is None or batch_norm.running_mean is None:
+        raise ValueError(
+            f"{type(batch_norm).__name__} has no running statistics (track_running_stats=False) and cannot "
+            "be merged; pass canonizers=[] to leave it out"
+        )
+    weight = None if linear is None else getattr(linear, "weight", None)
+    if isinstance(weight, torch.Tensor):
+        out_dim = 1 if isinstance(linear, ltypes.ConvolutionTranspose) else 0
+        if weight.ndim <= out_dim or weight.shape[out_dim] != batch_norm.running_var.numel():
+            raise ValueError(
+                f"{type(batch_norm).__name__} with {batch_norm.running_var.numel()} features cannot be merged into "
+                f"{type(linear).__name__} with weight of shape {tuple(weight.shape)}; merge a batch norm only into "
+                "the layer whose output it normalises"
+            )
 
 
 def _merged_forward(linear: nn.Module, merged: Callable[[], dict], input: torch.Tensor) -> torch.Tensor:

@@ -35,6 +35,27 @@ def test_canonized_relevance_equals_explicitly_merged_model():
     assert not torch.allclose(without, reference, rtol=1e-3)
 
 
+def test_registering_a_batch_norm_merge_computes_nothing_and_checks_at_once():
+    # a registration per attribution (explain, the batch-8 benchmark) merged every layer twice: once to check
+    # at registration, once in the forward pass
+    model = small_cnn().eval()
+    canonizer = canon.NamedMergeBatchNorm([(["0"], "1")])
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        handles = canonizer.apply(model)
+    for handle in handles:
+        handle.remove()
+    computed = [
+        e.name for e in prof.events() if e.name.startswith("aten::") and e.name not in ("aten::detach", "aten::alias")
+    ]
+    assert computed == []
+    unmerged = small_cnn().eval()
+    unmerged[1] = nn.BatchNorm2d(4, track_running_stats=False).eval()
+    with pytest.raises(ValueError, match="has no running statistics"):
+        canon.NamedMergeBatchNorm([(["0"], "1")]).apply(unmerged)
+    with pytest.raises(ValueError, match=r"BatchNorm2d with 4 features cannot be merged into Conv2d with weight of "):
+        canon.NamedMergeBatchNorm([(["4"], "1")]).apply(small_cnn().eval())
+
+
 class Doubler(nn.Module):
     """A block whose ``x + x`` no rule sees, like a residual addition."""
 
