@@ -35,6 +35,18 @@ def crash_while_writing_part() -> None:
 
     store_io.pq.write_table = dying_write_table
 
+    close = store_io.pq.ParquetWriter.close  # parts written row group by row group (one per method)
+
+    def dying_close(self):
+        close(self)
+        where = str(self.where)
+        if "epoch_000002" in where:
+            with open(where, "r+b") as handle:
+                handle.truncate(os.path.getsize(where) // 2)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    store_io.pq.ParquetWriter.close = dying_close
+
 
 def crash_before_manifest() -> None:
     atomic_write_json = store_io.atomic_write_json
