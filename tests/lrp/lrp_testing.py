@@ -67,3 +67,17 @@ def no_host_reads():
     finally:
         for name, method in saved.items():
             setattr(torch.Tensor, name, method)
+
+
+def tiny_vit(seed: int = 0, layers: int = 2) -> nn.Module:
+    """A small torchvision VisionTransformer in float64 eval mode, with a non-zero head (16 px, 2 heads)."""
+    import pytest
+
+    vision_transformer = pytest.importorskip("torchvision.models.vision_transformer")
+    torch.manual_seed(seed)
+    model = vision_transformer.VisionTransformer(
+        image_size=16, patch_size=8, num_layers=layers, num_heads=2, hidden_dim=16, mlp_dim=32, num_classes=5
+    )
+    nn.init.normal_(model.heads.head.weight, std=0.5)  # torchvision initialises the head with zeros
+    nn.init.normal_(model.heads.head.bias, std=0.1)
+    return model.double().eval()

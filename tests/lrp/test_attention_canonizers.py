@@ -5,7 +5,7 @@ import warnings
 import pytest
 import torch
 import torch.nn as nn
-from lrp_testing import assert_restored, snapshot
+from lrp_testing import assert_restored, snapshot, tiny_vit
 
 from lrp_lightning.attention_canonizers import (
     MultiheadAttentionCanonizer,
@@ -100,19 +100,8 @@ def test_encoder_layer_canonizer_keeps_outputs_and_restores(norm_first):
     assert torch.equal(layer(x, src_key_padding_mask=padding)[0], expected[0])
 
 
-def _vit(seed=0, layers=2):
-    vision_transformer = pytest.importorskip("torchvision.models.vision_transformer")
-    torch.manual_seed(seed)
-    model = vision_transformer.VisionTransformer(
-        image_size=16, patch_size=8, num_layers=layers, num_heads=2, hidden_dim=16, mlp_dim=32, num_classes=5
-    )
-    nn.init.normal_(model.heads.head.weight, std=0.5)  # torchvision initialises the head with zeros
-    nn.init.normal_(model.heads.head.bias, std=0.1)
-    return model.double().eval()
-
-
 def test_auto_picks_the_attention_canonizers():
-    picked = resolve_canonizers("auto", _vit())
+    picked = resolve_canonizers("auto", tiny_vit())
     assert any(isinstance(c, VisionTransformerCanonizer) for c in picked)
     assert not any(type(c) is MultiheadAttentionCanonizer for c in picked)  # contained in the ViT canonizer
     encoder = nn.TransformerEncoder(
@@ -125,7 +114,7 @@ def test_auto_picks_the_attention_canonizers():
 
 
 def test_vit_attribution_leaves_the_model_bitwise_unchanged():
-    model = _vit()
+    model = tiny_vit()
     x = torch.randn(2, 3, 16, 16, dtype=D)
     expected = model(x)
     before = snapshot(model)
@@ -139,7 +128,7 @@ def test_vit_attribution_leaves_the_model_bitwise_unchanged():
 
 
 def test_lrp_composite_without_canonizers_warns_about_the_attention():
-    model = _vit(layers=1)
+    model = tiny_vit(layers=1)
     composite = get_composite("cp_lrp", canonizers=[])
     try:
         with pytest.warns(UserWarning, match="explained without their canonizer"):
@@ -149,7 +138,7 @@ def test_lrp_composite_without_canonizers_warns_about_the_attention():
 
 
 def test_attn_lrp_gamma_option_and_bad_gamma():
-    model = _vit(layers=1)
+    model = tiny_vit(layers=1)
     x = torch.randn(1, 3, 16, 16, dtype=D)
     _, epsilon = Gradient(model, get_composite("attn_lrp"))(x, 0)
     _, gamma = Gradient(model, get_composite("attn_lrp", gamma=0.25))(x, 0)
@@ -192,11 +181,11 @@ def test_token_relevance_of_a_text_transformer(name):
 
 
 @pytest.mark.slow
-def test_cp_lrp_parity_with_lxt_on_a_torchvision_vit(monkeypatch):
+def test_cp_lrp_parity_with_lxt_on_a_torchvisiontiny_vit(monkeypatch):
     pytest.importorskip("lxt")
     from torchvision.models import vision_transformer
 
-    model = _vit(seed=4)
+    model = tiny_vit(seed=4)
     x = torch.randn(2, 3, 16, 16, dtype=D)
     onehot = torch.zeros(2, 5, dtype=D)
     onehot[0, 1] = onehot[1, 3] = 1.0
@@ -225,7 +214,7 @@ def test_cp_lrp_parity_with_lxt_on_a_torchvision_vit(monkeypatch):
 def test_a_cnn_composite_on_a_transformer_names_the_attention_composites():
     from lrp_lightning.core import MissingRuleError
 
-    model = _vit(layers=1)
+    model = tiny_vit(layers=1)
     with pytest.raises(
         MissingRuleError, match=r"ln_1 \(LayerNorm\) has no rule .*composite='attn_lrp' or 'cp_lrp'.*LayerNormRule"
     ):
@@ -302,9 +291,9 @@ def _lxt_explicit_attn_lrp(vit, x, relevance_out):
 
 
 @pytest.mark.slow
-def test_attn_lrp_parity_with_lxt_explicit_rules_on_a_torchvision_vit():
+def test_attn_lrp_parity_with_lxt_explicit_rules_on_a_torchvisiontiny_vit():
     pytest.importorskip("lxt")
-    model = _vit(seed=6)
+    model = tiny_vit(seed=6)
     x = torch.randn(2, 3, 16, 16, dtype=D)
     onehot = torch.zeros(2, 5, dtype=D)
     onehot[0, 2] = onehot[1, 4] = 1.0

@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 from hf_testing import embeddings_of, tiny_model
+from lrp_testing import tiny_vit
 from test_host_sync import count_ops
 
 import lrp_lightning.attention as attention
@@ -12,17 +13,6 @@ from lrp_lightning.attention import AttentionOps
 from lrp_lightning.composites import get_composite
 
 D = torch.float64
-
-
-def _vit(seed=0, layers=2):
-    vision_transformer = pytest.importorskip("torchvision.models.vision_transformer")
-    torch.manual_seed(seed)
-    model = vision_transformer.VisionTransformer(
-        image_size=16, patch_size=8, num_layers=layers, num_heads=2, hidden_dim=16, mlp_dim=32, num_classes=5
-    )
-    nn.init.normal_(model.heads.head.weight, std=0.5)  # torchvision initialises the head with zeros
-    nn.init.normal_(model.heads.head.bias, std=0.1)
-    return model.double().eval()
 
 
 def _relevance(model, composite, x, seed, call=lambda model, leaf: model(leaf), observe=False):
@@ -62,7 +52,7 @@ def fused_calls(monkeypatch):
 
 @pytest.mark.parametrize("name, epsilon", [("attn_lrp", 0.0), ("cp_lrp", 1e-6), ("cp_lrp", 0.0)])
 def test_fused_vit_relevance_equals_the_per_rule_path(name, epsilon, fused_calls):
-    model = _vit(seed=3)
+    model = tiny_vit(seed=3)
     x = torch.randn(2, 3, 16, 16, dtype=D)
     seed = torch.zeros(2, 5, dtype=D)
     seed[0, 1] = seed[1, 3] = 1.0
@@ -81,7 +71,7 @@ def test_fused_vit_relevance_equals_the_per_rule_path(name, epsilon, fused_calls
 def test_fused_attention_leaves_out_only_the_default_stabilizer_of_the_scores(fused_calls):
     # the scores' relevance divided by the stabilized scores: the per-rule path loses what the stabilizer takes
     # where a score is near zero; the fused path cancels it exactly. Differences stay at the stabilizer's scale.
-    model = _vit(seed=4)
+    model = tiny_vit(seed=4)
     x = torch.randn(2, 3, 16, 16, dtype=D)
     seed = torch.zeros(2, 5, dtype=D)
     seed[:, 2] = 1.0
@@ -136,7 +126,7 @@ def test_attention_weights_asked_for_take_the_per_rule_path(fused_calls):
 def test_a_vit_attribution_stays_under_its_op_count():
     # 2-block tiny ViT, attn_lrp: 334 kernel-launching operations with bmm + softmax + stacked residual sums
     # per block; 294 with the fused attention and sums. A regression that adds a few ops per block fails here.
-    model = _vit(seed=5).float()
+    model = tiny_vit(seed=5).float()
     x = torch.randn(1, 3, 16, 16)
     seed = torch.zeros(1, 5)
     seed[0, 2] = 1.0
